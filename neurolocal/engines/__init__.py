@@ -1,0 +1,1 @@
+"""Engines move messages between vertex rules: in one process, or between Ray actors."""

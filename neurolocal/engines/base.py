@@ -1,0 +1,74 @@
+"""What every engine returns, so results compare across engines field by field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurolocal.errors import ConfigError
+from neurolocal.graph import Graph
+
+Updates = dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
+class Relaxation:
+    """The outcome of relaxing one batch.
+
+    dtheta:          Hebbian update per vertex and parameter (= -dL/dtheta at the fixed point)
+    errors:          final eps of every non-input vertex
+    input_feedback:  sum_children J^T eps arriving at each input (= -dL/dx at the fixed point);
+                     filled only when asked for
+    energy:          free energy sum_i 1/2||eps_i||^2 (per sample) after each round,
+                     index 0 being the state right after the forward pass
+    loss:            the batch's loss at the forward pass
+    prediction:      the output vertex's prediction
+    """
+
+    dtheta: Updates
+    errors: dict[str, np.ndarray]
+    input_feedback: dict[str, np.ndarray]
+    energy: list[float]
+    loss: float
+    prediction: np.ndarray
+    messages: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:
+    if not np.isfinite(eta) or eta <= 0:
+        raise ConfigError(f"eta must be a positive number, got {eta}", field="eta")
+    if mode == "fixed" and eta >= 2:
+        raise ConfigError(f"eta = {eta} diverges in fixed mode: relaxation converges only for "
+                          "0 < eta < 2", field="eta")
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ConfigError(f"iterations must be a whole number >= 0, got {iterations}",
+                          field="iterations")
+
+
+def prepare_batch(graph: Graph, inputs, target) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Inputs as a name -> float64 array mapping and the target shaped like the output."""
+    from neurolocal.errors import DataError
+
+    if not isinstance(inputs, dict):
+        if len(graph.inputs) != 1:
+            raise DataError(f"the graph has inputs {', '.join(graph.inputs)}; pass a mapping")
+        inputs = {graph.inputs[0]: inputs}
+    batch = None
+    prepared = {}
+    for name in graph.inputs:
+        if name not in inputs:
+            raise DataError(f"no data for input vertex '{name}'")
+        x = np.ascontiguousarray(inputs[name], dtype=np.float64)
+        if x.shape[1:] != graph.shapes[name]:
+            raise DataError(f"input '{name}' expects per-sample shape {list(graph.shapes[name])}, "
+                            f"got {list(x.shape[1:])}")
+        if batch is not None and x.shape[0] != batch:
+            raise DataError("inputs disagree on the batch size")
+        batch = x.shape[0]
+        prepared[name] = x
+    y = graph.loss.prepare_target(target, graph.shapes[graph.output])
+    if y.shape[0] != batch:
+        raise DataError(f"target has {y.shape[0]} samples, inputs have {batch}")
+    return prepared, np.ascontiguousarray(y, dtype=np.float64)

@@ -1,0 +1,43 @@
+"""The project's own error types.
+
+Every problem a user can cause (a bad topology file, a bad flag, a bad data file)
+raises a `NeurolocalError`; the CLI prints its one-line message and exits 2.
+Anything else escaping is a bug in neurolocal.
+"""
+
+from __future__ import annotations
+
+
+class NeurolocalError(Exception):
+    """A user-facing error: one line naming where the problem is and what was expected."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.source = source
+        self.field = field
+        self.detail = message
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        parts = [p for p in (self.source, self.field) if p]
+        prefix = ": ".join(parts)
+        return f"{prefix}: {self.detail}" if prefix else self.detail
+
+    def located(self, source: str | None = None, field: str | None = None) -> "NeurolocalError":
+        """The same error with a file and/or field filled in where it was missing."""
+        return type(self)(
+            self.detail,
+            source=self.source or source,
+            field=self.field or field,
+        )
+
+
+class TopologyError(NeurolocalError):
+    """A graph or topology file that cannot be built: schema, shapes, cycles, ops."""
+
+
+class ConfigError(NeurolocalError):
+    """A setting (flag or training-section value) out of its allowed range."""
+
+
+class DataError(NeurolocalError):
+    """A data file that is missing, unreadable or of the wrong shape."""

@@ -1,0 +1,104 @@
+"""Losses at the output vertex: its fixed error eps_out = -dl/dvhat, per sample.
+
+The training objective is the batch mean of the per-sample loss `l`; errors stay
+per sample (as in the paper) and parameter updates are averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from neurolocal import kernels
+from neurolocal.errors import DataError, TopologyError
+
+
+class Loss:
+    name: ClassVar[str] = ""
+
+    def check_output_shape(self, shape: tuple[int, ...]) -> None:
+        pass
+
+    def prepare_target(self, target: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+        """The target as a float array shaped like the output (labels become one-hot)."""
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape[1:] != tuple(output_shape):
+            raise DataError(f"target has per-sample shape {list(target.shape[1:])}, "
+                            f"the output vertex has {list(output_shape)}")
+        return target
+
+    def value(self, prediction: np.ndarray, target: np.ndarray) -> float:
+        """Batch mean of the per-sample loss."""
+        raise NotImplementedError
+
+    def output_error(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """eps_out = -dl/dvhat for each sample."""
+        raise NotImplementedError
+
+
+class MeanSquaredError(Loss):
+    """l = scale/2 * ||y - vhat||^2; eps_out = scale * (y - vhat).
+
+    `scale = 1` is the textbook 1/2-MSE; the paper's code drops the 1/2 (scale 2).
+    """
+
+    name = "mse"
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = float(scale)
+
+    def value(self, prediction, target):
+        diff = target - prediction
+        return float(0.5 * self.scale * np.sum(diff * diff) / prediction.shape[0])
+
+    def output_error(self, prediction, target):
+        return self.scale * (target - prediction)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """l = -sum_k y_k log softmax(vhat)_k; eps_out = y - softmax(vhat)."""
+
+    name = "softmax_cross_entropy"
+
+    def check_output_shape(self, shape):
+        if len(shape) != 1 or shape[0] < 2:
+            raise TopologyError(
+                f"softmax_cross_entropy needs an output of shape [classes >= 2], got {list(shape)}")
+
+    def prepare_target(self, target, output_shape):
+        target = np.asarray(target)
+        classes = output_shape[0]
+        if target.ndim == 1:
+            if not np.issubdtype(target.dtype, np.integer):
+                if not np.all(np.mod(target, 1) == 0):
+                    raise DataError("class labels must be whole numbers")
+                target = target.astype(np.int64)
+            if target.size and (target.min() < 0 or target.max() >= classes):
+                raise DataError(f"labels must lie in 0..{classes - 1}, "
+                                f"found {int(target.min())}..{int(target.max())}")
+            return np.eye(classes)[target]
+        return super().prepare_target(target, output_shape)
+
+    def value(self, prediction, target):
+        z = prediction - prediction.max(axis=1, keepdims=True)
+        log_softmax = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-np.sum(target * log_softmax) / prediction.shape[0])
+
+    def output_error(self, prediction, target):
+        return target - kernels.softmax_rows(np.ascontiguousarray(prediction))
+
+
+LOSSES: dict[str, type[Loss]] = {
+    MeanSquaredError.name: MeanSquaredError,
+    SoftmaxCrossEntropy.name: SoftmaxCrossEntropy,
+}
+
+
+def make_loss(name: str, **options) -> Loss:
+    if name not in LOSSES:
+        raise TopologyError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})", field="loss")
+    try:
+        return LOSSES[name](**options)
+    except TypeError as exc:
+        raise TopologyError(f"bad options for loss {name!r}: {exc}", field="loss") from None

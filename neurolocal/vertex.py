@@ -1,0 +1,140 @@
+"""The predictive-coding rule of one vertex: its state, and what it does with messages.
+
+A `VertexRule` knows its op, its parameters and the *names* of its parents; it
+never sees a neighbour's state. Everything it learns about the graph arrives as
+an argument (parent values, summed feedback) and everything it tells the graph
+leaves as a return value (its value for the children, `J^T eps` per parent, its
+Hebbian update). Engines move those messages; this class is the same in one
+process, in a Ray actor, or packed with others into a shard.
+
+Roles:
+    input   value clamped to data, no error; it still receives feedback (dL/dx)
+    hidden  value relaxes: v += eta * (-eps + sum_children J^T eps_child)
+    output  fixed mode: eps = -dl/dvhat, held for the whole relaxation;
+            strict mode: value clamped to the target, eps recomputed each step
+
+Modes:
+    fixed   predictions and Jacobians cached from the forward pass (the paper's
+            mode; converges to backprop's gradients)
+    strict  predictions and Jacobians recomputed from current parent values
+            every step (Whittington & Bogacz 2017; does not match backprop)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from neurolocal import kernels
+from neurolocal.ops import Loss, Op
+
+MODES = ("fixed", "strict")
+ROLES = ("input", "hidden", "output")
+
+
+class VertexRule:
+    def __init__(self, name: str, op: Op, parents: Sequence[str], role: str,
+                 params: dict[str, np.ndarray] | None = None, loss: Loss | None = None,
+                 mode: str = "fixed"):
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if role == "output" and loss is None:
+            raise ValueError("the output vertex needs its loss")
+        self.name = name
+        self.op = op
+        self.parents = tuple(parents)
+        self.role = role
+        self.mode = mode
+        self.params = params or {}
+        self.loss = loss
+        self.value: np.ndarray | None = None
+        self.prediction: np.ndarray | None = None
+        self.error: np.ndarray | None = None
+        self.target: np.ndarray | None = None
+        self._cache: Any = None
+
+    # --- forward pass ----------------------------------------------------------------
+
+    def clamp(self, data: np.ndarray) -> np.ndarray:
+        """Input vertices: the value is the data. Returns the message for the children."""
+        self.value = np.ascontiguousarray(data, dtype=np.float64)
+        return self.value
+
+    def set_target(self, target: np.ndarray) -> None:
+        self.target = np.ascontiguousarray(target, dtype=np.float64)
+
+    def predict(self, parent_values: Sequence[np.ndarray]) -> np.ndarray:
+        """Forward pass: cache vhat and the Jacobian data, set v = vhat.
+
+        Hidden errors start at zero; the output's error is the loss gradient.
+        Returns the value to send to the children: the prediction itself, which
+        (unlike the value) is never changed in place, so a child may cache it.
+        """
+        self.prediction, self._cache = self.op.forward(self.params, parent_values)
+        self.prediction = np.ascontiguousarray(self.prediction)
+        if self.role == "output":
+            self.error = self.loss.output_error(self.prediction, self.target)
+            self.value = self.prediction + self.error if self.mode == "fixed" else self.target
+        else:
+            self.value = self.prediction.copy()
+            self.error = np.zeros_like(self.prediction)
+        return self.prediction
+
+    def value_message(self) -> np.ndarray:
+        """The current value for the children (strict mode), detached from in-place updates."""
+        return self.value.copy() if self.role == "hidden" else self.value
+
+    # --- relaxation ------------------------------------------------------------------
+
+    def feedback(self) -> dict[str, np.ndarray]:
+        """J^T eps for each parent (one message per parent, repeated parents summed)."""
+        if self.role == "input":
+            return {}
+        grads = self.op.vjp(self.params, self._cache, self.error)
+        messages: dict[str, np.ndarray] = {}
+        for parent, g in zip(self.parents, grads):
+            if np.may_share_memory(g, self.error):
+                # the error relaxes in place: a message must not change after sending
+                g = g.copy()
+            messages[parent] = messages[parent] + g if parent in messages else g
+        return messages
+
+    def relax(self, feedback_total: np.ndarray | None, eta: float) -> None:
+        """One value update from the summed feedback of this step's children messages."""
+        if self.role != "hidden":
+            return
+        feedback = (np.zeros_like(self.value) if feedback_total is None
+                    else np.ascontiguousarray(feedback_total, dtype=np.float64))
+        if self.mode == "fixed":
+            kernels.relax_step(self.value, self.error, self.prediction, feedback, float(eta))
+        else:
+            kernels.value_step(self.value, self.error, feedback, float(eta))
+
+    def repredict(self, parent_values: Sequence[np.ndarray]) -> None:
+        """Strict mode: recompute prediction, Jacobian data and error from current values."""
+        if self.role == "input":
+            return
+        self.prediction, self._cache = self.op.forward(self.params, parent_values)
+        self.prediction = np.ascontiguousarray(self.prediction)
+        if self.role == "output":
+            self.error = self.loss.output_error(self.prediction, self.target)
+        else:
+            self.error = self.value - self.prediction
+
+    # --- learning --------------------------------------------------------------------
+
+    def hebbian(self) -> dict[str, np.ndarray]:
+        """dtheta = eps . dvhat/dtheta, averaged over the batch (local: own error, cached inputs)."""
+        if not self.params or self.error is None:
+            return {}
+        batch = self.error.shape[0]
+        return {k: v / batch for k, v in self.op.param_vjp(self.params, self._cache, self.error).items()}
+
+    def energy(self) -> float:
+        """This vertex's share of the free energy, 1/2 ||eps||^2 per sample."""
+        if self.role == "input" or self.error is None:
+            return 0.0
+        return 0.5 * float(np.vdot(self.error, self.error)) / self.error.shape[0]
