@@ -1,0 +1,159 @@
+"""The `neurolocal` command line.
+
+Every user mistake ends as one line on stderr and exit code 2; exit 1 means a
+check the user asked for failed (e.g. `check-grad --max-rel-error`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Callable, Sequence
+
+from neurolocal.errors import ConfigError, NeurolocalError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line with exit 2 (its default too), no usage dump."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_validate(args) -> int:
+    from neurolocal.topology import load_topology
+
+    topology = load_topology(args.topology)
+    print(topology.graph.summary())
+    return EXIT_OK
+
+
+def cmd_check_grad(args) -> int:
+    from neurolocal.engines import relax_once
+    from neurolocal.gradcheck import compare, synthetic_batch
+    from neurolocal.topology import load_topology
+
+    graph = load_topology(args.topology).graph
+    iterations = graph.depth if args.iterations is None else args.iterations
+    params = graph.init_params(args.seed)
+    inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
+    relaxation = relax_once(args, graph, params, inputs, target, eta=args.eta,
+                            iterations=iterations)
+    check = compare(graph, params, relaxation, inputs, target, mode=args.mode, eta=args.eta,
+                    iterations=iterations)
+    failed = args.max_rel_error is not None and not check.max_relative_error <= args.max_rel_error
+    if args.json:
+        report = check.as_dict()
+        report["engine"] = args.engine
+        report.update(relaxation.extras.get("report", {}))
+        print(json.dumps(report))
+    else:
+        _print_check(check, args)
+    return EXIT_CHECK_FAILED if failed else EXIT_OK
+
+
+def _print_check(check, args) -> None:
+    print(f"{check.graph}: {args.engine} engine, {check.mode} mode, eta {check.eta}, "
+          f"{check.iterations} iterations (depth {check.depth}), loss {check.loss:.6g}")
+    width = max([len(f"{r.vertex}.{r.parameter}") for r in check.rows] + [9])
+    print(f"  {'parameter':<{width}}  {'shape':<12} {'|grad|':>10}  {'rel. error':>10}")
+    for r in check.rows:
+        print(f"  {r.vertex + '.' + r.parameter:<{width}}  {str(list(r.shape)):<12} "
+              f"{r.gradient_norm:>10.4g}  {r.relative_error:>10.3e}")
+    print(f"max relative error {check.max_relative_error:.3e}")
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from neurolocal.engines import ENGINE_NAMES
+
+    parser.add_argument("--engine", choices=ENGINE_NAMES, default="local",
+                        help="where vertices run (default: local, one process)")
+    parser.add_argument("--mode", choices=("fixed", "strict"), default="fixed",
+                        help="fixed: predictions cached from the forward pass (the paper's, "
+                             "equals backprop); strict: recomputed every step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="neurolocal", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    validate = commands.add_parser("validate", help="check a topology file and summarise its graph")
+    validate.add_argument("topology")
+    validate.set_defaults(run=cmd_validate)
+
+    check = commands.add_parser(
+        "check-grad", help="compare predictive coding's updates with backprop's gradients")
+    check.add_argument("topology")
+    check.add_argument("--eta", type=_positive_float, default=1.0,
+                       help="relaxation step (default 1; fixed mode converges for 0 < eta < 2)")
+    check.add_argument("--iterations", "-T", type=_non_negative_int, default=None,
+                       help="relaxation steps (default: the graph's depth)")
+    check.add_argument("--seed", type=int, default=0, help="seeds the parameters and the batch")
+    check.add_argument("--batch-size", type=_positive_int, default=8)
+    check.add_argument("--max-rel-error", type=_positive_float, default=None,
+                       help="exit 1 when the largest relative error exceeds this")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    add_engine_options(check)
+    check.set_defaults(run=cmd_check_grad)
+    return parser
+
+
+def _version() -> str:
+    from neurolocal import __version__
+
+    return f"neurolocal {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable = args.run
+    try:
+        return run(args)
+    except NeurolocalError as exc:
+        print(f"neurolocal: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("neurolocal: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
