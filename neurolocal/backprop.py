@@ -12,12 +12,14 @@ import numpy as np
 
 from neurolocal.engines.base import prepare_batch
 from neurolocal.graph import Graph, Params
+from neurolocal.tied import sum_tied
 
 
 @dataclass
 class Gradients:
     loss: float
-    params: dict[str, dict[str, np.ndarray]]   # dL/dtheta, L the batch-mean loss
+    params: dict[str, dict[str, np.ndarray]]   # dL/dtheta, L the batch-mean loss; a tied
+                                               # tensor once, under its owner (summed)
     vertices: dict[str, np.ndarray]            # dl/dvhat per sample, every non-input vertex
     inputs: dict[str, np.ndarray]              # dl/dx per sample
     prediction: np.ndarray
@@ -52,7 +54,7 @@ def backprop(graph: Graph, params: Params, inputs, target) -> Gradients:
             grads[n] = {k: v / batch for k, v in spec.op.param_vjp(params[n], caches[n], g).items()}
     return Gradients(
         loss=graph.loss.value(prediction, target),
-        params=grads,
+        params=sum_tied(graph.tied, grads),
         vertices={n: cotangent[n] for n in graph.order if not graph.is_input(n)},
         inputs={n: (cotangent[n] if cotangent[n] is not None else np.zeros_like(values[n]))
                 for n in graph.inputs},

@@ -25,7 +25,7 @@ def synthetic_batch(graph: Graph, batch_size: int = 8, seed: int = 0):
     inputs = {n: rng.standard_normal((batch_size, *graph.shapes[n])) for n in graph.inputs}
     out_shape = graph.shapes[graph.output]
     if graph.loss.name == "softmax_cross_entropy":
-        target = rng.integers(0, out_shape[0], size=batch_size)
+        target = rng.integers(0, out_shape[-1], size=(batch_size, *out_shape[:-1]))
     else:
         target = rng.standard_normal((batch_size, *out_shape))
     return inputs, target

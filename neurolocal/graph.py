@@ -17,6 +17,7 @@ import numpy as np
 from neurolocal.errors import TopologyError
 from neurolocal.ops import Loss, Op, get_op, make_loss
 from neurolocal.ops.base import Shape
+from neurolocal.tied import TiedGroup, check_groups, copy_owner_values, member_roles
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:@\-\[\]]{0,127}$")
 #: refuse graphs whose activations alone would not fit in memory at batch size 1
@@ -47,10 +48,15 @@ class VertexSpec:
 
 
 class Graph:
-    """A validated directed acyclic graph of vertices with one loss at an output vertex."""
+    """A validated directed acyclic graph of vertices with one loss at an output vertex.
+
+    `tied` lists the tied-parameter groups (see `neurolocal.tied`): tensors that
+    several vertices share, each with an owner that initialises it and sums the
+    members' partial updates.
+    """
 
     def __init__(self, vertices: Sequence[VertexSpec], output: str, loss: Loss | str,
-                 name: str = "graph"):
+                 name: str = "graph", tied: Sequence[TiedGroup] = ()):
         self.name = name
         self.loss = make_loss(loss) if isinstance(loss, str) else loss
         self.vertices: dict[str, VertexSpec] = {}
@@ -77,6 +83,7 @@ class Graph:
         self.output = self._check_output(output)
         #: longest path, in edges, from each vertex down to the output (None: no path)
         self.distance: dict[str, int | None] = self._distances_to_output()
+        self.tied: tuple[TiedGroup, ...] = check_groups(tied, self.param_shapes())
 
     # --- structure ---------------------------------------------------------------------
 
@@ -124,22 +131,32 @@ class Graph:
 
     def init_params(self, seed: int = 0) -> Params:
         """Initial parameters; each vertex draws from its own stream, so a vertex
-        initialises identically whichever process or machine it lives on."""
+        initialises identically whichever process or machine it lives on. A tied
+        member holds its own copy of its owner's draw."""
         params: Params = {}
         for n, spec in self.vertices.items():
             if spec.op.has_params:
                 rng = vertex_rng(seed, n)
                 params[n] = spec.op.init_params([self.shapes[p] for p in spec.parents], rng)
+        copy_owner_values(self.tied, params)
         return params
 
+    def ties_of(self, name: str) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
+        """(param -> owner slot this vertex sends partials to, param -> partials it receives)."""
+        return member_roles(self.tied, name)
+
     def parameter_count(self) -> int:
-        return sum(int(np.prod(s)) for shapes in self.param_shapes().values()
-                   for s in shapes.values())
+        """Distinct trainable numbers: a tied tensor counts once."""
+        shapes = self.param_shapes()
+        members = {m for group in self.tied for m in group.members}
+        return sum(int(np.prod(s)) for v, per_vertex in shapes.items()
+                   for p, s in per_vertex.items() if (v, p) not in members)
 
     def summary(self) -> str:
         lines = [f"graph {self.name!r}: {len(self.order)} vertices, {len(self.edges)} edges, "
                  f"{self.parameter_count()} parameters, depth {self.depth}, "
-                 f"output {self.output!r} ({self.loss.name})"]
+                 f"output {self.output!r} ({self.loss.name})"
+                 + (f", {len(self.tied)} tied groups" if self.tied else "")]
         width = max(len(n) for n in self.order)
         for n in self.order:
             spec = self.vertices[n]

@@ -6,9 +6,14 @@ mapping with these keys:
     name:        optional label (defaults to the file's stem)
     description: optional free text
     vertices:    list of {name, op, parents, <op attributes>}
+    recurrence:  optional: a cell unrolled in time (see `neurolocal.recurrence`)
+    tied:        optional: list of {owner: vertex.param, members: [vertex.param, ...]},
+                 tensors shared by several vertices (see `neurolocal.tied`)
     output:      name of the vertex the loss reads
     loss:        mse | softmax_cross_entropy, or {type: ..., <options>}
-    training:    optional defaults for `neurolocal run` (epochs, eta, ...)
+    training:    optional defaults for `neurolocal run` (epochs, eta, ...);
+                 `paper_mode` there switches on the paper code's quirks
+                 (see `neurolocal.paper`)
 
 `graph_from_dict` is the equivalent Python API: it takes the same mapping.
 """
@@ -24,8 +29,12 @@ import yaml
 from neurolocal.errors import TopologyError
 from neurolocal.graph import Graph, VertexSpec
 from neurolocal.ops import make_loss
+from neurolocal.paper import PaperMode, paper_mode_from
+from neurolocal.recurrence import Recurrence
+from neurolocal.tied import TiedGroup
 
-TOP_LEVEL_KEYS = ("name", "description", "vertices", "output", "loss", "training")
+TOP_LEVEL_KEYS = ("name", "description", "vertices", "recurrence", "tied", "output", "loss",
+                  "training")
 MAX_FILE_BYTES = 64 << 20
 
 
@@ -37,6 +46,7 @@ class Topology:
     training: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
     description: str = ""
+    paper: PaperMode = PaperMode()
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
@@ -111,9 +121,11 @@ def topology_from_dict(document: Any, default_name: str = "graph",
         if key not in TOP_LEVEL_KEYS:
             raise TopologyError(f"unknown key (expected one of {', '.join(TOP_LEVEL_KEYS)})",
                                 field=str(key))
-    for key in ("vertices", "output", "loss"):
+    for key in ("output", "loss"):
         if key not in document:
             raise TopologyError("missing", field=key)
+    if "vertices" not in document and "recurrence" not in document:
+        raise TopologyError("missing (or give a recurrence section)", field="vertices")
 
     name = document.get("name", default_name)
     if not isinstance(name, str):
@@ -122,16 +134,51 @@ def topology_from_dict(document: Any, default_name: str = "graph",
     if not isinstance(description, str):
         raise TopologyError(f"expected text, got {description!r}", field="description")
 
-    vertices = [_vertex_from_entry(i, entry) for i, entry in enumerate(_list(document, "vertices"))]
+    recurrence = Recurrence(document["recurrence"]) if "recurrence" in document else None
+    entries = _list(document, "vertices") if "vertices" in document else []
     output = document["output"]
+    if recurrence is not None:
+        entries = recurrence.unrolled_entries() + [recurrence.expand_entry(e) for e in entries]
+        output = recurrence.expand(output)[0]
+    vertices = [_vertex_from_entry(i, entry) for i, entry in enumerate(entries)]
     if not isinstance(output, str):
         raise TopologyError(f"expected a vertex name, got {output!r}", field="output")
-    graph = Graph(vertices, output=output, loss=_loss(document["loss"]), name=name)
 
     training = document.get("training", {}) or {}
     if not isinstance(training, dict):
         raise TopologyError(f"expected a mapping, got {type(training).__name__}", field="training")
-    return Topology(graph=graph, training=dict(training), source=source, description=description)
+    loss_name = document["loss"] if isinstance(document["loss"], str) else (
+        document["loss"].get("type") if isinstance(document["loss"], dict) else None)
+    paper = paper_mode_from(training.get("paper_mode"), loss_name=loss_name,
+                            has_conv=any(v.op.name == "conv2d" for v in vertices))
+    loss = _loss(document["loss"], paper)
+
+    tied = _tied(document.get("tied", []) or [])
+    if recurrence is not None:
+        untied = Graph(vertices, output=output, loss=loss, name=name)
+        recurrence.check_state_shapes(untied.shapes)
+        tied = recurrence.tied_groups(untied.param_shapes()) + tied
+    graph = Graph(vertices, output=output, loss=loss, name=name, tied=tied)
+    return Topology(graph=graph, training=dict(training), source=source, description=description,
+                    paper=paper)
+
+
+def _tied(value: Any) -> list[TiedGroup]:
+    if not isinstance(value, list):
+        raise TopologyError("expected a list of {owner, members}", field="tied")
+    groups = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict) or set(entry) != {"owner", "members"}:
+            raise TopologyError("expected {owner: vertex.param, members: [vertex.param, ...]}",
+                                field=f"tied[{i}]")
+        members = entry["members"]
+        if not isinstance(members, list):
+            raise TopologyError("expected a list of vertex.param", field=f"tied[{i}].members")
+        try:
+            groups.append(TiedGroup.make(entry["owner"], members))
+        except TopologyError as exc:
+            raise exc.located(field=f"tied[{i}]") from None
+    return groups
 
 
 def _list(document: dict, key: str) -> list:
@@ -171,10 +218,18 @@ def _vertex_from_entry(index: int, entry: Any) -> VertexSpec:
         raise TopologyError(f"bad attributes: {exc}", field=f"vertices.{name}") from None
 
 
-def _loss(value: Any):
+def _loss(value: Any, paper: PaperMode = PaperMode()):
     if isinstance(value, str):
-        return make_loss(value)
+        value = {"type": value}
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         options = {k: v for k, v in value.items() if k != "type"}
+        if paper.mse_without_half:
+            if value["type"] != "mse":
+                raise TopologyError("paper_mode mse_without_half needs an mse loss",
+                                    field="training.paper_mode")
+            if options.get("scale", paper.mse_scale) != paper.mse_scale:
+                raise TopologyError(f"paper_mode sets the mse scale to {paper.mse_scale}, the loss "
+                                    f"says {options['scale']}", field="loss.scale")
+            options["scale"] = paper.mse_scale
         return make_loss(value["type"], **options)
     raise TopologyError(f"expected a loss name or {{type: ...}}, got {value!r}", field="loss")

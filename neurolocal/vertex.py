@@ -13,6 +13,12 @@ Roles:
     output  fixed mode: eps = -dl/dvhat, held for the whole relaxation;
             strict mode: value clamped to the target, eps recomputed each step
 
+Tied parameters (see `neurolocal.tied`):
+    member  sends the partial update of each tied parameter to its owner as a
+            message (`partial_messages`) and does not report it itself
+    owner   adds the partials it receives to its own (`receive_partials`) and
+            reports the group's update once
+
 Modes:
     fixed   predictions and Jacobians cached from the forward pass (the paper's
             mode; converges to backprop's gradients)
@@ -36,7 +42,8 @@ ROLES = ("input", "hidden", "output")
 class VertexRule:
     def __init__(self, name: str, op: Op, parents: Sequence[str], role: str,
                  params: dict[str, np.ndarray] | None = None, loss: Loss | None = None,
-                 mode: str = "fixed"):
+                 mode: str = "fixed", sends: dict[str, tuple[str, str]] | None = None,
+                 expects: dict[str, int] | None = None):
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         if mode not in MODES:
@@ -50,6 +57,10 @@ class VertexRule:
         self.mode = mode
         self.params = params or {}
         self.loss = loss
+        #: tied parameters this vertex shares but does not own: param -> (owner vertex, param)
+        self.sends = dict(sends or {})
+        #: tied parameters this vertex owns: param -> number of member partials to expect
+        self.expects = dict(expects or {})
         self.value: np.ndarray | None = None
         self.prediction: np.ndarray | None = None
         self.error: np.ndarray | None = None
@@ -132,6 +143,34 @@ class VertexRule:
             return {}
         batch = self.error.shape[0]
         return {k: v / batch for k, v in self.op.param_vjp(self.params, self._cache, self.error).items()}
+
+    def partial_messages(self, update: dict[str, np.ndarray]) -> dict[str, list[tuple[str, np.ndarray]]]:
+        """Member side of a tied group: this vertex's partial updates of the parameters it
+        shares but does not own, addressed to their owners: {owner vertex: [(owner param,
+        partial), ...]}. `update` is this vertex's own `hebbian()`."""
+        messages: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for param, (owner, owner_param) in self.sends.items():
+            messages.setdefault(owner, []).append((owner_param, np.array(update[param], copy=True)))
+        return messages
+
+    def receive_partials(self, update: dict[str, np.ndarray],
+                         partials: Sequence[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Owner side of a tied group: the updates this vertex reports. Untied parameters
+        as computed; owned parameters plus the sum of the members' partials received as
+        messages; parameters it only shares (member side) left out. Reads nothing but
+        its own update and the messages, and checks that every expected partial came."""
+        report = {k: np.array(v, copy=True) for k, v in update.items() if k not in self.sends}
+        counts = dict.fromkeys(self.expects, 0)
+        for param, partial in partials:
+            if param not in self.expects:
+                raise ValueError(f"{self.name}: received a partial for '{param}', which it does "
+                                 "not own")
+            report[param] += partial
+            counts[param] += 1
+        missing = {p: (n, self.expects[p]) for p, n in counts.items() if n != self.expects[p]}
+        if missing:
+            raise ValueError(f"{self.name}: partials received/expected per parameter: {missing}")
+        return report
 
     def energy(self) -> float:
         """This vertex's share of the free energy, 1/2 ||eps||^2 per sample."""

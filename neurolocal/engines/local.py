@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
+from neurolocal.engines.base import Relaxation, Updates, check_relaxation_settings, prepare_batch
 from neurolocal.graph import Graph, Params
 from neurolocal.vertex import VertexRule
 
@@ -22,11 +22,35 @@ def role_of(graph: Graph, name: str) -> str:
 
 
 def build_rules(graph: Graph, params: Params, mode: str) -> dict[str, VertexRule]:
-    return {
-        n: VertexRule(n, spec.op, spec.parents, role_of(graph, n), params=params.get(n, {}),
-                      loss=graph.loss if n == graph.output else None, mode=mode)
-        for n, spec in graph.vertices.items()
-    }
+    rules = {}
+    for n, spec in graph.vertices.items():
+        sends, expects = graph.ties_of(n)
+        rules[n] = VertexRule(n, spec.op, spec.parents, role_of(graph, n),
+                              params=params.get(n, {}),
+                              loss=graph.loss if n == graph.output else None, mode=mode,
+                              sends=sends, expects=expects)
+    return rules
+
+
+def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, int]:
+    """Every vertex's Hebbian update, with tied groups reduced at their owners by messages.
+
+    Each rule computes its own update; members hand the partials of tied parameters
+    to the engine as messages addressed to the owner vertex; the engine delivers
+    each owner its inbox, and the owner sums (`VertexRule.receive_partials`). Returns
+    (updates keyed by vertex, each shared tensor once under its owner; messages sent).
+    A distributed engine runs the same three calls with the inbox travelling between
+    actors.
+    """
+    own = {n: rule.hebbian() for n, rule in rules.items() if rule.params}
+    inbox: dict[str, list] = {n: [] for n in own}
+    sent = 0
+    for n, update in own.items():
+        for owner, partials in rules[n].partial_messages(update).items():
+            inbox[owner].extend(partials)
+            sent += len(partials)
+    reported = {n: rules[n].receive_partials(update, inbox[n]) for n, update in own.items()}
+    return {n: u for n, u in reported.items() if u}, sent
 
 
 class LocalEngine:
@@ -67,8 +91,10 @@ class LocalEngine:
             feedback, _ = self._collect_feedback(only_to=set(graph.inputs))
             input_feedback = {n: feedback.get(n, np.zeros_like(inputs[n])) for n in graph.inputs}
         output = rules[graph.output]
+        dtheta, sent = exchange_tied_partials(rules)
+        messages += sent
         return Relaxation(
-            dtheta={n: rules[n].hebbian() for n in graph.order if rules[n].params},
+            dtheta=dtheta,
             errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
             input_feedback=input_feedback,
             energy=energy,

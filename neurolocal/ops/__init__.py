@@ -22,9 +22,13 @@ import numpy as np
 
 from neurolocal.errors import TopologyError
 from neurolocal.ops.base import Op, Shape
+from neurolocal.ops.conv import Conv2d
 from neurolocal.ops.dense import Dense
 from neurolocal.ops.elementwise import Add, Mul, Relu, Sigmoid, Tanh
+from neurolocal.ops.embedding import Embedding
 from neurolocal.ops.losses import LOSSES, Loss, make_loss
+from neurolocal.ops.pool import AvgPool2d, MaxPool2d
+from neurolocal.ops.shape import Flatten, Reshape, Stack
 from neurolocal.ops.structure import Concat, Input
 
 OPS: dict[str, type[Op]] = {}
@@ -119,7 +123,8 @@ def _function_op(name, forward, vjp, param_vjp, param_defaults, output_shape, ar
     return FunctionOp
 
 
-for _op in (Input, Dense, Tanh, Relu, Sigmoid, Add, Mul, Concat):
+for _op in (Input, Dense, Tanh, Relu, Sigmoid, Add, Mul, Concat,
+            Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Stack, Embedding):
     register_op(_op)
 
 __all__ = ["OPS", "LOSSES", "Loss", "Op", "get_op", "make_loss", "register_op"]

@@ -57,19 +57,28 @@ class MeanSquaredError(Loss):
 
 
 class SoftmaxCrossEntropy(Loss):
-    """l = -sum_k y_k log softmax(vhat)_k; eps_out = y - softmax(vhat)."""
+    """l = -sum_positions sum_k y_k log softmax(vhat)_k; eps_out = y - softmax(vhat).
+
+    The output is [classes], or [..., classes] with a softmax over the last axis at
+    every position: a char-level model's stacked per-step logits [steps, vocab] give
+    the sum of the per-step losses, so each step's error is that step's own
+    y_t - softmax(vhat_t) (the paper's per-step output errors). Targets are one-hot
+    like the output, or whole-number labels shaped like the output without its
+    last axis.
+    """
 
     name = "softmax_cross_entropy"
 
     def check_output_shape(self, shape):
-        if len(shape) != 1 or shape[0] < 2:
+        if len(shape) < 1 or shape[-1] < 2:
             raise TopologyError(
-                f"softmax_cross_entropy needs an output of shape [classes >= 2], got {list(shape)}")
+                f"softmax_cross_entropy needs an output of shape [..., classes >= 2], "
+                f"got {list(shape)}")
 
     def prepare_target(self, target, output_shape):
         target = np.asarray(target)
-        classes = output_shape[0]
-        if target.ndim == 1:
+        classes = output_shape[-1]
+        if target.ndim >= 1 and target.shape[1:] == tuple(output_shape[:-1]):
             if not np.issubdtype(target.dtype, np.integer):
                 if not np.all(np.mod(target, 1) == 0):
                     raise DataError("class labels must be whole numbers")
@@ -81,12 +90,13 @@ class SoftmaxCrossEntropy(Loss):
         return super().prepare_target(target, output_shape)
 
     def value(self, prediction, target):
-        z = prediction - prediction.max(axis=1, keepdims=True)
-        log_softmax = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        z = prediction - prediction.max(axis=-1, keepdims=True)
+        log_softmax = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
         return float(-np.sum(target * log_softmax) / prediction.shape[0])
 
     def output_error(self, prediction, target):
-        return target - kernels.softmax_rows(np.ascontiguousarray(prediction))
+        rows = np.ascontiguousarray(prediction).reshape(-1, prediction.shape[-1])
+        return target - kernels.softmax_rows(rows).reshape(prediction.shape)
 
 
 LOSSES: dict[str, type[Loss]] = {
