@@ -31,6 +31,12 @@ class NeurolocalError(Exception):
         )
 
 
+    def within(self, prefix: str) -> "NeurolocalError":
+        """The same error with its field nested under `prefix` (e.g. vertices.h + units)."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        return type(self)(self.detail, source=self.source, field=field)
+
+
 class TopologyError(NeurolocalError):
     """A graph or topology file that cannot be built: schema, shapes, cycles, ops."""
 
