@@ -14,7 +14,8 @@ class NeurolocalError(Exception):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
-        self.detail = message
+        # one line, always: messages may quote a parser that wraps its own text
+        self.detail = " ".join(str(message).split())
         super().__init__(self._format())
 
     def _format(self) -> str:
