@@ -97,6 +97,62 @@ def _print_check(check, args) -> None:
     print(f"max relative error {check.max_relative_error:.3e}")
 
 
+def cmd_traffic(args) -> int:
+    from neurolocal.traffic import read_traffic
+    from neurolocal.traffic import report
+
+    log = read_traffic(args.directory)
+    if args.traffic_command == "summary":
+        summary = report.summary(log)
+        print(json.dumps(summary) if args.json else report.format_summary(summary))
+    elif args.traffic_command == "edges":
+        rows = report.edges(log)
+        if args.json:
+            print(json.dumps(rows))
+        elif args.csv:
+            print(report.format_edges_csv(rows), end="")
+        else:
+            print(report.format_edges_table(rows))
+    elif args.traffic_command == "timeline":
+        from neurolocal.traffic.timeline import chrome_trace
+
+        _write_atomically(args.output, json.dumps(chrome_trace(log, args.max_messages)))
+        print(f"wrote {args.output} ({min(len(log), args.max_messages)} messages)")
+    elif args.traffic_command == "plot":
+        from neurolocal.traffic.plot import plot_traffic
+
+        plot_traffic(log, args.output, weight=args.weight)
+        print(f"wrote {args.output}")
+    elif args.traffic_command == "audit":
+        from neurolocal.topology import load_topology
+        from neurolocal.traffic.audit import audit
+
+        result = audit(log, load_topology(args.topology).graph)
+        for line in result.violations:
+            print(f"violation: {line}")
+        counts = "and per-edge counts " if result.counts_checked else ""
+        verdict = "PASS" if result.ok else "FAIL"
+        print(f"{verdict}: {result.messages} messages, locality {counts}checked"
+              + (f"; {result.note}" if result.note else ""))
+        return EXIT_OK if result.ok else EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 # --- wiring --------------------------------------------------------------------------------
 
 
@@ -108,6 +164,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("fixed", "strict"), default="fixed",
                         help="fixed: predictions cached from the forward pass (the paper's, "
                              "equals backprop); strict: recomputed every step")
+    parser.add_argument("--traffic-log", metavar="DIR", default=None,
+                        help="record every message into DIR (read it with `neurolocal traffic`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     add_engine_options(check)
     check.set_defaults(run=cmd_check_grad)
+
+    traffic = commands.add_parser("traffic", help="read a message-traffic log")
+    tools = traffic.add_subparsers(dest="traffic_command", required=True, parser_class=_Parser)
+    summary = tools.add_parser("summary", help="totals, per kind, per round, latency")
+    summary.add_argument("directory")
+    summary.add_argument("--json", action="store_true")
+    edges = tools.add_parser("edges", help="per-edge counts, bytes and latency, sorted")
+    edges.add_argument("directory")
+    form = edges.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true")
+    form.add_argument("--csv", action="store_true")
+    timeline = tools.add_parser("timeline", help="Chrome/Perfetto trace: a track per vertex")
+    timeline.add_argument("directory")
+    timeline.add_argument("-o", "--output", required=True)
+    timeline.add_argument("--max-messages", type=_positive_int, default=200_000)
+    audit = tools.add_parser("audit", help="prove locality and per-edge counts (exit 1 if not)")
+    audit.add_argument("directory")
+    audit.add_argument("topology")
+    plot = tools.add_parser("plot", help="heat map of traffic per edge and round, energy")
+    plot.add_argument("directory")
+    plot.add_argument("-o", "--output", required=True)
+    plot.add_argument("--weight", choices=("messages", "bytes"), default="messages")
+    traffic.set_defaults(run=cmd_traffic)
     return parser
 
 
@@ -150,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeurolocalError as exc:
         print(f"neurolocal: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `neurolocal traffic edges DIR | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("neurolocal: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,8 @@ class NeurolocalError(Exception):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
-        self.detail = message
+        # one line, always: messages may quote a parser that wraps its own text
+        self.detail = " ".join(str(message).split())
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -29,6 +30,12 @@ class NeurolocalError(Exception):
             source=self.source or source,
             field=self.field or field,
         )
+
+
+    def within(self, prefix: str) -> "NeurolocalError":
+        """The same error with its field nested under `prefix` (e.g. vertices.h + units)."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        return type(self)(self.detail, source=self.source, field=field)
 
 
 class TopologyError(NeurolocalError):

@@ -41,7 +41,7 @@ class VertexSpec:
             try:
                 op = get_op(op).from_attributes(attributes)
             except TopologyError as exc:
-                raise exc.located(field=f"vertices.{name}.{exc.field or 'op'}") from None
+                raise exc.within(f"vertices.{name}") from None
         elif attributes:
             raise TypeError("attributes are given with an op name, not with an op instance")
         return cls(name, op, tuple(parents))
@@ -230,7 +230,7 @@ class Graph:
             try:
                 shape = tuple(int(s) for s in spec.op.output_shape([shapes[p] for p in spec.parents]))
             except TopologyError as exc:
-                raise exc.located(field=f"vertices.{n}") from None
+                raise exc.within(f"vertices.{n}") from None
             if not shape or min(shape) < 1:
                 raise TopologyError(f"op computes an empty shape {list(shape)}", field=f"vertices.{n}")
             if int(np.prod(shape)) > MAX_ELEMENTS_PER_SAMPLE:

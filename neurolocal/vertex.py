@@ -42,7 +42,8 @@ ROLES = ("input", "hidden", "output")
 class VertexRule:
     def __init__(self, name: str, op: Op, parents: Sequence[str], role: str,
                  params: dict[str, np.ndarray] | None = None, loss: Loss | None = None,
-                 mode: str = "fixed", sends: dict[str, tuple[str, str]] | None = None,
+                 mode: str = "fixed", input_parents: Sequence[str] = (),
+                 sends: dict[str, tuple[str, str]] | None = None,
                  expects: dict[str, int] | None = None):
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -57,6 +58,8 @@ class VertexRule:
         self.mode = mode
         self.params = params or {}
         self.loss = loss
+        #: parents clamped to data: they need feedback only when dL/dx is read
+        self.input_parents = frozenset(input_parents) & frozenset(parents)
         #: tied parameters this vertex shares but does not own: param -> (owner vertex, param)
         self.sends = dict(sends or {})
         #: tied parameters this vertex owns: param -> number of member partials to expect
@@ -100,13 +103,22 @@ class VertexRule:
 
     # --- relaxation ------------------------------------------------------------------
 
-    def feedback(self) -> dict[str, np.ndarray]:
-        """J^T eps for each parent (one message per parent, repeated parents summed)."""
+    def feedback(self, to_inputs: bool = False) -> dict[str, np.ndarray]:
+        """J^T eps for each parent (one message per parent, repeated parents summed).
+
+        Relaxation sends only to parents that relax; `to_inputs=True` sends only to
+        input parents instead (reading dL/dx once the errors have settled).
+        """
         if self.role == "input":
+            return {}
+        wanted = self.input_parents if to_inputs else frozenset(self.parents) - self.input_parents
+        if not wanted:
             return {}
         grads = self.op.vjp(self.params, self._cache, self.error)
         messages: dict[str, np.ndarray] = {}
         for parent, g in zip(self.parents, grads):
+            if parent not in wanted:
+                continue
             if np.may_share_memory(g, self.error):
                 # the error relaxes in place: a message must not change after sending
                 g = g.copy()

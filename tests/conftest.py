@@ -1,17 +1,21 @@
-"""Shared test helpers: run the CLI as a user would, from the repository root."""
-
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+TOPOLOGIES = ROOT / "topologies"
+
+
+def run_cli(*args, timeout=300, env=None, cwd=ROOT):
+    """Run `python -m neurolocal ARGS` from the repository root; returns CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "neurolocal", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 @pytest.fixture
-def run_cli():
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "neurolocal", *args], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=timeout)
-    return run
+def cli():
+    return run_cli

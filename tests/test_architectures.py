@@ -143,9 +143,9 @@ def test_reshape_embedding_and_avgpool_match_torch():
 
 
 @pytest.mark.parametrize("name", ["cnn", "rnn", "lstm"])
-def test_cli_check_grad_is_exact_at_depth(run_cli, name):
+def test_cli_check_grad_is_exact_at_depth(cli, name):
     depth = load_topology(f"topologies/{name}.yaml").graph.depth
-    done = run_cli("check-grad", f"topologies/{name}.yaml", "--eta", "1",
+    done = cli("check-grad", f"topologies/{name}.yaml", "--eta", "1",
                    "--iterations", str(depth), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

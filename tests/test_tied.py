@@ -10,7 +10,7 @@ import pytest
 
 from neurolocal import LocalEngine, TopologyError, graph_from_dict, load_topology
 from neurolocal.engines.base import prepare_batch
-from neurolocal.engines.local import build_rules, exchange_tied_partials
+from neurolocal.engines.local import build_rule, exchange_tied_partials
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.tied import broadcast_tied_params
 from torch_graph import max_relative_error, torch_gradients
@@ -110,7 +110,7 @@ def test_rules_in_isolation_reproduce_torch_through_messages_only():
     params = graph.init_params(seed=5)
     inputs, target = synthetic_batch(graph, batch_size=3, seed=5)
     _, reference = torch_gradients(graph, params, inputs, target)
-    rules = {n: copy.deepcopy(r) for n, r in build_rules(graph, params, "fixed").items()}
+    rules = {n: copy.deepcopy(build_rule(graph, n, params, "fixed")) for n in graph.order}
     send = copy.deepcopy
     fed, prepared_target = prepare_batch(graph, inputs, target)
 

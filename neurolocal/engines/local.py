@@ -1,7 +1,11 @@
 """The in-process engine: every vertex rule in one Python process, Jacobi sweeps.
 
-A round is one synchronous step: every vertex reads the errors of the previous
-round (the messages sent at its start), then every hidden value moves at once.
+Round 0 is the forward pass: each vertex predicts from its parents' values.
+Relaxation round t >= 1 is one synchronous step: every vertex sends J^T eps of
+the previous state to its relaxing parents, then every hidden value moves at
+once. In strict mode each round ends with the moved values travelling to the
+children, who recompute their predictions. With `read_inputs`, one last round
+carries the settled feedback to the input vertices (dL/dx).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import numpy as np
 
 from neurolocal.engines.base import Relaxation, Updates, check_relaxation_settings, prepare_batch
 from neurolocal.graph import Graph, Params
+from neurolocal.traffic.log import TrafficRecorder, now
 from neurolocal.vertex import VertexRule
 
 
@@ -21,15 +26,14 @@ def role_of(graph: Graph, name: str) -> str:
     return "output" if name == graph.output else "hidden"
 
 
-def build_rules(graph: Graph, params: Params, mode: str) -> dict[str, VertexRule]:
-    rules = {}
-    for n, spec in graph.vertices.items():
-        sends, expects = graph.ties_of(n)
-        rules[n] = VertexRule(n, spec.op, spec.parents, role_of(graph, n),
-                              params=params.get(n, {}),
-                              loss=graph.loss if n == graph.output else None, mode=mode,
-                              sends=sends, expects=expects)
-    return rules
+def build_rule(graph: Graph, name: str, params: Params, mode: str) -> VertexRule:
+    spec = graph.vertices[name]
+    sends, expects = graph.ties_of(name)
+    return VertexRule(name, spec.op, spec.parents, role_of(graph, name),
+                      params=params.get(name, {}),
+                      loss=graph.loss if name == graph.output else None, mode=mode,
+                      input_parents=[p for p in spec.parents if graph.is_input(p)],
+                      sends=sends, expects=expects)
 
 
 def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, int]:
@@ -58,11 +62,13 @@ class LocalEngine:
     reference with the caller, so an optimizer updating them in place is seen here."""
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
-                 seed: int = 0):
+                 seed: int = 0, recorder: TrafficRecorder | None = None):
         self.graph = graph
         self.params = params if params is not None else graph.init_params(seed)
         self.mode = mode
-        self.rules = build_rules(graph, self.params, mode)
+        self.rules = {n: build_rule(graph, n, self.params, mode) for n in graph.order}
+        self.recorder = recorder
+        self.batches = 0
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False) -> Relaxation:
@@ -70,29 +76,30 @@ class LocalEngine:
         iterations = graph.depth if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
         inputs, target = prepare_batch(graph, inputs, target)
+        self._messages = 0
 
-        values = self._forward(inputs, target)
+        self._forward(inputs, target)
         energy = [self._energy()]
-        messages = 0
-        for _ in range(iterations):
-            feedback, sent = self._collect_feedback()
-            messages += sent
+        for round_ in range(1, iterations + 1):
+            feedback = self._exchange_feedback(round_)
             for n in graph.hidden:
                 rules[n].relax(feedback.get(n), eta)
             if self.mode == "strict":
-                values = {n: rules[n].value_message() for n in graph.order}
-                messages += sum(len(graph.children[n]) for n in graph.order)
-                for n in graph.order:
-                    rules[n].repredict([values[p] for p in graph.parents(n)])
+                self._exchange_values(round_)
             energy.append(self._energy())
 
         input_feedback = {}
         if read_inputs:
-            feedback, _ = self._collect_feedback(only_to=set(graph.inputs))
+            feedback = self._exchange_feedback(iterations + 1, to_inputs=True)
             input_feedback = {n: feedback.get(n, np.zeros_like(inputs[n])) for n in graph.inputs}
+        if self.recorder is not None:
+            self.recorder.record_energy(self.batches, energy)
+            self.recorder.flush()
+        self.batches += 1
         output = rules[graph.output]
-        dtheta, sent = exchange_tied_partials(rules)
-        messages += sent
+        # tied partials (member -> owner) are counted apart: the traffic log does not record
+        # them yet, and `messages` stays the number of logged value/error messages
+        dtheta, partials_sent = exchange_tied_partials(rules)
         return Relaxation(
             dtheta=dtheta,
             errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
@@ -100,33 +107,63 @@ class LocalEngine:
             energy=energy,
             loss=graph.loss.value(output.prediction, target),
             prediction=output.prediction,
-            messages=messages,
+            messages=self._messages,
+            extras={"tied_partial_messages": partials_sent} if partials_sent else {},
         )
 
-    def _forward(self, inputs: Mapping[str, np.ndarray], target: np.ndarray) -> dict:
+    # --- message exchange ------------------------------------------------------------
+
+    def _forward(self, inputs: Mapping[str, np.ndarray], target: np.ndarray) -> None:
         rules, graph = self.rules, self.graph
         rules[graph.output].set_target(target)
-        values = {}
+        sent: dict[str, tuple[np.ndarray, float]] = {}
         for n in graph.order:
             if graph.is_input(n):
-                values[n] = rules[n].clamp(inputs[n])
+                value = rules[n].clamp(inputs[n])
             else:
-                values[n] = rules[n].predict([values[p] for p in graph.parents(n)])
-        return values
+                parents = graph.parents(n)
+                self._messages += len(set(parents))
+                self._log_received(0, [(p, n, sent[p]) for p in dict.fromkeys(parents)], "value")
+                value = rules[n].predict([sent[p][0] for p in parents])
+            sent[n] = (value, now())
 
-    def _collect_feedback(self, only_to: set[str] | None = None) -> tuple[dict, int]:
+    def _exchange_feedback(self, round_: int, to_inputs: bool = False) -> dict[str, np.ndarray]:
         """Every vertex's J^T eps messages of this round, summed per receiving parent."""
         totals: dict[str, np.ndarray] = {}
-        sent = 0
+        log = self.recorder is not None
         for n in self.graph.order:
-            if only_to is not None and not only_to.intersection(self.graph.parents(n)):
+            messages = self.rules[n].feedback(to_inputs=to_inputs)
+            if not messages:
                 continue
-            for parent, message in self.rules[n].feedback().items():
-                if only_to is not None and parent not in only_to:
-                    continue
-                sent += 1
+            t_send = now() if log else 0.0
+            for parent, message in messages.items():
                 totals[parent] = totals[parent] + message if parent in totals else message
-        return totals, sent
+            self._messages += len(messages)
+            if log:
+                self._log_received(round_, [(n, p, (m, t_send)) for p, m in messages.items()],
+                                   "error")
+        return totals
+
+    def _exchange_values(self, round_: int) -> None:
+        """Strict mode: relaxed values travel to the children, who re-predict."""
+        graph, rules = self.graph, self.rules
+        sent = {n: (rules[n].value_message(), now()) for n in graph.order}
+        for n in graph.order:
+            if graph.is_input(n):
+                continue
+            moved = [(p, n, sent[p]) for p in dict.fromkeys(graph.parents(n))
+                     if not graph.is_input(p)]
+            self._messages += len(moved)
+            self._log_received(round_, moved, "value")
+            rules[n].repredict([sent[p][0] for p in graph.parents(n)])
+
+    def _log_received(self, round_: int, messages, kind: str) -> None:
+        if self.recorder is None:
+            return
+        t_recv = now()
+        for src, dst, (payload, t_send) in messages:
+            self.recorder.record(self.batches, round_, src, dst, kind, payload.nbytes,
+                                 t_send, t_recv, src_actor="local", dst_actor="local")
 
     def _energy(self) -> float:
         return sum(rule.energy() for rule in self.rules.values())

@@ -64,13 +64,15 @@ def get_op(name: str) -> type[Op]:
 
 def _function_op(name, forward, vjp, param_vjp, param_defaults, output_shape, arity):
     if arity == "infer":
-        positional = [
-            p for p in inspect.signature(forward).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in param_defaults
-        ]
-        variadic = any(p.kind is p.VAR_POSITIONAL
-                       for p in inspect.signature(forward).parameters.values())
-        arity = None if variadic else len(positional)
+        try:
+            signature = inspect.signature(forward).parameters.values()
+        except (TypeError, ValueError):
+            raise TypeError(f"cannot read the parameters of {forward!r}; pass arity=") from None
+        required = [p for p in signature
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    and p.default is p.empty and p.name not in param_defaults]
+        variadic = any(p.kind is p.VAR_POSITIONAL for p in signature)
+        arity = None if variadic else len(required)
 
     class FunctionOp(Op):
         def __init__(self, **initial_values):

@@ -69,7 +69,10 @@ class Op:
         return {n: getattr(self, n) for n in names if hasattr(self, n)}
 
     def describe(self) -> str:
-        attrs = ", ".join(f"{k}={v}" for k, v in self.attributes.items())
+        """The op as a user wrote it: its name and the attributes that differ from defaults."""
+        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
+        attrs = ", ".join(f"{k}={_plain(v)}" for k, v in self.attributes.items()
+                          if defaults.get(k, inspect.Parameter.empty) != v)
         return f"{self.name}({attrs})" if attrs else self.name
 
     @classmethod
@@ -94,6 +97,10 @@ class Op:
             if p.default is inspect.Parameter.empty and pname not in attrs:
                 raise TopologyError(f"op '{cls.name}' needs attribute '{pname}'", field=pname)
         return cls(**attrs)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 # --- attribute checks shared by the ops -------------------------------------------------

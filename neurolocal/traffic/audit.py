@@ -1,0 +1,105 @@
+"""Prove locality from a traffic log, and that each edge carried what the algorithm needs.
+
+Locality: a `value` goes from a parent to its child, an `error` (J^T eps) from a
+child to its parent, a `partial` (parameter update of a tied group) from a member
+vertex to the group's owner, and `control` has the scheduler at one end.
+
+Counts, for a batch relaxed with T synchronous rounds (the log header's settings):
+    round 0        one value per edge, parent -> child (the forward pass)
+    rounds 1..T    one error per edge whose parent relaxes (inputs are clamped)
+    strict mode    also one value per edge whose parent relaxes, each round 1..T
+    read_inputs    round T+1: one error per edge whose parent is an input
+Every other count (missing, duplicated or extra messages) is a violation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from neurolocal.graph import Graph
+from neurolocal.traffic.log import SCHEDULER, TrafficLog
+
+
+@dataclass
+class AuditResult:
+    messages: int
+    violations: list[str] = field(default_factory=list)
+    counts_checked: bool = False
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
+                      read_inputs: bool = False) -> Counter:
+    """(round, src, dst, kind) -> count that one batch must produce."""
+    expected: Counter = Counter()
+    for parent, child in graph.edges:
+        expected[(0, parent, child, "value")] += 1
+        if graph.is_input(parent):
+            if read_inputs:
+                expected[(iterations + 1, child, parent, "error")] += 1
+            continue
+        for round_ in range(1, iterations + 1):
+            expected[(round_, child, parent, "error")] += 1
+            if mode == "strict":
+                expected[(round_, parent, child, "value")] += 1
+    return expected
+
+
+def tied_partners(graph: Graph) -> set[tuple[str, str]]:
+    pairs = set()
+    for group in getattr(graph, "tied_groups", {}).values():
+        for member in group.vertices:
+            pairs.add((member, group.owner))
+    return pairs
+
+
+def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
+    c = log.columns
+    edges = set(graph.edges)
+    partners = tied_partners(graph)
+    result = AuditResult(messages=len(log))
+    by_batch: dict[int, Counter] = {}
+    for i in range(len(log)):
+        src, dst, kind = c["src"][i], c["dst"][i], c["kind"][i]
+        batch, round_ = int(c["batch"][i]), int(c["round"][i])
+        problem = None
+        if kind == "value" and (src, dst) not in edges:
+            problem = "a value between vertices that are not parent -> child"
+        elif kind == "error" and (dst, src) not in edges:
+            problem = "an error between vertices that are not child -> parent"
+        elif kind == "partial" and (src, dst) not in partners:
+            problem = "a parameter partial outside a tied group (member -> owner)"
+        elif kind == "control" and SCHEDULER not in (src, dst):
+            problem = "control traffic that does not involve the scheduler"
+        elif kind not in ("value", "error", "partial", "control"):
+            problem = f"unknown kind {kind!r}"
+        if problem:
+            result.violations.append(f"batch {batch} round {round_}: {src} -> {dst} ({kind}): {problem}")
+        if kind in ("value", "error"):
+            by_batch.setdefault(batch, Counter())[(round_, src, dst, kind)] += 1
+
+    settings = log.settings
+    if settings.get("schedule", "jacobi") != "jacobi" or "iterations" not in settings:
+        result.note = (f"counts not checked: schedule {settings.get('schedule', 'unknown')!r} "
+                       "has no fixed per-round count")
+    else:
+        expected = expected_messages(graph, int(settings["iterations"]),
+                                     settings.get("mode", "fixed"),
+                                     bool(settings.get("read_inputs", False)))
+        result.counts_checked = True
+        for batch, seen in sorted(by_batch.items()):
+            for key in sorted(set(expected) | set(seen), key=str):
+                if seen[key] != expected[key]:
+                    round_, src, dst, kind = key
+                    result.violations.append(
+                        f"batch {batch} round {round_}: {src} -> {dst} ({kind}): "
+                        f"{seen[key]} messages, the algorithm sends {expected[key]}")
+    if len(result.violations) > max_listed:
+        extra = len(result.violations) - max_listed
+        result.violations = result.violations[:max_listed] + [f"... and {extra} more"]
+    return result

@@ -1,0 +1,191 @@
+"""The traffic-log format.
+
+A log is a directory of append-only msgpack stream files, one per writer (the
+local engine, or each Ray actor): `<run>.<writer>.traffic`. Each file starts with a
+header map and continues with one array per message, in the order of `FIELDS`:
+
+    header  {"format": "neurolocal-traffic", "version": 1, "run": str, "writer": str,
+             "fields": [...], "graph": str, "settings": {...}}
+    record  [batch, round, src, dst, kind, bytes, t_send, t_recv,
+             src_host, dst_host, src_actor, dst_actor]
+    energy  {"energy": [batch, [energy after each round]]}   (optional, any position)
+
+`round` 0 carries the forward pass (values); relaxation round t >= 1 carries the
+messages that update t consumes. `kind` is one of KINDS. Times are Unix seconds
+(float). `src`/`dst` are logical vertex names ("scheduler" for control).
+Records are buffered in memory and written per batch of rounds, never one file
+write per message. A file whose tail was cut (a killed writer) reads up to its
+last whole record, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+from neurolocal.errors import DataError
+
+FORMAT = "neurolocal-traffic"
+VERSION = 1
+FIELDS = ("batch", "round", "src", "dst", "kind", "bytes", "t_send", "t_recv",
+          "src_host", "dst_host", "src_actor", "dst_actor")
+KINDS = ("value", "error", "partial", "control")
+SCHEDULER = "scheduler"
+SUFFIX = ".traffic"
+#: a single record or header never legitimately exceeds this; larger means corruption
+MAX_OBJECT_BYTES = 16 << 20
+
+
+class TrafficRecorder:
+    """Buffers message records of one writer and appends them to its stream file."""
+
+    def __init__(self, directory: str | Path, run: str, writer: str, *, graph: str = "",
+                 settings: dict | None = None, flush_every: int = 4096):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"{run}.{_safe(writer)}{SUFFIX}"
+        self.host = socket.gethostname()
+        self.flush_every = flush_every
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._pending: list[bytes] = [self._packer.pack({
+            "format": FORMAT, "version": VERSION, "run": run, "writer": writer,
+            "fields": list(FIELDS), "graph": graph, "settings": settings or {},
+        })]
+        self._records: list[tuple] = []
+
+    def record(self, batch: int, round_: int, src: str, dst: str, kind: str, nbytes: int,
+               t_send: float, t_recv: float, src_host: str | None = None,
+               dst_host: str | None = None, src_actor: str = "", dst_actor: str = "") -> None:
+        self._records.append((batch, round_, src, dst, kind, int(nbytes), t_send, t_recv,
+                              src_host or self.host, dst_host or self.host, src_actor, dst_actor))
+        if len(self._records) >= self.flush_every:
+            self.flush()
+
+    def record_energy(self, batch: int, energy: list[float]) -> None:
+        self._pending.append(self._packer.pack({"energy": [batch, [float(e) for e in energy]]}))
+
+    def flush(self) -> None:
+        pack = self._packer.pack
+        chunks = self._pending + [pack(r) for r in self._records]
+        self._pending, self._records = [], []
+        if chunks:
+            with open(self.path, "ab") as f:
+                f.write(b"".join(chunks))
+
+    close = flush
+
+
+def payload_bytes(payload) -> int:
+    """Bytes a message's payload carries on the wire (array data; 0 for control)."""
+    if payload is None:
+        return 0
+    if isinstance(payload, np.ndarray):
+        return payload.nbytes
+    if isinstance(payload, dict):
+        return sum(payload_bytes(v) for v in payload.values())
+    if isinstance(payload, (list, tuple)):
+        return sum(payload_bytes(v) for v in payload)
+    return 8
+
+
+def now() -> float:
+    return time.time()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+@dataclass
+class TrafficLog:
+    """Every record of a log directory, as column arrays, plus the writers' headers."""
+
+    directory: Path
+    headers: list[dict]
+    columns: dict[str, np.ndarray]
+    energy: dict[int, list[float]] = field(default_factory=dict)
+    truncated: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.columns["batch"])
+
+    @property
+    def settings(self) -> dict:
+        return self.headers[0].get("settings", {}) if self.headers else {}
+
+    def rows(self):
+        names = list(self.columns)
+        for i in range(len(self)):
+            yield {n: self.columns[n][i] for n in names}
+
+
+def read_traffic(directory: str | Path) -> TrafficLog:
+    """Read every stream file in `directory`; a cut tail is reported, not fatal."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError("no such traffic-log directory", source=str(directory))
+    files = sorted(directory.glob(f"*{SUFFIX}"))
+    if not files:
+        raise DataError(f"no *{SUFFIX} files in this directory", source=str(directory))
+    headers, records, energy, truncated = [], [], {}, []
+    for path in files:
+        header, file_records, file_energy, cut = _read_file(path)
+        headers.append(header)
+        records.extend(file_records)
+        for batch, values in file_energy:
+            energy[batch] = values
+        if cut:
+            truncated.append(str(path))
+            warnings.warn(f"{path}: truncated tail after {len(file_records)} whole records; "
+                          "read up to the last whole record", stacklevel=2)
+    columns = {name: np.array([r[i] for r in records], dtype=object if name in
+                              ("src", "dst", "kind", "src_host", "dst_host", "src_actor",
+                               "dst_actor") else None)
+               for i, name in enumerate(FIELDS)}
+    if not records:
+        columns = {name: np.array([]) for name in FIELDS}
+    return TrafficLog(directory, headers, columns, energy, truncated)
+
+
+def _read_file(path: Path):
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=MAX_OBJECT_BYTES,
+                                    strict_map_key=True, use_list=True)
+        try:
+            header = next(unpacker)
+        except StopIteration:
+            raise DataError("empty or truncated before its header", source=str(path)) from None
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise DataError(f"not a traffic log ({exc})", source=str(path)) from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise DataError("not a neurolocal traffic log (bad header)", source=str(path))
+        if header.get("version") != VERSION:
+            raise DataError(f"traffic-log version {header.get('version')} is not supported "
+                            f"(expected {VERSION})", source=str(path))
+        records, energy = [], []
+        try:
+            for item in unpacker:
+                if isinstance(item, dict) and "energy" in item:
+                    energy.append(tuple(item["energy"]))
+                elif isinstance(item, list) and len(item) == len(FIELDS):
+                    records.append(item)
+                else:
+                    raise DataError(f"malformed record after {len(records)} records",
+                                    source=str(path))
+        except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
+            raise DataError(f"corrupt record after {len(records)} records ({exc})",
+                            source=str(path)) from None
+        cut = unpacker.tell() < size
+    return header, records, energy, cut
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
