@@ -150,3 +150,17 @@ def test_cli_check_grad_writes_a_log_the_tools_read(tmp_path, cli):
     plot = cli("traffic", "plot", logdir, "-o", tmp_path / "traffic.png")
     assert plot.returncode == 0 and (tmp_path / "traffic.png").stat().st_size > 10_000
     assert cli("traffic", "audit", logdir, TOPOLOGIES / "dag.yaml").returncode == 0
+
+
+def test_tied_partials_are_logged_member_to_owner_and_audited(tmp_path, cli):
+    rnn = load_topology(TOPOLOGIES / "rnn.yaml").graph
+    log = run_logged(rnn, tmp_path, iterations=rnn.depth, batches=1)
+    partials = [(s, d) for s, d, k in zip(log.columns["src"], log.columns["dst"],
+                                          log.columns["kind"]) if k == "partial"]
+    members = {(v, g.owner[0]) for g in rnn.tied for v, _ in g.members}
+    assert set(partials) == members and len(partials) == len(members)
+    assert audit(log, rnn).ok
+    now = time.time()
+    forge(tmp_path, [[0, rnn.depth + 1, "x@0", "y@1", "partial", 8, now, now, "h", "h", "", ""]])
+    result = cli("traffic", "audit", tmp_path, TOPOLOGIES / "rnn.yaml")
+    assert result.returncode == 1 and "outside a tied group" in result.stdout

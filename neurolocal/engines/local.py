@@ -16,7 +16,7 @@ import numpy as np
 
 from neurolocal.engines.base import Relaxation, Updates, check_relaxation_settings, prepare_batch
 from neurolocal.graph import Graph, Params
-from neurolocal.traffic.log import TrafficRecorder, now
+from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
 
 
@@ -36,25 +36,26 @@ def build_rule(graph: Graph, name: str, params: Params, mode: str) -> VertexRule
                       sends=sends, expects=expects)
 
 
-def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, int]:
+def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, list]:
     """Every vertex's Hebbian update, with tied groups reduced at their owners by messages.
 
     Each rule computes its own update; members hand the partials of tied parameters
     to the engine as messages addressed to the owner vertex; the engine delivers
     each owner its inbox, and the owner sums (`VertexRule.receive_partials`). Returns
-    (updates keyed by vertex, each shared tensor once under its owner; messages sent).
+    (updates keyed by vertex, each shared tensor once under its owner; the messages
+    sent, as (member, owner, [(param, partial), ...]) — one per member-owner pair).
     A distributed engine runs the same three calls with the inbox travelling between
     actors.
     """
     own = {n: rule.hebbian() for n, rule in rules.items() if rule.params}
     inbox: dict[str, list] = {n: [] for n in own}
-    sent = 0
+    messages = []
     for n, update in own.items():
         for owner, partials in rules[n].partial_messages(update).items():
             inbox[owner].extend(partials)
-            sent += len(partials)
+            messages.append((n, owner, partials))
     reported = {n: rules[n].receive_partials(update, inbox[n]) for n, update in own.items()}
-    return {n: u for n, u in reported.items() if u}, sent
+    return {n: u for n, u in reported.items() if u}, messages
 
 
 class LocalEngine:
@@ -92,14 +93,16 @@ class LocalEngine:
         if read_inputs:
             feedback = self._exchange_feedback(iterations + 1, to_inputs=True)
             input_feedback = {n: feedback.get(n, np.zeros_like(inputs[n])) for n in graph.inputs}
+        dtheta, partials = exchange_tied_partials(rules)
+        self._messages += len(partials)
         if self.recorder is not None:
+            t_send = now()
+            self._log_received(iterations + 1, [(src, dst, (payload, t_send))
+                                                for src, dst, payload in partials], "partial")
             self.recorder.record_energy(self.batches, energy)
             self.recorder.flush()
         self.batches += 1
         output = rules[graph.output]
-        # tied partials (member -> owner) are counted apart: the traffic log does not record
-        # them yet, and `messages` stays the number of logged value/error messages
-        dtheta, partials_sent = exchange_tied_partials(rules)
         return Relaxation(
             dtheta=dtheta,
             errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
@@ -108,7 +111,6 @@ class LocalEngine:
             loss=graph.loss.value(output.prediction, target),
             prediction=output.prediction,
             messages=self._messages,
-            extras={"tied_partial_messages": partials_sent} if partials_sent else {},
         )
 
     # --- message exchange ------------------------------------------------------------
@@ -162,7 +164,7 @@ class LocalEngine:
             return
         t_recv = now()
         for src, dst, (payload, t_send) in messages:
-            self.recorder.record(self.batches, round_, src, dst, kind, payload.nbytes,
+            self.recorder.record(self.batches, round_, src, dst, kind, payload_bytes(payload),
                                  t_send, t_recv, src_actor="local", dst_actor="local")
 
     def _energy(self) -> float:

@@ -9,6 +9,7 @@ Counts, for a batch relaxed with T synchronous rounds (the log header's settings
     rounds 1..T    one error per edge whose parent relaxes (inputs are clamped)
     strict mode    also one value per edge whose parent relaxes, each round 1..T
     read_inputs    round T+1: one error per edge whose parent is an input
+    tied groups    round T+1: one partial per (member vertex, owner vertex) pair
 Every other count (missing, duplicated or extra messages) is a violation.
 """
 
@@ -47,15 +48,15 @@ def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
             expected[(round_, child, parent, "error")] += 1
             if mode == "strict":
                 expected[(round_, parent, child, "value")] += 1
+    for member, owner in tied_partners(graph):
+        expected[(iterations + 1, member, owner, "partial")] += 1
     return expected
 
 
 def tied_partners(graph: Graph) -> set[tuple[str, str]]:
-    pairs = set()
-    for group in getattr(graph, "tied_groups", {}).values():
-        for member in group.vertices:
-            pairs.add((member, group.owner))
-    return pairs
+    """(member vertex, owner vertex) pairs: the only routes a parameter partial may take."""
+    return {(vertex, group.owner[0]) for group in graph.tied for vertex, _ in group.members
+            if vertex != group.owner[0]}
 
 
 def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
@@ -80,7 +81,7 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
             problem = f"unknown kind {kind!r}"
         if problem:
             result.violations.append(f"batch {batch} round {round_}: {src} -> {dst} ({kind}): {problem}")
-        if kind in ("value", "error"):
+        if kind in ("value", "error", "partial"):
             by_batch.setdefault(batch, Counter())[(round_, src, dst, kind)] += 1
 
     settings = log.settings
