@@ -164,6 +164,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("fixed", "strict"), default="fixed",
                         help="fixed: predictions cached from the forward pass (the paper's, "
                              "equals backprop); strict: recomputed every step")
+    parser.add_argument("--schedule", choices=("jacobi", "event"), default="jacobi",
+                        help="jacobi: every vertex sends every round; event: only when its "
+                             "error changed (same result; with eta = 1 about one message "
+                             "per edge)")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
     ray = parser.add_argument_group("ray engine")

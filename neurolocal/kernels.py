@@ -14,14 +14,31 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def relax_step(value, error, prediction, feedback, eta):
-    """One fixed-prediction update, fused: v += eta * (-eps + feedback); eps = v - vhat."""
+    """One fixed-prediction update, fused: v += eta * (-eps + feedback); eps = v - vhat.
+
+    With eta = 1 the update is eps = feedback exactly (v = vhat + feedback), so an
+    error whose feedback did not change does not change by a rounding either: that
+    is what lets an event-driven schedule skip it. Returns whether eps changed.
+    """
     v = value.reshape(-1)
     e = error.reshape(-1)
     p = prediction.reshape(-1)
     f = feedback.reshape(-1)
+    changed = False
+    if eta == 1.0:
+        for k in range(v.size):
+            if e[k] != f[k]:
+                changed = True
+                e[k] = f[k]
+                v[k] = p[k] + f[k]
+        return changed
     for k in range(v.size):
         v[k] += eta * (f[k] - e[k])
-        e[k] = v[k] - p[k]
+        new = v[k] - p[k]
+        if new != e[k]:
+            changed = True
+            e[k] = new
+    return changed
 
 
 @njit(cache=True, nogil=True)

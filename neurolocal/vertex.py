@@ -138,16 +138,18 @@ class VertexRule:
             messages[parent] = messages[parent] + g if parent in messages else g
         return messages
 
-    def relax(self, feedback_total: np.ndarray | None, eta: float) -> None:
-        """One value update from the summed feedback of this step's children messages."""
+    def relax(self, feedback_total: np.ndarray | None, eta: float) -> bool:
+        """One value update from the summed feedback of this step's children messages.
+        Returns whether the error changed (strict mode: always, it is recomputed later)."""
         if self.role != "hidden":
-            return
+            return False
         feedback = (np.zeros_like(self.value) if feedback_total is None
                     else np.ascontiguousarray(feedback_total, dtype=np.float64))
         if self.mode == "fixed":
-            kernels.relax_step(self.value, self.error, self.prediction, feedback, float(eta))
-        else:
-            kernels.value_step(self.value, self.error, feedback, float(eta))
+            return kernels.relax_step(self.value, self.error, self.prediction, feedback,
+                                      float(eta))
+        kernels.value_step(self.value, self.error, feedback, float(eta))
+        return True
 
     def repredict(self, parent_values: Sequence[np.ndarray]) -> None:
         """Strict mode: recompute prediction, Jacobian data and error from current values."""

@@ -18,7 +18,8 @@ def traffic_recorder(options, graph, *, writer: str, settings: dict):
 
     return TrafficRecorder(directory, new_run_id(), writer, graph=graph.name,
                            settings={"engine": options.engine, "mode": options.mode,
-                                     "schedule": "jacobi", **settings})
+                                     "schedule": getattr(options, "schedule", "jacobi"),
+                                     **settings})
 
 
 def relax_once(options, graph, params, inputs, target, *, eta: float, iterations: int,
@@ -32,11 +33,18 @@ def relax_once(options, graph, params, inputs, target, *, eta: float, iterations
         from neurolocal.engines.local import LocalEngine
 
         recorder = traffic_recorder(options, graph, writer="local", settings=settings)
-        engine = LocalEngine(graph, params, mode=options.mode, recorder=recorder)
+        engine = LocalEngine(graph, params, mode=options.mode, recorder=recorder,
+                             schedule=getattr(options, "schedule", "jacobi"))
         return engine.relax(inputs, target, eta=eta, iterations=iterations,
                             read_inputs=read_inputs)
     if options.engine == "ray":
         from neurolocal.engines.ray import RayEngine
+
+        if getattr(options, "schedule", "jacobi") != "jacobi":
+            from neurolocal.errors import ConfigError
+
+            raise ConfigError("the Ray engine runs the jacobi schedule only (for now); "
+                              "use --engine local for --schedule event", field="schedule")
 
         with RayEngine(graph, params, mode=options.mode, address=options.address,
                        vertices_per_actor=options.vertices_per_actor,
