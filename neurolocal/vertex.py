@@ -68,6 +68,8 @@ class VertexRule:
         self.prediction: np.ndarray | None = None
         self.error: np.ndarray | None = None
         self.target: np.ndarray | None = None
+        #: the output's loss at the forward pass (batch mean)
+        self.loss_value: float | None = None
         self._cache: Any = None
 
     @classmethod
@@ -103,7 +105,7 @@ class VertexRule:
         self.prediction, self._cache = self.op.forward(self.params, parent_values)
         self.prediction = np.ascontiguousarray(self.prediction)
         if self.role == "output":
-            self.error = self.loss.output_error(self.prediction, self.target)
+            self.error, self.loss_value = self.loss.evaluate(self.prediction, self.target)
             self.value = self.prediction + self.error if self.mode == "fixed" else self.target
         else:
             self.value = self.prediction.copy()

@@ -89,7 +89,8 @@ class LocalEngine:
         self._inbox: dict[str, dict[str, np.ndarray]] = {n: {} for n in graph.order}
 
         self._forward(inputs, target)
-        energy = [self._energy()]
+        self._vertex_energy = {n: rule.energy() for n, rule in rules.items()}
+        energy = [sum(self._vertex_energy.values())]
         everyone = [n for n in graph.order if not graph.is_input(n)]
         speakers = [graph.output] if self.schedule == "event" else everyone
         for round_ in range(1, iterations + 1):
@@ -104,13 +105,16 @@ class LocalEngine:
                 self._feedback_total(n), eta)]
             if self.mode == "strict":
                 self._exchange_values(round_)
+                changed = everyone
+            for n in changed:
+                self._vertex_energy[n] = rules[n].energy()
             if self.schedule == "event":
                 speakers = changed
             elif self.mode == "fixed":  # the output's first message stands
                 speakers = graph.hidden
             else:
                 speakers = everyone
-            energy.append(self._energy())
+            energy.append(sum(self._vertex_energy.values()))
 
         input_feedback = {}
         if read_inputs:
@@ -130,7 +134,7 @@ class LocalEngine:
             errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
             input_feedback=input_feedback,
             energy=energy,
-            loss=graph.loss.value(output.prediction, target),
+            loss=output.loss_value,
             prediction=output.prediction,
             messages=self._messages,
         )
@@ -213,6 +217,3 @@ class LocalEngine:
         for src, dst, (payload, t_send) in messages:
             self.recorder.record(self.batches, round_, src, dst, kind, payload_bytes(payload),
                                  t_send, t_recv, src_actor="local", dst_actor="local")
-
-    def _energy(self) -> float:
-        return sum(rule.energy() for rule in self.rules.values())
