@@ -40,22 +40,25 @@ def plot_curves(doc: dict, path: Path) -> None:
     plt = _pyplot()
     text = doc["data"]["kind"] == "text"
     fig, (ax_loss, ax_right) = plt.subplots(1, 2, figsize=(10, 4))
-    for algorithm, run in doc["runs"].items():
-        rows = run["epochs"]
+    # backprop first, wide and pale, so predictive coding stays visible on top when the
+    # two coincide (they do exactly with eta = 1 and T >= depth)
+    for algorithm in sorted(doc["runs"], key=lambda a: a != "bp"):
+        rows = doc["runs"][algorithm]["epochs"]
         epochs = [r["epoch"] for r in rows]
-        colour, label = COLOURS.get(algorithm), LABELS.get(algorithm, algorithm)
-        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "--", color=colour,
-                     label=f"{label} train")
-        ax_loss.plot(epochs, [r["test_loss"] for r in rows], "-", color=colour,
-                     label=f"{label} test")
+        style = {"color": COLOURS.get(algorithm)}
+        if algorithm == "bp":
+            style.update(linewidth=4, alpha=0.35)
+        label = LABELS.get(algorithm, algorithm)
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "--", label=f"{label} train",
+                     **style)
+        ax_loss.plot(epochs, [r["test_loss"] for r in rows], "-", label=f"{label} test", **style)
         if text:
-            ax_right.plot(epochs, [r["test_perplexity"] for r in rows], "-", color=colour,
-                          label=label)
+            ax_right.plot(epochs, [r["test_perplexity"] for r in rows], "-", label=label, **style)
         elif rows and rows[0]["test_accuracy"] is not None:
-            ax_right.plot(epochs, [100 * r["test_accuracy"] for r in rows], "-", color=colour,
-                          label=f"{label} test")
-            ax_right.plot(epochs, [100 * r["train_accuracy"] for r in rows], "--", color=colour,
-                          label=f"{label} train")
+            ax_right.plot(epochs, [100 * r["test_accuracy"] for r in rows], "-",
+                          label=f"{label} test", **style)
+            ax_right.plot(epochs, [100 * r["train_accuracy"] for r in rows], "--",
+                          label=f"{label} train", **style)
     ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{doc['topology']} on {doc['data']['name']}")
     ax_right.set(xlabel="epoch", ylabel="test perplexity" if text else "accuracy (%)")
     for ax in (ax_loss, ax_right):
@@ -72,6 +75,7 @@ def plot_energy(doc: dict, path: Path) -> None:
     energy = doc["runs"].get("pc", {}).get("energy_per_round") or []
     if energy:
         ax.plot(range(len(energy)), energy, "o-", color=COLOURS["pc"])
+        ax.xaxis.get_major_locator().set_params(integer=True)
         if all(e > 0 for e in energy):
             ax.set_yscale("log")
         settings = doc["settings"]
