@@ -346,14 +346,50 @@ def vocabulary_of(text: str, width: int) -> tuple[str, np.ndarray]:
     return chars[:width] if len(chars) <= width else chars[:width - 1], codes
 
 
-def char_sequences(codes: np.ndarray, steps: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping windows: x (N, steps, width) one-hot, y (N, steps) next-char indices."""
+class OneHotRows:
+    """Character indices that become one-hot float64 rows only when a batch is taken:
+    the whole pydoc text one-hot at 50 steps would be ~370 MB, a batch is a few hundred KB.
+    Indexing (`rows[idx]`, `rows[a:b]`) returns a plain array of shape (len(idx), *shape)."""
+
+    def __init__(self, codes: np.ndarray, width: int, shape: tuple[int, ...] | None = None):
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.width = width
+        self.sample_shape = tuple(shape) if shape is not None else self.codes.shape[1:] + (width,)
+        self.shape = (len(self.codes),) + self.sample_shape
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index) -> np.ndarray:
+        codes = self.codes[index]
+        batch = (len(codes),) if np.ndim(codes) == self.codes.ndim else ()   # rows[i]: one sample
+        return np.eye(self.width)[codes].reshape(batch + self.sample_shape)
+
+
+class ZeroRows:
+    """An all-zero input (an initial state), materialised per batch."""
+
+    def __init__(self, count: int, shape: tuple[int, ...]):
+        self.sample_shape = tuple(shape)
+        self.shape = (count,) + self.sample_shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        picked = np.arange(self.shape[0])[index]
+        batch = (len(picked),) if np.ndim(picked) == 1 else ()
+        return np.zeros(batch + self.sample_shape)
+
+
+def char_sequences(codes: np.ndarray, steps: int, width: int) -> tuple[OneHotRows, np.ndarray]:
+    """Non-overlapping windows: x (N, steps, width) one-hot (built per batch, see
+    `OneHotRows`), y (N, steps) next-char indices."""
     windows = len(codes) // (steps + 1)
     if windows == 0:
         raise DataError(f"text has {len(codes)} characters, fewer than one window of {steps + 1}")
     grid = codes[:windows * (steps + 1)].reshape(windows, steps + 1)
-    x = np.eye(width)[grid[:, :-1]]
-    return x, grid[:, 1:].copy()
+    return OneHotRows(grid[:, :-1], width), grid[:, 1:].copy()
 
 
 def text_layout(graph: Graph) -> tuple[list[str], int, int]:
@@ -395,7 +431,8 @@ def _fit_text(text: str, graph: Graph, source: str, options: dict) -> GraphData:
     if width < 2:
         raise DataError(f"the vocabulary width (input size) must be >= 2, got {width}")
     vocabulary, codes = vocabulary_of(text, width)
-    x, y = char_sequences(codes, steps, width)
+    windows, y = char_sequences(codes, steps, width)
+    x = windows.codes                          # (N, steps) character indices
     if len(x) < 2:
         raise DataError(f"text gives {len(x)} window(s) of {steps + 1} characters; need 2 or more")
     cut = len(x) - max(1, int(round(len(x) * TEXT_TEST_FRACTION)))
@@ -413,21 +450,21 @@ def _fit_text(text: str, graph: Graph, source: str, options: dict) -> GraphData:
         raise DataError("a per-step text output needs a per-step loss; softmax_cross_entropy "
                         "takes one [classes] output")
 
-    def inputs_of(part: slice) -> dict[str, np.ndarray]:
+    def inputs_of(part: slice) -> dict:
         xs = x[part]
         if len(step_inputs) == 1 and graph.shapes[step_inputs[0]] == (steps, width):
-            fed = {step_inputs[0]: np.ascontiguousarray(xs)}
+            fed = {step_inputs[0]: OneHotRows(xs, width)}
         else:
-            fed = {name: np.ascontiguousarray(xs[:, t]) for t, name in enumerate(step_inputs)}
+            fed = {name: OneHotRows(xs[:, t], width) for t, name in enumerate(step_inputs)}
         for name in graph.inputs:              # initial states and other non-step inputs
-            fed.setdefault(name, np.zeros((len(xs),) + graph.shapes[name]))
+            fed.setdefault(name, ZeroRows(len(xs), graph.shapes[name]))
         return fed
 
-    def target_of(part: slice) -> np.ndarray:
+    def target_of(part: slice):
         ys = y[part]
         if not per_step:
-            return ys[:, -1].copy() if _is_classifier(graph) else np.eye(width)[ys[:, -1]]
-        return np.eye(width)[ys].reshape((len(ys),) + tuple(out_shape))
+            return ys[:, -1].copy() if _is_classifier(graph) else OneHotRows(ys[:, -1], width)
+        return OneHotRows(ys, width, shape=out_shape)
 
     train, test = slice(0, cut), slice(cut, len(x))
     return GraphData("text", "text", inputs_of(train), target_of(train), inputs_of(test),

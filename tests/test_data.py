@@ -69,7 +69,9 @@ def test_char_sequences_layout():
     codes = np.arange(11) % 7
     x, y = char_sequences(codes, steps=4, width=7)
     assert x.shape == (2, 4, 7) and y.shape == (2, 4)
-    assert np.array_equal(x.argmax(-1), [[0, 1, 2, 3], [5, 6, 0, 1]])
+    assert x[:].shape == (2, 4, 7) and x[1].shape == (4, 7) and x[[1, 0]].shape == (2, 4, 7)
+    assert np.array_equal(x[:].argmax(-1), [[0, 1, 2, 3], [5, 6, 0, 1]])
+    assert np.array_equal(x[:].sum(-1), np.ones((2, 4)))
     assert np.array_equal(y, [[1, 2, 3, 4], [6, 0, 1, 2]])           # y[:, t] follows x[:, t]
 
 
@@ -93,7 +95,8 @@ def test_text_feeds_per_step_inputs_and_the_next_character():
     expected = "".join(c if c in vocabulary else "?" for c in text[:5])
     assert first == expected[:4]
     assert data.train_target[0] == (vocabulary.index(text[4]) if text[4] in vocabulary else 5)
-    assert np.all(data.train_inputs["h@init"] == 0)
+    assert data.train_inputs["h@init"][np.arange(7)].shape == (7, 5)
+    assert not data.train_inputs["h@init"][:].any()
     assert data.train_size + data.test_size == 2000 // 5
     assert data.test_size == 40
 
@@ -102,8 +105,8 @@ def test_text_with_a_per_step_output():
     graph = _unrolled(steps=3, width=4, per_step_output=True)
     data = load_for_graph({"name": "text", "chars": 400}, graph)
     assert data.train_target.shape == (data.train_size, 12)
-    x1 = data.train_inputs["x@1"].argmax(-1)
-    assert np.array_equal(data.train_target.reshape(-1, 3, 4)[:, 0].argmax(-1), x1)
+    x1 = data.train_inputs["x@1"][:].argmax(-1)
+    assert np.array_equal(data.train_target[:].reshape(-1, 3, 4)[:, 0].argmax(-1), x1)
 
 
 def test_user_text_file_is_char_level(tmp_path):

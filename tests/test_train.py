@@ -257,3 +257,18 @@ def test_short_cli_run_writes_metrics_and_pictures(run_cli, tmp_path):
     assert len(metrics["runs"]["pc"]["energy_per_round"]) == 3
     for picture in ("curves.png", "energy.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_text_training_on_an_unrolled_graph_matches_backprop_and_reports_perplexity():
+    from tests.test_data import _unrolled
+
+    graph = _unrolled(steps=4, width=8, initial_state=True)
+    data = load_for_graph({"name": "text", "chars": 3000}, graph)
+    settings = train.resolve_settings({"epochs": 2, "batch_size": 50, "lr": 0.01}, {}, graph)
+    runs = {a: train.train(train.new_run(a, graph, settings), graph, data, settings)
+            for a in ("pc", "bp")}
+    assert np.max(np.abs(np.subtract(runs["pc"].history.batch_losses[1],
+                                     runs["bp"].history.batch_losses[1]))) <= 1e-9
+    rows = runs["pc"].history.rows("text")
+    assert rows[-1]["test_perplexity"] == pytest.approx(np.exp(rows[-1]["test_loss"]))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
