@@ -138,16 +138,21 @@ def cmd_run(args) -> int:
             f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
             f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
     runs = {}
+
+    def write_metrics(_run=None):
+        doc = train.metrics_document(graph.name, topology.source, data, settings, graph, runs)
+        train.write_json_atomic(out_dir / "metrics.json", doc)
+        return doc
+
     for algorithm in settings.algorithms:
         path = train.checkpoint_path(out_dir, algorithm)
         if args.resume is not None and path.exists():
-            run = train.load_checkpoint(path, graph, settings)
+            runs[algorithm] = train.load_checkpoint(path, graph, settings)
         else:
-            run = train.new_run(algorithm, graph, settings)
-        runs[algorithm] = train.train(run, graph, data, settings, checkpoint=path,
-                                      progress=train.progress_factory(args.quiet), log=log)
-        doc = train.metrics_document(graph.name, topology.source, data, settings, graph, runs)
-        train.write_json_atomic(out_dir / "metrics.json", doc)
+            runs[algorithm] = train.new_run(algorithm, graph, settings)
+        train.train(runs[algorithm], graph, data, settings, checkpoint=path,
+                    progress=train.progress_factory(args.quiet), log=log, on_epoch=write_metrics)
+    doc = write_metrics()
     plots.plot_curves(doc, out_dir / "curves.png")
     plots.plot_energy(doc, out_dir / "energy.png")
     print(train.final_table(doc))

@@ -268,13 +268,15 @@ def serial_blas():
 
 def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
           checkpoint: Path | None = None, progress: ProgressFactory | None = None,
-          log: Callable[[str], None] | None = None) -> Run:
-    """Train `run` up to `settings.epochs`, checkpointing after every epoch."""
+          log: Callable[[str], None] | None = None,
+          on_epoch: Callable[[Run], None] | None = None) -> Run:
+    """Train `run` up to `settings.epochs`, checkpointing after every epoch; `on_epoch`
+    is called after each epoch's checkpoint (the CLI rewrites metrics.json there)."""
     with serial_blas():
-        return _train(run, graph, data, settings, checkpoint, progress, log)
+        return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch)
 
 
-def _train(run, graph, data, settings, checkpoint, progress, log) -> Run:
+def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch) -> Run:
     iterations = iterations_for(settings, graph)
     engine = make_engine(settings, graph, run.params) if run.algorithm == "pc" else None
     n = data.train_size
@@ -330,6 +332,8 @@ def _train(run, graph, data, settings, checkpoint, progress, log) -> Run:
             save_checkpoint(checkpoint, run, settings)
         if log is not None:
             log(epoch_line(run.algorithm, h, data.kind))
+        if on_epoch is not None:
+            on_epoch(run)
     return run
 
 

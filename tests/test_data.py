@@ -170,16 +170,20 @@ def test_bad_files_raise_data_errors(tmp_path):
         assert name in str(caught.value)
 
 
-def test_bad_data_files_exit_2_with_one_line(run_cli, tmp_path):
+def test_bad_data_files_exit_2_with_one_line(run_cli, tmp_path, capsys):
+    from neurolocal.cli import main
+
     files = _bad_files(tmp_path)
-    for name in ("missing.npz", "short_y.npz", "labels.npz", "garbage.csv"):
-        out = tmp_path / f"out-{name}"
-        result = run_cli("run", MLP, "--data", tmp_path / name, "--out", out, "--epochs", "1")
-        assert result.returncode == 2, (name, result.stderr)
-        line = result.stderr.strip()
+    out = tmp_path / "out"
+    result = run_cli("run", MLP, "--data", tmp_path / "missing.npz", "--out", out)   # as a user
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("neurolocal: error:") and "no such file" in result.stderr
+    for name in ("short_y.npz", "labels.npz", "garbage.csv", "objects.npz"):   # in process
+        assert main(["run", str(MLP), "--data", str(tmp_path / name), "--out", str(out)]) == 2
+        line = capsys.readouterr().err.strip()
         assert line.startswith("neurolocal: error:") and "\n" not in line, line
         assert files[name] in line
-        assert not out.exists()                                   # nothing written half-way
+    assert not out.exists()                                       # nothing written half-way
 
 
 def test_text_data_needs_a_recurrent_layout():

@@ -34,6 +34,16 @@ def _one_epoch(topology, data, algorithm, **overrides):
     return train.train(run, topology.graph, data, settings)
 
 
+def _main(*args) -> int:
+    """The CLI in process (the subprocess path is covered by the short-run test)."""
+    from neurolocal.cli import main
+
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code
+
+
 # --- PC at eta = 1, T >= depth is backprop -------------------------------------------------------
 
 
@@ -166,13 +176,12 @@ def _write_wider_mlp(tmp_path):
     return path
 
 
-def test_resume_gives_bitwise_the_uninterrupted_weights(run_cli, tmp_path):
+def test_resume_gives_bitwise_the_uninterrupted_weights(tmp_path):
     whole, part = tmp_path / "whole", tmp_path / "part"
     common = ["--algorithm", "both", "--batch-size", "96", "--seed", "5", "--quiet"]
-    assert run_cli("run", MLP, "--epochs", "3", "--out", whole, *common).returncode == 0
-    assert run_cli("run", MLP, "--epochs", "2", "--out", part, *common).returncode == 0
-    resumed = run_cli("run", MLP, "--resume", part, "--epochs", "3", "--quiet")
-    assert resumed.returncode == 0, resumed.stderr
+    assert _main("run", MLP, "--epochs", "3", "--out", whole, *common) == 0
+    assert _main("run", MLP, "--epochs", "2", "--out", part, *common) == 0
+    assert _main("run", MLP, "--resume", part, "--epochs", "3", "--quiet") == 0
     for algorithm in ("pc", "bp"):
         with np.load(whole / f"checkpoint-{algorithm}.npz", allow_pickle=False) as a, \
                 np.load(part / f"checkpoint-{algorithm}.npz", allow_pickle=False) as b:
@@ -185,18 +194,18 @@ def test_resume_gives_bitwise_the_uninterrupted_weights(run_cli, tmp_path):
     assert [row["epoch"] for row in metrics["runs"]["pc"]["epochs"]] == [1, 2, 3]
 
 
-def test_resume_refuses_changed_settings_and_a_wrong_topology(run_cli, tmp_path):
+def test_resume_refuses_changed_settings_and_a_wrong_topology(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_cli("run", MLP, "--epochs", "1", "--batch-size", "256", "--out", out,
-                   "--quiet").returncode == 0
-    changed = run_cli("run", MLP, "--resume", out, "--lr", "0.5", "--epochs", "2")
-    assert changed.returncode == 2
-    assert changed.stderr.strip().count("\n") == 0 and "--lr" in changed.stderr
-    other = run_cli("run", _write_wider_mlp(tmp_path), "--resume", out, "--epochs", "2")
-    assert other.returncode == 2 and other.stderr.strip().count("\n") == 0
-    assert "shape" in other.stderr
-    again = run_cli("run", MLP, "--out", out, "--epochs", "1")
-    assert again.returncode == 2 and "--resume" in again.stderr
+    assert _main("run", MLP, "--epochs", "1", "--batch-size", "256", "--out", out, "--quiet") == 0
+    capsys.readouterr()
+    for args, expected in [
+        (("run", MLP, "--resume", out, "--lr", "0.5", "--epochs", "2"), "--lr"),
+        (("run", _write_wider_mlp(tmp_path), "--resume", out, "--epochs", "2"), "shape"),
+        (("run", MLP, "--out", out, "--epochs", "1"), "--resume"),
+    ]:
+        assert _main(*args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, err
 
 
 # --- settings and the CLI -----------------------------------------------------------------------
@@ -207,13 +216,7 @@ def test_resume_refuses_changed_settings_and_a_wrong_topology(run_cli, tmp_path)
     ["--optimizer", "rmsprop"], ["--epochs", "0"], ["--lr", "nan"], ["--mode", "lazy"],
 ])
 def test_bad_settings_exit_2_with_one_line(capsys, tmp_path, flags):
-    from neurolocal.cli import main
-
-    try:                                   # in process: argparse exits, our checks return 2
-        code = main(["run", str(MLP), "--out", str(tmp_path / "never"), *flags])
-    except SystemExit as exc:
-        code = exc.code
-    assert code == 2
+    assert _main("run", MLP, "--out", tmp_path / "never", *flags) == 2
     err = capsys.readouterr().err.strip()
     assert err and err.count("\n") == 0 and "Traceback" not in err
     assert not (tmp_path / "never").exists()
