@@ -78,6 +78,16 @@ class LocalEngine:
         self.batches = 0
         self._relaxing = frozenset(graph.hidden)
 
+    def __enter__(self) -> "LocalEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
+
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False) -> Relaxation:
         graph, rules = self.graph, self.rules
