@@ -180,6 +180,8 @@ def cmd_run(args) -> int:
             raise ConfigError("already holds a run's checkpoints; continue it with --resume "
                               "or pick another --out", source=str(out_dir))
     data = load_for_graph(settings.data, graph)
+    if args.traffic_log is None and not args.no_traffic_log:
+        args.traffic_log = str(out_dir / "traffic")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -213,7 +215,28 @@ def cmd_run(args) -> int:
     plots.plot_energy(doc, out_dir / "energy.png")
     print(train.final_table(doc))
     print(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
+    if args.traffic_log and "pc" in settings.algorithms:
+        _print_traffic_digest(args.traffic_log)
     return EXIT_OK
+
+
+def _print_traffic_digest(directory: str) -> None:
+    """The last lines of a run: how much the vertices said to each other."""
+    import warnings
+    from pathlib import Path
+
+    from neurolocal.traffic import read_traffic, report
+
+    if not any(Path(directory).glob("*.traffic")):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = report.summary(read_traffic(directory))
+    kinds = ", ".join(f"{k} {v['messages']}" for k, v in summary["by_kind"].items())
+    print(f"traffic: {summary['messages']} messages ({kinds}), {summary['bytes'] / 1e6:.1f} MB "
+          f"over {summary['batches']} batches; latency p50 {summary['latency_ms']['p50']:.3f} ms,"
+          f" p99 {summary['latency_ms']['p99']:.3f} ms")
+    print(f"inspect it: neurolocal traffic summary {directory} (or edges, timeline, audit, plot)")
 
 
 def _resumed_settings(out_dir, given: dict, args, graph):
@@ -265,6 +288,8 @@ def add_run_parser(commands) -> None:
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the run in DIR exactly where it stopped")
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    run.add_argument("--no-traffic-log", action="store_true",
+                     help="do not record messages (by default they go to OUT/traffic)")
     add_engine_options(run, engine_default=None, mode_default=None)
     run.set_defaults(run=cmd_run)
 
@@ -307,7 +332,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="neurolocal", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="neurolocal", description="predictive coding on arbitrary computation "
+                     "graphs, every vertex a local rule (an actor on Ray)")
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -76,6 +76,9 @@ class Settings:
         return cls(**d)
 
 
+#: the product: vertices as actors on an embedded local Ray (`--engine local` is the fast path)
+DEFAULT_ENGINE = "ray"
+
 TRAINING_KEYS = ("data", "epochs", "batch_size", "eta", "iterations", "mode", "optimizer", "lr",
                  "seed", "algorithm", "engine", "paper_mode")
 #: read by the topology loader (neurolocal.paper), not a trainer setting
@@ -113,7 +116,7 @@ def resolve_settings(training: dict, overrides: dict, graph: Graph) -> Settings:
         raise ConfigError(f"expected pc, bp or both, got {algorithm!r}", field="algorithm")
     settings = Settings(
         algorithms=algorithms,
-        engine=merged.get("engine", "local"),
+        engine=merged.get("engine", DEFAULT_ENGINE),
         data=merged.get("data", "digits"),
         epochs=_whole(merged.get("epochs", 10), "epochs", minimum=1),
         batch_size=_whole(merged.get("batch_size", 32), "batch_size", minimum=1),

@@ -175,11 +175,12 @@ def test_bad_data_files_exit_2_with_one_line(cli, tmp_path, capsys):
 
     files = _bad_files(tmp_path)
     out = tmp_path / "out"
-    result = cli("run", MLP, "--data", tmp_path / "missing.npz", "--out", out)   # as a user
+    result = cli("run", MLP, "--engine", "local", "--data", tmp_path / "missing.npz", "--out", out)   # as a user
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("neurolocal: error:") and "no such file" in result.stderr
     for name in ("short_y.npz", "labels.npz", "garbage.csv", "objects.npz"):   # in process
-        assert main(["run", str(MLP), "--data", str(tmp_path / name), "--out", str(out)]) == 2
+        assert main(["run", str(MLP), "--engine", "local", "--data", str(tmp_path / name),
+                     "--out", str(out)]) == 2
         line = capsys.readouterr().err.strip()
         assert line.startswith("neurolocal: error:") and "\n" not in line, line
         assert files[name] in line

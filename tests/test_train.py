@@ -38,8 +38,11 @@ def _main(*args) -> int:
     """The CLI in process (the subprocess path is covered by the short-run test)."""
     from neurolocal.cli import main
 
+    args = [str(a) for a in args]
+    if args[0] == "run" and "--engine" not in args:
+        args += ["--engine", "local"]   # the trainer's semantics; Ray has its own tests
     try:
-        return main([str(a) for a in args])
+        return main(args)
     except SystemExit as exc:
         return exc.code
 
@@ -245,7 +248,7 @@ def test_flags_override_the_training_section(mlp):
 
 def test_short_cli_run_writes_metrics_and_pictures(cli, tmp_path):
     out = tmp_path / "run"
-    result = cli("run", MLP, "--algorithm", "both", "--epochs", "2", "--batch-size", "128",
+    result = cli("run", MLP, "--engine", "local", "--algorithm", "both", "--epochs", "2", "--batch-size", "128",
                      "--out", out)
     assert result.returncode == 0, result.stderr
     assert "test acc" in result.stdout
