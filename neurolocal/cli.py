@@ -388,11 +388,19 @@ def _version() -> str:
     return f"neurolocal {__version__}"
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"neurolocal: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
     run: Callable = args.run
     try:
-        return run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return run(args)
     except NeurolocalError as exc:
         print(f"neurolocal: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
