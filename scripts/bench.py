@@ -120,7 +120,43 @@ def bench_local(quick: bool) -> None:
                median_time(pc_step(engine, 0.1, 100), max(3, reps // 5)), baseline)
 
 
-SECTIONS = {"local": bench_local}
+# --- 5. traffic-logging overhead ------------------------------------------------------------
+
+
+def bench_logging(quick: bool) -> None:
+    import tempfile
+
+    from neurolocal.engines.local import LocalEngine
+    from neurolocal.traffic import TrafficRecorder
+
+    print("5. traffic-logging overhead, local engine (time per relaxed batch, logging off = baseline)")
+    repeats = 30 if quick else 200
+    for widths, schedule, eta, iterations in (([64, 128, 128, 10], "jacobi", 0.1, 20),
+                                              ([64, 128, 128, 10], "event", 1.0, 2),
+                                              ([64, 256, 256, 256, 10], "jacobi", 0.1, 20)):
+        label = "-".join(map(str, widths))
+        graph = mlp(widths, label)
+        params = graph.init_params(0)
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((32, widths[0])), rng.integers(0, widths[-1], size=32)
+        with tempfile.TemporaryDirectory() as directory:
+            settings = {"schedule": schedule, "eta": eta, "iterations": iterations}
+            engines = {
+                "off": LocalEngine(graph, params, schedule=schedule),
+                "on": LocalEngine(graph, params, schedule=schedule, recorder=TrafficRecorder(
+                    directory, "bench", "local", graph=label, settings=settings)),
+            }
+            times = {k: [] for k in engines}
+            for _ in range(3):  # interleave, so drift of a noisy machine hits both alike
+                for key, engine in engines.items():
+                    times[key].append(median_time(
+                        lambda e=engine: e.relax(x, y, eta=eta, iterations=iterations),
+                        repeats // 3))
+            report("logging", f"logging on, {label} {schedule} eta={eta} T={iterations}",
+                   statistics.median(times["on"]), statistics.median(times["off"]))
+
+
+SECTIONS = {"local": bench_local, "logging": bench_logging}
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ class LocalEngine:
 
     def close(self) -> None:
         if self.recorder is not None:
-            self.recorder.flush()
+            self.recorder.close()
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False) -> Relaxation:
@@ -161,7 +161,9 @@ class LocalEngine:
             else:
                 parents = graph.parents(n)
                 self._messages += len(set(parents))
-                self._log_received(0, [(p, n, sent[p]) for p in dict.fromkeys(parents)], "value")
+                if self.recorder is not None:
+                    self._log_received(0, [(p, n, sent[p]) for p in dict.fromkeys(parents)],
+                                       "value")
                 value = rules[n].predict([sent[p][0] for p in parents])
             sent[n] = (value, now())
 

@@ -59,6 +59,7 @@ class TrafficRecorder:
             "fields": list(FIELDS), "graph": graph, "settings": settings or {},
         })]
         self._records: list[tuple] = []
+        self._file = None
 
     def record(self, batch: int, round_: int, src: str, dst: str, kind: str, nbytes: int,
                t_send: float, t_recv: float, src_host: str | None = None,
@@ -72,14 +73,36 @@ class TrafficRecorder:
         self._pending.append(self._packer.pack({"energy": [batch, [float(e) for e in energy]]}))
 
     def flush(self) -> None:
+        """Append what is buffered and hand it to the OS (a killed process loses none of it)."""
         pack = self._packer.pack
         chunks = self._pending + [pack(r) for r in self._records]
         self._pending, self._records = [], []
         if chunks:
-            with open(self.path, "ab") as f:
-                f.write(b"".join(chunks))
+            if self._file is None:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open between batches
+            self._file.write(b"".join(chunks))
+            self._file.flush()
 
-    close = flush
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self):
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+
+    def __getstate__(self):
+        # a recorder travelling to another process opens its own file there
+        state = dict(self.__dict__)
+        state["_file"] = None
+        state["_packer"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._packer = msgpack.Packer(use_bin_type=True)
 
 
 def payload_bytes(payload) -> int:
