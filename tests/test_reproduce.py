@@ -54,7 +54,9 @@ def test_figure_and_results_markdown_are_well_formed(quick_run):
     assert (out / "divergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "RESULTS.md").read_text()
     assert "python scripts/reproduce.py --quick" in text and "machine:" in text
-    table = [line for line in text.splitlines() if line.startswith("| ")]
+    training, divergence = text.split("## Divergence")
+    assert "| mlp | 2 |" in divergence                       # one row per net, with its depth
+    table = [line for line in training.splitlines() if line.startswith("| ")]
     header = table[0].split("|")
     body = [line for line in table[2:] if line.split("|")[1].strip() in NETS]
     assert len(body) == 2 * len(NETS)                     # eta = 1 and eta = 0.1 per net
