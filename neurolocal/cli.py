@@ -314,7 +314,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     parser.add_argument("--schedule", choices=SCHEDULES, default="auto",
                         help="jacobi: every vertex sends every round; event: only when its "
                              "error changed (the same numbers; with eta = 1 about one message "
-                             "per edge); auto (default): event on the local engine in fixed "
+                             "per edge); backward-in-time: the paper's RNN/LSTM schedule, one "
+                             "time step at a time, last first, T rounds per step (local "
+                             "engine); auto (default): event on the local engine in fixed "
                              "mode, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")

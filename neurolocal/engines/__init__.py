@@ -8,7 +8,7 @@ engine is a context manager: leaving the block stops whatever it started.
 from __future__ import annotations
 
 ENGINE_NAMES = ("local", "ray")
-SCHEDULES = ("auto", "jacobi", "event")
+SCHEDULES = ("auto", "jacobi", "event", "backward-in-time")
 
 
 def resolve_schedule(options) -> str:
@@ -42,6 +42,10 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
         from neurolocal.engines.local import LocalEngine
 
         recorder = traffic_recorder(options, graph, writer="local", settings=log_settings or {})
+        if schedule == "backward-in-time":     # the paper's RNN/LSTM schedule; T is per step
+            from neurolocal.engines.timewise import BackwardInTimeEngine
+
+            return BackwardInTimeEngine(graph, params, mode=options.mode, recorder=recorder)
         return LocalEngine(graph, params, mode=options.mode, recorder=recorder,
                            schedule=schedule)
     if options.engine == "ray":

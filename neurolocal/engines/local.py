@@ -10,7 +10,7 @@ carries the settled feedback to the input vertices (dL/dx).
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -89,7 +89,10 @@ class LocalEngine:
             self.recorder.close()
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
-              read_inputs: bool = False) -> Relaxation:
+              read_inputs: bool = False,
+              on_round: Callable[[int], None] | None = None) -> Relaxation:
+        """`on_round(t)` is called after the forward pass (t = 0) and after each round t,
+        while the rules hold that round's errors (e.g. to watch dtheta converge)."""
         graph, rules = self.graph, self.rules
         iterations = graph.depth if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
@@ -101,10 +104,12 @@ class LocalEngine:
         self._forward(inputs, target)
         self._vertex_energy = {n: rule.energy() for n, rule in rules.items()}
         energy = [sum(self._vertex_energy.values())]
+        if on_round is not None:
+            on_round(0)
         everyone = [n for n in graph.order if not graph.is_input(n)]
         speakers = [graph.output] if self.schedule == "event" else everyone
         for round_ in range(1, iterations + 1):
-            if self.schedule == "event" and not speakers and eta == 1.0:
+            if self.schedule == "event" and not speakers and eta == 1.0 and on_round is None:
                 # quiescent: nothing changed, so every later round would repeat this state
                 energy.extend([energy[-1]] * (iterations + 1 - round_))
                 break
@@ -125,6 +130,8 @@ class LocalEngine:
             else:
                 speakers = everyone
             energy.append(sum(self._vertex_energy.values()))
+            if on_round is not None:
+                on_round(round_)
 
         input_feedback = {}
         if read_inputs:
