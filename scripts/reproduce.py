@@ -528,6 +528,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--configs", nargs="+", choices=("eta1", "paper"),
                         default=["eta1", "paper"], help="which PC settings to train")
+    parser.add_argument("--redo", action="store_true",
+                        help="train again the runs already saved in --out")
     parser.add_argument("--jobs", type=int, default=1,
                         help="training runs in parallel processes (the machine is shared: "
                              "keep it small)")
@@ -611,11 +613,19 @@ def main(argv=None) -> int:
             meta["training_seconds"] = time.perf_counter() - started
             write_results(done)
 
-        # runs of earlier invocations into the same --out (e.g. --configs eta1, then paper)
+        # runs of earlier invocations into the same --out (e.g. --configs eta1, then paper,
+        # or an interrupted invocation) are kept, and not run again unless --redo
         planned = {(t.topology, t.config, t.algorithm, t.seed) for t in tasks}
-        earlier = [] if args.quick or not (out / "results.json").exists() else [
-            r for r in json.loads((out / "results.json").read_text())["runs"]
-            if (r["topology"], r["config"], r["algorithm"], r["seed"]) not in planned]
+        saved = [] if args.quick or not (out / "results.json").exists() else \
+            json.loads((out / "results.json").read_text())["runs"]
+        if not args.redo:
+            finished = {(r["topology"], r["config"], r["algorithm"], r["seed"]) for r in saved}
+            tasks = [t for t in tasks if (t.topology, t.config, t.algorithm, t.seed)
+                     not in finished]
+            planned = {(t.topology, t.config, t.algorithm, t.seed) for t in tasks}
+            log(f"(b) {len(tasks)} of them not saved in {out} yet")
+        earlier = [r for r in saved
+                   if (r["topology"], r["config"], r["algorithm"], r["seed"]) not in planned]
         results = earlier + run_tasks(tasks, args.jobs,
                                       on_result=lambda done: progress(earlier + done))
         meta["training_seconds"] = time.perf_counter() - started
