@@ -19,9 +19,9 @@ A topology switches it on in its training section::
       # or name the quirks:
       paper_mode: {mse_without_half: true, double_update: false}
 
-Not reproduced: the RNN/LSTM code relaxes backwards in time with 100/200
-iterations per step at eta 0.1; here every step relaxes together (Jacobi), which
-reaches the same fixed point.
+The paper's RNN/LSTM schedule — relaxing backwards in time, 100 / 200 iterations
+per step at eta 0.1 — is an engine schedule, not a flag here:
+`--schedule backward-in-time` (see `neurolocal.engines.timewise`).
 """
 
 from __future__ import annotations
