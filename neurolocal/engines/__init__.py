@@ -38,9 +38,14 @@ def relax_once(options, graph, params, inputs, target, *, eta: float, iterations
     if options.engine == "ray":
         from neurolocal.engines.ray import RayEngine
 
+        from neurolocal.engines.ray import DEFAULT_TIMEOUT
+
         with RayEngine(graph, params, mode=options.mode, address=options.address,
                        vertices_per_actor=options.vertices_per_actor,
-                       staleness=options.staleness, placement=options.placement) as engine:
+                       staleness=options.staleness, placement=options.placement,
+                       timeout=getattr(options, "timeout", None) or DEFAULT_TIMEOUT,
+                       traffic_log=getattr(options, "traffic_log", None),
+                       traffic_settings=settings) as engine:
             return engine.relax(inputs, target, eta=eta, iterations=iterations,
                                 read_inputs=read_inputs)
     raise ValueError(f"unknown engine {options.engine!r}")
