@@ -161,3 +161,43 @@ def test_a_tied_owner_is_done_only_when_every_member_partial_has_arrived():
         assert grads.keys() == got[v].keys()
         for name, g in grads.items():
             np.testing.assert_array_equal(got[v][name], g)
+
+
+def test_shard_logs_of_a_tied_graph_count_what_the_local_engine_logs(tmp_path):
+    """Each shard records what its vertices receive (local calls too): the RNN's values,
+    errors and member -> owner partials, per batch, round and edge, as the local log."""
+    from collections import Counter
+
+    from neurolocal.shard import ShardLog
+    from neurolocal.traffic import TrafficRecorder, read_traffic
+    from neurolocal.traffic.audit import audit, tied_partners
+
+    graph = load_topology("topologies/rnn.yaml").graph
+    params = graph.init_params(1)
+    rounds = graph.depth
+    settings = {"mode": "fixed", "schedule": "jacobi", "iterations": rounds, "read_inputs": True}
+    groups = partition(graph, 5)
+    actors = [f"actor-{i}" for i in range(len(groups))]
+    shards = [Shard(graph, names, shard_of(groups), log=ShardLog(
+        TrafficRecorder(tmp_path / "shards", "run", actors[i], settings=settings),
+        actors, ["h"] * len(groups))) for i, names in enumerate(groups)]
+    local = LocalEngine(graph, params, recorder=TrafficRecorder(tmp_path / "local", "run",
+                                                                  "local", settings=settings))
+    for batch in range(2):
+        inputs, target = synthetic_batch(graph, 3, seed=batch)
+        local.relax(inputs, target, eta=1.0, iterations=rounds, read_inputs=True)
+        run_shards(shards, graph, params, inputs, target,
+                   RunSettings(batch, 1.0, rounds, 0, True), random.Random(batch))
+        for shard in shards:
+            shard.flush_log()
+    logs = {k: read_traffic(tmp_path / k) for k in ("shards", "local")}
+    counts = {k: Counter(zip(*(log.columns[f].tolist()
+                               for f in ("batch", "round", "src", "dst", "kind", "bytes"))))
+              for k, log in logs.items()}
+    assert counts["shards"] == counts["local"]
+    partials = sum(n for key, n in counts["shards"].items() if key[4] == "partial")
+    assert partials == 2 * len(tied_partners(graph)) == 2 * 14  # h@t, y@t -> step 0, t = 1..7
+    result = audit(logs["shards"], graph)
+    assert result.ok and result.counts_checked, result.violations
+    actor_pairs = set(zip(logs["shards"].columns["src_actor"], logs["shards"].columns["dst_actor"]))
+    assert ("actor-0", "actor-0") in actor_pairs and ("actor-0", "actor-1") in actor_pairs
