@@ -8,10 +8,16 @@ so the check for leftovers cannot confuse them with another test's Ray.
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from neurolocal.engines.ray import check_reachable
+from neurolocal.errors import ConfigError
 from neurolocal.topology import load_topology
 from conftest import REPO_ROOT, run_cli
 
@@ -77,3 +83,23 @@ def test_an_unreachable_address_fails_fast_in_one_line():
     assert len(lines) == 1 and lines[0].startswith(
         "neurolocal: error: address: cannot reach Ray at '127.0.0.1:1'"), result.stderr
     assert time.time() - started < 30
+
+
+def test_a_port_that_answers_but_is_not_ray_is_refused_at_once():
+    """An HTTP/1 server where a Ray GCS (gRPC) was expected: ray.init would retry for
+    minutes; the HTTP/2 preface check says so in one line, without starting Ray."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once():
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(64)
+            connection.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    with pytest.raises(ConfigError, match="answers but is not a Ray cluster"):
+        check_reachable(address)
+    thread.join(timeout=10)
+    server.close()

@@ -31,8 +31,10 @@ labelled `hostname/node-id prefix`, so simulated nodes of one machine differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,14 +103,40 @@ def start_ray(address: str | None) -> bool:
     address = address or ADDRESS_LOCAL
     remote = address != ADDRESS_LOCAL
     check_reachable(address)
+    if remote:  # Ray retries a silent GCS once a second for a minute by default
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
     try:
-        ray.init(address=address, include_dashboard=False if not remote else None,
-                 runtime_env=worker_runtime_env(remote), logging_level="warning",
-                 log_to_driver=False)
+        with stderr_kept_unless_failing():
+            ray.init(address=address, include_dashboard=False if not remote else None,
+                     runtime_env=worker_runtime_env(remote), logging_level="warning",
+                     log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
     return True
+
+
+@contextlib.contextmanager
+def stderr_kept_unless_failing():
+    """Hold what Ray's C++ core writes to stderr while connecting: replayed when the
+    connection works, dropped when it fails (our one-line error says what happened)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
 
 
 def check_reachable(address: str) -> None:
@@ -120,10 +148,28 @@ def check_reachable(address: str) -> None:
     if not host or not port.isdigit():
         raise ConfigError(f"expected local, auto or HOST:PORT, got {address!r}", field="address")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+        speaks_grpc = answers_http2(host, int(port))
     except OSError as exc:
-        raise ConfigError(f"cannot reach Ray at {address!r}: {exc.strerror or exc} "
-                          f"(no answer within {CONNECT_TIMEOUT:g} s)", field="address") from None
+        raise ConfigError(f"cannot reach Ray at {address!r}: {exc.strerror or exc}",
+                          field="address") from None
+    if not speaks_grpc:
+        raise ConfigError(f"{address!r} answers but is not a Ray cluster (its GCS speaks gRPC)",
+                          field="address")
+
+
+def answers_http2(host: str, port: int) -> bool:
+    """Does HOST:PORT answer the HTTP/2 preface with a SETTINGS frame, as a gRPC server
+    (Ray's GCS) does? Bounded by CONNECT_TIMEOUT; OSError when it cannot connect."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as connection:
+        connection.sendall(preface)
+        frame = b""
+        while len(frame) < 9:
+            chunk = connection.recv(9 - len(frame))
+            if not chunk:
+                break
+            frame += chunk
+    return len(frame) == 9 and frame[3] == 4  # frame type 4: SETTINGS
 
 
 @ray.remote
