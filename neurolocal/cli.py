@@ -331,6 +331,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                           "may use feedback up to S rounds old (asynchronous)")
     ray.add_argument("--placement", choices=("spread", "pack"), default="spread",
                      help="spread actors over the cluster's nodes, or pack them on this one")
+    ray.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
+                     help="fail, naming the actor, when actors take longer than this to start "
+                          "or to finish a batch (default 300)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,3 +48,7 @@ class ConfigError(NeurolocalError):
 
 class DataError(NeurolocalError):
     """A data file that is missing, unreadable or of the wrong shape."""
+
+
+class EngineError(NeurolocalError):
+    """A distributed run that could not finish: an actor died or did not answer in time."""

@@ -4,11 +4,20 @@ Plain Python, no Ray: `begin` and `deliver` take messages in and return the
 messages to post, grouped by destination shard (one call per destination).
 The Ray engine wraps a `Shard` in an actor; tests can drive shards in-process.
 
-Messages are tuples `(batch, kind, round, src, dst, payload)`:
+Messages are tuples `(batch, kind, round, src, dst, payload, t_send)`:
 
     value     forward pass: a vertex's prediction (an input's data) for its children
-    feedback  J^T eps of `src` for its parent `dst`, computed from src's error after
+    error     J^T eps of `src` for its parent `dst`, computed from src's error after
               `round` relaxation updates; CONSTANT for the output's fixed error
+    partial   a tied-group member's Hebbian partials for the group's owner vertex,
+              [(owner param, partial), ...] (VertexRule.partial_messages), sent once
+              its error is final (round = T); the owner is done only when every
+              member's partial has arrived, and sums them in graph order
+              (VertexRule.receive_partials), as the local engine does
+
+`t_send` is the sender's clock (0.0 when the shard keeps no traffic log). A message
+tagged `round` r is consumed by update r + 1, so it is logged as round r + 1
+(CONSTANT as round 1): the traffic log's rounds, whoever writes it.
 
 Round rule (fixed mode). A hidden vertex's update number r + 1 needs, from every
 child, the feedback of a round no older than r - S (S = staleness):
@@ -24,9 +33,9 @@ send nothing during a fixed-mode relaxation, so they never hold a vertex back.
 Energy of "round r" is the sum over vertices of their energy after r updates:
 a global snapshot when S = 0, a per-vertex logical clock when S > 0.
 
-Where tied parameters will plug in: a third kind, `partial`, carrying a member
-vertex's Hebbian dtheta to its group's owner after the last round (see
-`_finish_vertex`); the owner sums partials in group order before `result`.
+Traffic log (optional `ShardLog`): the shard records every message it *receives*,
+remote or from a vertex of its own shard alike (the log's logical view), into its
+own recorder, and flushes once per batch (`flush_log`).
 """
 
 from __future__ import annotations
@@ -37,13 +46,15 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from neurolocal.graph import Graph, Params
+from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
 
-VALUE, FEEDBACK = "value", "feedback"
+# the traffic log's kinds (neurolocal.traffic.log.KINDS)
+VALUE, FEEDBACK, PARTIAL = "value", "error", "partial"
 #: round tag of a message valid in every round (the output's error never changes)
 CONSTANT = -1
 
-Message = tuple  # (batch, kind, round, src, dst, payload)
+Message = tuple  # (batch, kind, round, src, dst, payload, t_send)
 Outgoing = dict[int, list[Message]]
 
 
@@ -56,6 +67,21 @@ class RunSettings:
     read_inputs: bool = False
 
 
+@dataclass
+class ShardLog:
+    """Where a shard records the messages it receives, and who is who across actors."""
+    recorder: TrafficRecorder
+    actors: Sequence[str]   # actor name of each shard index
+    hosts: Sequence[str]    # host label of each shard index
+
+
+def logged_round(kind: str, round_: int) -> int:
+    """The traffic log's round of a message: the update that consumes it."""
+    if kind == VALUE:
+        return 0
+    return 1 if round_ == CONSTANT else round_ + 1
+
+
 class Slot:
     """One vertex's rule and what its shard has heard from its neighbours this batch."""
 
@@ -64,6 +90,10 @@ class Slot:
         self.name = rule.name
         self.children = graph.children[rule.name]          # in graph order: sums match local
         self.parents = tuple(dict.fromkeys(rule.parents))  # distinct
+        #: vertices that send this one partials of tied parameters it owns, in graph order
+        senders = {v for group in graph.tied if group.owner[0] == self.name
+                   for v, _ in group.members}
+        self.partial_senders = tuple(n for n in graph.order if n in senders)
         self.reset()
 
     def reset(self) -> None:
@@ -71,7 +101,18 @@ class Slot:
         self.values: dict[str, np.ndarray] = {}            # parent -> prediction
         self.inbox: dict[str, dict[int, np.ndarray]] = {c: {} for c in self.children}
         self.energy: list[float] = []
-        self.done = False
+        self.finished = False                              # relaxation (and dL/dx) over
+        self.update: dict[str, np.ndarray] = {}            # own Hebbian update, once final
+        self.partials: dict[str, list] = {}                # member -> [(param, partial)]
+
+    @property
+    def done(self) -> bool:
+        return self.finished and len(self.partials) == len(self.partial_senders)
+
+    def report(self) -> dict[str, np.ndarray]:
+        """The updates this vertex reports: tied partials summed in graph order."""
+        received = [p for sender in self.partial_senders for p in self.partials[sender]]
+        return self.rule.receive_partials(self.update, received)
 
     def store_feedback(self, src: str, round_: int, payload, staleness: int) -> None:
         box = self.inbox[src]
@@ -108,11 +149,13 @@ class Shard:
     """Vertices of one actor. Same-shard messages are local calls; the rest are batched."""
 
     def __init__(self, graph: Graph, names: Sequence[str], shard_of: Mapping[str, int],
-                 mode: str = "fixed"):
+                 mode: str = "fixed", log: ShardLog | None = None):
         self.graph = graph
         self.names = tuple(n for n in graph.order if n in set(names))
         self.shard_of = dict(shard_of)
+        self.index = self.shard_of[self.names[0]]
         self.mode = mode
+        self.log = log
         self.slots = {n: Slot(graph, VertexRule.for_vertex(graph, n, {}, mode))
                       for n in self.names}
         self.settings: RunSettings | None = None
@@ -146,6 +189,8 @@ class Shard:
 
     def deliver(self, messages: Sequence[Message]) -> Outgoing:
         current = None if self.settings is None else self.settings.batch
+        if self.log is not None:
+            self._log_received(messages, now())
         for message in messages:
             batch = message[0]
             if current is None or batch > current:
@@ -163,8 +208,9 @@ class Shard:
         """What the driver collects: scalars and this shard's own vertices' arrays."""
         graph = self.graph
         slots = self.slots.values()
+        reports = {s.name: s.report() for s in slots if s.rule.params}
         out = {
-            "dtheta": {s.name: s.rule.hebbian() for s in slots if s.rule.params},
+            "dtheta": {n: r for n, r in reports.items() if r},
             "errors": {s.name: s.rule.error for s in slots if s.rule.role != "input"},
             "input_feedback": dict(self.input_feedback),
             "energy": {s.name: s.energy for s in slots},
@@ -176,22 +222,39 @@ class Shard:
             out["loss"] = graph.loss.value(output.prediction, self.target)
         return out
 
+    def flush_log(self) -> None:
+        if self.log is not None:
+            self.log.recorder.flush()
+
     # --- message plumbing ----------------------------------------------------------------
 
     def _store(self, message: Message) -> None:
-        _, kind, round_, src, dst, payload = message
+        _, kind, round_, src, dst, payload, _ = message
         slot = self.slots[dst]
         if kind == VALUE:
             slot.values[src] = payload
         elif kind == FEEDBACK:
             slot.store_feedback(src, round_, payload, self.settings.staleness)
+        elif kind == PARTIAL:
+            slot.partials[src] = payload
         else:
             raise ValueError(f"unknown message kind {kind!r}")
 
+    def _log_received(self, messages: Sequence[Message], t_recv: float) -> None:
+        log, owner = self.log, self.shard_of
+        for batch, kind, round_, src, dst, payload, t_send in messages:
+            s, d = owner[src], owner[dst]
+            log.recorder.record(batch, logged_round(kind, round_), src, dst, kind,
+                                payload_bytes(payload), t_send, t_recv, log.hosts[s],
+                                log.hosts[d], log.actors[s], log.actors[d])
+
     def _send(self, kind: str, round_: int, src: str, dst: str, payload) -> None:
-        message = (self.settings.batch, kind, round_, src, dst, payload)
+        t_send = now() if self.log is not None else 0.0
+        message = (self.settings.batch, kind, round_, src, dst, payload, t_send)
         if dst in self.slots:
             self.counts["local_messages"] += 1
+            if self.log is not None:
+                self._log_received([message], t_send)
             self._store(message)
         else:
             self.counts["remote_messages"] += 1
@@ -219,7 +282,7 @@ class Shard:
         while progress:
             progress = False
             for slot in self.slots.values():
-                while not slot.done and self._step(slot):
+                while not slot.finished and self._step(slot):
                     progress = True
         return self._flush()
 
@@ -239,15 +302,16 @@ class Shard:
                 self._send(VALUE, 0, slot.name, child, value)
             if rule.role == "input":
                 slot.round, slot.energy = last, [0.0] * (last + 1)
-                slot.done = not settings.read_inputs
+                slot.finished = not settings.read_inputs
             elif rule.role == "output":  # fixed error: one message valid in every round
                 slot.round, slot.energy = last, [rule.energy()] * (last + 1)
                 self._send_feedback(slot, CONSTANT)
-                slot.done = True
+                self._finish(slot)
             else:
                 slot.round, slot.energy = 0, [rule.energy()]
                 self._send_feedback(slot, 0)
-                slot.done = last == 0
+                if last == 0:
+                    self._finish(slot)
             return True
         if rule.role == "input":  # waits for the final feedback of every child
             ready, total = slot.feedback_total(last, 0)
@@ -255,7 +319,7 @@ class Shard:
                 return False
             self.input_feedback[slot.name] = (np.zeros_like(rule.value) if total is None
                                               else total)
-            slot.done = True
+            slot.finished = True
             return True
         ready, total = slot.feedback_total(slot.round, settings.staleness)
         if not ready:
@@ -264,21 +328,32 @@ class Shard:
         slot.round += 1
         slot.energy.append(rule.energy())
         self._send_feedback(slot, slot.round)
-        slot.done = slot.round == last
+        if slot.round == last:
+            self._finish(slot)
         return True
+
+    def _finish(self, slot: Slot) -> None:
+        """A vertex's error is final: its Hebbian update is too. A tied-group member
+        sends its partials to the owners now (round T, logged as T + 1)."""
+        slot.finished = True
+        if not slot.rule.params:
+            return
+        slot.update = slot.rule.hebbian()
+        for owner, partials in slot.rule.partial_messages(slot.update).items():
+            self._send(PARTIAL, self.settings.iterations, slot.name, owner, partials)
 
     def _send_feedback(self, slot: Slot, round_: int) -> None:
         """J^T eps to the parents that read this round: hidden parents while they still
         relax (every round when asynchronous: newest wins), inputs after the last."""
         settings = self.settings
         last = settings.iterations
-        to_hidden = round_ == CONSTANT or round_ < last or settings.staleness > 0
-        to_inputs = settings.read_inputs and round_ in (CONSTANT, last)
-        messages = {}
-        if to_hidden:
-            messages.update(slot.rule.feedback())
-        if to_inputs:
-            messages.update(slot.rule.feedback(to_inputs=True))
+        constant = round_ == CONSTANT
+        to_hidden = (last > 0 if constant else round_ < last) or settings.staleness > 0
+        to_inputs = settings.read_inputs and (constant or round_ == last)
+        messages = slot.rule.feedback() if to_hidden else {}
         for parent in slot.parents:
             if parent in messages:
                 self._send(FEEDBACK, round_, slot.name, parent, messages[parent])
+        if to_inputs:  # read once, after round T: tagged T whoever sends it
+            for parent, message in slot.rule.feedback(to_inputs=True).items():
+                self._send(FEEDBACK, last, slot.name, parent, message)

@@ -161,7 +161,8 @@ def iterations_for(settings: Settings, graph: Graph) -> int:
 
 #: engine flags that change where and how vertices run, not what they compute
 ENGINE_OPTION_DEFAULTS = {"schedule": "auto", "traffic_log": None, "address": "local",
-                          "vertices_per_actor": 1, "staleness": 0, "placement": "spread"}
+                          "vertices_per_actor": 1, "staleness": 0, "placement": "spread",
+                          "timeout": None}
 
 
 def make_engine(settings: Settings, graph: Graph, params: Params, engine_options=None):

@@ -4,6 +4,9 @@ Actors are expensive here (~2 s each to start on a loaded 2-core machine), so ea
 (topology, vertices per actor) engine is built once and relaxes several batches.
 """
 
+import time
+from collections import Counter
+
 import numpy as np
 import pytest
 import ray
@@ -11,13 +14,22 @@ import ray
 import neurolocal.engines.ray as ray_engine
 from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray import RayEngine, worker_runtime_env
-from neurolocal.errors import ConfigError
+from neurolocal.errors import ConfigError, EngineError
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
+from neurolocal.traffic import TrafficRecorder, read_traffic
+from neurolocal.traffic.audit import audit
+from conftest import run_cli
 from torch_graph import max_relative_error, torch_gradients
 
-# the CNN and LSTM topologies join this list when their branch is merged
 TOPOLOGIES = ["topologies/mlp.yaml", "topologies/dag.yaml"]
+#: the larger graphs, each engine built for one test and closed after it. Actors cost
+#: ~3 s each to start here, so one vertex per actor is shown on the CNN (10 actors);
+#: the RNN (34 vertices, tied groups) runs 6 per actor and the LSTM (75 vertices,
+#: tied groups) 15 per actor: their tied partials still cross actors (owners are the
+#: step-0 vertices, members live in later shards).
+LARGE = [("topologies/cnn.yaml", 1), ("topologies/cnn.yaml", 4), ("topologies/rnn.yaml", 6),
+         ("topologies/lstm.yaml", 15)]
 #: asynchronous rounds used below (staleness 2, eta 0.5). Shards run in-process in 5
 #: random delivery orders (same params and batch) first fall below 1e-6 relative after
 #: at most 24 rounds (MLP) and 37 (DAG); synchronous eta 0.5 needs 25 (MLP), 41 (DAG).
@@ -48,10 +60,7 @@ def engine_for():
         engine.close()
 
 
-@pytest.mark.parametrize("path", TOPOLOGIES)
-@pytest.mark.parametrize("k", [1, 3])
-def test_synchronous_dtheta_equals_the_local_engine(engine_for, path, k):
-    engine = engine_for(path, k)
+def assert_synchronous_run_equals_the_local_engine(engine, k):
     graph = engine.graph
     inputs, target = synthetic_batch(graph, 8, seed=k)
     for eta, rounds in [(1.0, graph.depth), (0.4, graph.depth + 3)]:
@@ -77,6 +86,19 @@ def test_synchronous_dtheta_equals_the_local_engine(engine_for, path, k):
 
 
 @pytest.mark.parametrize("path", TOPOLOGIES)
+@pytest.mark.parametrize("k", [1, 3])
+def test_synchronous_dtheta_equals_the_local_engine(engine_for, path, k):
+    assert_synchronous_run_equals_the_local_engine(engine_for(path, k), k)
+
+
+@pytest.mark.parametrize("path,k", LARGE)
+def test_synchronous_dtheta_equals_the_local_engine_on_cnn_rnn_lstm(path, k):
+    graph = load_topology(path).graph
+    with RayEngine(graph, graph.init_params(7), vertices_per_actor=k) as engine:
+        assert_synchronous_run_equals_the_local_engine(engine, k)
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES)
 def test_asynchronous_rounds_converge_to_autograd(engine_for, path):
     engine = engine_for(path, 1)
     graph = engine.graph
@@ -94,8 +116,8 @@ def test_scheduler_calls_per_batch_do_not_grow_with_rounds(engine_for, monkeypat
     graph = engine.graph
     counted = []
     real_gather = ray_engine.gather
-    monkeypatch.setattr(ray_engine, "gather", lambda calls: counted.append(len(calls))
-                        or real_gather(calls))
+    monkeypatch.setattr(ray_engine, "gather", lambda calls, *rest: counted.append(len(calls))
+                        or real_gather(calls, *rest))
     inputs, target = synthetic_batch(graph, 4)
     messages = []
     for rounds in (1, 8, 64):
@@ -131,3 +153,94 @@ def test_settings_the_engine_cannot_run_are_refused_before_any_actor_starts():
         RayEngine(graph, placement="everywhere")
     with pytest.raises(ConfigError, match="vertices per actor"):
         RayEngine(graph, vertices_per_actor=0)
+
+
+# --- traffic log ---------------------------------------------------------------------------
+
+LOGICAL = ("batch", "round", "src", "dst", "kind", "bytes")
+
+
+def logical_counts(log):
+    """(batch, round, src, dst, kind, bytes) -> messages, vertex traffic only."""
+    rows = zip(*(log.columns[f].tolist() for f in LOGICAL))
+    return Counter(row for row in rows if row[4] != "control")
+
+
+def test_packed_shards_log_exactly_what_the_audit_and_the_local_engine_log(tmp_path):
+    """DAG, T rounds, read_inputs, 3 vertices per actor, 2 batches. Per batch the audit
+    expects (see neurolocal/traffic/audit.py): one value per edge in round 0; one error
+    per relaxing edge in each round 1..T, the output's only in round 1; one error per
+    input edge in round T + 1. Messages between vertices of one actor count too."""
+    graph = load_topology("topologies/dag.yaml").graph
+    params = graph.init_params(2)
+    rounds = graph.depth + 2
+    settings = {"eta": 1.0, "iterations": rounds, "read_inputs": True}
+    local = LocalEngine(graph, params, recorder=TrafficRecorder(
+        tmp_path / "local", "run", "local", graph=graph.name,
+        settings={"engine": "local", "mode": "fixed", "schedule": "jacobi", **settings}))
+    with RayEngine(graph, params, vertices_per_actor=3, traffic_log=str(tmp_path / "ray"),
+                   traffic_settings=settings) as engine:
+        for batch in range(2):
+            inputs, target = synthetic_batch(graph, 4, seed=batch)
+            want = local.relax(inputs, target, eta=1.0, iterations=rounds, read_inputs=True)
+            got = engine.relax(inputs, target, eta=1.0, iterations=rounds, read_inputs=True)
+        actors = len(engine.actors)
+    log, reference = read_traffic(tmp_path / "ray"), read_traffic(tmp_path / "local")
+    assert sorted(h["writer"] for h in log.headers) == sorted(
+        [f"actor-{i}" for i in range(actors)] + ["scheduler"])
+    assert log.settings["schedule"] == "jacobi" and log.settings["engine"] == "ray"
+    result = audit(log, graph)
+    assert result.ok and result.counts_checked, result.violations
+    assert logical_counts(log) == logical_counts(reference)
+    assert sum(logical_counts(log).values()) == got.messages * 2 > 0
+    kinds = Counter(log.columns["kind"].tolist())
+    assert kinds["control"] == 2 * 2 * actors  # per batch: one call and one reply per actor
+    pairs = Counter(zip(log.columns["src_actor"].tolist(), log.columns["dst_actor"].tolist()))
+    assert pairs[("actor-0", "actor-0")] > 0 and pairs[("actor-0", "actor-1")] > 0
+    assert len(set(log.columns["src_host"].tolist())) == 1
+    np.testing.assert_allclose(log.energy[1], want.energy, rtol=1e-12)
+    assert (log.columns["t_recv"] >= log.columns["t_send"]).all()
+    audited = run_cli("traffic", "audit", tmp_path / "ray", "topologies/dag.yaml")
+    assert audited.returncode == 0 and audited.stdout.startswith("PASS"), audited.stdout
+
+
+def test_asynchronous_log_is_marked_async_and_audited_for_locality_only(tmp_path):
+    graph = load_topology("topologies/mlp.yaml").graph
+    inputs, target = synthetic_batch(graph, 4)
+    with RayEngine(graph, graph.init_params(0), vertices_per_actor=2, staleness=2,
+                   traffic_log=str(tmp_path), traffic_settings={"iterations": 12}) as engine:
+        engine.relax(inputs, target, eta=0.5, iterations=12)
+    log = read_traffic(tmp_path)
+    assert log.settings["schedule"] == "async"
+    result = audit(log, graph)
+    assert result.ok and not result.counts_checked and "async" in result.note
+
+
+# --- failures ------------------------------------------------------------------------------
+
+def test_a_dead_actor_fails_the_batch_in_one_line_naming_it_and_leaves_no_actor():
+    graph = load_topology("topologies/mlp.yaml").graph
+    inputs, target = synthetic_batch(graph, 4)
+    engine = RayEngine(graph, graph.init_params(0), vertices_per_actor=2, timeout=120)
+    actors = list(engine.actors)
+    ray.kill(actors[1], no_restart=True)
+    with pytest.raises(EngineError, match=r"actor-1 \(vertices hidden2, logits\) died") as failure:
+        engine.relax(inputs, target)
+    assert "\n" not in str(failure.value)
+    assert engine.actors == []  # the failed batch closed the engine
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actors[0].connect.remote({}), timeout=60)
+
+
+def test_a_call_that_does_not_answer_in_time_is_named():
+    @ray.remote(num_cpus=0)
+    def never_answers():
+        time.sleep(600)
+
+    call = never_answers.remote()
+    started = time.time()
+    with pytest.raises(EngineError, match=r"did not finish its batch within 1 s: actor-7 "
+                                          r"\(vertices z\)"):
+        ray_engine.gather([call], 1.0, ["actor-7 (vertices z)"], "finish its batch")
+    assert time.time() - started < 30
+    ray.cancel(call, force=True)

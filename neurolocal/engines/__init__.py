@@ -49,14 +49,17 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
         return LocalEngine(graph, params, mode=options.mode, recorder=recorder,
                            schedule=schedule)
     if options.engine == "ray":
-        from neurolocal.engines.ray import RayEngine
+        from neurolocal.engines.ray import DEFAULT_TIMEOUT, RayEngine
 
         if schedule != "jacobi":
             raise ConfigError("the Ray engine runs the jacobi schedule only (for now); "
                               "use --engine local for --schedule event", field="schedule")
         return RayEngine(graph, params, mode=options.mode, address=options.address,
                          vertices_per_actor=options.vertices_per_actor,
-                         staleness=options.staleness, placement=options.placement)
+                         staleness=options.staleness, placement=options.placement,
+                         timeout=getattr(options, "timeout", None) or DEFAULT_TIMEOUT,
+                         traffic_log=getattr(options, "traffic_log", None),
+                         traffic_settings=log_settings)
     raise ConfigError(f"unknown engine {options.engine!r}", field="engine")
 
 

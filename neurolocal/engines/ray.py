@@ -17,13 +17,25 @@ Ray lifecycle: an `address` of "local" starts an embedded Ray (no dashboard) tha
 (whose token authentication, if on, the environment must carry: RAY_AUTH_MODE=token
 and RAY_AUTH_TOKEN or ~/.ray/auth_token). If Ray is already initialised in this
 process, the engine uses it and leaves it running. Actors are killed in `close()`,
-which `with RayEngine(...)` calls even when a run fails.
+which `with RayEngine(...)` calls even when a run fails; a batch that fails (an
+actor raised, died, or did not answer within `timeout` seconds) closes the engine
+itself, since its actors are left mid-batch.
+
+Traffic log (`traffic_log=DIR`): every actor writes its own stream
+`<run>.actor-<i>.traffic` (in DIR on the machine it runs on) with the messages its
+vertices received, local or remote; the driver writes `<run>.scheduler.traffic`
+with the per-batch control calls' replies and the energy per round. Hosts are
+labelled `hostname/node-id prefix`, so simulated nodes of one machine differ.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -31,12 +43,38 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import neurolocal
 from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
-from neurolocal.errors import ConfigError
+from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
 from neurolocal.placement import assign_nodes, partition, shard_of
-from neurolocal.shard import RunSettings, Shard
+from neurolocal.shard import RunSettings, Shard, ShardLog
+from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, new_run_id, now, payload_bytes
 
 ADDRESS_LOCAL = "local"
+#: seconds any driver wait may take (actors starting, one batch) before the run fails
+DEFAULT_TIMEOUT = 300.0
+#: seconds to wait for a cluster's address to accept a connection
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    """What an actor needs to open its own traffic stream."""
+    directory: str
+    run: str
+    graph: str
+    settings: dict
+    actors: tuple[str, ...]   # actor name per shard index
+    hosts: tuple[str, ...]    # host label per shard index
+    scheduler_host: str
+
+
+def actor_name(index: int) -> str:
+    return f"actor-{index}"
+
+
+def host_label(node: dict) -> str:
+    """hostname/node-id prefix: machines differ by name, simulated nodes by id."""
+    return f"{node.get('NodeManagerHostname') or socket.gethostname()}/{node['NodeID'][:8]}"
 
 
 def package_parent() -> str:
@@ -64,14 +102,74 @@ def start_ray(address: str | None) -> bool:
         return False
     address = address or ADDRESS_LOCAL
     remote = address != ADDRESS_LOCAL
+    check_reachable(address)
+    if remote:  # Ray retries a silent GCS once a second for a minute by default
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
     try:
-        ray.init(address=address, include_dashboard=False if not remote else None,
-                 runtime_env=worker_runtime_env(remote), logging_level="warning",
-                 log_to_driver=False)
+        with stderr_kept_unless_failing():
+            ray.init(address=address, include_dashboard=False if not remote else None,
+                     runtime_env=worker_runtime_env(remote), logging_level="warning",
+                     log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
     return True
+
+
+@contextlib.contextmanager
+def stderr_kept_unless_failing():
+    """Hold what Ray's C++ core writes to stderr while connecting: replayed when the
+    connection works, dropped when it fails (our one-line error says what happened)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast, in one line, when HOST:PORT does not accept a connection (ray.init
+    would retry for minutes). "local" and "auto" are Ray's to resolve."""
+    if address in (ADDRESS_LOCAL, "auto") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"expected local, auto or HOST:PORT, got {address!r}", field="address")
+    try:
+        speaks_grpc = answers_http2(host, int(port))
+    except OSError as exc:
+        raise ConfigError(f"cannot reach Ray at {address!r}: {exc.strerror or exc}",
+                          field="address") from None
+    if not speaks_grpc:
+        raise ConfigError(f"{address!r} answers but is not a Ray cluster (its GCS speaks gRPC)",
+                          field="address")
+
+
+def answers_http2(host: str, port: int) -> bool:
+    """Does HOST:PORT answer the HTTP/2 preface with a SETTINGS frame, as a gRPC server
+    (Ray's GCS) does? Bounded by CONNECT_TIMEOUT; OSError when it cannot connect."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as connection:
+        connection.sendall(preface)
+        frame = b""
+        while len(frame) < 9:
+            chunk = connection.recv(9 - len(frame))
+            if not chunk:
+                break
+            frame += chunk
+    return len(frame) == 9 and frame[3] == 4  # frame type 4: SETTINGS
 
 
 @ray.remote
@@ -80,8 +178,15 @@ class ShardActor:
     answers `run_batch` once its vertices are done. An asyncio actor: each method
     runs to completion without awaiting in between, so the shard needs no locks."""
 
-    def __init__(self, graph: Graph, names, owners, mode: str):
-        self.shard = Shard(graph, names, owners, mode)
+    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None):
+        log = None
+        self.name = actor_name(owners[names[0]])
+        self.traffic = traffic
+        if traffic is not None:
+            recorder = TrafficRecorder(traffic.directory, traffic.run, self.name,
+                                       graph=traffic.graph, settings=traffic.settings)
+            log = ShardLog(recorder, traffic.actors, traffic.hosts)
+        self.shard = Shard(graph, names, owners, mode, log)
         self.peers: dict = {}
         self.finished: asyncio.Event | None = None
         self.failure: BaseException | None = None
@@ -92,13 +197,25 @@ class ShardActor:
         return {"node_id": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
                 "pid": os.getpid()}
 
-    async def run_batch(self, settings: RunSettings, params, inputs, target) -> dict:
+    async def run_batch(self, settings: RunSettings, params, inputs, target,
+                        t_send: float = 0.0) -> dict:
+        if self.traffic is not None:  # the scheduler's call is a control message
+            me = self.shard.index
+            self.shard.log.recorder.record(
+                settings.batch, 0, SCHEDULER, self.name, "control",
+                payload_bytes([params, inputs, target]), t_send, now(),
+                self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
         self.finished = asyncio.Event()
         self._post(self.shard.begin(settings, params, inputs, target))
         await self.finished.wait()
+        self.shard.flush_log()
         if self.failure is not None:
             raise self.failure
-        return self.shard.result()
+        return {**self.shard.result(), "t_send": now()}
+
+    async def flush_log(self) -> None:
+        """Late messages of an asynchronous batch reach the log too."""
+        self.shard.flush_log()
 
     async def deliver(self, messages) -> None:
         try:
@@ -122,7 +239,12 @@ class RayEngine:
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
                  seed: int = 0, *, address: str | None = ADDRESS_LOCAL,
-                 vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread"):
+                 vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread",
+                 timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
+                 traffic_settings: dict | None = None):
+        """`timeout`: seconds any wait of the driver may take (actors starting, a batch).
+        `traffic_log`: a directory for the traffic log; `traffic_settings` go into its
+        headers (eta, iterations, read_inputs: what the audit needs to count)."""
         if mode != "fixed":
             raise ConfigError("the ray engine runs fixed mode only (strict mode would add a "
                               "value exchange to every round); use --engine local for strict",
@@ -134,6 +256,13 @@ class RayEngine:
         self.staleness = staleness
         self.placement = placement
         self.vertices_per_actor = vertices_per_actor
+        if not timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}",
+                              field="timeout")
+        self.timeout = float(timeout)
+        self.traffic_log = traffic_log
+        self.traffic_settings = dict(traffic_settings or {})
+        self.recorder: TrafficRecorder | None = None
         self.shards = partition(graph, vertices_per_actor)
         assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
         self.actors: list = []
@@ -155,29 +284,66 @@ class RayEngine:
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         nodes = [driver_node] * (driver_node in alive) + [n for n in alive if n != driver_node]
         where = assign_nodes(len(self.shards), nodes, self.placement, driver_node)
+        traffic = self._traffic_spec(where, driver_node)
         graph_ref = ray.put(graph)
         for names, node in zip(self.shards, where):
             strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
             # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
             # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
             self.actors.append(ShardActor.options(num_cpus=0, scheduling_strategy=strategy)
-                               .remote(graph_ref, names, owners, self.mode))
+                               .remote(graph_ref, names, owners, self.mode, traffic))
         calls = [actor.connect.remote({j: self.actors[j] for j in self._neighbour_shards(i)})
                  for i, actor in enumerate(self.actors)]
         self.setup_calls = len(calls)
-        infos = ray.get(calls)
-        self.actor_info = [{"actor": i, "vertices": list(names), **info}
+        infos = gather(calls, self.timeout, self._describe_actors(), "start")
+        self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
+                            "host": traffic.hosts[i] if traffic else None, **info}
                            for i, (names, info) in enumerate(zip(self.shards, infos))]
 
+    def _traffic_spec(self, where: list[str], driver_node: str) -> TrafficSpec | None:
+        """The run id, header settings and who-is-where every actor's stream needs; opens
+        the driver's own stream (control replies, energy)."""
+        if not self.traffic_log:
+            return None
+        labels = {n["NodeID"]: host_label(n) for n in ray.nodes()}
+        settings = {"engine": "ray", "mode": self.mode,
+                    # asynchronous rounds have no fixed per-round count: the audit then
+                    # checks locality only
+                    "schedule": "jacobi" if self.staleness == 0 else "async",
+                    "staleness": self.staleness, "vertices_per_actor": self.vertices_per_actor,
+                    "placement": self.placement, **self.traffic_settings}
+        directory = os.path.abspath(self.traffic_log)
+        run = new_run_id()
+        self.recorder = TrafficRecorder(directory, run, SCHEDULER, graph=self.graph.name,
+                                        settings=settings)
+        self.recorder.flush()  # the header, even if no batch ever runs
+        self.scheduler_host = labels[driver_node]
+        return TrafficSpec(directory, run, self.graph.name, settings,
+                           tuple(actor_name(i) for i in range(len(where))),
+                           tuple(labels[node] for node in where), labels[driver_node])
+
+    def _describe_actors(self) -> list[str]:
+        return [f"{actor_name(i)} (vertices {', '.join(names)})"
+                for i, names in enumerate(self.shards)]
+
     def _neighbour_shards(self, index: int) -> list[int]:
-        """Shards hosting a parent or child of one of this shard's vertices."""
+        """Shards hosting a parent, a child or a tied-group owner of this shard's vertices
+        (a member sends its partials to the owner: the one non-edge route, see tied.py)."""
         owners = shard_of(self.shards)
+        graph = self.graph
         near = {owners[m] for n in self.shards[index]
-                for m in (*self.graph.parents(n), *self.graph.children[n])}
+                for m in (*graph.parents(n), *graph.children[n], *tied_owners(graph, n))}
         return sorted(near - {index})
 
     def close(self) -> None:
         """Kill every actor; shut Ray down if this engine started it. Safe to call twice."""
+        if self.recorder is not None and self.actors:
+            try:  # late messages of an asynchronous batch; a dead actor must not stall this
+                ray.wait([a.flush_log.remote() for a in self.actors],
+                         num_returns=len(self.actors), timeout=10)
+            except Exception:
+                pass
+            self.recorder.flush()
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)
@@ -206,17 +372,36 @@ class RayEngine:
         staleness = self.staleness if staleness is None else staleness
         check_staleness(staleness)
         inputs, target = prepare_batch(graph, inputs, target)
-        self._batch += 1
         settings = RunSettings(self._batch, float(eta), int(iterations), int(staleness),
                                bool(read_inputs))
+        self._batch += 1  # numbered from 0, as the local engine's log
         calls = []
-        for actor, names in zip(self.actors, self.shards):
-            params = {n: self.params[n] for n in names if n in self.params}
-            data = {n: inputs[n] for n in names if n in inputs}
-            calls.append(actor.run_batch.remote(settings, params, data,
-                                                target if graph.output in names else None))
-        results = gather(calls)
-        return self._assemble(results, settings, scheduler_calls=len(calls))
+        try:
+            for actor, names in zip(self.actors, self.shards):
+                params = {n: self.params[n] for n in names if n in self.params}
+                data = {n: inputs[n] for n in names if n in inputs}
+                calls.append(actor.run_batch.remote(settings, params, data,
+                                                    target if graph.output in names else None,
+                                                    now()))
+            results = gather(calls, self.timeout, self._describe_actors(), "finish its batch")
+        except BaseException:
+            self.close()  # actors are mid-batch, waiting for peers that will never speak
+            raise
+        relaxation = self._assemble(results, settings, scheduler_calls=len(calls))
+        if self.recorder is not None:
+            self._log_replies(settings.batch, results, now())
+            self.recorder.record_energy(settings.batch, relaxation.energy)
+            self.recorder.flush()
+        return relaxation
+
+    def _log_replies(self, batch: int, results: list[dict], t_recv: float) -> None:
+        spec_hosts = [a["host"] for a in self.actor_info]
+        me = self.scheduler_host
+        for i, result in enumerate(results):
+            nbytes = payload_bytes([result["dtheta"], result["errors"], result["input_feedback"]])
+            self.recorder.record(batch, 0, actor_name(i), SCHEDULER, "control", nbytes,
+                                 result["t_send"], t_recv, spec_hosts[i], me, actor_name(i),
+                                 SCHEDULER)
 
     def _assemble(self, results: list[dict], settings: RunSettings,
                   scheduler_calls: int) -> Relaxation:
@@ -254,12 +439,30 @@ class RayEngine:
         )
 
 
-def gather(calls: list) -> list:
-    """Results in call order, raising as soon as any actor fails (not after the slowest)."""
+def tied_owners(graph: Graph, vertex: str) -> set[str]:
+    return {owner for owner, _ in graph.ties_of(vertex)[0].values()}
+
+
+def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | None = None,
+           doing: str = "answer") -> list:
+    """Results in call order, raising as soon as any actor fails (not after the slowest).
+    An actor that died, or did not answer within `timeout` seconds in all, is named in
+    an `EngineError` (whose peers would otherwise wait for it forever)."""
+    names = names or [actor_name(i) for i in range(len(calls))]
+    index = {ref: i for i, ref in enumerate(calls)}
     pending = list(calls)
+    deadline = now() + timeout
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        ray.get(ready)
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - now()))
+        if not ready:
+            late = [names[index[ref]] for ref in pending]
+            raise EngineError(f"{len(late)} actor(s) did not {doing} within {timeout:g} s: "
+                              + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""))
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayActorError as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise EngineError(f"{names[index[ready[0]]]} died: {detail}") from None
     return ray.get(calls)
 
 
