@@ -120,6 +120,154 @@ def bench_local(quick: bool) -> None:
                median_time(pc_step(engine, 0.1, 100), max(3, reps // 5)), baseline)
 
 
+# --- 2-4. Ray engine: round cost against Ray's own floor -----------------------------------
+
+
+def per_round(relax, rounds: int, repeats: int) -> tuple[float, float]:
+    """(seconds per round, seconds per batch of `rounds` rounds): the batch with R rounds
+    minus the batch with 0 rounds, over R, so the forward pass and the scheduler's
+    per-batch calls cancel out. Medians over repeats."""
+    relax(rounds)  # warm up: numba kernels, object store, workers
+    rounds_only, whole = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        relax(0)
+        forward = time.perf_counter() - start
+        start = time.perf_counter()
+        relax(rounds)
+        full = time.perf_counter() - start
+        rounds_only.append((full - forward) / rounds)
+        whole.append(full)
+    return statistics.median(rounds_only), statistics.median(whole)
+
+
+def ray_floor(quick: bool) -> dict[str, float]:
+    """Ray's own costs on this machine: a pipelined no-op call, one hop of a
+    fire-and-forget relay between actors (what a message between vertices costs)."""
+    import asyncio
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def noop(self, payload=None):
+            return None
+
+    @ray.remote(num_cpus=0)
+    class Hop:
+        def __init__(self):
+            self.next = None
+            self.done = asyncio.Event()
+
+        def link(self, other):
+            self.next = other
+
+        async def forward(self, payload, remaining):
+            if remaining == 0:
+                self.done.set()
+            else:
+                self.next.forward.remote(payload, remaining - 1)
+
+        async def wait(self):
+            await self.done.wait()
+            self.done.clear()
+
+    echo = Echo.remote()
+    ray.get(echo.noop.remote())
+    calls = 300 if quick else 2000
+    start = time.perf_counter()
+    ray.get([echo.noop.remote() for _ in range(calls)])
+    pipelined = (time.perf_counter() - start) / calls
+
+    ring = [Hop.remote() for _ in range(4)]
+    ray.get([a.link.remote(ring[(i + 1) % 4]) for i, a in enumerate(ring)])
+    payload = np.zeros((32, 128))
+    hops = 400 if quick else 2000
+    samples = []
+    for _ in range(3):
+        last = ring[hops % 4]
+        start = time.perf_counter()
+        ring[0].forward.remote(payload, hops)
+        ray.get(last.wait.remote())
+        samples.append((time.perf_counter() - start) / hops)
+    for actor in [echo, *ring]:
+        ray.kill(actor)
+    return {"pipelined no-op call": pipelined, "fire-and-forget hop, 32x128 f64": min(samples)}
+
+
+def silent(document: dict) -> dict:
+    """The same topology with every dense vertex's arithmetic taken out (`silent_dense`)."""
+    vertices = []
+    for v in document["vertices"]:
+        v = dict(v)
+        if v.get("op") == "dense":
+            v["op"] = "silent_dense"
+            v.pop("init", None)
+            v.pop("bias", None)
+        vertices.append(v)
+    return {**document, "vertices": vertices, "name": document.get("name", "graph") + "-silent"}
+
+
+def bench_ray(quick: bool) -> None:
+    import math
+
+    import ray
+    import yaml
+
+    from neurolocal.engines.local import LocalEngine
+    from neurolocal.engines.ray import RayEngine, worker_runtime_env
+    from neurolocal.gradcheck import synthetic_batch
+    from neurolocal.topology import graph_from_dict
+
+    print("2-3. Ray engine (embedded, this machine): time per synchronous round (fixed mode, "
+          "batch 32, R-round batch minus 0-round batch)")
+    ray.init(address="local", include_dashboard=False, logging_level="error",
+             runtime_env=worker_runtime_env())
+    try:
+        floor = ray_floor(quick)
+        for name, seconds in floor.items():
+            print(f"  floor: {name:<45} {seconds * 1e3:9.3f} ms")
+        hop = floor["fire-and-forget hop, 32x128 f64"]
+        repeats, rounds = (3, 16) if quick else (7, 64)
+        root = Path(__file__).resolve().parents[1] / "topologies"
+        for name in ("mlp", "cnn"):
+            document = yaml.safe_load((root / f"{name}.yaml").read_text())
+            graph = graph_from_dict(document)
+            params = graph.init_params(0)
+            inputs, target = synthetic_batch(graph, 32, 0)
+            n = len(graph.order)
+
+            def timed(engine):
+                return per_round(lambda r: engine.relax(inputs, target, eta=0.5, iterations=r),
+                                 rounds, repeats)
+
+            local_round, local_batch = timed(LocalEngine(graph, params, schedule="jacobi"))
+            with RayEngine(graph, params, vertices_per_actor=1) as engine:
+                one_round, one_batch = timed(engine)
+                report_messages = engine.relax(inputs, target, eta=0.5, iterations=rounds)
+            quiet = graph_from_dict(silent(document))
+            with RayEngine(quiet, quiet.init_params(0), vertices_per_actor=1) as engine:
+                silent_round, _ = per_round(
+                    lambda r: engine.relax(inputs, target, eta=0.5, iterations=r), rounds, repeats)
+            per_core = math.ceil(n / 2)
+            with RayEngine(graph, params, vertices_per_actor=per_core) as engine:
+                packed_round, packed_batch = timed(engine)
+            report("ray", f"{name}: round, 1 vertex/actor ({n} actors) vs math removed",
+                   one_round, silent_round)
+            report("ray", f"{name}: round, 1 vertex/actor vs one fire-and-forget hop",
+                   one_round, hop)
+            report("ray", f"{name}: batch of {rounds} rounds, packed 1 shard/core vs local",
+                   packed_batch, local_batch)
+            report("ray", f"{name}: round, packed 1 shard/core vs local round",
+                   packed_round, local_round)
+            counts = report_messages.extras["report"]["message_counts"]
+            logical = counts["local_messages"] + counts["remote_messages"]
+            print(f"    {name}: {logical} logical messages per {rounds}-round batch "
+                  f"({counts['remote_messages']} crossed actors)")
+    finally:
+        ray.shutdown()
+
+
 # --- 5. traffic-logging overhead ------------------------------------------------------------
 
 
@@ -156,7 +304,7 @@ def bench_logging(quick: bool) -> None:
                    statistics.median(times["on"]), statistics.median(times["off"]))
 
 
-SECTIONS = {"local": bench_local, "logging": bench_logging}
+SECTIONS = {"local": bench_local, "ray": bench_ray, "logging": bench_logging}
 
 
 def main() -> None:
