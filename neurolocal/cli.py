@@ -218,6 +218,17 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "equals backprop); strict: recomputed every step")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    ray = parser.add_argument_group("ray engine")
+    ray.add_argument("--address", default="local",
+                     help="local: start an embedded Ray here and stop it after (default); "
+                          "auto or HOST:PORT: join a running cluster")
+    ray.add_argument("--vertices-per-actor", type=_positive_int, default=1, metavar="K",
+                     help="pack K vertices into one actor (default 1: every vertex an actor)")
+    ray.add_argument("--staleness", type=_non_negative_int, default=0, metavar="S",
+                     help="0: synchronous rounds (the local engine's sweep); S > 0: a vertex "
+                          "may use feedback up to S rounds old (asynchronous)")
+    ray.add_argument("--placement", choices=("spread", "pack"), default="spread",
+                     help="spread actors over the cluster's nodes, or pack them on this one")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,6 +70,19 @@ class VertexRule:
         self.target: np.ndarray | None = None
         self._cache: Any = None
 
+    @classmethod
+    def for_vertex(cls, graph, name: str, params: dict | None = None,
+                   mode: str = "fixed") -> "VertexRule":
+        """The rule of one graph vertex: only what that vertex may know (its op, its
+        parents' names, its role, its own parameters, its ties)."""
+        spec = graph.vertices[name]
+        role = "input" if graph.is_input(name) else "output" if name == graph.output else "hidden"
+        sends, expects = graph.ties_of(name)
+        return cls(name, spec.op, spec.parents, role, params=(params or {}).get(name, {}),
+                   loss=graph.loss if name == graph.output else None, mode=mode,
+                   input_parents=[p for p in spec.parents if graph.is_input(p)],
+                   sends=sends, expects=expects)
+
     # --- forward pass ----------------------------------------------------------------
 
     def clamp(self, data: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.conftest import TOPOLOGIES
+from conftest import TOPOLOGIES
 
 
 def test_check_grad_dag_json_is_exact_at_depth(cli):

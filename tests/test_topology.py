@@ -6,7 +6,7 @@ import pytest
 
 from neurolocal import TopologyError, load_topology
 from neurolocal.graph import Graph, VertexSpec
-from tests.conftest import TOPOLOGIES
+from conftest import TOPOLOGIES
 
 GOOD = """
 vertices:

@@ -2,8 +2,10 @@
 
 For a batch relaxed with T synchronous rounds on a graph with edge set E (fixed mode):
     values:  |E| messages, all in round 0 (one per edge, parent -> child)
-    errors:  T * |{(p, c) in E : p is not an input}| messages, one per such edge in each
-             round 1..T (child -> parent); inputs are clamped and hear nothing
+    errors:  one per edge (p, c) whose parent p is not an input, in each round 1..T
+             (child -> parent) — except that the output's error is fixed, so an edge
+             into the output carries it once, in round 1; inputs are clamped and hear
+             nothing. Total: T * |relaxing edges| - (T - 1) * |edges into the output|.
     plus, with read_inputs: one error per input edge in round T + 1.
 """
 
@@ -18,7 +20,7 @@ from neurolocal import LocalEngine, load_topology
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.traffic import TrafficRecorder, read_traffic
 from neurolocal.traffic.audit import audit
-from tests.conftest import TOPOLOGIES
+from conftest import TOPOLOGIES
 
 T = 9
 
@@ -46,7 +48,8 @@ def test_dag_logs_exactly_the_messages_the_algorithm_implies(dag, tmp_path):
     relaxing = [(p, c) for p, c in edges if not dag.is_input(p)]
     kinds = Counter(log.columns["kind"].tolist())
     assert kinds["value"] == 2 * len(edges)
-    assert kinds["error"] == 2 * T * len(relaxing)
+    into_output = [(p, c) for p, c in relaxing if c == dag.output]
+    assert kinds["error"] == 2 * (T * len(relaxing) - (T - 1) * len(into_output))
     per_edge = Counter(zip(log.columns["batch"].tolist(), log.columns["round"].tolist(),
                            log.columns["src"].tolist(), log.columns["dst"].tolist(),
                            log.columns["kind"].tolist()))
@@ -55,7 +58,8 @@ def test_dag_logs_exactly_the_messages_the_algorithm_implies(dag, tmp_path):
             assert per_edge[(batch, 0, p, c, "value")] == 1
         for p, c in relaxing:
             for round_ in range(1, T + 1):
-                assert per_edge[(batch, round_, c, p, "error")] == 1
+                sends = c != dag.output or round_ == 1
+                assert per_edge[(batch, round_, c, p, "error")] == int(sends)
     assert set(per_edge.values()) == {1}
     assert (log.columns["bytes"] > 0).all()
     assert len(log.energy[0]) == T + 1
@@ -143,7 +147,7 @@ def test_cli_check_grad_writes_a_log_the_tools_read(tmp_path, cli):
     summary = cli("traffic", "summary", logdir, "--json")
     data = json.loads(summary.stdout)
     assert data["by_kind"]["value"]["messages"] == 13
-    assert data["by_kind"]["error"]["messages"] == 7 * 12
+    assert data["by_kind"]["error"]["messages"] == 7 * 12 - 6  # out -> head once
     edges = cli("traffic", "edges", logdir, "--csv")
     assert edges.stdout.splitlines()[0].startswith("src,dst,kind,messages,bytes")
     assert len(edges.stdout.splitlines()) == 1 + 13 + 12

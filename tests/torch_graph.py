@@ -61,9 +61,12 @@ def _vertex(op, p, xs):
     raise NotImplementedError(name)
 
 
-def torch_gradients(graph, params, inputs, target):
-    """(loss, {vertex: {param: dL/dtheta}}), L the batch-mean loss; a tied tensor's
-    gradient once, under its owner."""
+def evaluate(graph, params, inputs, target):
+    """Forward the graph in torch and backpropagate the batch-mean loss.
+
+    Returns (loss, leaves, values, shared): parameter leaves per vertex, every vertex's
+    value tensor (with .grad), and the member -> owner map of tied parameters.
+    """
     leaves = {v: {k: torch.tensor(a, dtype=torch.float64, requires_grad=True)
                   for k, a in ps.items()} for v, ps in params.items()}
     shared = {m: g.owner for g in graph.tied for m in g.members}
@@ -72,10 +75,11 @@ def torch_gradients(graph, params, inputs, target):
     values = {}
     for n in graph.order:
         if graph.is_input(n):
-            values[n] = torch.tensor(np.asarray(inputs[n], dtype=np.float64))
+            values[n] = torch.tensor(np.asarray(inputs[n], dtype=np.float64), requires_grad=True)
         else:
             spec = graph.vertices[n]
             values[n] = _vertex(spec.op, bound.get(n, {}), [values[q] for q in spec.parents])
+            values[n].retain_grad()
     out = values[graph.output]
     y = torch.tensor(graph.loss.prepare_target(target, graph.shapes[graph.output]))
     batch = out.shape[0]
@@ -84,10 +88,35 @@ def torch_gradients(graph, params, inputs, target):
     else:
         loss = -(y * torch.log_softmax(out, dim=-1)).sum() / batch
     loss.backward()
+    return float(loss.detach()), leaves, values, shared
+
+
+def torch_gradients(graph, params, inputs, target):
+    """(loss, {vertex: {param: dL/dtheta}}), L the batch-mean loss; a tied tensor's
+    gradient once, under its owner."""
+    loss, leaves, _, shared = evaluate(graph, params, inputs, target)
     grads = {v: {k: t.grad.numpy() for k, t in ps.items()
                  if (v, k) not in shared and t.grad is not None}
              for v, ps in leaves.items()}
-    return float(loss.detach()), {v: g for v, g in grads.items() if g}
+    return loss, {v: g for v, g in grads.items() if g}
+
+
+def torch_vertex_gradients(graph, params, inputs, target):
+    """({vertex: dl/dvhat per sample}, {input: dl/dx per sample}), l the per-sample loss."""
+    _, _, values, _ = evaluate(graph, params, inputs, target)
+    batch = values[graph.output].shape[0]
+
+    def per_sample(t):
+        return np.zeros(tuple(t.shape)) if t.grad is None else batch * t.grad.numpy()
+
+    vertices = {n: per_sample(values[n]) for n in graph.order if not graph.is_input(n)}
+    return vertices, {n: per_sample(values[n]) for n in graph.inputs}
+
+
+def relative_error(a, b) -> float:
+    scale = np.linalg.norm(b)
+    diff = np.linalg.norm(np.asarray(a) - np.asarray(b))
+    return float(diff / scale) if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def max_relative_error(estimates, reference) -> tuple[float, dict]:

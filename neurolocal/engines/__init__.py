@@ -6,7 +6,7 @@ so every command that runs a graph accepts the same engine flags.
 
 from __future__ import annotations
 
-ENGINE_NAMES = ("local",)
+ENGINE_NAMES = ("local", "ray")
 
 
 def traffic_recorder(options, graph, *, writer: str, settings: dict):
@@ -35,4 +35,12 @@ def relax_once(options, graph, params, inputs, target, *, eta: float, iterations
         engine = LocalEngine(graph, params, mode=options.mode, recorder=recorder)
         return engine.relax(inputs, target, eta=eta, iterations=iterations,
                             read_inputs=read_inputs)
+    if options.engine == "ray":
+        from neurolocal.engines.ray import RayEngine
+
+        with RayEngine(graph, params, mode=options.mode, address=options.address,
+                       vertices_per_actor=options.vertices_per_actor,
+                       staleness=options.staleness, placement=options.placement) as engine:
+            return engine.relax(inputs, target, eta=eta, iterations=iterations,
+                                read_inputs=read_inputs)
     raise ValueError(f"unknown engine {options.engine!r}")

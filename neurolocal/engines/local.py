@@ -20,22 +20,6 @@ from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
 
 
-def role_of(graph: Graph, name: str) -> str:
-    if graph.is_input(name):
-        return "input"
-    return "output" if name == graph.output else "hidden"
-
-
-def build_rule(graph: Graph, name: str, params: Params, mode: str) -> VertexRule:
-    spec = graph.vertices[name]
-    sends, expects = graph.ties_of(name)
-    return VertexRule(name, spec.op, spec.parents, role_of(graph, name),
-                      params=params.get(name, {}),
-                      loss=graph.loss if name == graph.output else None, mode=mode,
-                      input_parents=[p for p in spec.parents if graph.is_input(p)],
-                      sends=sends, expects=expects)
-
-
 def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, list]:
     """Every vertex's Hebbian update, with tied groups reduced at their owners by messages.
 
@@ -67,7 +51,7 @@ class LocalEngine:
         self.graph = graph
         self.params = params if params is not None else graph.init_params(seed)
         self.mode = mode
-        self.rules = {n: build_rule(graph, n, self.params, mode) for n in graph.order}
+        self.rules = {n: VertexRule.for_vertex(graph, n, self.params, mode) for n in graph.order}
         self.recorder = recorder
         self.batches = 0
 
@@ -130,12 +114,26 @@ class LocalEngine:
             sent[n] = (value, now())
 
     def _exchange_feedback(self, round_: int, to_inputs: bool = False) -> dict[str, np.ndarray]:
-        """Every vertex's J^T eps messages of this round, summed per receiving parent."""
+        """Every vertex's J^T eps messages of this round, summed per receiving parent.
+
+        The output's error is fixed for the whole relaxation, so it speaks once (round 1)
+        and its parents keep that message for every later round.
+        """
         totals: dict[str, np.ndarray] = {}
         log = self.recorder is not None
+        output = self.graph.output
         for n in self.graph.order:
-            messages = self.rules[n].feedback(to_inputs=to_inputs)
+            if n == output and self.mode == "fixed" and not to_inputs and round_ > 1:
+                messages, standing = self._standing, True
+            else:
+                messages, standing = self.rules[n].feedback(to_inputs=to_inputs), False
+                if n == output and not to_inputs:
+                    self._standing = messages
             if not messages:
+                continue
+            if standing:
+                for parent, message in messages.items():
+                    totals[parent] = totals[parent] + message if parent in totals else message
                 continue
             t_send = now() if log else 0.0
             for parent, message in messages.items():

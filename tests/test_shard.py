@@ -1,0 +1,110 @@
+"""Shards without Ray: the round rules, message batching and buffering, in one process.
+
+An in-process network posts each shard's outgoing calls and delivers them in a
+random order (seeded), as Ray may; shards of later batches may start before the
+messages of their peers arrive.
+"""
+
+import random
+
+import numpy as np
+import pytest
+
+from neurolocal.engines.base import prepare_batch
+from neurolocal.engines.local import LocalEngine
+from neurolocal.gradcheck import synthetic_batch
+from neurolocal.placement import assign_nodes, partition, shard_of
+from neurolocal.shard import RunSettings, Shard
+from neurolocal.topology import load_topology
+from torch_graph import max_relative_error, torch_gradients
+
+TOPOLOGIES = ["topologies/mlp.yaml", "topologies/dag.yaml"]
+
+
+def run_shards(shards, graph, params, inputs, target, settings, rng):
+    """Begin every shard (in random order, interleaved with deliveries) and deliver all calls."""
+    inputs, target = prepare_batch(graph, inputs, target)
+    calls = []
+    not_begun = list(shards)
+    rng.shuffle(not_begun)
+    while not_begun or calls:
+        if not_begun and (not calls or rng.random() < 0.3):
+            shard = not_begun.pop()
+            out = shard.begin(settings, params, {n: inputs[n] for n in shard.names if n in inputs},
+                              target if graph.output in shard.names else None)
+        else:
+            dst, messages = calls.pop(rng.randrange(len(calls)))
+            out = shards[dst].deliver(messages)
+        calls += list(out.items())
+    assert all(s.done for s in shards)
+    merged = {"dtheta": {}, "input_feedback": {}, "energy": {}, "errors": {}}
+    for result in (s.result() for s in shards):
+        for key in merged:
+            merged[key].update(result[key])
+    merged["energy"] = [sum(merged["energy"][n][r] for n in graph.order)
+                        for r in range(settings.iterations + 1)]
+    return merged
+
+
+def make_shards(graph, k):
+    groups = partition(graph, k)
+    return [Shard(graph, names, shard_of(groups)) for names in groups]
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES)
+@pytest.mark.parametrize("k", [1, 3, 100])
+def test_synchronous_rounds_equal_the_local_sweep_bit_for_bit(path, k):
+    graph = load_topology(path).graph
+    params = graph.init_params(1)
+    shards = make_shards(graph, k)
+    rng = random.Random(k)
+    for batch, (eta, rounds) in enumerate([(0.7, graph.depth + 2), (1.0, 0), (0.3, 5)], start=1):
+        inputs, target = synthetic_batch(graph, 5, seed=batch)
+        local = LocalEngine(graph, params).relax(inputs, target, eta=eta, iterations=rounds,
+                                                 read_inputs=True)
+        got = run_shards(shards, graph, params, inputs, target,
+                         RunSettings(batch, eta, rounds, 0, True), rng)
+        for v, grads in local.dtheta.items():
+            for name, g in grads.items():
+                np.testing.assert_array_equal(got["dtheta"][v][name], g)
+        for v, fb in local.input_feedback.items():
+            np.testing.assert_array_equal(got["input_feedback"][v], fb)
+        for v, e in local.errors.items():
+            np.testing.assert_array_equal(got["errors"][v], e)
+        assert got["energy"] == local.energy
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES)
+def test_asynchronous_rounds_converge_to_autograd(path):
+    graph = load_topology(path).graph
+    params = graph.init_params(2)
+    inputs, target = synthetic_batch(graph, 6, seed=3)
+    _, reference = torch_gradients(graph, params, inputs, target)
+    for seed in range(3):
+        got = run_shards(make_shards(graph, 1), graph, params, inputs, target,
+                         RunSettings(1, 0.5, 60, 2, False), random.Random(seed))
+        assert max_relative_error(got["dtheta"], reference)[0] < 1e-6
+
+
+def test_staleness_lets_a_vertex_run_ahead_on_old_feedback():
+    """With S = 2 a vertex makes three updates on the forward pass's feedback alone."""
+    graph = load_topology("topologies/mlp.yaml").graph
+    params = graph.init_params(0)
+    inputs, target = prepare_batch(graph, *synthetic_batch(graph, 4))
+    shards = make_shards(graph, 1)
+    settings = RunSettings(1, 0.5, 10, 2, False)
+    first = shards[1]  # hidden1: its child hidden2 has not spoken yet
+    first.begin(settings, params, {}, None)
+    first.deliver(shards[0].begin(settings, params, {"image": inputs["image"]}, None)[1])
+    slot = first.slots["hidden1"]
+    assert slot.round == 0  # predicted, but no feedback from hidden2 yet: must wait
+    # feedback of round 0 from hidden2 arrives: updates 1, 2 and 3 may use it
+    shards[2].begin(settings, params, {}, None)
+    outgoing = shards[2].deliver([(1, "value", 0, "hidden1", "hidden2", slot.rule.prediction)])
+    first.deliver(outgoing[1])
+    assert slot.round == 3
+
+
+def test_spread_and_pack_placement():
+    assert assign_nodes(5, ["a", "b", "c"], "spread", "a") == ["a", "b", "c", "a", "b"]
+    assert assign_nodes(3, ["a", "b", "c"], "pack", "b") == ["b", "b", "b"]
