@@ -64,6 +64,10 @@ def start_ray(address: str | None) -> bool:
         return False
     address = address or ADDRESS_LOCAL
     remote = address != ADDRESS_LOCAL
+    if remote:  # a missing token or a dead address: one line now, not a 20 s retry loop
+        from neurolocal.cluster import check_cluster_access
+
+        check_cluster_access(address)
     try:
         ray.init(address=address, include_dashboard=False if not remote else None,
                  runtime_env=worker_runtime_env(remote), logging_level="warning",
