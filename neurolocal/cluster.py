@@ -137,7 +137,9 @@ class LocalCluster:
     def env(self) -> dict[str, str]:
         """Token authentication on, with this cluster's own token (never ~/.ray/auth_token)."""
         return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                "RAY_USAGE_STATS_ENABLED": "0"}
+                "RAY_USAGE_STATS_ENABLED": "0",
+                # agents start slowly on a loaded machine; Ray's default wait is shorter
+                "RAY_agent_register_timeout_ms": "120000"}
 
     def driver_env(self) -> dict[str, str]:
         return {**self.env(), "RAY_ADDRESS": self.address}
@@ -150,9 +152,11 @@ class LocalCluster:
                              "--include-dashboard=false",
                              f"--ray-client-server-port={free_port()}"])
         self.address = self._wait_for_address(timeout)
+        # one node at a time: on a busy 2-core machine, raylets started together time out
+        # waiting for their agents (seen: "Timed out waiting for file ...agent_listen_port")
         for k in range(1, self.workers + 1):
             self._start_node(k, [f"--address={self.address}"])
-        self._wait_for_nodes(self.workers + 1, timeout)
+            self._wait_for_nodes(k + 1, timeout)
         return self
 
     def _start_node(self, index: int, role: list[str]) -> None:
