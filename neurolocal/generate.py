@@ -130,12 +130,23 @@ def tiled_mlp(vertices: int = 100, layers: int = 4, tile_width: int = 4, input_w
             below = names
         else:
             below = [_join(entries, f"l{layer}.join", names)] * tiles
+    if fan_in:
+        # declare the tiles column by column (tile j of every layer, then j + 1): the
+        # topological order follows, so K consecutive vertices form a strip of columns
+        # and an engine that packs K vertices per actor keeps most edges inside one
+        tiles_first = sorted(entries[1:], key=lambda e: _column_then_layer(e["name"]))
+        entries[1:] = tiles_first
     top = below[0] if not fan_in else _join(entries, "join", below)
     entries.append({"name": "out", "op": "dense", "parents": [top], "units": output_width})
     wiring = f"fan-in {fan_in}" if fan_in else "full"
     return {"name": f"tiled-mlp-{layers}x{tiles}",
             "description": f"{layers} layers of {tiles} tiles x {tile_width} units, {wiring}",
             "vertices": entries, "output": "out", "loss": loss}
+
+
+def _column_then_layer(name: str) -> tuple[int, int]:
+    layer, tile = name.split(".")  # "l{layer}.t{j}"
+    return int(tile[1:]), int(layer[1:])
 
 
 def _window(names: list[str], center: int, size: int) -> list[str]:
