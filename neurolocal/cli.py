@@ -162,11 +162,12 @@ def cmd_generate(args) -> int:
 
     options = {"vertices": args.vertices, "loss": args.loss}
     if args.shape == "tiled":
-        options.update(layers=args.layers, tile_width=args.width, input_width=args.input_width,
+        options.update(layers=args.layers, tile_width=args.width or 4,
+                       input_width=args.input_width,
                        output_width=args.output_width, activation=args.activation,
                        fan_in=args.fan_in)
     elif args.shape == "chain":
-        options.update(width=args.width, input_width=args.input_width,
+        options.update(width=args.width or 16, input_width=args.input_width,
                        output_width=args.output_width, activation=args.activation)
     else:
         options.update(seed=args.seed)
@@ -194,8 +195,10 @@ def add_generate_parser(commands) -> None:
     generate.add_argument("--fan-in", type=_non_negative_int, default=3,
                           help="tiled: tiles of the layer below each tile reads (a local "
                                "window); 0: all of them, through one concat per layer")
-    generate.add_argument("--width", type=_positive_int, default=4,
-                          help="tiled: units per tile; chain: units per link")
+    generate.add_argument("--width", type=_positive_int, default=None,
+                          help="tiled: units per tile (default 4); chain: units per link "
+                               "(default 16: narrower tanh chains lose their gradients to "
+                               "float64 rounding within a few hundred links)")
     generate.add_argument("--input-width", type=_positive_int, default=16)
     generate.add_argument("--output-width", type=_positive_int, default=4)
     generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),

@@ -164,7 +164,7 @@ def _join(entries: list[dict], name: str, parents: list[str]) -> str:
     return name
 
 
-def deep_chain(vertices: int = 100, width: int = 4, input_width: int = 4, output_width: int = 4,
+def deep_chain(vertices: int = 100, width: int = 16, input_width: int = 4, output_width: int = 4,
                activation: str = "tanh", loss: str = "mse") -> dict:
     """x -> c0 -> c1 -> ... -> out: one dense vertex per link, depth = vertices - 1.
 
