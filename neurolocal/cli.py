@@ -167,7 +167,7 @@ def cmd_generate(args) -> int:
                        output_width=args.output_width, activation=args.activation,
                        fan_in=args.fan_in)
     elif args.shape == "chain":
-        options.update(width=args.width or 16, input_width=args.input_width,
+        options.update(width=args.width or 32, input_width=args.input_width,
                        output_width=args.output_width, activation=args.activation)
     else:
         options.update(seed=args.seed)
@@ -197,7 +197,7 @@ def add_generate_parser(commands) -> None:
                                "window); 0: all of them, through one concat per layer")
     generate.add_argument("--width", type=_positive_int, default=None,
                           help="tiled: units per tile (default 4); chain: units per link "
-                               "(default 16: narrower tanh chains lose their gradients to "
+                               "(default 32: narrower tanh chains lose their gradients to "
                                "float64 rounding within a few hundred links)")
     generate.add_argument("--input-width", type=_positive_int, default=16)
     generate.add_argument("--output-width", type=_positive_int, default=4)

@@ -164,12 +164,14 @@ def _join(entries: list[dict], name: str, parents: list[str]) -> str:
     return name
 
 
-def deep_chain(vertices: int = 100, width: int = 16, input_width: int = 4, output_width: int = 4,
-               activation: str = "tanh", loss: str = "mse") -> dict:
-    """x -> c0 -> c1 -> ... -> out: one dense vertex per link, depth = vertices - 1.
+def deep_chain(vertices: int = 100, width: int = 32, input_width: int = 4,
+               output_width: int = 4, activation: str = "tanh", loss: str = "mse") -> dict:
+    """x -> c0 -> c1 -> ... -> out: one dense vertex per link, depth vertices - 2.
 
     The deepest graph for its size: exact PC needs T = depth rounds, so a chain costs
-    O(vertices^2) vertex steps per batch in a synchronous engine.
+    O(vertices^2) vertex steps per batch in a synchronous engine. Width 32 keeps a tanh
+    chain's gradients within float64's reach of PC's errors (v - vhat) at 1,000 links;
+    at width 4 they fall below it within ~150 links (see docs/scaling.md).
     """
     _at_least("vertices", vertices, 2)
     entries = [{"name": "x", "op": "input", "shape": [input_width]}]

@@ -111,7 +111,7 @@ def test_final_stage_runs_as_non_root_before_entrypoint():
     assert last_index < entry[-1]
     assert all(rest.split(":")[0] not in ("root", "0") for _, rest in users)
     # the user is created in this stage
-    assert any(f"useradd" in rest and last_user in rest for k, rest in final if k == "RUN")
+    assert any("useradd" in rest and last_user in rest for k, rest in final if k == "RUN")
 
 
 def test_entrypoint_is_neurolocal_in_exec_form():
@@ -127,7 +127,8 @@ def pip_commands() -> list[list[str]]:
     for command in runs():
         for part in re.split(r"&&|;", command):
             words = shlex.split(part)
-            if len(words) >= 2 and words[0] in ("pip", "pip3") or words[:3] == ["python", "-m", "pip"]:
+            is_pip = words[:1] in (["pip"], ["pip3"]) or words[:3] == ["python", "-m", "pip"]
+            if is_pip:
                 found.append(words)
     return found
 

@@ -143,7 +143,7 @@ def test_deep_chains_are_exact_until_gradients_fall_below_float64_resolution():
     """PC stores an error as v - vhat, so it resolves errors only down to ~1e-16 * |v|.
     A narrow tanh chain's gradients vanish exponentially with depth: at 200 links and
     width 4 they reach ~1e-14 relative to the values and PC's updates lose their digits;
-    width 16 (the generator's default) keeps them large, and PC stays exact."""
+    width 32 (the generator's default) keeps them large, and PC stays exact."""
     narrow = graph_from_dict(deep_chain(vertices=200, width=4))
     worst, _ = pc_against_torch(narrow)
     assert worst > 1e-6
