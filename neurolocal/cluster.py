@@ -50,8 +50,13 @@ def check_cluster_access(address: str | None, timeout: float = 3.0) -> None:
     except (OSError, ValueError):
         raise ConfigError(f"nothing answers at {gcs}: is `ray start --head` running there, and "
                           "is the port reachable from this machine?", field="address") from None
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available)
     from ray.exceptions import AuthenticationError
 
+    # what ray.init does before joining: RAY_AUTH_MODE unset but a token at hand
+    # (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) switches token mode on
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     try:
         with _quiet_stderr():  # Ray's C++ client logs a warning line before it raises
             from ray._raylet import GcsClient
@@ -214,7 +219,7 @@ class LocalCluster:
                 raise RuntimeError(f"`ray start` exited with {process.returncode}: "
                                    + " / ".join(tail))
 
-    def stop(self, grace: float = 5.0) -> list[int]:
+    def stop(self, grace: float = 3.0) -> list[int]:
         """Stop the processes this cluster started and everything they spawned (raylets,
         GCS, Ray workers), nothing else. Returns the pids signalled."""
         pids = []
