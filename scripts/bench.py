@@ -113,6 +113,9 @@ def bench_local(quick: bool) -> None:
         engine = LocalEngine(graph, params)
         report("local", f"PC eta=1 T=depth({graph.depth}) step, {label}",
                median_time(pc_step(engine, 1.0, graph.depth), reps), baseline)
+        event = LocalEngine(graph, params, schedule="event")
+        report("local", f"PC eta=1 T=depth event-driven step, {label}",
+               median_time(pc_step(event, 1.0, graph.depth), reps), baseline)
         report("local", f"PC eta=0.1 T=100 step, {label}",
                median_time(pc_step(engine, 0.1, 100), max(3, reps // 5)), baseline)
 

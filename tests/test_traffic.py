@@ -142,7 +142,8 @@ def test_timeline_is_a_chrome_trace_with_a_track_per_vertex(dag, tmp_path, cli):
 
 def test_cli_check_grad_writes_a_log_the_tools_read(tmp_path, cli):
     logdir = tmp_path / "traffic"
-    result = cli("check-grad", TOPOLOGIES / "dag.yaml", "--traffic-log", logdir)
+    result = cli("check-grad", TOPOLOGIES / "dag.yaml", "--traffic-log", logdir,
+                 "--schedule", "jacobi")
     assert result.returncode == 0, result.stderr
     summary = cli("traffic", "summary", logdir, "--json")
     data = json.loads(summary.stdout)

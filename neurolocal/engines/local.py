@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from neurolocal.engines.base import Relaxation, Updates, check_relaxation_settings, prepare_batch
+from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph, Params
 from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
@@ -42,18 +43,50 @@ def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, li
     return {n: u for n, u in reported.items() if u}, messages
 
 
+SCHEDULES = ("jacobi", "event")
+
+
 class LocalEngine:
     """Runs predictive coding on a graph in one process. Parameters are shared by
-    reference with the caller, so an optimizer updating them in place is seen here."""
+    reference with the caller, so an optimizer updating them in place is seen here.
+
+    Schedules (both give the same errors, round by round):
+        jacobi  every vertex sends J^T eps to its relaxing parents every round (the
+                output, whose error is fixed, speaks once: its message stands)
+        event   a vertex sends only when its error changed since its last message;
+                parents keep each child's latest message. With eta = 1 an error
+                settles at the round equal to its distance from the output, so a
+                batch costs about one message per edge — one backward pass of work.
+                With eta != 1 every error moves every round and nothing is saved.
+    """
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
-                 seed: int = 0, recorder: TrafficRecorder | None = None):
+                 seed: int = 0, recorder: TrafficRecorder | None = None,
+                 schedule: str = "jacobi"):
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}",
+                              field="schedule")
+        if schedule == "event" and mode != "fixed":
+            raise ConfigError("the event schedule needs fixed predictions (--mode fixed): in "
+                              "strict mode every value moves every round", field="schedule")
         self.graph = graph
         self.params = params if params is not None else graph.init_params(seed)
         self.mode = mode
+        self.schedule = schedule
         self.rules = {n: VertexRule.for_vertex(graph, n, self.params, mode) for n in graph.order}
         self.recorder = recorder
         self.batches = 0
+        self._relaxing = frozenset(graph.hidden)
+
+    def __enter__(self) -> "LocalEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False) -> Relaxation:
@@ -62,21 +95,40 @@ class LocalEngine:
         check_relaxation_settings(eta, iterations, self.mode)
         inputs, target = prepare_batch(graph, inputs, target)
         self._messages = 0
+        #: parent -> child -> the latest J^T eps that child sent it
+        self._inbox: dict[str, dict[str, np.ndarray]] = {n: {} for n in graph.order}
 
         self._forward(inputs, target)
-        energy = [self._energy()]
+        self._vertex_energy = {n: rule.energy() for n, rule in rules.items()}
+        energy = [sum(self._vertex_energy.values())]
+        everyone = [n for n in graph.order if not graph.is_input(n)]
+        speakers = [graph.output] if self.schedule == "event" else everyone
         for round_ in range(1, iterations + 1):
-            feedback = self._exchange_feedback(round_)
-            for n in graph.hidden:
-                rules[n].relax(feedback.get(n), eta)
+            if self.schedule == "event" and not speakers and eta == 1.0:
+                # quiescent: nothing changed, so every later round would repeat this state
+                energy.extend([energy[-1]] * (iterations + 1 - round_))
+                break
+            heard = self._send_feedback(round_, speakers)
+            if self.schedule == "jacobi" or eta != 1.0:
+                heard = self._relaxing
+            changed = [n for n in graph.hidden if n in heard and rules[n].relax(
+                self._feedback_total(n), eta)]
             if self.mode == "strict":
                 self._exchange_values(round_)
-            energy.append(self._energy())
+                changed = everyone
+            for n in changed:
+                self._vertex_energy[n] = rules[n].energy()
+            if self.schedule == "event":
+                speakers = changed
+            elif self.mode == "fixed":  # the output's first message stands
+                speakers = graph.hidden
+            else:
+                speakers = everyone
+            energy.append(sum(self._vertex_energy.values()))
 
         input_feedback = {}
         if read_inputs:
-            feedback = self._exchange_feedback(iterations + 1, to_inputs=True)
-            input_feedback = {n: feedback.get(n, np.zeros_like(inputs[n])) for n in graph.inputs}
+            input_feedback = self._read_inputs(iterations + 1, inputs)
         dtheta, partials = exchange_tied_partials(rules)
         self._messages += len(partials)
         if self.recorder is not None:
@@ -92,7 +144,7 @@ class LocalEngine:
             errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
             input_feedback=input_feedback,
             energy=energy,
-            loss=graph.loss.value(output.prediction, target),
+            loss=output.loss_value,
             prediction=output.prediction,
             messages=self._messages,
         )
@@ -113,36 +165,47 @@ class LocalEngine:
                 value = rules[n].predict([sent[p][0] for p in parents])
             sent[n] = (value, now())
 
-    def _exchange_feedback(self, round_: int, to_inputs: bool = False) -> dict[str, np.ndarray]:
-        """Every vertex's J^T eps messages of this round, summed per receiving parent.
-
-        The output's error is fixed for the whole relaxation, so it speaks once (round 1)
-        and its parents keep that message for every later round.
-        """
-        totals: dict[str, np.ndarray] = {}
+    def _send_feedback(self, round_: int, speakers) -> set[str]:
+        """The speakers' J^T eps go into their relaxing parents' inboxes; returns who heard."""
+        heard: set[str] = set()
         log = self.recorder is not None
-        output = self.graph.output
-        for n in self.graph.order:
-            if n == output and self.mode == "fixed" and not to_inputs and round_ > 1:
-                messages, standing = self._standing, True
-            else:
-                messages, standing = self.rules[n].feedback(to_inputs=to_inputs), False
-                if n == output and not to_inputs:
-                    self._standing = messages
+        for n in speakers:
+            messages = self.rules[n].feedback()
             if not messages:
                 continue
-            if standing:
-                for parent, message in messages.items():
-                    totals[parent] = totals[parent] + message if parent in totals else message
-                continue
-            t_send = now() if log else 0.0
             for parent, message in messages.items():
-                totals[parent] = totals[parent] + message if parent in totals else message
+                self._inbox[parent][n] = message
+            heard.update(messages)
             self._messages += len(messages)
             if log:
+                t_send = now()
                 self._log_received(round_, [(n, p, (m, t_send)) for p, m in messages.items()],
                                    "error")
-        return totals
+        return heard
+
+    def _feedback_total(self, name: str) -> np.ndarray | None:
+        """Sum of the latest message of each child, in the graph's order of children."""
+        box = self._inbox[name]
+        total = None
+        for child in self.graph.children[name]:
+            message = box.get(child)
+            if message is not None:
+                total = message if total is None else total + message
+        return total
+
+    def _read_inputs(self, round_: int, inputs) -> dict[str, np.ndarray]:
+        """One last round: the settled feedback of the inputs' children (dL/dx)."""
+        totals: dict[str, np.ndarray] = {}
+        for n in self.graph.order:
+            messages = self.rules[n].feedback(to_inputs=True)
+            if not messages:
+                continue
+            self._messages += len(messages)
+            t_send = now()
+            for parent, message in messages.items():
+                totals[parent] = totals[parent] + message if parent in totals else message
+            self._log_received(round_, [(n, p, (m, t_send)) for p, m in messages.items()], "error")
+        return {n: totals.get(n, np.zeros_like(inputs[n])) for n in self.graph.inputs}
 
     def _exchange_values(self, round_: int) -> None:
         """Strict mode: relaxed values travel to the children, who re-predict."""
@@ -164,6 +227,3 @@ class LocalEngine:
         for src, dst, (payload, t_send) in messages:
             self.recorder.record(self.batches, round_, src, dst, kind, payload_bytes(payload),
                                  t_send, t_recv, src_actor="local", dst_actor="local")
-
-    def _energy(self) -> float:
-        return sum(rule.energy() for rule in self.rules.values())

@@ -10,7 +10,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from neurolocal import kernels
 from neurolocal.errors import DataError, TopologyError
 
 
@@ -35,6 +34,10 @@ class Loss:
     def output_error(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
         """eps_out = -dl/dvhat for each sample."""
         raise NotImplementedError
+
+    def evaluate(self, prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+        """(output error, loss value) together, sharing whatever work they share."""
+        return self.output_error(prediction, target), self.value(prediction, target)
 
 
 class MeanSquaredError(Loss):
@@ -89,14 +92,22 @@ class SoftmaxCrossEntropy(Loss):
             return np.eye(classes)[target]
         return super().prepare_target(target, output_shape)
 
-    def value(self, prediction, target):
+    @staticmethod
+    def _log_softmax(prediction):
         z = prediction - prediction.max(axis=-1, keepdims=True)
-        log_softmax = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        return float(-np.sum(target * log_softmax) / prediction.shape[0])
+        z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return z
+
+    def value(self, prediction, target):
+        return self.evaluate(prediction, target)[1]
 
     def output_error(self, prediction, target):
-        rows = np.ascontiguousarray(prediction).reshape(-1, prediction.shape[-1])
-        return target - kernels.softmax_rows(rows).reshape(prediction.shape)
+        return self.evaluate(prediction, target)[0]
+
+    def evaluate(self, prediction, target):
+        log_softmax = self._log_softmax(prediction)
+        value = float(-np.vdot(target, log_softmax) / prediction.shape[0])
+        return target - np.exp(log_softmax), value
 
 
 LOSSES: dict[str, type[Loss]] = {

@@ -12,6 +12,9 @@ Counts, for a batch relaxed with T synchronous rounds (the log header's settings
     read_inputs    round T+1: one error per edge whose parent is an input
     tied groups    round T+1: one partial per (member vertex, owner vertex) pair
 Every other count (missing, duplicated or extra messages) is a violation.
+
+An event-driven batch (schedule "event") sends only when an error changed: the
+audit then checks that no edge carried more than the event bound (`event_bound`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,41 @@ def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
     return expected
 
 
+def path_lengths(graph: Graph) -> dict[str, set[int]]:
+    """Lengths, in edges, of every path from each vertex down to the output."""
+    lengths: dict[str, set[int]] = {n: set() for n in graph.order}
+    lengths[graph.output] = {0}
+    for n in reversed(graph.order):
+        for c in graph.children[n]:
+            lengths[n].update(k + 1 for k in lengths[c])
+    return lengths
+
+
+def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) -> Counter:
+    """Most messages an event-driven batch may send per (round, src, dst, kind).
+
+    With eta = 1 an error changes only at the updates whose number is the length of
+    some path from the vertex to the output, so child c may speak in round r only if
+    r - 1 is such a length. With eta != 1 every error moves every round (Jacobi's count).
+    """
+    if eta != 1.0:
+        return expected_messages(graph, iterations, "fixed", read_inputs)
+    lengths = path_lengths(graph)
+    bound: Counter = Counter()
+    for parent, child in graph.edges:
+        bound[(0, parent, child, "value")] += 1
+        if graph.is_input(parent):
+            if read_inputs:
+                bound[(iterations + 1, child, parent, "error")] += 1
+            continue
+        for k in lengths[child]:
+            if k + 1 <= iterations:
+                bound[(k + 1, child, parent, "error")] += 1
+    for member, owner in tied_partners(graph):
+        bound[(iterations + 1, member, owner, "partial")] += 1
+    return bound
+
+
 def tied_partners(graph: Graph) -> set[tuple[str, str]]:
     """(member vertex, owner vertex) pairs: the only routes a parameter partial may take."""
     return {(vertex, group.owner[0]) for group in graph.tied for vertex, _ in group.members
@@ -87,9 +125,20 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
             by_batch.setdefault(batch, Counter())[(round_, src, dst, kind)] += 1
 
     settings = log.settings
-    if settings.get("schedule", "jacobi") != "jacobi" or "iterations" not in settings:
-        result.note = (f"counts not checked: schedule {settings.get('schedule', 'unknown')!r} "
-                       "has no fixed per-round count")
+    schedule = settings.get("schedule", "jacobi")
+    if schedule == "event" and "iterations" in settings:
+        bound = event_bound(graph, int(settings["iterations"]), float(settings.get("eta", 1.0)),
+                            bool(settings.get("read_inputs", False)))
+        result.counts_checked = True
+        for batch, seen in sorted(by_batch.items()):
+            for key in sorted(seen, key=str):
+                if seen[key] > bound[key]:
+                    round_, src, dst, kind = key
+                    result.violations.append(
+                        f"batch {batch} round {round_}: {src} -> {dst} ({kind}): {seen[key]} "
+                        f"messages, the event schedule sends at most {bound[key]}")
+    elif schedule != "jacobi" or "iterations" not in settings:
+        result.note = (f"counts not checked: schedule {schedule!r} has no fixed per-round count")
     else:
         expected = expected_messages(graph, int(settings["iterations"]),
                                      settings.get("mode", "fixed"),

@@ -1,0 +1,90 @@
+"""Pictures of a run, drawn from its metrics document (matplotlib, Agg: no display needed).
+
+curves.png  loss (train dashed, test solid) and test accuracy per epoch, one colour
+            per algorithm, so PC and its BP baseline overlay when both ran;
+            text runs show test perplexity instead of accuracy
+energy.png  predictive coding's free energy after each relaxation round, averaged
+            over the last epoch's batches (round 0 = right after the forward pass)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+COLOURS = {"pc": "tab:blue", "bp": "tab:orange"}
+LABELS = {"pc": "predictive coding", "bp": "backprop"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Render to a temporary name and rename, so a crash never leaves half a PNG."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def plot_curves(doc: dict, path: Path) -> None:
+    plt = _pyplot()
+    text = doc["data"]["kind"] == "text"
+    fig, (ax_loss, ax_right) = plt.subplots(1, 2, figsize=(10, 4))
+    # backprop first, wide and pale, so predictive coding stays visible on top when the
+    # two coincide (they do exactly with eta = 1 and T >= depth)
+    for algorithm in sorted(doc["runs"], key=lambda a: a != "bp"):
+        rows = doc["runs"][algorithm]["epochs"]
+        epochs = [r["epoch"] for r in rows]
+        style = {"color": COLOURS.get(algorithm)}
+        if algorithm == "bp":
+            style.update(linewidth=4, alpha=0.35)
+        label = LABELS.get(algorithm, algorithm)
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "--", label=f"{label} train",
+                     **style)
+        ax_loss.plot(epochs, [r["test_loss"] for r in rows], "-", label=f"{label} test", **style)
+        if text:
+            ax_right.plot(epochs, [r["test_perplexity"] for r in rows], "-", label=label, **style)
+        elif rows and rows[0]["test_accuracy"] is not None:
+            ax_right.plot(epochs, [100 * r["test_accuracy"] for r in rows], "-",
+                          label=f"{label} test", **style)
+            ax_right.plot(epochs, [100 * r["train_accuracy"] for r in rows], "--",
+                          label=f"{label} train", **style)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{doc['topology']} on {doc['data']['name']}")
+    ax_right.set(xlabel="epoch", ylabel="test perplexity" if text else "accuracy (%)")
+    for ax in (ax_loss, ax_right):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_energy(doc: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    energy = doc["runs"].get("pc", {}).get("energy_per_round") or []
+    if energy:
+        ax.plot(range(len(energy)), energy, "o-", color=COLOURS["pc"])
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if all(e > 0 for e in energy):
+            ax.set_yscale("log")
+        settings = doc["settings"]
+        ax.set_title(f"eta {settings['eta']}, {settings['iterations']} rounds, "
+                     f"{settings['mode']} mode (last epoch mean)", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "no predictive-coding run", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set(xlabel="relaxation round", ylabel="free energy per sample")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
