@@ -12,6 +12,7 @@ environment), so ~/.ray/auth_token is neither read nor written.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def cluster():
         yield nodes
     finally:
         nodes.stop()
+        shutil.rmtree(nodes.base_dir or "", ignore_errors=True)  # the nodes' logs
 
 
 def run(args, env, timeout=240):
