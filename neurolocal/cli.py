@@ -340,8 +340,8 @@ def add_generate_parser(commands) -> None:
                                "window); 0: all of them, through one concat per layer")
     generate.add_argument("--width", type=_positive_int, default=None,
                           help="tiled: units per tile (default 4); chain: units per link "
-                               "(default 32: narrower tanh chains lose their gradients to "
-                               "float64 rounding within a few hundred links)")
+                               "(default 32: narrower tanh chains see their gradients "
+                               "vanish within a few hundred links)")
     generate.add_argument("--input-width", type=_positive_int, default=16)
     generate.add_argument("--output-width", type=_positive_int, default=4)
     generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),

@@ -169,9 +169,9 @@ def deep_chain(vertices: int = 100, width: int = 32, input_width: int = 4,
     """x -> c0 -> c1 -> ... -> out: one dense vertex per link, depth vertices - 2.
 
     The deepest graph for its size: exact PC needs T = depth rounds, so a chain costs
-    O(vertices^2) vertex steps per batch in a synchronous engine. Width 32 keeps a tanh
-    chain's gradients within float64's reach of PC's errors (v - vhat) at 1,000 links;
-    at width 4 they fall below it within ~150 links (see docs/scaling.md).
+    O(vertices^2) vertex steps per batch in a synchronous Jacobi sweep (one backward
+    pass in an event-driven one). Width 32 keeps a tanh chain's gradients above 1e-6
+    at 1,000 links; at width 4 they vanish (~1e-20 at 300 links).
     """
     _at_least("vertices", vertices, 2)
     entries = [{"name": "x", "op": "input", "shape": [input_width]}]
