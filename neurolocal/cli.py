@@ -296,6 +296,61 @@ def add_run_parser(commands) -> None:
 # --- end of run block ------------------------------------------------------------------------
 
 
+# --- generate: topology files of any size (issue 9) ----------------------------------------
+
+
+def cmd_generate(args) -> int:
+    from neurolocal.generate import GENERATORS, topology_yaml
+    from neurolocal.topology import topology_from_dict
+
+    options = {"vertices": args.vertices, "loss": args.loss}
+    if args.shape == "tiled":
+        options.update(layers=args.layers, tile_width=args.width or 4,
+                       input_width=args.input_width,
+                       output_width=args.output_width, activation=args.activation,
+                       fan_in=args.fan_in)
+    elif args.shape == "chain":
+        options.update(width=args.width or 32, input_width=args.input_width,
+                       output_width=args.output_width, activation=args.activation)
+    else:
+        options.update(seed=args.seed)
+    try:
+        document = GENERATORS[args.shape](**options)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=args.shape) from None
+    graph = topology_from_dict(document).graph  # refuse to write a file that would not load
+    _write_atomically(args.output, topology_yaml(document))
+    print(f"wrote {args.output}: {len(graph.order)} vertices, {len(graph.edges)} edges, "
+          f"{graph.parameter_count()} parameters, depth {graph.depth}")
+    return EXIT_OK
+
+
+def add_generate_parser(commands) -> None:
+    generate = commands.add_parser(
+        "generate", help="write a topology file of a given size: tiled MLP, deep chain, random DAG")
+    generate.add_argument("shape", choices=("tiled", "chain", "random"),
+                          help="tiled: MLP layers cut into dense tiles joined by a concat; "
+                               "chain: one dense vertex per link; random: random DAG")
+    generate.add_argument("--vertices", "-n", type=_positive_int, required=True,
+                          help="about how many vertices (the exact count is printed)")
+    generate.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
+    generate.add_argument("--layers", type=_positive_int, default=4, help="tiled: hidden layers")
+    generate.add_argument("--fan-in", type=_non_negative_int, default=3,
+                          help="tiled: tiles of the layer below each tile reads (a local "
+                               "window); 0: all of them, through one concat per layer")
+    generate.add_argument("--width", type=_positive_int, default=None,
+                          help="tiled: units per tile (default 4); chain: units per link "
+                               "(default 32: narrower tanh chains see their gradients "
+                               "vanish within a few hundred links)")
+    generate.add_argument("--input-width", type=_positive_int, default=16)
+    generate.add_argument("--output-width", type=_positive_int, default=4)
+    generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),
+                          default="tanh")
+    generate.add_argument("--loss", choices=("mse", "softmax_cross_entropy"), default="mse")
+    generate.add_argument("--seed", type=int, default=0, help="random: the graph's seed")
+    generate.set_defaults(run=cmd_generate)
+
+
 # --- wiring --------------------------------------------------------------------------------
 
 
@@ -384,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--weight", choices=("messages", "bytes"), default="messages")
     traffic.set_defaults(run=cmd_traffic)
     add_run_parser(commands)
+    add_generate_parser(commands)
     return parser
 
 

@@ -71,11 +71,13 @@ class Graph:
         self._check_parents()
         self.order: tuple[str, ...] = self._topological_order()
         self.vertices = {n: self.vertices[n] for n in self.order}
-        self.children: dict[str, tuple[str, ...]] = {n: () for n in self.order}
+        # children in topological order, each once; dicts keep it linear in the edge
+        # count (a concat join of a tiled layer has thousands of children)
+        children: dict[str, dict[str, None]] = {n: {} for n in self.order}
         for n in self.order:
             for p in self.vertices[n].parents:
-                if n not in self.children[p]:
-                    self.children[p] += (n,)
+                children[p][n] = None
+        self.children: dict[str, tuple[str, ...]] = {n: tuple(c) for n, c in children.items()}
         self.shapes: dict[str, Shape] = self._infer_shapes()
         self.inputs: tuple[str, ...] = tuple(n for n in self.order if self.is_input(n))
         if not self.inputs:

@@ -25,6 +25,11 @@ def _vertex(op, p, xs):
         if op.bias:
             z = z + p["bias"]
         return ACT[op.activation](z)
+    if name == "multi_dense":
+        z = sum(x @ p[f"weight{k}"] for k, x in enumerate(xs))
+        if op.bias:
+            z = z + p["bias"]
+        return ACT[op.activation](z)
     if name == "conv2d":
         z = F.conv2d(xs[0], p["weight"], p.get("bias"), stride=_pair(op.stride),
                      padding=_pair(op.padding))

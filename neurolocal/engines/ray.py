@@ -105,6 +105,9 @@ def start_ray(address: str | None) -> bool:
     check_reachable(address)
     if remote:  # Ray retries a silent GCS once a second for a minute by default
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
+        from neurolocal.cluster import check_cluster_access
+
+        check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
     try:
         with stderr_kept_unless_failing():
             ray.init(address=address, include_dashboard=False if not remote else None,

@@ -27,6 +27,7 @@ from neurolocal.ops.dense import Dense
 from neurolocal.ops.elementwise import Add, Mul, Relu, Sigmoid, Tanh
 from neurolocal.ops.embedding import Embedding
 from neurolocal.ops.losses import LOSSES, Loss, make_loss
+from neurolocal.ops.multi_dense import MultiDense
 from neurolocal.ops.pool import AvgPool2d, MaxPool2d
 from neurolocal.ops.shape import Flatten, Reshape, Stack
 from neurolocal.ops.silent import SilentDense
@@ -127,7 +128,8 @@ def _function_op(name, forward, vjp, param_vjp, param_defaults, output_shape, ar
 
 
 for _op in (Input, Dense, Tanh, Relu, Sigmoid, Add, Mul, Concat,
-            Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Stack, Embedding, SilentDense):
+            Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Stack, Embedding, MultiDense,
+            SilentDense):
     register_op(_op)
 
 __all__ = ["OPS", "LOSSES", "Loss", "Op", "get_op", "make_loss", "register_op"]

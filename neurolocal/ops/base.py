@@ -16,6 +16,7 @@ All arrays carry the batch as their first axis; shapes elsewhere are per sample.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, ClassVar, Sequence
 
@@ -65,12 +66,12 @@ class Op:
     @property
     def attributes(self) -> dict[str, Any]:
         """The attributes this op was built with, as a topology file would write them."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        names = [p for p in _init_signature(type(self)).parameters if p != "self"]
         return {n: getattr(self, n) for n in names if hasattr(self, n)}
 
     def describe(self) -> str:
         """The op as a user wrote it: its name and the attributes that differ from defaults."""
-        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
+        defaults = {n: p.default for n, p in _init_signature(type(self)).parameters.items()}
         attrs = ", ".join(f"{k}={_plain(v)}" for k, v in self.attributes.items()
                           if defaults.get(k, inspect.Parameter.empty) != v)
         return f"{self.name}({attrs})" if attrs else self.name
@@ -78,7 +79,7 @@ class Op:
     @classmethod
     def from_attributes(cls, attrs: dict[str, Any]) -> "Op":
         """Build from a topology file's keys, naming unknown or missing ones clearly."""
-        signature = inspect.signature(cls.__init__)
+        signature = _init_signature(cls)
         accepted = [p for p in signature.parameters if p != "self"]
         takes_any = any(
             p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
@@ -97,6 +98,13 @@ class Op:
             if p.default is inspect.Parameter.empty and pname not in attrs:
                 raise TopologyError(f"op '{cls.name}' needs attribute '{pname}'", field=pname)
         return cls(**attrs)
+
+
+@functools.lru_cache(maxsize=256)
+def _init_signature(op_class: type) -> inspect.Signature:
+    """The signature of an op class's __init__, read once per class: inspecting it per
+    vertex was a third of the time to load a 10,000-vertex topology."""
+    return inspect.signature(op_class.__init__)
 
 
 def _plain(value: Any) -> Any:
