@@ -268,6 +268,86 @@ def bench_ray(quick: bool) -> None:
         ray.shutdown()
 
 
+def bench_scale(quick: bool) -> None:
+    """Generated tiled graphs: round cost and logical message rate as the vertex count grows."""
+    import ray
+
+    from neurolocal.engines.ray import RayEngine, worker_runtime_env
+    from neurolocal.generate import tiled_mlp
+    from neurolocal.gradcheck import synthetic_batch
+    from neurolocal.topology import graph_from_dict
+
+    print("3. generated tiled graphs (tile width 4, fan-in 3, batch 32): time per round, "
+          "logical messages/s (baseline: one fire-and-forget hop)")
+    ray.init(address="local", include_dashboard=False, logging_level="error",
+             runtime_env=worker_runtime_env())
+    try:
+        hop = ray_floor(True)["fire-and-forget hop, 32x128 f64"]
+        cases = ([(16, 1), (1024, 512)] if quick else
+                 [(16, 1), (64, 1), (256, 32), (1024, 64), (1024, 512)])
+        rounds, repeats = (8, 3) if quick else (16, 5)
+        for vertices, per_actor in cases:
+            graph = graph_from_dict(tiled_mlp(vertices=vertices, layers=4))
+            params = graph.init_params(0)
+            inputs, target = synthetic_batch(graph, 32, 0)
+            with RayEngine(graph, params, vertices_per_actor=per_actor) as engine:
+                round_time, _ = per_round(
+                    lambda r: engine.relax(inputs, target, eta=0.5, iterations=r), rounds, repeats)
+                counts = [engine.relax(inputs, target, eta=0.5, iterations=r)
+                          .extras["report"]["message_counts"] for r in (0, rounds)]
+                actors = len(engine.actors)
+            logical = [c["local_messages"] + c["remote_messages"] for c in counts]
+            per_round_messages = (logical[1] - logical[0]) / rounds
+            rate = per_round_messages / round_time
+            bytes_per_message = 32 * 4 * 8  # a tile's J^T eps: batch x tile width, float64
+            report("scale", f"{len(graph.order)} vertices, {actors} actors (K={per_actor}): round",
+                   round_time, hop,
+                   note=f"{rate:,.0f} logical msg/s, {rate * bytes_per_message / 2 / 1e6:.1f} "
+                        "MB/s per core")
+    finally:
+        ray.shutdown()
+
+
+def bench_placement(quick: bool) -> None:
+    """The same graph over 1, 2 and 3 simulated nodes (ray.cluster_utils.Cluster); the
+    1-node round is the baseline. The nodes share this machine's 2 cores."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from neurolocal.engines.ray import RayEngine, worker_runtime_env
+    from neurolocal.generate import tiled_mlp
+    from neurolocal.gradcheck import synthetic_batch
+    from neurolocal.topology import graph_from_dict
+
+    print("4. placement: one graph spread over 1, 2, 3 simulated nodes (round time; 1 node = "
+          "baseline)")
+    graph = graph_from_dict(tiled_mlp(vertices=64, layers=4))
+    params = graph.init_params(0)
+    inputs, target = synthetic_batch(graph, 32, 0)
+    rounds, repeats = (8, 3) if quick else (16, 5)
+    baseline = None
+    for nodes in (1, 2, 3):
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "resources": {"node_0": 1}, "include_dashboard": False})
+        for k in range(1, nodes):
+            cluster.add_node(num_cpus=1, resources={f"node_{k}": 1})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="error",
+                 runtime_env=worker_runtime_env())
+        try:
+            with RayEngine(graph, params, vertices_per_actor=8, placement="spread") as engine:
+                round_time, _ = per_round(
+                    lambda r: engine.relax(inputs, target, eta=0.5, iterations=r), rounds, repeats)
+                used = {a["node_id"] for a in engine.relax(inputs, target, eta=0.5, iterations=1)
+                        .extras["report"]["actors"]}
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        baseline = baseline or round_time
+        report("placement", f"{len(graph.order)} vertices, 8 actors over {nodes} node(s)",
+               round_time, baseline, note=f"actors on {len(used)} node(s)")
+
+
 # --- 5. traffic-logging overhead ------------------------------------------------------------
 
 
@@ -304,7 +384,8 @@ def bench_logging(quick: bool) -> None:
                    statistics.median(times["on"]), statistics.median(times["off"]))
 
 
-SECTIONS = {"local": bench_local, "ray": bench_ray, "logging": bench_logging}
+SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
+            "placement": bench_placement, "logging": bench_logging}
 
 
 def main() -> None:
