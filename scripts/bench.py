@@ -43,6 +43,16 @@ def median_time(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def interleaved(steps: dict, chunks: int = 3) -> dict[str, float]:
+    """Median time of each step, measured in alternating chunks so that a noisy
+    machine's drift falls on every contender alike. `steps`: name -> (fn, repeats)."""
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(chunks):
+        for name, (fn, repeats) in steps.items():
+            samples[name].append(median_time(fn, max(1, repeats // chunks), warmup=1))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def report(section: str, name: str, value: float, baseline: float, unit: str = "ms",
            note: str = "") -> None:
     ratio = value / baseline if baseline else float("nan")
@@ -108,16 +118,19 @@ def bench_local(quick: bool) -> None:
                         params[vertex][name] += 1e-3 * update
             return step
 
-        reps = repeats if widths[0] < 500 else max(5, repeats // 4)
-        baseline = median_time(torch_step, reps)
-        engine = LocalEngine(graph, params)
-        report("local", f"PC eta=1 T=depth({graph.depth}) step, {label}",
-               median_time(pc_step(engine, 1.0, graph.depth), reps), baseline)
+        reps = repeats if widths[0] < 500 else max(6, repeats // 4)
+        jacobi = LocalEngine(graph, params, schedule="jacobi")
         event = LocalEngine(graph, params, schedule="event")
-        report("local", f"PC eta=1 T=depth event-driven step, {label}",
-               median_time(pc_step(event, 1.0, graph.depth), reps), baseline)
-        report("local", f"PC eta=0.1 T=100 step, {label}",
-               median_time(pc_step(engine, 0.1, 100), max(3, reps // 5)), baseline)
+        steps = {"torch": (torch_step, reps),
+                 "jacobi": (pc_step(jacobi, 1.0, graph.depth), reps),
+                 "event": (pc_step(event, 1.0, graph.depth), reps),
+                 "slow": (pc_step(jacobi, 0.1, 100), max(3, reps // 5))}
+        times = interleaved(steps)
+        baseline = times["torch"]
+        report("local", f"PC eta=1 T=depth({graph.depth}) Jacobi step, {label}",
+               times["jacobi"], baseline)
+        report("local", f"PC eta=1 T=depth event-driven step, {label}", times["event"], baseline)
+        report("local", f"PC eta=0.1 T=100 step, {label}", times["slow"], baseline)
 
 
 # --- 2-4. Ray engine: round cost against Ray's own floor -----------------------------------
@@ -374,14 +387,11 @@ def bench_logging(quick: bool) -> None:
                 "on": LocalEngine(graph, params, schedule=schedule, recorder=TrafficRecorder(
                     directory, "bench", "local", graph=label, settings=settings)),
             }
-            times = {k: [] for k in engines}
-            for _ in range(3):  # interleave, so drift of a noisy machine hits both alike
-                for key, engine in engines.items():
-                    times[key].append(median_time(
-                        lambda e=engine: e.relax(x, y, eta=eta, iterations=iterations),
-                        repeats // 3))
+            times = interleaved({key: (lambda e=engine: e.relax(x, y, eta=eta,
+                                                                iterations=iterations), repeats)
+                                 for key, engine in engines.items()})
             report("logging", f"logging on, {label} {schedule} eta={eta} T={iterations}",
-                   statistics.median(times["on"]), statistics.median(times["off"]))
+                   times["on"], times["off"])
 
 
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
