@@ -333,8 +333,12 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             target = data.train_target[idx]
             if engine is not None:
                 relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
-                run.restarts += [{**r, "epoch": epoch + 1, "batch_in_epoch": b + 1}
-                                 for r in relaxation.extras.get("restarts", [])]
+                for r in relaxation.extras.get("restarts", []):
+                    run.restarts.append({**r, "epoch": epoch + 1, "batch_in_epoch": b + 1})
+                    if log is not None:
+                        log(f"{r['actor']} ({', '.join(r['vertices'])}) died in epoch "
+                            f"{epoch + 1}, batch {b + 1}; Ray restarted it and the batch was "
+                            f"replayed ({r['seconds']:.1f} s lost)")
                 gradient = negated(relaxation.dtheta)
                 loss, prediction = relaxation.loss, relaxation.prediction
                 energy = np.asarray(relaxation.energy, dtype=np.float64)

@@ -111,8 +111,9 @@ def test_an_actor_that_cannot_come_back_ends_the_run_in_one_line_and_leaves_noth
         assert result.returncode == 2, result.stderr
         errors = [line for line in result.stderr.splitlines() if "neurolocal" in line]
         assert len(errors) == 1, result.stderr
-        assert errors[0].startswith("neurolocal: error: actor-1 (vertices hidden1) died")
-        assert "max_restarts is 0" in errors[0] and f"--resume {out}" in errors[0]
+        assert errors[0].startswith("neurolocal: error: actor-1 (vertices hidden1) died and")
+        assert "did not come back (max_restarts 0)" in errors[0]
+        assert errors[0].endswith(f"continue with --resume {out}")
         assert "Traceback" not in result.stderr
         assert seconds < 200  # never the default 300 s timeout
         deadline = time.time() + 20
@@ -182,3 +183,28 @@ def test_shards_drop_every_late_message_of_an_abandoned_attempt():
     for vertex, grads in local.dtheta.items():
         for name, g in grads.items():
             np.testing.assert_array_equal(got[vertex][name], g)
+
+
+def test_an_actor_restarted_between_batches_is_reconnected_before_the_next_one():
+    """A restart nobody saw (the actor died while idle): the restarted actor refuses
+    the batch until it is connected, and the driver treats that like a death."""
+    from neurolocal.engines.ray import RayEngine
+
+    graph = load_topology(MLP).graph
+    inputs, target = synthetic_batch(graph, 8, seed=1)
+    with RayEngine(graph, graph.init_params(1)) as engine:
+        first = engine.relax(inputs, target, eta=1.0, iterations=2)
+        ray.kill(engine.actors[1], no_restart=False)
+        deadline = time.time() + 120
+        while time.time() < deadline:  # until Ray has brought it back (flush_log needs no peers)
+            try:
+                ray.get(engine.actors[1].flush_log.remote(), timeout=10)
+                break
+            except ray.exceptions.RayActorError:
+                time.sleep(0.2)
+        again = engine.relax(inputs, target, eta=1.0, iterations=2)
+    assert [(r["batch"], r["actor"]) for r in again.extras["restarts"]] == [(1, "actor-1")]
+    assert first.extras["restarts"] == []
+    for vertex, grads in first.dtheta.items():
+        for name, g in grads.items():
+            np.testing.assert_array_equal(again.dtheta[vertex][name], g)

@@ -457,9 +457,7 @@ class RayEngine:
                     results = gather(calls, self.timeout, self._describe_actors(),
                                      "finish its batch")
                     break
-                except ActorLost as lost:
-                    if self.max_restarts == 0:
-                        raise EngineError(f"{lost} (max_restarts is 0)") from None
+                except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
                     restarts += self._recover(lost, index, settings.batch, dispatched)
         except BaseException:
             self.close()  # actors are mid-batch, waiting for peers that will never speak
@@ -616,7 +614,7 @@ def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | Non
 
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 def check_fault(fault, actors: int) -> tuple[int, int] | None:
