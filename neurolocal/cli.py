@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
-from neurolocal.errors import ConfigError, NeurolocalError
+from neurolocal.errors import ConfigError, EngineError, NeurolocalError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -42,6 +42,13 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
     return value
+
+
+def _fault(text: str) -> tuple[int, int]:
+    actor, sep, batch = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected ACTOR:BATCH, e.g. 1:5, got {text!r}")
+    return _non_negative_int(actor), _non_negative_int(batch)
 
 
 def _positive_int(text: str) -> int:
@@ -132,8 +139,10 @@ def cmd_traffic(args) -> int:
             print(f"violation: {line}")
         counts = "and per-edge counts " if result.counts_checked else ""
         verdict = "PASS" if result.ok else "FAIL"
+        skipped = (f"; counts skip {len(result.abandoned)} abandoned (replayed) batch(es)"
+                   if result.abandoned and result.counts_checked else "")
         print(f"{verdict}: {result.messages} messages, locality {counts}checked"
-              + (f"; {result.note}" if result.note else ""))
+              + (f"; {result.note}" if result.note else "") + skipped)
         return EXIT_OK if result.ok else EXIT_CHECK_FAILED
     return EXIT_OK
 
@@ -206,10 +215,18 @@ def cmd_run(args) -> int:
             runs[algorithm] = train.load_checkpoint(path, graph, settings)
         else:
             runs[algorithm] = train.new_run(algorithm, graph, settings)
-        train.train(runs[algorithm], graph, data, settings, checkpoint=path,
-                    progress=train.progress_factory(args.quiet), log=log, on_epoch=write_metrics,
-                    engine_options={k: getattr(args, k) for k in train.ENGINE_OPTION_DEFAULTS},
-                    updates_per_batch=topology.paper.updates_per_batch)
+        try:
+            train.train(runs[algorithm], graph, data, settings, checkpoint=path,
+                        progress=train.progress_factory(args.quiet), log=log,
+                        on_epoch=write_metrics,
+                        engine_options={k: getattr(args, k)
+                                        for k in train.ENGINE_OPTION_DEFAULTS},
+                        updates_per_batch=topology.paper.updates_per_batch)
+        except EngineError as exc:  # an actor that did not come back: say how to go on
+            if path.exists():
+                raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
+                                  f"with --resume {out_dir}") from None
+            raise
     doc = write_metrics()
     plots.plot_curves(doc, out_dir / "curves.png")
     plots.plot_energy(doc, out_dir / "energy.png")
@@ -387,8 +404,15 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     ray.add_argument("--placement", choices=("spread", "pack"), default="spread",
                      help="spread actors over the cluster's nodes, or pack them on this one")
     ray.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
-                     help="fail, naming the actor, when actors take longer than this to start "
-                          "or to finish a batch (default 300)")
+                     help="fail, naming the actor, when actors take longer than this to start, "
+                          "to finish a batch or to come back after a crash (default 300)")
+    ray.add_argument("--max-restarts", type=_non_negative_int, default=3, metavar="N",
+                     help="Ray restarts an actor that died up to N times; the interrupted "
+                          "batch is replayed from the parameters at its start (default 3; "
+                          "0: the first death ends the run)")
+    ray.add_argument("--fault", type=_fault, default=None, metavar="ACTOR:BATCH",
+                     help="testing aid: kill actor ACTOR (its index, as in actor-3) in the "
+                          "middle of batch BATCH (0: the first batch this command relaxes), once")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,15 @@ Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
 epoch's permutation. A checkpoint (written atomically after every epoch) holds the
 parameters, the optimizer state, the epoch, the generator's state and the history
 so far, all as plain arrays; resuming from it reproduces the uninterrupted run bitwise.
+
+Actor faults: the driver holds the parameters and the optimizer state, and the Ray
+engine sends every shard its parameters with each batch, so an actor that dies
+mid-batch is restarted and the batch replayed from the last committed state (the
+parameters at the start of that batch; the epoch checkpoint is its durable copy):
+the run ends bit for bit as an uninterrupted one. Each restart the engine reports
+(`Relaxation.extras["restarts"]`) is kept in `Run.restarts`, the checkpoint and
+metrics.json; an actor that cannot come back raises `EngineError` and the last
+epoch checkpoint stays for `--resume`.
 """
 
 from __future__ import annotations
@@ -162,7 +171,7 @@ def iterations_for(settings: Settings, graph: Graph) -> int:
 #: engine flags that change where and how vertices run, not what they compute
 ENGINE_OPTION_DEFAULTS = {"schedule": "auto", "traffic_log": None, "address": "local",
                           "vertices_per_actor": 1, "staleness": 0, "placement": "spread",
-                          "timeout": None}
+                          "timeout": None, "max_restarts": 3, "fault": None}
 
 
 def make_engine(settings: Settings, graph: Graph, params: Params, engine_options=None):
@@ -259,6 +268,7 @@ class Run:
     optimizer: Optimizer
     rng: np.random.Generator
     history: History
+    restarts: list[dict] = field(default_factory=list)   # actor restarts, see module doc
 
 
 def new_run(algorithm: str, graph: Graph, settings: Settings) -> Run:
@@ -323,6 +333,12 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             target = data.train_target[idx]
             if engine is not None:
                 relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
+                for r in relaxation.extras.get("restarts", []):
+                    run.restarts.append({**r, "epoch": epoch + 1, "batch_in_epoch": b + 1})
+                    if log is not None:
+                        log(f"{r['actor']} ({', '.join(r['vertices'])}) died in epoch "
+                            f"{epoch + 1}, batch {b + 1}; Ray restarted it and the batch was "
+                            f"replayed ({r['seconds']:.1f} s lost)")
                 gradient = negated(relaxation.dtheta)
                 loss, prediction = relaxation.loss, relaxation.prediction
                 energy = np.asarray(relaxation.energy, dtype=np.float64)
@@ -423,6 +439,7 @@ def save_checkpoint(path: Path, run: Run, settings: Settings) -> None:
         "rng": _rng_to_array(run.rng),
         "settings": np.array(json.dumps(settings.as_dict(), sort_keys=True)),
         "energy_per_round": np.array(run.history.energy_per_round, dtype=np.float64),
+        "restarts": np.array(json.dumps(run.restarts, default=_json_default)),
     }
     for column in History.COLUMNS:
         arrays[f"history/{column}"] = np.array(getattr(run.history, column), dtype=np.float64)
@@ -517,7 +534,13 @@ def load_checkpoint(path: Path, graph: Graph, settings: Settings) -> Run:
         rng = _rng_from_array(arrays["rng"])
     except (ValueError, IndexError, TypeError, OverflowError):
         raise DataError("checkpoint has a damaged generator state", source=source) from None
-    return Run(algorithm, params, optimizer, rng, history)
+    try:
+        restarts = json.loads(str(arrays.get("restarts", "[]")))
+    except ValueError:
+        raise DataError("checkpoint has unreadable restart records", source=source) from None
+    if not isinstance(restarts, list):
+        raise DataError("checkpoint's restart records are not a list", source=source)
+    return Run(algorithm, params, optimizer, rng, history, restarts)
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -582,6 +605,7 @@ def metrics_document(topology_name: str, topology_file: str | None, data: GraphD
             "wall_seconds": float(sum(run.history.seconds)),
             "final": rows[-1] if rows else None,
             "energy_per_round": run.history.energy_per_round,
+            "restarts": run.restarts,
         }
     return doc
 

@@ -38,6 +38,8 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
     from neurolocal.errors import ConfigError
 
     schedule = resolve_schedule(options)
+    if getattr(options, "fault", None) is not None and options.engine != "ray":
+        raise ConfigError("--fault kills a Ray actor; it needs --engine ray", field="fault")
     if options.engine == "local":
         from neurolocal.engines.local import LocalEngine
 
@@ -49,7 +51,7 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
         return LocalEngine(graph, params, mode=options.mode, recorder=recorder,
                            schedule=schedule)
     if options.engine == "ray":
-        from neurolocal.engines.ray import DEFAULT_TIMEOUT, RayEngine
+        from neurolocal.engines.ray import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT, RayEngine
 
         if schedule != "jacobi":
             raise ConfigError("the Ray engine runs the jacobi schedule only (for now); "
@@ -59,7 +61,9 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
                          staleness=options.staleness, placement=options.placement,
                          timeout=getattr(options, "timeout", None) or DEFAULT_TIMEOUT,
                          traffic_log=getattr(options, "traffic_log", None),
-                         traffic_settings=log_settings)
+                         traffic_settings=log_settings,
+                         max_restarts=getattr(options, "max_restarts", DEFAULT_MAX_RESTARTS),
+                         fault=getattr(options, "fault", None))
     raise ConfigError(f"unknown engine {options.engine!r}", field="engine")
 
 

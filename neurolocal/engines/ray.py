@@ -21,6 +21,27 @@ which `with RayEngine(...)` calls even when a run fails; a batch that fails (an
 actor raised, died, or did not answer within `timeout` seconds) closes the engine
 itself, since its actors are left mid-batch.
 
+Actor faults (DESIGN.md §5). Every actor may be restarted by Ray `max_restarts`
+times. When an actor dies during a batch, its `run_batch` call fails (Ray notices
+within about a second, never the full timeout); the driver then waits, at most
+`timeout` seconds, for Ray to bring it back, connects every actor to its
+neighbours again, and replays the interrupted batch under a fresh batch id. The
+shards drop messages of older batches, so late messages of the failed attempt
+cannot leak into the replay. A restarted actor holds no state worth restoring:
+the driver holds the parameters and the optimizer state and sends every shard its
+parameters with each batch, so the restarted vertices restart from the last
+committed state, the parameters at the start of the interrupted batch (the
+trainer's epoch checkpoint on disk is the durable copy of that state). The replay
+is bit for bit the batch that failed. Each restart is recorded (batch, actor,
+vertices, seconds lost: from the failed attempt's dispatch to the replay's, about 2 s
+on a quiet 2-core machine, mostly Ray noticing the death) in the Relaxation's
+`extras["restarts"]`; a restarted actor's first batch also pays its process's
+kernel load (about 0.5 s), not counted there. An actor that
+cannot come back (restarts exhausted, or not back within `timeout`) ends the run
+with an `EngineError` naming it. `fault=(actor, batch)` is a testing aid: the
+driver kills that actor with `ray.kill(..., no_restart=False)` right after
+dispatching the calls of its `batch`-th relaxation (0-based), once.
+
 Traffic log (`traffic_log=DIR`): every actor writes its own stream
 `<run>.actor-<i>.traffic` (in DIR on the machine it runs on) with the messages its
 vertices received, local or remote; the driver writes `<run>.scheduler.traffic`
@@ -35,6 +56,7 @@ import contextlib
 import os
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +76,20 @@ ADDRESS_LOCAL = "local"
 DEFAULT_TIMEOUT = 300.0
 #: seconds to wait for a cluster's address to accept a connection
 CONNECT_TIMEOUT = 10.0
+#: how often Ray may restart one actor that died before the run gives up
+DEFAULT_MAX_RESTARTS = 3
+
+
+class ActorNotReady(Exception):
+    """Raised by an actor that Ray restarted but the driver has not connected yet."""
+
+
+class ActorLost(EngineError):
+    """An actor died (or restarted) under a batch; `actors` are their shard indices."""
+
+    def __init__(self, message: str, actors: list[int]):
+        super().__init__(message)
+        self.actors = actors
 
 
 @dataclass(frozen=True)
@@ -185,32 +221,50 @@ class ShardActor:
         log = None
         self.name = actor_name(owners[names[0]])
         self.traffic = traffic
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         if traffic is not None:
-            recorder = TrafficRecorder(traffic.directory, traffic.run, self.name,
+            recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
                                        graph=traffic.graph, settings=traffic.settings)
             log = ShardLog(recorder, traffic.actors, traffic.hosts)
         self.shard = Shard(graph, names, owners, mode, log)
-        self.peers: dict = {}
+        self.peers: dict | None = None   # None until the driver connects this incarnation
         self.finished: asyncio.Event | None = None
         self.failure: BaseException | None = None
+
+    def writer_name(self) -> str:
+        """A restarted actor opens a stream of its own (`actor-3-restart-1`): its dead
+        predecessor's stream may end in a cut record, and one header per stream."""
+        if not self.restarted:
+            return self.name
+        spec, k = self.traffic, 1
+        while os.path.exists(os.path.join(spec.directory,
+                                          f"{spec.run}.{self.name}-restart-{k}.traffic")):
+            k += 1
+        return f"{self.name}-restart-{k}"
 
     async def connect(self, peers: dict) -> dict:
         self.peers = peers
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid()}
+                "pid": os.getpid(), "restarted": self.restarted}
 
     async def run_batch(self, settings: RunSettings, params, inputs, target,
                         t_send: float = 0.0) -> dict:
+        if self.peers is None:
+            raise ActorNotReady(f"{self.name} was restarted and is not connected yet")
+        if self.finished is not None and not self.finished.is_set():
+            self.finished.set()  # a replay supersedes a batch a dead peer left unfinished
         if self.traffic is not None:  # the scheduler's call is a control message
             me = self.shard.index
             self.shard.log.recorder.record(
                 settings.batch, 0, SCHEDULER, self.name, "control",
                 payload_bytes([params, inputs, target]), t_send, now(),
                 self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
-        self.finished = asyncio.Event()
+        self.finished = finished = asyncio.Event()
         self._post(self.shard.begin(settings, params, inputs, target))
-        await self.finished.wait()
+        await finished.wait()
+        if self.finished is not finished:  # superseded: the driver no longer waits for it
+            return {"abandoned": settings.batch}
         self.shard.flush_log()
         if self.failure is not None:
             raise self.failure
@@ -244,10 +298,15 @@ class RayEngine:
                  seed: int = 0, *, address: str | None = ADDRESS_LOCAL,
                  vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread",
                  timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
-                 traffic_settings: dict | None = None):
-        """`timeout`: seconds any wait of the driver may take (actors starting, a batch).
-        `traffic_log`: a directory for the traffic log; `traffic_settings` go into its
-        headers (eta, iterations, read_inputs: what the audit needs to count)."""
+                 traffic_settings: dict | None = None,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS,
+                 fault: tuple[int, int] | None = None):
+        """`timeout`: seconds any wait of the driver may take (actors starting, a batch,
+        a restarted actor coming back). `traffic_log`: a directory for the traffic log;
+        `traffic_settings` go into its headers (eta, iterations, read_inputs: what the
+        audit needs to count). `max_restarts`: how often Ray may restart each actor.
+        `fault=(actor, batch)`: a testing aid, kill actor `actor` (its shard index)
+        mid-batch in the `batch`-th relaxation (0-based), once."""
         if mode != "fixed":
             raise ConfigError("the ray engine runs fixed mode only (strict mode would add a "
                               "value exchange to every round); use --engine local for strict",
@@ -268,10 +327,18 @@ class RayEngine:
         self.recorder: TrafficRecorder | None = None
         self.shards = partition(graph, vertices_per_actor)
         assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
+        if isinstance(max_restarts, bool) or int(max_restarts) != max_restarts \
+                or max_restarts < 0:
+            raise ConfigError(f"expected a whole number >= 0, got {max_restarts}",
+                              field="max_restarts")
+        self.max_restarts = int(max_restarts)
+        self.fault = check_fault(fault, len(self.shards))
         self.actors: list = []
         self.actor_info: list[dict] = []
         self.setup_calls = 0
-        self._batch = 0
+        self.restarts: list[dict] = []   # every restart of this engine's life
+        self._batch = 0                  # batch ids sent to the shards (replays take new ones)
+        self._relaxed = 0                # relax() calls, the numbering `fault` uses
         self._owns_ray = start_ray(address)
         try:
             self._start_actors()
@@ -288,15 +355,16 @@ class RayEngine:
         nodes = [driver_node] * (driver_node in alive) + [n for n in alive if n != driver_node]
         where = assign_nodes(len(self.shards), nodes, self.placement, driver_node)
         traffic = self._traffic_spec(where, driver_node)
-        graph_ref = ray.put(graph)
+        graph_ref = graph_argument(graph)
+        self._graph_ref = graph_ref  # kept alive: a restarted actor reads it again
         for names, node in zip(self.shards, where):
             strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
             # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
             # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
-            self.actors.append(ShardActor.options(num_cpus=0, scheduling_strategy=strategy)
+            self.actors.append(ShardActor.options(num_cpus=0, scheduling_strategy=strategy,
+                                                  max_restarts=self.max_restarts)
                                .remote(graph_ref, names, owners, self.mode, traffic))
-        calls = [actor.connect.remote({j: self.actors[j] for j in self._neighbour_shards(i)})
-                 for i, actor in enumerate(self.actors)]
+        calls = [actor.connect.remote(self._peers(i)) for i, actor in enumerate(self.actors)]
         self.setup_calls = len(calls)
         infos = gather(calls, self.timeout, self._describe_actors(), "start")
         self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
@@ -328,6 +396,9 @@ class RayEngine:
     def _describe_actors(self) -> list[str]:
         return [f"{actor_name(i)} (vertices {', '.join(names)})"
                 for i, names in enumerate(self.shards)]
+
+    def _peers(self, index: int) -> dict:
+        return {j: self.actors[j] for j in self._neighbour_shards(index)}
 
     def _neighbour_shards(self, index: int) -> list[int]:
         """Shards hosting a parent, a child or a tied-group owner of this shard's vertices
@@ -375,27 +446,91 @@ class RayEngine:
         staleness = self.staleness if staleness is None else staleness
         check_staleness(staleness)
         inputs, target = prepare_batch(graph, inputs, target)
-        settings = RunSettings(self._batch, float(eta), int(iterations), int(staleness),
-                               bool(read_inputs))
-        self._batch += 1  # numbered from 0, as the local engine's log
-        calls = []
+        index, self._relaxed = self._relaxed, self._relaxed + 1
+        restarts: list[dict] = []
         try:
-            for actor, names in zip(self.actors, self.shards):
-                params = {n: self.params[n] for n in names if n in self.params}
-                data = {n: inputs[n] for n in names if n in inputs}
-                calls.append(actor.run_batch.remote(settings, params, data,
-                                                    target if graph.output in names else None,
-                                                    now()))
-            results = gather(calls, self.timeout, self._describe_actors(), "finish its batch")
+            while True:  # one attempt per pass; a lost actor makes a replay
+                settings = RunSettings(self._batch, float(eta), int(iterations),
+                                       int(staleness), bool(read_inputs))
+                self._batch += 1  # numbered from 0, as the local engine's log
+                dispatched = now()
+                calls = self._dispatch(settings, inputs, target)
+                if self.fault is not None and self.fault[1] == index:
+                    victim = self.fault[0]
+                    self.fault = None  # once: the replay must not be killed again
+                    ray.kill(self.actors[victim], no_restart=False)
+                try:
+                    results = gather(calls, self.timeout, self._describe_actors(),
+                                     "finish its batch")
+                    break
+                except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
+                    restarts += self._recover(lost, index, settings.batch, dispatched)
         except BaseException:
             self.close()  # actors are mid-batch, waiting for peers that will never speak
             raise
         relaxation = self._assemble(results, settings, scheduler_calls=len(calls))
+        relaxation.extras["restarts"] = restarts
         if self.recorder is not None:
             self._log_replies(settings.batch, results, now())
             self.recorder.record_energy(settings.batch, relaxation.energy)
             self.recorder.flush()
         return relaxation
+
+    def _dispatch(self, settings: RunSettings, inputs, target) -> list:
+        """One `run_batch` call per actor: its parameters, its inputs' data, the target."""
+        calls = []
+        for actor, names in zip(self.actors, self.shards):
+            params = {n: self.params[n] for n in names if n in self.params}
+            data = {n: inputs[n] for n in names if n in inputs}
+            calls.append(actor.run_batch.remote(settings, params, data,
+                                                target if self.graph.output in names else None,
+                                                now()))
+        return calls
+
+    def _recover(self, lost: ActorLost, index: int, batch: int, dispatched: float) -> list[dict]:
+        """After an actor died under batch id `batch`: wait (at most `timeout` s) until Ray
+        has restarted it, connect every actor to its neighbours again (a restarted actor
+        has no handles; the others keep theirs, Ray re-routes them), mark the batch
+        abandoned in the traffic log, and return one record per restarted actor."""
+        deadline = now() + self.timeout
+        pending = set(range(len(self.actors)))
+        infos: dict[int, dict] = {}
+        while pending:
+            refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
+            ready, _ = ray.wait(list(refs), num_returns=len(refs),
+                                timeout=max(0.0, deadline - now()))
+            for ref in ready:
+                i = refs[ref]
+                try:
+                    infos[i] = ray.get(ref)
+                    pending.discard(i)
+                except ray.exceptions.ActorDiedError as exc:  # Ray will not restart it
+                    raise EngineError(
+                        f"{self._describe_actors()[i]} died and did not come back "
+                        f"(max_restarts {self.max_restarts}): {first_line(exc)}") from None
+                except ray.exceptions.RayActorError:  # still restarting: ask again
+                    pass
+            if pending and now() >= deadline:
+                names = [self._describe_actors()[i] for i in sorted(pending)]
+                raise EngineError(f"{len(names)} actor(s) did not come back within "
+                                  f"{self.timeout:g} s after a failure: " + "; ".join(names[:5]))
+            if pending:
+                time.sleep(0.1)  # a short pause before asking a restarting actor again
+        self.setup_calls += len(self.actors)
+        back = sorted(set(lost.actors) | {i for i, info in infos.items()
+                                          if info["pid"] != self.actor_info[i]["pid"]})
+        for i, info in infos.items():
+            self.actor_info[i].update(info)
+        if self.recorder is not None:  # the audit counts no messages of this batch id
+            t = now()
+            self.recorder.record(batch, 0, SCHEDULER, SCHEDULER, "control", 0, t, t,
+                                 self.scheduler_host, self.scheduler_host, SCHEDULER, SCHEDULER)
+            self.recorder.flush()
+        seconds = now() - dispatched
+        records = [{"batch": index, "abandoned_batch_id": batch, "actor": actor_name(i),
+                    "vertices": list(self.shards[i]), "seconds": seconds} for i in back]
+        self.restarts += records
+        return records
 
     def _log_replies(self, batch: int, results: list[dict], t_recv: float) -> None:
         spec_hosts = [a["host"] for a in self.actor_info]
@@ -442,6 +577,20 @@ class RayEngine:
         )
 
 
+#: a graph pickled smaller than this travels inside each actor's creation call
+INLINE_GRAPH_BYTES = 64 << 10
+
+
+def graph_argument(graph: Graph):
+    """The graph itself when small (Ray inlines it in every creation call), else one
+    object-store copy shared by all actors. Inline is preferred: Ray warns on stderr
+    about restartable actors whose constructor reads the object store (their restart
+    fails if the object is lost; the engine keeps the reference alive)."""
+    if len(ray.cloudpickle.dumps(graph)) < INLINE_GRAPH_BYTES:
+        return graph
+    return ray.put(graph)
+
+
 def tied_owners(graph: Graph, vertex: str) -> set[str]:
     return {owner for owner, _ in graph.ties_of(vertex)[0].values()}
 
@@ -463,10 +612,32 @@ def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | Non
                               + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""))
         try:
             ray.get(ready)
-        except ray.exceptions.RayActorError as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise EngineError(f"{names[index[ready[0]]]} died: {detail}") from None
+        except (ray.exceptions.RayActorError, ActorNotReady) as exc:
+            i = index[ready[0]]
+            raise ActorLost(f"{names[i]} died: {first_line(exc)}", [i]) from None
     return ray.get(calls)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def check_fault(fault, actors: int) -> tuple[int, int] | None:
+    """`(actor index, batch index)` within range, or None."""
+    if fault is None:
+        return None
+    try:
+        actor, batch = (int(x) for x in fault)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected ACTOR:BATCH (two whole numbers), got {fault!r}",
+                          field="fault") from None
+    if not 0 <= actor < actors:
+        raise ConfigError(f"actor {actor} does not exist (this run has actors 0..{actors - 1})",
+                          field="fault")
+    if batch < 0:
+        raise ConfigError(f"batch must be >= 0, got {batch}", field="fault")
+    return actor, batch
 
 
 def check_staleness(staleness) -> None:

@@ -15,6 +15,13 @@ Every other count (missing, duplicated or extra messages) is a violation.
 
 An event-driven batch (schedule "event") sends only when an error changed: the
 audit then checks that no edge carried more than the event bound (`event_bound`).
+
+Abandoned batches: when an actor dies mid-batch the Ray engine replays the batch
+under a fresh batch id and writes a `control` record from the scheduler to itself
+(src = dst = "scheduler") carrying the abandoned batch id. The failed attempt's
+messages are partial (some were never sent, the dead actor's buffer is lost), so
+the audit checks their locality but not their counts; the replay is counted like
+any other batch. `AuditResult.abandoned` lists the batch ids skipped that way.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class AuditResult:
     violations: list[str] = field(default_factory=list)
     counts_checked: bool = False
     note: str = ""
+    abandoned: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -105,6 +113,7 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
     partners = tied_partners(graph)
     result = AuditResult(messages=len(log))
     by_batch: dict[int, Counter] = {}
+    abandoned: set[int] = set()
     for i in range(len(log)):
         src, dst, kind = c["src"][i], c["dst"][i], c["kind"][i]
         batch, round_ = int(c["batch"][i]), int(c["round"][i])
@@ -123,6 +132,10 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
             result.violations.append(f"batch {batch} round {round_}: {src} -> {dst} ({kind}): {problem}")
         if kind in ("value", "error", "partial"):
             by_batch.setdefault(batch, Counter())[(round_, src, dst, kind)] += 1
+        elif kind == "control" and src == dst == SCHEDULER:
+            abandoned.add(batch)
+    result.abandoned = sorted(abandoned)
+    by_batch = {b: seen for b, seen in by_batch.items() if b not in abandoned}
 
     settings = log.settings
     schedule = settings.get("schedule", "jacobi")

@@ -1,0 +1,210 @@
+"""Killed actors (issue 8): Ray restarts them, the driver replays the interrupted batch,
+and the run ends bit for bit as an uninterrupted one; an actor that cannot come back
+ends the run in one line (exit 2), leaves its last epoch checkpoint and no Ray behind.
+
+Real local Ray, no mocks. Small: the digits MLP, 2 epochs of 6 batches of 256.
+"""
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from neurolocal.cli import main
+from neurolocal.engines.base import prepare_batch
+from neurolocal.engines.local import LocalEngine
+from neurolocal.engines.ray import worker_runtime_env
+from neurolocal.gradcheck import synthetic_batch
+from neurolocal.placement import partition, shard_of
+from neurolocal.shard import RunSettings, Shard
+from neurolocal.topology import load_topology
+from neurolocal.traffic import read_traffic
+from neurolocal.traffic.audit import audit
+from conftest import REPO_ROOT, run_cli
+from test_ray_cli import processes_mentioning
+
+MLP = REPO_ROOT / "topologies" / "mlp.yaml"
+#: 2 epochs x 6 batches; batch 7 (0-based) is the second batch of epoch 2
+RUN = ["run", MLP, "--engine", "ray", "--data", "digits", "--epochs", 2, "--batch-size", 256,
+       "--seed", 5, "--quiet"]
+FAULT_BATCH = 7
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
+             runtime_env=worker_runtime_env(), log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run_in_process(*args) -> int:
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code
+
+
+def final_params(out_dir) -> dict[str, np.ndarray]:
+    with np.load(out_dir / "checkpoint-pc.npz", allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files if k.startswith("param/")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "run"
+    assert run_in_process(*RUN, "--out", out, "--no-traffic-log") == 0
+    return final_params(out)
+
+
+def assert_same_weights(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)  # bitwise
+
+
+@pytest.mark.parametrize("k, victim, vertices", [(1, 2, ["hidden2"]),
+                                                 (2, 1, ["hidden2", "logits"])])
+def test_a_killed_actor_is_restarted_and_the_run_ends_as_if_nothing_happened(
+        tmp_path, uninterrupted, k, victim, vertices):
+    out = tmp_path / "run"
+    code = run_in_process(*RUN, "--out", out, "--vertices-per-actor", k,
+                          "--fault", f"{victim}:{FAULT_BATCH}")
+    assert code == 0
+    assert_same_weights(final_params(out), uninterrupted)
+
+    restarts = json.loads((out / "metrics.json").read_text())["runs"]["pc"]["restarts"]
+    assert len(restarts) == 1, restarts
+    record = restarts[0]
+    assert record["actor"] == f"actor-{victim}" and record["vertices"] == vertices
+    assert record["epoch"] == 2
+    # the kill lands in batch 7 or, if that actor had already answered, batch 8 finds it gone
+    assert record["batch"] in (FAULT_BATCH, FAULT_BATCH + 1)
+    assert record["batch_in_epoch"] == record["batch"] - 6 + 1
+    assert record["seconds"] > 0
+
+    # the restarted actor writes a stream of its own; the abandoned attempt is marked
+    # and the audit counts every other batch, the replay included
+    log = read_traffic(out / "traffic")
+    assert any(h["writer"] == f"actor-{victim}-restart-1" for h in log.headers)
+    result = audit(log, load_topology(MLP).graph)
+    assert result.ok, result.violations
+    assert result.counts_checked and result.abandoned == [record["abandoned_batch_id"]]
+    assert result.messages > 0
+
+
+def test_an_actor_that_cannot_come_back_ends_the_run_in_one_line_and_leaves_nothing(
+        tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    temp = tempfile.mkdtemp(prefix="nlf")  # short: Ray's socket paths must stay < 108 bytes
+    try:
+        started = time.time()
+        result = run_cli(*RUN, "--out", out, "--max-restarts", 0,
+                         "--fault", f"1:{FAULT_BATCH}", env={"RAY_TMPDIR": temp})
+        seconds = time.time() - started
+        assert result.returncode == 2, result.stderr
+        errors = [line for line in result.stderr.splitlines() if "neurolocal" in line]
+        assert len(errors) == 1, result.stderr
+        assert errors[0].startswith("neurolocal: error: actor-1 (vertices hidden1) died and")
+        assert "did not come back (max_restarts 0)" in errors[0]
+        assert errors[0].endswith(f"continue with --resume {out}")
+        assert "Traceback" not in result.stderr
+        assert seconds < 200  # never the default 300 s timeout
+        deadline = time.time() + 20
+        while processes_mentioning(temp) and time.time() < deadline:
+            time.sleep(0.5)
+        assert processes_mentioning(temp) == []
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+    # the first epoch's checkpoint stayed; resuming it ends where the clean run did
+    with np.load(out / "checkpoint-pc.npz", allow_pickle=False) as archive:
+        assert int(archive["epoch"]) == 1
+    assert run_in_process("run", MLP, "--resume", out, "--quiet", "--no-traffic-log") == 0
+    assert_same_weights(final_params(out), uninterrupted)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fault", "9:0"], "fault: actor 9 does not exist (this run has actors 0..3)"),
+    (["--fault", "1:0", "--engine", "local"], "fault: --fault kills a Ray actor; it needs "
+                                              "--engine ray"),
+])
+def test_a_bad_fault_is_one_line(tmp_path, capsys, flags, message):
+    assert run_in_process(*RUN, "--out", tmp_path / "run", *flags) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"neurolocal: error: {message}"]
+
+
+def test_shards_drop_every_late_message_of_an_abandoned_attempt():
+    """The replay is exact whichever way the failed attempt's messages arrive: at a
+    survivor before the replay begins (its batch is reset), at a survivor after it
+    (an older batch: dropped), or at the restarted shard before it begins (pending,
+    then dropped as older)."""
+    graph = load_topology(MLP).graph
+    params = graph.init_params(2)
+    inputs, target = prepare_batch(graph, *synthetic_batch(graph, 6, seed=4))
+    groups = partition(graph, 1)
+    owners = shard_of(groups)
+    shards = [Shard(graph, names, owners) for names in groups]
+    rng = random.Random(0)
+
+    def begin(shard, batch):
+        return shard.begin(RunSettings(batch, 0.8, 3), params,
+                           {n: inputs[n] for n in shard.names if n in inputs},
+                           target if graph.output in shard.names else None)
+
+    calls = [c for shard in shards for c in begin(shard, 0).items()]
+    for _ in range(3):  # the failed attempt gets a little way, the rest is left in flight
+        dst, messages = calls.pop(rng.randrange(len(calls)))
+        calls += list(shards[dst].deliver(messages).items())
+    shards[2] = Shard(graph, groups[2], owners)  # hidden2's actor restarted: a fresh shard
+    rng.shuffle(calls)
+
+    not_begun = list(range(len(shards)))
+    rng.shuffle(not_begun)
+    while not_begun or calls:  # the replay, with the stale calls mixed in
+        if not_begun and (not calls or rng.random() < 0.3):
+            out = begin(shards[not_begun.pop()], 1)
+        else:
+            dst, messages = calls.pop(rng.randrange(len(calls)))
+            out = shards[dst].deliver(messages)
+        calls += list(out.items())
+    assert all(s.done and not s.pending for s in shards)
+    local = LocalEngine(graph, params, schedule="jacobi").relax(inputs, target, eta=0.8,
+                                                                iterations=3)
+    got = {}
+    for shard in shards:
+        got.update(shard.result()["dtheta"])
+    for vertex, grads in local.dtheta.items():
+        for name, g in grads.items():
+            np.testing.assert_array_equal(got[vertex][name], g)
+
+
+def test_an_actor_restarted_between_batches_is_reconnected_before_the_next_one():
+    """A restart nobody saw (the actor died while idle): the restarted actor refuses
+    the batch until it is connected, and the driver treats that like a death."""
+    from neurolocal.engines.ray import RayEngine
+
+    graph = load_topology(MLP).graph
+    inputs, target = synthetic_batch(graph, 8, seed=1)
+    with RayEngine(graph, graph.init_params(1)) as engine:
+        first = engine.relax(inputs, target, eta=1.0, iterations=2)
+        ray.kill(engine.actors[1], no_restart=False)
+        deadline = time.time() + 120
+        while time.time() < deadline:  # until Ray has brought it back (flush_log needs no peers)
+            try:
+                ray.get(engine.actors[1].flush_log.remote(), timeout=10)
+                break
+            except ray.exceptions.RayActorError:
+                time.sleep(0.2)
+        again = engine.relax(inputs, target, eta=1.0, iterations=2)
+    assert [(r["batch"], r["actor"]) for r in again.extras["restarts"]] == [(1, "actor-1")]
+    assert first.extras["restarts"] == []
+    for vertex, grads in first.dtheta.items():
+        for name, g in grads.items():
+            np.testing.assert_array_equal(again.dtheta[vertex][name], g)
