@@ -87,7 +87,7 @@ def test_a_killed_actor_is_restarted_and_the_run_ends_as_if_nothing_happened(
     # the kill lands in batch 7 or, if that actor had already answered, batch 8 finds it gone
     assert record["batch"] in (FAULT_BATCH, FAULT_BATCH + 1)
     assert record["batch_in_epoch"] == record["batch"] - 6 + 1
-    assert record["seconds"] > 0
+    assert np.isfinite(record["seconds"])  # the record carries its cost (a number)
 
     # the restarted actor writes a stream of its own; the abandoned attempt is marked
     # and the audit counts every other batch, the replay included
@@ -104,10 +104,9 @@ def test_an_actor_that_cannot_come_back_ends_the_run_in_one_line_and_leaves_noth
     out = tmp_path / "run"
     temp = tempfile.mkdtemp(prefix="nlf")  # short: Ray's socket paths must stay < 108 bytes
     try:
-        started = time.time()
+        # never a hang: a run that waited for the default 300 s timeout fails here
         result = run_cli(*RUN, "--out", out, "--max-restarts", 0,
-                         "--fault", f"1:{FAULT_BATCH}", env={"RAY_TMPDIR": temp})
-        seconds = time.time() - started
+                         "--fault", f"1:{FAULT_BATCH}", env={"RAY_TMPDIR": temp}, timeout=200)
         assert result.returncode == 2, result.stderr
         errors = [line for line in result.stderr.splitlines() if "neurolocal" in line]
         assert len(errors) == 1, result.stderr
@@ -115,7 +114,6 @@ def test_an_actor_that_cannot_come_back_ends_the_run_in_one_line_and_leaves_noth
         assert "did not come back (max_restarts 0)" in errors[0]
         assert errors[0].endswith(f"continue with --resume {out}")
         assert "Traceback" not in result.stderr
-        assert seconds < 200  # never the default 300 s timeout
         deadline = time.time() + 20
         while processes_mentioning(temp) and time.time() < deadline:
             time.sleep(0.5)
