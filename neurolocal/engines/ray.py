@@ -189,8 +189,9 @@ def check_reachable(address: str) -> None:
     try:
         speaks_grpc = answers_http2(host, int(port))
     except OSError as exc:
-        raise ConfigError(f"cannot reach Ray at {address!r}: {exc.strerror or exc}",
-                          field="address") from None
+        raise ConfigError(f"cannot reach Ray at {address!r}: {exc.strerror or exc}; nothing "
+                          f"answers at {address}: is `ray start --head` running there, and is "
+                          "the port reachable from this machine?", field="address") from None
     if not speaks_grpc:
         raise ConfigError(f"{address!r} answers but is not a Ray cluster (its GCS speaks gRPC)",
                           field="address")
