@@ -24,7 +24,6 @@ import json
 import re
 import shlex
 from fnmatch import fnmatch
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,6 @@ Real local Ray, no mocks. Small: the digits MLP, 2 epochs of 6 batches of 256.
 """
 
 import json
-import os
 import random
 import shutil
 import tempfile

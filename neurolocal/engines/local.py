@@ -133,14 +133,19 @@ class LocalEngine:
             if on_round is not None:
                 on_round(round_)
 
-        input_feedback = {}
-        if read_inputs:
-            input_feedback = self._read_inputs(iterations + 1, inputs)
+        return self._finish(iterations, inputs, energy, read_inputs)
+
+    def _finish(self, last_round: int, inputs, energy: list[float], read_inputs: bool,
+                extras: dict | None = None) -> Relaxation:
+        """After the last relaxation round: dL/dx if asked, the Hebbian updates with tied
+        partials reduced at their owners (both as messages of round last + 1), the log."""
+        graph, rules = self.graph, self.rules
+        input_feedback = self._read_inputs(last_round + 1, inputs) if read_inputs else {}
         dtheta, partials = exchange_tied_partials(rules)
         self._messages += len(partials)
         if self.recorder is not None:
             t_send = now()
-            self._log_received(iterations + 1, [(src, dst, (payload, t_send))
+            self._log_received(last_round + 1, [(src, dst, (payload, t_send))
                                                 for src, dst, payload in partials], "partial")
             self.recorder.record_energy(self.batches, energy)
             self.recorder.flush()
@@ -154,6 +159,7 @@ class LocalEngine:
             loss=output.loss_value,
             prediction=output.prediction,
             messages=self._messages,
+            extras=extras or {},
         )
 
     # --- message exchange ------------------------------------------------------------

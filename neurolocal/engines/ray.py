@@ -59,7 +59,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

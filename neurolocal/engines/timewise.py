@@ -26,10 +26,9 @@ import re
 from typing import Callable
 
 from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
-from neurolocal.engines.local import LocalEngine, exchange_tied_partials
+from neurolocal.engines.local import LocalEngine
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph, Params
-from neurolocal.traffic.log import now
 
 STEP_SUFFIX = re.compile(r"@(\d+)$")
 
@@ -105,26 +104,5 @@ class BackwardInTimeEngine(LocalEngine):
                 if on_round is not None:
                     on_round(round_)
             settled = block
-        input_feedback = {}
-        if read_inputs:
-            input_feedback = self._read_inputs(round_ + 1, inputs)
-        dtheta, partials = exchange_tied_partials(rules)
-        self._messages += len(partials)
-        if self.recorder is not None:
-            t_send = now()
-            self._log_received(round_ + 1, [(src, dst, (payload, t_send))
-                                            for src, dst, payload in partials], "partial")
-            self.recorder.record_energy(self.batches, energy)
-            self.recorder.flush()
-        self.batches += 1
-        output = rules[graph.output]
-        return Relaxation(
-            dtheta=dtheta,
-            errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
-            input_feedback=input_feedback,
-            energy=energy,
-            loss=output.loss_value,
-            prediction=output.prediction,
-            messages=self._messages,
-            extras={"schedule": self.schedule, "rounds": round_},
-        )
+        return self._finish(round_, inputs, energy, read_inputs,
+                            extras={"schedule": self.schedule, "rounds": round_})
