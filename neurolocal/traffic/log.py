@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,4 +212,6 @@ def _read_file(path: Path):
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    """Time-ordered and unique: two runs of one process in the same second (a resumed
+    run, an in-process test) must not append to each other's stream files."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{uuid.uuid4().hex[:6]}"
