@@ -77,7 +77,12 @@ def mlp(widths: list[int], name: str) -> Graph:
 
 
 def bench_local(quick: bool) -> None:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        print("1. local engine vs PyTorch backprop: skipped, torch is not installed "
+              "(pip install -e '.[test]' brings torch==2.13.0)")
+        return
 
     from neurolocal.engines.local import LocalEngine
 
