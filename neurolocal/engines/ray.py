@@ -57,6 +57,7 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 
 import ray
@@ -221,7 +222,9 @@ class ShardActor:
         log = None
         self.name = actor_name(owners[names[0]])
         self.traffic = traffic
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         if traffic is not None:
             recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
                                        graph=traffic.graph, settings=traffic.settings)
