@@ -86,7 +86,8 @@ def test_a_killed_actor_is_restarted_and_the_run_ends_as_if_nothing_happened(
     # the kill lands in batch 7 or, if that actor had already answered, batch 8 finds it gone
     assert record["batch"] in (FAULT_BATCH, FAULT_BATCH + 1)
     assert record["batch_in_epoch"] == record["batch"] - 6 + 1
-    assert np.isfinite(record["seconds"])  # the record carries its cost (a number)
+    lost = record["seconds"]  # the record carries what the restart cost (not asserted on)
+    assert isinstance(lost, float) and np.isfinite(lost)
 
     # the restarted actor writes a stream of its own; the abandoned attempt is marked
     # and the audit counts every other batch, the replay included
