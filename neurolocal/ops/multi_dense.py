@@ -16,27 +16,15 @@ import numpy as np
 
 from neurolocal import kernels
 from neurolocal.errors import TopologyError
-from neurolocal.ops.base import Op, choice, positive_int
-from neurolocal.ops.dense import ACTIVATIONS, INITS, apply_activation, draw_weight
+from neurolocal.ops.dense import Dense, apply_activation, draw_weight
 
 
-class MultiDense(Op):
+class MultiDense(Dense):
+    """Dense's attributes and checks; its own shapes, parameters and rules per parent."""
+
     name = "multi_dense"
     arity = None
     min_parents = 1
-
-    def __init__(self, units: int, activation: str = "identity", bias: bool = True,
-                 init: str = "xavier"):
-        self.units = positive_int("units", units)
-        self.activation = choice("activation", activation, list(ACTIVATIONS))
-        if not isinstance(bias, bool):
-            raise TopologyError(f"expected true or false, got {bias!r}", field="bias")
-        self.bias = bias
-        self.init = choice("init", init, INITS)
-
-    @property
-    def has_params(self) -> bool:
-        return True
 
     def output_shape(self, parent_shapes):
         for shape in parent_shapes:
