@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 from neurolocal.errors import ConfigError, EngineError, NeurolocalError
+from neurolocal.limits import add_budget_option
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -64,7 +65,11 @@ def _positive_int(text: str) -> int:
 def cmd_validate(args) -> int:
     from neurolocal.topology import load_topology
 
-    topology = load_topology(args.topology)
+    from neurolocal.limits import budget_from
+    from neurolocal.training.settings import check_training_section
+
+    topology = load_topology(args.topology, budget_from(args.budget))
+    check_training_section(topology.training, topology.graph)   # the checks `run` makes
     print(topology.graph.summary())
     return EXIT_OK
 
@@ -72,10 +77,14 @@ def cmd_validate(args) -> int:
 def cmd_check_grad(args) -> int:
     from neurolocal.engines import relax_once
     from neurolocal.gradcheck import compare, synthetic_batch
+    from neurolocal.limits import budget_from, check_batch
     from neurolocal.topology import load_topology
 
-    graph = load_topology(args.topology).graph
+    budget = budget_from(args.budget)
+    graph = load_topology(args.topology, budget).graph
     iterations = graph.depth if args.iterations is None else args.iterations
+    check_batch(graph, budget, args.batch_size, iterations)
+    _check_outputs(args)
     params = graph.init_params(args.seed)
     inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
     relaxation = relax_once(args, graph, params, inputs, target, eta=args.eta,
@@ -128,13 +137,18 @@ def cmd_traffic(args) -> int:
     elif args.traffic_command == "plot":
         from neurolocal.traffic.plot import plot_traffic
 
+        from neurolocal.files import writable_file
+
+        writable_file(args.output, "--output")
         plot_traffic(log, args.output, weight=args.weight)
         print(f"wrote {args.output}")
     elif args.traffic_command == "audit":
         from neurolocal.topology import load_topology
         from neurolocal.traffic.audit import audit
 
-        result = audit(log, load_topology(args.topology).graph)
+        from neurolocal.limits import budget_from
+
+        result = audit(log, load_topology(args.topology, budget_from(args.budget)).graph)
         for line in result.violations:
             print(f"violation: {line}")
         counts = "and per-edge counts " if result.counts_checked else ""
@@ -147,12 +161,28 @@ def cmd_traffic(args) -> int:
     return EXIT_OK
 
 
+def _check_outputs(args, out_dir=None) -> None:
+    """Every directory a command will write, proven writable before anything is written."""
+    from neurolocal.files import writable_directory
+
+    if out_dir is not None:
+        writable_directory(out_dir, "--resume" if getattr(args, "resume", None) else "--out")
+    if getattr(args, "traffic_log", None):
+        writable_directory(args.traffic_log, "--traffic-log")
+
+
 def _write_atomically(path: str, text: str) -> None:
     import os
     import tempfile
 
+    from neurolocal.files import writable_file
+
+    writable_file(path, "--output")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror}", field=f"--output {path}") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -176,7 +206,10 @@ def cmd_run(args) -> int:
     from neurolocal.training.data import load_for_graph
     from neurolocal.topology import load_topology
 
-    topology = load_topology(args.topology)
+    from neurolocal.limits import budget_from, check_batch
+
+    budget = budget_from(args.budget)
+    topology = load_topology(args.topology, budget)
     graph = topology.graph
     given = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume is not None:
@@ -189,9 +222,12 @@ def cmd_run(args) -> int:
         if any(training.checkpoint_path(out_dir, a).exists() for a in training.ALGORITHMS):
             raise ConfigError("already holds a run's checkpoints; continue it with --resume "
                               "or pick another --out", source=str(out_dir))
-    data = load_for_graph(settings.data, graph)
     if args.traffic_log is None and not args.no_traffic_log:
         args.traffic_log = str(out_dir / "traffic")
+    _check_outputs(args, out_dir)
+    data = load_for_graph(settings.data, graph, budget)
+    check_batch(graph, budget, min(settings.batch_size, data.train_size),
+                training.iterations_for(settings, graph))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -279,7 +315,7 @@ def _resumed_settings(out_dir, given: dict, args, graph):
             raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
                               "a resumed run keeps its settings (only --epochs may change)")
     if given["epochs"] is not None:
-        saved = training.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
+        saved = training.Settings.from_saved({**saved.as_dict(), "epochs": given["epochs"]})
     return saved
 
 
@@ -308,6 +344,7 @@ def add_run_parser(commands) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     run.add_argument("--no-traffic-log", action="store_true",
                      help="do not record messages (by default they go to OUT/traffic)")
+    add_budget_option(run)
     add_engine_options(run, engine_default=None, mode_default=None)
     run.set_defaults(run=cmd_run)
 
@@ -365,7 +402,7 @@ def add_generate_parser(commands) -> None:
     generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),
                           default="tanh")
     generate.add_argument("--loss", choices=("mse", "softmax_cross_entropy"), default="mse")
-    generate.add_argument("--seed", type=int, default=0, help="random: the graph's seed")
+    generate.add_argument("--seed", type=_non_negative_int, default=0, help="random: the graph's seed")
     generate.set_defaults(run=cmd_generate)
 
 
@@ -424,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a topology file and summarise its graph")
     validate.add_argument("topology")
+    add_budget_option(validate)
     validate.set_defaults(run=cmd_validate)
 
     check = commands.add_parser(
@@ -433,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="relaxation step (default 1; fixed mode converges for 0 < eta < 2)")
     check.add_argument("--iterations", "-T", type=_non_negative_int, default=None,
                        help="relaxation steps (default: the graph's depth)")
-    check.add_argument("--seed", type=int, default=0, help="seeds the parameters and the batch")
+    check.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="seeds the parameters and the batch")
+    add_budget_option(check)
     check.add_argument("--batch-size", type=_positive_int, default=8)
     check.add_argument("--max-rel-error", type=_positive_float, default=None,
                        help="exit 1 when the largest relative error exceeds this")
@@ -458,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = tools.add_parser("audit", help="prove locality and per-edge counts (exit 1 if not)")
     audit.add_argument("directory")
     audit.add_argument("topology")
+    add_budget_option(audit)
     plot = tools.add_parser("plot", help="heat map of traffic per edge and round, energy")
     plot.add_argument("directory")
     plot.add_argument("-o", "--output", required=True)

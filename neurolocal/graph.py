@@ -7,6 +7,7 @@ it meets a `TopologyError` naming the vertex before any actor starts.
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ class Graph:
         """Distinct trainable numbers: a tied tensor counts once."""
         shapes = self.param_shapes()
         members = {m for group in self.tied for m in group.members}
-        return sum(int(np.prod(s)) for v, per_vertex in shapes.items()
+        return sum(math.prod(s) for v, per_vertex in shapes.items()
                    for p, s in per_vertex.items() if (v, p) not in members)
 
     def summary(self) -> str:
@@ -235,7 +236,7 @@ class Graph:
                 raise exc.within(f"vertices.{n}") from None
             if not shape or min(shape) < 1:
                 raise TopologyError(f"op computes an empty shape {list(shape)}", field=f"vertices.{n}")
-            if int(np.prod(shape)) > MAX_ELEMENTS_PER_SAMPLE:
+            if math.prod(shape) > MAX_ELEMENTS_PER_SAMPLE:
                 raise TopologyError(f"shape {list(shape)} is too large (more than "
                                     f"{MAX_ELEMENTS_PER_SAMPLE} values per sample)",
                                     field=f"vertices.{n}")

@@ -123,6 +123,10 @@ class Recurrence:
             return f"{base}@{t - 1}" if t > 0 else f"{base}@init"
         return parent
 
+    def unrolled_count(self) -> int:
+        """How many vertices unrolling makes, known before making any."""
+        return len(self.state) + self.steps * (len(self.inputs) + len(self.cell))
+
     def unrolled_entries(self) -> list[dict]:
         """Vertex entries (as in `vertices:`) for the step inputs, initial states and cells."""
         entries = [{"name": f"{n}@init", "op": "input", "shape": list(s)}

@@ -27,7 +27,9 @@ from typing import Any
 import yaml
 
 from neurolocal.errors import TopologyError
+from neurolocal.files import read_bytes
 from neurolocal.graph import Graph, VertexSpec
+from neurolocal.limits import Budget, check_document, check_graph, check_vertex_count, default_budget
 from neurolocal.ops import make_loss
 from neurolocal.paper import PaperMode, paper_mode_from
 from neurolocal.recurrence import Recurrence
@@ -35,7 +37,6 @@ from neurolocal.tied import TiedGroup
 
 TOP_LEVEL_KEYS = ("name", "description", "vertices", "recurrence", "tied", "output", "loss",
                   "training")
-MAX_FILE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,23 @@ _StrictSafeLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology file; any problem raises one `TopologyError`."""
+def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
+    """Read and validate a topology file; any problem raises one `TopologyError`.
+
+    The file must be a regular file within the budget's `document_bytes`; its YAML is
+    bounded (nodes with aliases expanded, nesting depth) before anything is built, and
+    the graph (vertices, parameters, activations) before anything is allocated
+    (`neurolocal.limits`)."""
+    budget = budget or default_budget()
     path = Path(path)
     source = str(path)
+    data = read_bytes(path, budget.document_bytes, TopologyError, "topology file")
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise TopologyError("no such file", source=source) from None
-    except OSError as exc:
-        raise TopologyError(f"cannot read: {exc.strerror}", source=source) from None
-    if path.is_dir():
-        raise TopologyError("is a directory, expected a topology file", source=source)
-    if size > MAX_FILE_BYTES:
-        raise TopologyError(f"file is {size} bytes, more than the {MAX_FILE_BYTES} allowed",
-                            source=source)
-    try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise TopologyError("not UTF-8 text", source=source) from None
     try:
+        check_document(text, budget, _SafeBase, source=source)
         document = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -104,8 +102,11 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(f"invalid YAML: {problem}", source=source, field=where) from None
     except yaml.YAMLError as exc:
         raise TopologyError(f"invalid YAML: {exc}", source=source) from None
+    except RecursionError:
+        raise TopologyError("structure nested too deeply", source=source) from None
     try:
-        return topology_from_dict(document, default_name=path.stem, source=source)
+        return topology_from_dict(document, default_name=path.stem, source=source,
+                                  budget=budget)
     except TopologyError as exc:
         raise exc.located(source=source) from None
     except RecursionError:
@@ -118,7 +119,8 @@ def graph_from_dict(document: Any) -> Graph:
 
 
 def topology_from_dict(document: Any, default_name: str = "graph",
-                       source: str | None = None) -> Topology:
+                       source: str | None = None, budget: Budget | None = None) -> Topology:
+    budget = budget or default_budget()
     if not isinstance(document, dict):
         raise TopologyError(f"expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}, "
                             f"got {type(document).__name__}")
@@ -143,8 +145,11 @@ def topology_from_dict(document: Any, default_name: str = "graph",
     entries = _list(document, "vertices") if "vertices" in document else []
     output = document["output"]
     if recurrence is not None:
+        check_vertex_count(recurrence.unrolled_count() + len(entries), budget,
+                           what=f"recurrence.steps {recurrence.steps} unrolled")
         entries = recurrence.unrolled_entries() + [recurrence.expand_entry(e) for e in entries]
         output = recurrence.expand(output)[0]
+    check_vertex_count(len(entries), budget)
     vertices = [_vertex_from_entry(i, entry) for i, entry in enumerate(entries)]
     if not isinstance(output, str):
         raise TopologyError(f"expected a vertex name, got {output!r}", field="output")
@@ -164,6 +169,7 @@ def topology_from_dict(document: Any, default_name: str = "graph",
         recurrence.check_state_shapes(untied.shapes)
         tied = recurrence.tied_groups(untied.param_shapes()) + tied
     graph = Graph(vertices, output=output, loss=loss, name=name, tied=tied)
+    check_graph(graph, budget)
     return Topology(graph=graph, training=dict(training), source=source, description=description,
                     paper=paper)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -142,7 +143,7 @@ def shape_tuple(field: str, value: Any, *, max_elements: int = 1 << 26) -> Shape
     if not isinstance(value, (list, tuple)) or not value:
         raise TopologyError(f"expected a list of positive integers, got {value!r}", field=field)
     shape = tuple(positive_int(field, v) for v in value)
-    if int(np.prod(shape)) > max_elements:
+    if math.prod(shape) > max_elements:
         raise TopologyError(
             f"shape {list(shape)} has more than {max_elements} elements per sample", field=field
         )

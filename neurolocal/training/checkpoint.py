@@ -78,53 +78,36 @@ def save_checkpoint(path: Path, run: Run, settings: Settings) -> None:
 
 
 def read_checkpoint_settings(path: Path) -> Settings:
-    with _open_checkpoint(path) as archive:
-        try:
-            return Settings.from_dict(json.loads(str(archive["settings"])))
-        except (KeyError, TypeError, ValueError):
-            raise DataError("checkpoint has no readable settings", source=str(path)) from None
+    from neurolocal.training.checkpoint_check import settings_of
+
+    return settings_of(_read_arrays(path), str(path))
 
 
-def _open_checkpoint(path: Path):
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The checkpoint's arrays, each member checked before it is read (no pickle, no
+    zip bomb, a regular file within the budget's data_bytes)."""
+    from neurolocal.limits import default_budget
+    from neurolocal.training.npz import read_npz
+
     if not Path(path).is_file():
         raise DataError("no checkpoint here", source=str(path))
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise DataError(f"not a readable checkpoint ({type(exc).__name__})",
-                        source=str(path)) from None
+    return read_npz(path, default_budget().data_bytes, DataError, "checkpoint")
 
 
 def load_checkpoint(path: Path, graph: Graph, settings: Settings) -> Run:
-    """A run restored from `path`, its parameters checked against the topology's shapes."""
+    """A run restored from `path`, every entry checked first (`checkpoint_check`): types,
+    shapes and ranges, and the parameters against the topology's shapes."""
+    from neurolocal.training.checkpoint_check import check_checkpoint
+
     source = str(path)
-    try:
-        with _open_checkpoint(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"damaged checkpoint ({type(exc).__name__})", source=source) from None
-    for key in ("format", "algorithm", "epoch", "rng"):
-        if key not in arrays:
-            raise DataError(f"checkpoint lacks '{key}'", source=source)
-    if int(arrays["format"]) != CHECKPOINT_FORMAT:
-        raise DataError(f"checkpoint format {int(arrays['format'])}, this version reads "
-                        f"{CHECKPOINT_FORMAT}", source=source)
-    algorithm = str(arrays["algorithm"])
-    expected = graph.param_shapes()
+    arrays = _read_arrays(path)
+    checked = check_checkpoint(arrays, graph, settings, source)
     params: Params = {}
     for key, a in arrays.items():
         if key.startswith("param/"):
             _, vertex, name = key.split("/", 2)
-            if vertex not in expected or name not in expected[vertex]:
-                raise DataError(f"parameter {vertex}.{name} is not in topology "
-                                f"'{graph.name}'", source=source)
-            if a.shape != tuple(expected[vertex][name]):
-                raise DataError(f"parameter {vertex}.{name} has shape {list(a.shape)}, topology "
-                                f"'{graph.name}' needs {list(expected[vertex][name])}",
-                                source=source)
             params.setdefault(vertex, {})[name] = np.array(a, dtype=np.float64)
+    expected = graph.param_shapes()
     missing = [f"{v}.{p}" for v, ps in expected.items() for p in ps
                if p not in params.get(v, {})]
     if missing:
@@ -137,22 +120,11 @@ def load_checkpoint(path: Path, graph: Graph, settings: Settings) -> Run:
     except DataError as exc:
         raise exc.located(source=source) from None
     history = History()
-    epoch = int(arrays["epoch"])
-    for column in History.COLUMNS:
-        values = arrays.get(f"history/{column}")
-        if values is None or len(values) != epoch:
-            raise DataError(f"checkpoint history '{column}' does not cover {epoch} epochs",
-                            source=source)
-        setattr(history, column, [float(x) for x in values])
-    history.energy_per_round = [float(x) for x in arrays.get("energy_per_round", [])]
+    for column, values in checked["history"].items():
+        setattr(history, column, values)
+    history.energy_per_round = checked["energy"]
     try:
         rng = _rng_from_array(arrays["rng"])
     except (ValueError, IndexError, TypeError, OverflowError):
         raise DataError("checkpoint has a damaged generator state", source=source) from None
-    try:
-        restarts = json.loads(str(arrays.get("restarts", "[]")))
-    except ValueError:
-        raise DataError("checkpoint has unreadable restart records", source=source) from None
-    if not isinstance(restarts, list):
-        raise DataError("checkpoint's restart records are not a list", source=source)
-    return Run(algorithm, params, optimizer, rng, history, restarts)
+    return Run(checked["algorithm"], params, optimizer, rng, history, checked["restarts"])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,10 +47,15 @@ from typing import Any
 import numpy as np
 
 from neurolocal.errors import DataError
+from neurolocal.files import read_bytes, regular_file
 from neurolocal.graph import Graph
+from neurolocal.limits import Budget, default_budget
+from neurolocal.training.npz import read_npz
 
 BUILTIN = ("digits", "text")
-MAX_FILE_BYTES = 1 << 30
+MAX_FILE_BYTES = 1 << 30          # for direct callers; the CLI passes the budget's data_bytes
+#: labels beyond this are not class indices (2^31: more classes than any output holds)
+MAX_LABEL = 1 << 31
 TEXT_TEST_FRACTION = 0.1
 STEP_INPUT = re.compile(r"^(?P<prefix>.+)@(?P<step>\d+)$")
 
@@ -98,9 +104,12 @@ class GraphData:
 # --- entry point -----------------------------------------------------------------------------
 
 
-def load_for_graph(spec: Any, graph: Graph) -> GraphData:
-    """`spec` is a built-in name, a path, or a mapping {name|path: ..., <options>}."""
-    name, options = _parse_spec(spec)
+def load_for_graph(spec: Any, graph: Graph, budget: Budget | None = None) -> GraphData:
+    """`spec` is a built-in name, a path, or a mapping {name|path: ..., <options>}.
+    A path must be a regular file within the budget's `data_bytes` (and an .npz must
+    inflate within it too): /dev/zero or a FIFO end in one line, not a hang."""
+    limit = (budget or default_budget()).data_bytes
+    name, options = check_data_spec(spec)
     if name == "digits":
         dataset = load_digits()
     elif name == "text":
@@ -108,21 +117,21 @@ def load_for_graph(spec: Any, graph: Graph) -> GraphData:
         text, source = pydoc_topics_text(), "pydoc_data.topics"
     else:
         path = Path(name)
-        if not path.exists():
+        if not os.path.lexists(path):
             raise DataError(f"no such file (and not a built-in data set: {', '.join(BUILTIN)})",
                             source=name)
-        if path.is_dir():
-            raise DataError("is a directory, expected a data file", source=name)
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise DataError(f"file is larger than {MAX_FILE_BYTES} bytes", source=name)
+        regular_file(path, limit, DataError, "data file")
         suffix = path.suffix.lower()
-        if suffix == ".npz":
-            dataset = load_npz(path)
-        elif suffix == ".csv":
-            dataset = load_csv(path, classification=_is_classifier(graph))
-        else:
-            dataset = None
-            text, source = read_text_file(path), str(path)
+        try:
+            if suffix == ".npz":
+                dataset = load_npz(path, limit)
+            elif suffix == ".csv":
+                dataset = load_csv(path, classification=_is_classifier(graph), limit=limit)
+            else:
+                dataset = None
+                text, source = read_text_file(path, limit), str(path)
+        except DataError as exc:
+            raise exc.located(source=name) from None
     try:
         if dataset is None:
             return _fit_text(text, graph, source, options)
@@ -143,6 +152,20 @@ def _parse_spec(spec: Any) -> tuple[str, dict]:
             return name, options
     raise DataError(f"expected a data set name, a path or {{name: ..., ...}}, got {spec!r}",
                     field="data")
+
+
+def check_data_spec(spec: Any) -> tuple[str, dict]:
+    """The form of a `data:` setting (name or path, and text options), without reading it."""
+    name, options = _parse_spec(spec)
+    unknown = set(options) - {"chars"}
+    if unknown:
+        raise DataError(f"unknown text option(s) {sorted(map(str, unknown))}; known: chars",
+                        field="data")
+    if "chars" in options:
+        chars = options["chars"]
+        if isinstance(chars, bool) or not isinstance(chars, int) or chars < 2:
+            raise DataError(f"expected a whole number >= 2, got {chars!r}", field="data.chars")
+    return name, options
 
 
 def _is_classifier(graph: Graph) -> bool:
@@ -172,9 +195,9 @@ def pydoc_topics_text() -> str:
     return "\n".join(topics.topics[k] for k in sorted(topics.topics))
 
 
-def read_text_file(path: Path) -> str:
+def read_text_file(path: Path, limit: int = MAX_FILE_BYTES) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bytes(path, limit, DataError, "data file").decode("utf-8")
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text (give .npz or .csv for numeric data)",
                         source=str(path)) from None
@@ -182,16 +205,10 @@ def read_text_file(path: Path) -> str:
         raise DataError(f"cannot read: {exc.strerror}", source=str(path)) from None
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path, limit: int = MAX_FILE_BYTES) -> Dataset:
+    """Arrays checked member by member before any is read (`neurolocal.training.npz`)."""
     source = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except ValueError as exc:
-        raise DataError(f"not a readable npz without pickled objects ({exc})", source=source) from None
-    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError: all "not an npz"
-        raise DataError(f"not a readable .npz archive ({type(exc).__name__})",
-                        source=source) from None
+    arrays = read_npz(path, limit, DataError, "data file")
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x_train, y_train = arrays["x_train"], arrays["y_train"]
         x_test, y_test = arrays["x_test"], arrays["y_test"]
@@ -200,25 +217,29 @@ def load_npz(path: Path) -> Dataset:
     elif {"x", "y"} <= arrays.keys():
         x, y = arrays["x"], arrays["y"]
         _check_pair(x, y, "x", "y", source)
-        x_train, x_test, y_train, y_test = _split(x, y)
+        x_train, x_test, y_train, y_test = _split(x, y, source)
     else:
         raise DataError(f"expected arrays x and y (or x_train, y_train, x_test, y_test), "
                         f"found {sorted(arrays) or 'none'}", source=source)
-    kind = "classification" if _looks_like_labels(y_train) else "regression"
+    kind = "classification" if _looks_like_labels(y_train) and _looks_like_labels(y_test) \
+        else "regression"
     if kind == "classification":
         y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     return Dataset(path.stem, kind, x_train.astype(np.float64), y_train,
                    x_test.astype(np.float64), y_test, source=source)
 
 
-def load_csv(path: Path, classification: bool) -> Dataset:
+def load_csv(path: Path, classification: bool, limit: int = MAX_FILE_BYTES) -> Dataset:
     """Numbers separated by commas, one sample a row, the last column the label/target."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path, limit, DataError, "data file").decode("utf-8")
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text", source=source) from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as exc:                   # e.g. a field over csv.field_size_limit()
+        raise DataError(f"not readable as CSV: {exc}", source=source) from None
     if rows and not _all_numbers(rows[0]):
         rows = rows[1:]                           # a header row
     if not rows:
@@ -241,8 +262,11 @@ def load_csv(path: Path, classification: bool) -> Dataset:
     if classification:
         if not np.all(np.mod(y, 1) == 0):
             raise DataError("labels in the last column must be whole numbers", source=source)
+        if y.size and np.max(np.abs(y)) > MAX_LABEL:
+            raise DataError(f"labels must lie in 0..{MAX_LABEL}, found {np.min(y):g}.."
+                            f"{np.max(y):g}", source=source)
         y = y.astype(np.int64)
-    x_train, x_test, y_train, y_test = _split(x, y)
+    x_train, x_test, y_train, y_test = _split(x, y, source)
     return Dataset(path.stem, "classification" if classification else "regression",
                    x_train, y_train, x_test, y_test, source=source)
 
@@ -256,8 +280,15 @@ def _all_numbers(row: list[str]) -> bool:
 
 
 def _looks_like_labels(y: np.ndarray) -> bool:
-    return y.ndim == 1 and (np.issubdtype(y.dtype, np.integer) or
-                            (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)))
+    """Whole numbers in one column that fit a label (|y| <= MAX_LABEL): 1e20 is a target."""
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or
+                           np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
+        return False
+    if y.size == 0:
+        return True
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
+        return False
+    return bool(-MAX_LABEL <= y.min()) and bool(y.max() <= MAX_LABEL)
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, xname: str, yname: str, source: str) -> None:
@@ -273,12 +304,13 @@ def _check_pair(x: np.ndarray, y: np.ndarray, xname: str, yname: str, source: st
                         source=source)
 
 
-def _split(x: np.ndarray, y: np.ndarray):
+def _split(x: np.ndarray, y: np.ndarray, source: str | None = None):
     """The digits split rule for user data: 25% test, stratified when labels allow it."""
     from sklearn.model_selection import train_test_split
 
     if len(x) < 4:
-        raise DataError(f"need at least 4 samples to split into train and test, got {len(x)}")
+        raise DataError(f"need at least 4 samples to split into train and test, got {len(x)}",
+                        source=source)
     stratify = None
     if _looks_like_labels(y):
         _, counts = np.unique(y, return_counts=True)

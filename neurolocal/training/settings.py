@@ -4,7 +4,7 @@ checked once (`resolve_settings`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from neurolocal.engines.base import check_relaxation_settings
@@ -43,6 +43,36 @@ class Settings:
         d = dict(d)
         d["algorithms"] = tuple(d["algorithms"])
         return cls(**d)
+
+    @classmethod
+    def from_saved(cls, d: Any) -> "Settings":
+        """Settings read back from a file (a checkpoint): every field present, of its type
+        and in its range, checked as strictly as a topology's training section."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(d, dict) or sorted(d) != sorted(names):
+            found = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
+            raise ConfigError(f"expected the fields {', '.join(names)}, found {found}",
+                              field="settings")
+        algorithms = d["algorithms"]
+        if not isinstance(algorithms, list) or tuple(algorithms) not in (("pc",), ("bp",),
+                                                                         ("pc", "bp")):
+            raise ConfigError(f"expected [pc], [bp] or [pc, bp], got {algorithms!r}",
+                              field="settings.algorithms")
+        if not isinstance(d["optimizer_options"], dict):
+            raise ConfigError("expected a mapping", field="settings.optimizer_options")
+        settings = cls(
+            algorithms=tuple(algorithms), engine=d["engine"], data=d["data"],
+            epochs=_whole(d["epochs"], "epochs", 1, MAX_EPOCHS),
+            batch_size=_whole(d["batch_size"], "batch_size", 1, MAX_BATCH_SIZE),
+            eta=_number(d["eta"], "eta"),
+            iterations=(None if d["iterations"] is None
+                        else _whole(d["iterations"], "iterations", 1, MAX_ITERATIONS)),
+            mode=d["mode"], optimizer=d["optimizer"],
+            lr=None if d["lr"] is None else _number(d["lr"], "lr"),
+            optimizer_options=dict(d["optimizer_options"]),
+            seed=_whole(d["seed"], "seed", 0, MAX_SEED))
+        _check_names(settings)
+        return settings
 
 
 #: the product: vertices as actors on an embedded local Ray (`--engine local` is the fast path)
@@ -83,37 +113,71 @@ def resolve_settings(training: dict, overrides: dict, graph: Graph) -> Settings:
     merged.pop("optimizer", None)
 
     algorithm = merged.pop("algorithm", "pc")
-    algorithms = {"pc": ("pc",), "bp": ("bp",), "both": ("pc", "bp")}.get(algorithm)
+    algorithms = {"pc": ("pc",), "bp": ("bp",), "both": ("pc", "bp")}.get(algorithm) \
+        if isinstance(algorithm, str) else None
     if algorithms is None:
         raise ConfigError(f"expected pc, bp or both, got {algorithm!r}", field="algorithm")
     settings = Settings(
         algorithms=algorithms,
         engine=merged.get("engine", DEFAULT_ENGINE),
         data=merged.get("data", "digits"),
-        epochs=_whole(merged.get("epochs", 10), "epochs", minimum=1),
-        batch_size=_whole(merged.get("batch_size", 32), "batch_size", minimum=1),
+        epochs=_whole(merged.get("epochs", 10), "epochs", 1, MAX_EPOCHS),
+        batch_size=_whole(merged.get("batch_size", 32), "batch_size", 1, MAX_BATCH_SIZE),
         eta=_number(merged.get("eta", 1.0), "eta"),
         iterations=(None if merged.get("iterations") is None
-                    else _whole(merged["iterations"], "iterations", minimum=1)),
+                    else _whole(merged["iterations"], "iterations", 1, MAX_ITERATIONS)),
         mode=merged.get("mode", "fixed"),
         optimizer=optimizer,
         lr=None if merged.get("lr") is None else _number(merged["lr"], "lr"),
         optimizer_options=options,
-        seed=_whole(merged.get("seed", 0), "seed", minimum=0),
+        seed=_whole(merged.get("seed", 0), "seed", 0, MAX_SEED),
     )
-    if settings.mode not in MODES:
+    _check_names(settings)
+    check_relaxation_settings(settings.eta, iterations_for(settings, graph), settings.mode)
+    return settings
+
+
+def check_training_section(training: dict, graph: Graph) -> Settings:
+    """What `validate` checks of a topology's `training:` section: the very checks `run`
+    makes (`resolve_settings`, the data spec's form), so a file `validate` accepts is
+    not refused by `run` for its training section."""
+    return resolve_settings(training, {}, graph)
+
+
+def _check_names(settings: Settings) -> None:
+    """The settings that name things (engine, mode, optimizer, data) and the optimizer's
+    options; shared by resolve_settings and Settings.from_saved."""
+    from neurolocal.engines import ENGINE_NAMES
+    from neurolocal.training.data import check_data_spec
+
+    if not isinstance(settings.engine, str) or settings.engine not in ENGINE_NAMES:
+        raise ConfigError(f"expected one of {', '.join(ENGINE_NAMES)}, got {settings.engine!r}",
+                          field="engine")
+    if not isinstance(settings.mode, str) or settings.mode not in MODES:
         raise ConfigError(f"expected fixed or strict, got {settings.mode!r}", field="mode")
     if not isinstance(settings.optimizer, str) or settings.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {settings.optimizer!r} "
                           f"(known: {', '.join(OPTIMIZERS)})", field="optimizer")
-    check_relaxation_settings(settings.eta, iterations_for(settings, graph), settings.mode)
+    for key in settings.optimizer_options:
+        if not isinstance(key, str):
+            raise ConfigError(f"option names are text, got {key!r}", field="optimizer")
+    check_data_spec(settings.data)
     make_optimizer(settings.optimizer, settings.lr, **settings.optimizer_options)  # checks options
-    return settings
 
 
-def _whole(value: Any, name: str, minimum: int) -> int:
+#: upper bounds of the whole-number settings: beyond them a run would never end (epochs,
+#: iterations) or a number stops being what it says (a batch of 2^31 samples)
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 1 << 31
+MAX_ITERATIONS = 1_000_000
+MAX_SEED = (1 << 64) - 1
+
+
+def _whole(value: Any, name: str, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"expected a whole number >= {minimum}, got {value!r}", field=name)
+    if value > maximum:
+        raise ConfigError(f"expected a whole number <= {maximum}, got {value}", field=name)
     return value
 
 

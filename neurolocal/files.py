@@ -1,0 +1,117 @@
+"""Reading and writing user-named files without surprises.
+
+`regular_file` is asked before any input file is opened: only a regular file of at
+most `limit` bytes passes, so /dev/zero, /dev/urandom, a FIFO (whose open would block
+forever) or a directory end in one line instead of a hang or gigabytes read.
+
+`writable_directory` is asked before a command writes anything: the output directory
+(created if missing) must be a directory this process can create files in, so an
+unwritable `--out` fails up front and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Type
+
+from neurolocal.errors import ConfigError, NeurolocalError
+
+
+def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
+                 what: str = "file") -> int:
+    """The size of `path` when it is a regular file of at most `limit` bytes, else `error`."""
+    source = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error("no such file", source=source) from None
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror or type(exc).__name__}",
+                    source=source) from None
+    except ValueError:                         # e.g. a NUL byte in the name
+        raise error("not a usable file name", source=source) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"is a directory, expected a {what}", source=source)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+        raise error(f"is {kind}, expected a regular {what}", source=source)
+    if info.st_size > limit:
+        raise error(f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
+                    f"it with --budget data_bytes=N (or NEUROLOCAL_BUDGET)"
+                    if what != "topology file" else
+                    f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
+                    f"it with --budget document_bytes=N (or NEUROLOCAL_BUDGET)", source=source)
+    return info.st_size
+
+
+def read_bytes(path: str | Path, limit: int, error: Type[NeurolocalError],
+               what: str = "file") -> bytes:
+    """The bytes of a regular file, refusing (not truncating) one that grew past `limit`."""
+    regular_file(path, limit, error, what)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror or type(exc).__name__}",
+                    source=str(path)) from None
+    if len(data) > limit:
+        raise error(f"{what} is more than the budget of {limit} bytes", source=str(path))
+    return data
+
+
+def writable_directory(path: str | Path, flag: str) -> Path:
+    """Prove `path` can be a directory this process writes in, creating nothing: it is a
+    directory already, or its nearest existing ancestor is one we can create files in."""
+    path = Path(path)
+    where = f"{flag} {path}"
+    try:
+        existing = path
+        while not existing.exists():
+            if existing.parent == existing:
+                break
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "exists and is not a directory" if existing == path else \
+                f"{existing} is a file where a directory is expected"
+            raise ConfigError(what, field=where)
+        _probe(existing)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write here: {exc.strerror or type(exc).__name__}",
+                          field=where) from None
+    except ValueError:
+        raise ConfigError("not a usable path", field=where) from None
+    return path
+
+
+def _probe(directory: Path) -> None:
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".neurolocal-probe-")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def writable_file(path: str | Path, flag: str) -> Path:
+    """An output file's directory must exist and be writable; the file is not touched."""
+    path = Path(path)
+    where = f"{flag} {path}"
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        if path.is_dir():
+            raise ConfigError("is a directory, expected a file name", field=where)
+        if not parent.is_dir():
+            raise ConfigError(f"directory {parent} does not exist", field=where)
+        _probe(parent)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write here: {exc.strerror or type(exc).__name__}",
+                          field=where) from None
+    except ValueError:
+        raise ConfigError("not a usable path", field=where) from None
+    return path
