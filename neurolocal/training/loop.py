@@ -127,7 +127,8 @@ def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
     their owners after every step."""
     engine = None
     try:
-        with serial_blas():
+        # overflow while training is reported once, as divergence, not as numpy warnings
+        with serial_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if run.algorithm == "pc":
                 engine = make_engine(settings, graph, run.params, engine_options)
             return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch,
@@ -174,8 +175,11 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             broadcast_tied_params(graph.tied, run.params)
             if engine is not None and hasattr(engine, "load_params"):
                 engine.load_params(run.params)
-            if not math.isfinite(loss):
-                raise ConfigError(f"training diverged: loss {loss} in epoch {epoch + 1}, batch "
+            energy_ok = engine is None or bool(np.all(np.isfinite(relaxation.energy)))
+            if not math.isfinite(loss) or not energy_ok or not _all_finite(run.params):
+                what = f"loss {loss}" if not math.isfinite(loss) else \
+                    "the energy overflowed" if not energy_ok else "parameters overflowed"
+                raise ConfigError(f"training diverged: {what} in epoch {epoch + 1}, batch "
                                   f"{b + 1} (try a smaller lr or eta)", field=run.algorithm)
             losses.append(loss)
             hits += correct_count(prediction, target)
@@ -195,6 +199,10 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
         test_loss, test_accuracy = evaluate(graph, run.params, data.test_inputs, data.test_target)
         h.test_loss.append(test_loss)
         h.test_accuracy.append(test_accuracy)
+        if not (math.isfinite(h.train_loss[-1]) and math.isfinite(test_loss)):
+            raise ConfigError(f"training diverged: train loss {h.train_loss[-1]}, test loss "
+                              f"{test_loss} after epoch {epoch + 1} (try a smaller lr or eta)",
+                              field=run.algorithm)
         h.seconds.append(time.perf_counter() - started)
         h.energy_per_round = [] if energy_sum is None else list(energy_sum / batches)
         if checkpoint is not None:
@@ -206,6 +214,13 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
     return run
 
 
+
+
+def _all_finite(params) -> bool:
+    """Non-finite parameters end a run in one line (issue 19) instead of a loss of 1e300
+    that later turns into inf in metrics.json."""
+    return all(np.isfinite(a).all() for per_vertex in params.values()
+               for a in per_vertex.values())
 
 
 def epoch_line(algorithm: str, h: History, kind: str, positions: int = 1) -> str:

@@ -90,7 +90,7 @@ def final_table(doc: dict) -> str:
         if f is None:
             continue
         if text:
-            last = f"{f['test_perplexity']:.3f}"
+            last = "inf" if f["test_perplexity"] is None else f"{f['test_perplexity']:.3f}"
         else:
             last = "-" if f["test_accuracy"] is None else f"{100 * f['test_accuracy']:.2f}%"
         lines.append([algorithm, str(f["epoch"]), f"{f['train_loss']:.4f}",
