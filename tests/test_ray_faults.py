@@ -21,7 +21,7 @@ from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray import worker_runtime_env
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.engines.ray.placement import partition, shard_of
-from neurolocal.shard import RunSettings, Shard
+from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
 from neurolocal.traffic.audit import audit

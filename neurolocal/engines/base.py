@@ -18,12 +18,14 @@ class Relaxation:
 
     dtheta:          Hebbian update per vertex and parameter (= -dL/dtheta at the fixed point)
     errors:          final eps of every non-input vertex
-    input_feedback:  sum_children J^T eps arriving at each input (= -dL/dx at the fixed point);
-                     filled only when asked for
+    input_feedback:  sum_children J^T eps arriving at each input divided by the batch size:
+                     -dL/dx of the batch-mean loss L at the fixed point (the convention of
+                     dtheta; docs/rounds.md); filled only when asked for
     energy:          free energy sum_i 1/2||eps_i||^2 (per sample) after each round,
                      index 0 being the state right after the forward pass
     loss:            the batch's loss at the forward pass
-    prediction:      the output vertex's prediction
+    prediction:      the output vertex's forward-pass prediction (never the output pulled
+                     towards the target: accuracy is read from it)
     """
 
     dtheta: Updates
@@ -34,6 +36,12 @@ class Relaxation:
     prediction: np.ndarray
     messages: int = 0
     extras: dict = field(default_factory=dict)
+
+
+def default_iterations(graph: Graph, read_inputs: bool = False) -> int:
+    """T when none is given: the graph's depth (every parameter update exact at eta = 1),
+    and at least the input depth when dL/dx is read (the inputs' feedback exact too)."""
+    return max(graph.depth, graph.input_depth) if read_inputs else graph.depth
 
 
 def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import ray
 
 from neurolocal.graph import Graph
-from neurolocal.shard import RunSettings, Shard, ShardLog
+from neurolocal.engines.rounds import RunSettings, Shard, ShardLog
 from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, now, payload_bytes
 
 

@@ -21,7 +21,7 @@ from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
-from neurolocal.shard import RunSettings
+from neurolocal.engines.rounds import RunSettings
 from neurolocal.traffic.log import (
     SCHEDULER,
     TrafficRecorder,
