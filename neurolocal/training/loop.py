@@ -64,7 +64,8 @@ def make_engine(settings: Settings, graph: Graph, params: Params, engine_options
     options = {**ENGINE_OPTION_DEFAULTS, **(engine_options or {})}
     namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, **options)
     return open_engine(namespace, graph, params, log_settings={
-        "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False})
+        "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False,
+        "learning": True})
 
 
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:

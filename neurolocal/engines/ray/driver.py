@@ -276,10 +276,11 @@ class RayEngine:
             self.close()
             raise
         params, optimizer = merge_snapshots(self.graph, parts)
-        if self.recorder is not None:   # per epoch, not per batch: round -1 marks it
+        if self.recorder is not None:   # a batch id of its own: replies only, no vertex traffic
             t = now()
+            snapshot_id, self._batch = self._batch, self._batch + 1
             for i, part in enumerate(parts):
-                self.recorder.record(max(self._batch - 1, 0), -1, actor_name(i), SCHEDULER,
+                self.recorder.record(snapshot_id, 0, actor_name(i), SCHEDULER,
                                      "control", payload_bytes(part), t, t,
                                      self.actor_info[i]["host"], self.scheduler_host,
                                      actor_name(i), SCHEDULER)
