@@ -251,6 +251,10 @@ class LocalCluster:
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
+        # SIGKILL is not instant on a loaded machine: return once every pid has exited
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.05)
         self.processes = []
         return pids
 
