@@ -73,7 +73,7 @@ def _kernel_cache_files(site_packages: Path) -> list[Path]:
 
 
 def test_readme_install_sequence_in_a_fresh_venv(tmp_path):
-    src, venv, cache = tmp_path / "neurolocal", tmp_path / "venv", tmp_path / "cache"
+    src, venv, cache = tmp_path / "checkout", tmp_path / "venv", tmp_path / "cache"
     src.mkdir()
     _copy_checkout(src)
     # 40 labelled 64-pixel samples: 30 train (one batch of the topology's 32), 10 test
