@@ -1,6 +1,6 @@
 """Compare predictive coding's Hebbian updates with backprop's gradients, per parameter.
 
-How many rounds (`default_iterations`, docs/design.md §5). In fixed mode with
+How many rounds (`default_iterations`, docs/design.md §7). In fixed mode with
 eta = 1 a vertex's error is exact once the errors of all its children are: the
 iteration is triangular (a vertex reads only its children) with diagonal 1 - eta = 0.
 With synchronous rounds (staleness 0) the output's error is exact from the start and

@@ -1,7 +1,7 @@
 """check-grad: rounds enough for the staleness given, an honest `converged`, synthetic
 batches of each input's kind, `--data`, the energy's change per round, summaries.
 
-The staleness bound (neurolocal/gradcheck.py, docs/design.md §5) is checked
+The staleness bound (neurolocal/gradcheck.py, docs/design.md §7) is checked
 empirically with shards driven in-process, their calls delivered in random orders
 (any order is a schedule the Ray engine may see), on random DAGs; and once on Ray.
 """
