@@ -312,23 +312,44 @@ def _resumed_settings(out_dir, given: dict, args, graph):
 
 
 def add_run_parser(commands) -> None:
+    from neurolocal.training.settings import DEFAULT_ENGINE, Settings
+
+    base = Settings()
     run = commands.add_parser(
-        "run", help="train a topology with predictive coding (and/or backprop) on real data")
+        "run", help="train a topology with predictive coding (and/or backprop) on real data",
+        description="Train a topology. Every training setting (data, epochs, batch size, eta, "
+                    "iterations, optimizer, lr, seed, algorithm, engine, mode) comes from the "
+                    "topology's `training:` section; a flag given here overrides it; a setting "
+                    "the section does not name takes the built-in default shown with its flag. "
+                    "An optimizer given by flag starts from its own defaults.",
+        epilog=f"built-in defaults: data {base.data}, {base.epochs} epochs, batch size "
+               f"{base.batch_size}, eta {base.eta:g}, T = the graph's depth, {base.optimizer} "
+               "(lr 0.001; sgd: lr 0.01, momentum 0.9), seed 0, algorithm pc, engine "
+               f"{DEFAULT_ENGINE}, {base.mode} mode")
     run.add_argument("topology")
     run.add_argument("--algorithm", choices=("pc", "bp", "both"), default=None,
                      help="pc: predictive coding; bp: the backprop baseline; both: one after "
                           "the other with the same init, batches and optimizer")
-    run.add_argument("--epochs", type=_positive_int, default=None)
-    run.add_argument("--batch-size", type=_positive_int, default=None)
-    run.add_argument("--eta", type=_positive_float, default=None, help="relaxation step")
+    run.add_argument("--epochs", type=_positive_int, default=None,
+                     help=f"default: training.epochs, else {base.epochs}")
+    run.add_argument("--batch-size", type=_positive_int, default=None,
+                     help=f"default: training.batch_size, else {base.batch_size}")
+    run.add_argument("--eta", type=_positive_float, default=None,
+                     help=f"relaxation step (default: training.eta, else {base.eta:g})")
     run.add_argument("--iterations", "-T", type=_positive_int, default=None,
-                     help="relaxation steps per batch (default: the graph's depth)")
-    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
-    run.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+                     help="relaxation steps per batch (default: training.iterations, else the "
+                          "graph's depth)")
+    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                     help=f"default: training.optimizer, else {base.optimizer}")
+    run.add_argument("--lr", type=_positive_float, default=None,
+                     help="learning rate (default: training.optimizer.lr or training.lr, else "
+                          "the optimizer's: adam 0.001, sgd 0.01)")
     run.add_argument("--seed", type=_non_negative_int, default=None,
-                     help="seeds the parameters and the batch order")
+                     help=f"seeds the parameters and the batch order (default: training.seed, "
+                          f"else {base.seed})")
     run.add_argument("--data", default=None,
-                     help="digits, text, or a .npz / .csv / text file (default: the topology's)")
+                     help="digits, text, or a .npz / .csv / text file (default: training.data, "
+                          f"else {base.data})")
     run.add_argument("--out", default=None,
                      help="output directory (default: runs/<topology>-<timestamp>)")
     run.add_argument("--resume", default=None, metavar="DIR",
