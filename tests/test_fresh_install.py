@@ -10,7 +10,9 @@ but not those files, and the leftover folder was imported as a namespace package
 ("cannot import name '__version__' from 'neurolocal' (unknown location)"). The test
 runs the sequence on a copy of this checkout, in a venv of its own, with the
 README's real command (Ray engine) kept short by a 40-sample data file and one epoch,
-and checks after each step. It needs the package index pip is configured with (no
+plus the tour's `check-grad` (local engine: the kernels run in the installed package,
+which is what left the cache behind; before the fix this test fails at
+`neurolocal --version` with that ImportError), and checks after each step. It needs the package index pip is configured with (no
 other network). Slow: two installs, torch among them, and two embedded Ray runs;
 `.ci/run` runs it (about 3-4 minutes on the 2-core CI machine).
 """
@@ -94,6 +96,7 @@ def test_readme_install_sequence_in_a_fresh_venv(tmp_path):
     neurolocal = str(venv / "bin" / "neurolocal")
     short_run = [neurolocal, "run", "topologies/mlp.yaml", "--data", str(tmp_path / "tiny.npz"),
                  "--epochs", "1", "--quiet"]
+    check_grad = [neurolocal, "check-grad", "topologies/mlp.yaml", "--max-rel-error", "1e-10"]
 
     # the README's first line: a regular (non-editable) install and the real command
     done = _run([python, "-m", "pip", "install", "."], src, pip_env, 1200)
@@ -101,6 +104,11 @@ def test_readme_install_sequence_in_a_fresh_venv(tmp_path):
     done = _run(short_run + ["--out", str(tmp_path / "run1")], src, run_env, 900)
     assert done.returncode == 0, _describe("neurolocal run (installed)", done)
     assert (tmp_path / "run1" / "metrics.json").is_file()
+    # the tour's next command runs every vertex in this process (local engine), so numba
+    # compiles the installed package's kernels here (Ray workers put the driver's working
+    # directory first on their path: in a checkout they run its source tree instead)
+    done = _run(check_grad, src, run_env, 300)
+    assert done.returncode == 0, _describe("neurolocal check-grad (installed)", done)
     in_package = _kernel_cache_files(site_packages)  # checked last: the symptom comes first
 
     # the README's second line's install, in the same venv: editable, with the test extra
@@ -115,6 +123,8 @@ def test_readme_install_sequence_in_a_fresh_venv(tmp_path):
     done = _run(short_run + ["--out", str(tmp_path / "run2")], src, run_env, 900)
     assert done.returncode == 0, _describe("neurolocal run (editable)", done)
     assert (tmp_path / "run2" / "metrics.json").is_file()
+    done = _run(check_grad, src, run_env, 300)
+    assert done.returncode == 0, _describe("neurolocal check-grad (editable)", done)
 
     # the cause: numba's cache belongs in the user's cache directory, never in the package
     assert in_package == [], f"numba cached kernels inside the installed package: {in_package}"
