@@ -269,3 +269,236 @@ def stratified(items: list, per_key, key, seed: int) -> list:
         group = groups[k]
         picked.extend(rng.sample(group, min(per_key, len(group))))
     return picked
+
+
+# --- data files ----------------------------------------------------------------------------
+
+
+def _npz_bytes(arrays: dict, allow_pickle: bool = False) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    if allow_pickle:
+        with __import__("zipfile").ZipFile(buffer, "w") as archive:
+            for name, a in arrays.items():
+                member = io.BytesIO()
+                np.save(member, a, allow_pickle=True)
+                archive.writestr(f"{name}.npy", member.getvalue())
+    else:
+        np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _zip(members, compression=None) -> bytes:
+    """A zip of (name, bytes) pairs (a dict or a list: a list may repeat a name)."""
+    import io
+    import warnings
+    import zipfile
+
+    buffer = io.BytesIO()
+    pairs = members.items() if isinstance(members, dict) else members
+    with zipfile.ZipFile(buffer, "w", compression or zipfile.ZIP_STORED) as archive, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # "Duplicate name" is the point
+        for name, data in pairs:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _npy(a) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, a)
+    return buffer.getvalue()
+
+
+def flip_bits(data: bytes, rng: random.Random, flips: int) -> bytes:
+    out = bytearray(data)
+    for _ in range(flips):
+        i = rng.randrange(len(out))
+        out[i] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+def npz_cases(rng: random.Random) -> Iterator[tuple[str, str, bytes]]:
+    """(id, file suffix, bytes) of hostile .npz files for a 64-input, 10-class graph."""
+    import numpy as np
+
+    g = np.random.default_rng(rng.randrange(1 << 30))
+    x, y = g.random((40, 64)), np.arange(40) % 10
+    base = {"x": x, "y": y}
+    valid = _npz_bytes(base)
+    yield "npz:valid", ".npz", valid
+    variants = {
+        "str": lambda a: a.astype(str).astype("U8"), "bool": lambda a: a > 0.5,
+        "complex": lambda a: a + 1j, "int8": lambda a: a.astype(np.int8),
+        "uint64-huge": lambda a: np.full(a.shape, 2 ** 64 - 1, dtype=np.uint64),
+        "float16": lambda a: a.astype(np.float16),
+        "datetime": lambda a: np.zeros(a.shape, dtype="datetime64[s]"),
+        "structured": lambda a: np.zeros(a.shape, dtype=[("f", "f8"), ("g", "i4")]),
+        "scalar": lambda a: np.array(1.0), "empty": lambda a: a[:0],
+        "three-samples": lambda a: a[:3], "flat": lambda a: a.reshape(-1),
+        "extra-axis": lambda a: a[..., None], "wide": lambda a: np.repeat(a, 2, axis=-1),
+        "nan": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 3, np.nan, a),
+        "inf": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 3, np.inf, a),
+        "1e300": lambda a: a * 1e300, "int64-min": lambda a: np.full(a.shape, -2 ** 63),
+        "1e20": lambda a: np.full(a.shape, 1e20), "minus-one": lambda a: a * 0 - 1,
+        "ten": lambda a: a * 0 + 10, "2^40": lambda a: a * 0 + 2 ** 40,
+        "half": lambda a: a * 0 + 0.5, "fortran": lambda a: np.asfortranarray(a),
+        "big-endian": lambda a: a.astype(a.dtype.newbyteorder(">")),
+    }
+    for name in ("x", "y"):
+        for label, change in variants.items():
+            arrays = dict(base)
+            try:
+                arrays[name] = change(arrays[name])
+            except (TypeError, ValueError):
+                continue
+            yield f"npz:{name}={label}", ".npz", _npz_bytes(arrays)
+        arrays = dict(base)
+        del arrays[name]
+        yield f"npz:{name}=missing", ".npz", _npz_bytes(arrays)
+    split = {"x_train": x[:30], "y_train": y[:30], "x_test": x[30:], "y_test": y[30:]}
+    for name in split:
+        for label in ("str", "empty", "nan", "1e20", "int64-min", "flat"):
+            arrays = dict(split)
+            arrays[name] = variants[label](arrays[name])
+            yield f"npz:{name}={label}", ".npz", _npz_bytes(arrays)
+    yield "npz:extra-array", ".npz", _npz_bytes({**base, "z": np.zeros(3)})
+    yield "npz:pickled-member", ".npz", _npz_bytes(
+        {"x": np.array([object()] * 3, dtype=object), "y": y}, allow_pickle=True)
+    yield "npz:pickled-labels", ".npz", _npz_bytes(
+        {"x": x, "y": np.array([{"a": 1}] * 40, dtype=object)}, allow_pickle=True)
+    yield "npz:member-not-npy", ".npz", _zip({"x.npy": b"this is not an array", "y.npy": _npy(y)})
+    yield "npz:member-not-named-npy", ".npz", _zip({"x.npy": _npy(x), "y.npy": _npy(y),
+                                                     "readme.txt": b"hello"})
+    yield "npz:npy-version-3", ".npz", _zip({"x.npy": b"\x93NUMPY\x03\x00" + _npy(x)[8:],
+                                            "y.npy": _npy(y)})
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776, 64), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    yield "npz:header-declares-2^40-rows", ".npz", _zip(
+        {"x.npy": b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64,
+         "y.npy": _npy(y)})
+    yield "npz:header-garbage", ".npz", _zip(
+        {"x.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': __impo", "y.npy": _npy(y)})
+    yield "npz:header-object-descr", ".npz", _zip(
+        {"x.npy": b"\x93NUMPY\x01\x00\x46\x00{'descr': '|O', 'fortran_order': False, "
+                  b"'shape': (3,), }          \n" + b"\x80\x04N.", "y.npy": _npy(y)})
+    yield "npz:duplicate-member", ".npz", _zip([("x.npy", _npy(x)), ("y.npy", _npy(y)),
+                                                ("x.npy", _npy(x[:3]))])
+    yield "npz:directory-member", ".npz", _zip({"x.npy": _npy(x), "y.npy": _npy(y), "d/": b""})
+    yield "npz:empty-zip", ".npz", _zip({})
+    yield "npz:empty-file", ".npz", b""
+    yield "npz:not-a-zip", ".npz", b"PK\x03\x04" + b"\xff" * 200
+    for cut in sorted(rng.sample(range(1, len(valid)), 25)):
+        yield f"npz:truncated-{cut}", ".npz", valid[:cut]
+    for i in range(120):
+        yield f"npz:bitflip-{i}", ".npz", flip_bits(valid, rng, 1 + i % 4)
+
+
+def zip_bomb(path: Path, inflated: int = 300 << 20) -> None:
+    """An .npz of a few hundred KB whose x.npy inflates to `inflated` bytes."""
+    import zipfile
+
+    import numpy as np
+
+    rows = inflated // (64 * 8)
+    header = _npy(np.zeros((rows, 64)))[:128]      # the header alone: no 300 MB in memory
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            member.write(header)
+            chunk = bytes(1 << 20)
+            for _ in range(rows * 64 * 8 // len(chunk)):
+                member.write(chunk)
+            member.write(bytes(rows * 64 * 8 % len(chunk)))
+        archive.writestr("y.npy", _npy(np.arange(rows) % 10))
+
+
+def csv_cases(rng: random.Random) -> Iterator[tuple[str, str, bytes]]:
+    """(id, suffix, bytes) of hostile CSV files for a 64-input, 10-class graph."""
+    g = random.Random(rng.randrange(1 << 30))
+    rows = [[f"{g.random():.4f}" for _ in range(64)] + [str(i % 10)] for i in range(40)]
+
+    def text(rs, header=True):
+        lines = ([",".join(f"f{i}" for i in range(64)) + ",label"] if header else [])
+        return ("\n".join(lines + [",".join(r) for r in rs]) + "\n").encode()
+
+    valid = text(rows)
+    yield "csv:valid", ".csv", valid
+    for label, value in (("huge-field", "9" * 200_000), ("1e400", "1e400"), ("nan", "nan"),
+                         ("inf", "inf"), ("-inf", "-inf"), ("int64-min", str(-2 ** 63)),
+                         ("1e20", "1e20"), ("minus-one", "-1"), ("half", "0.5"),
+                         ("ten", "10"), ("text", "abc"), ("empty", ""), ("2^70", str(2 ** 70)),
+                         ("hex", "0x10"), ("underscore", "1_0"), ("spaces", "  3  ")):
+        for column, name in ((0, "feature"), (64, "label")):
+            changed = [list(r) for r in rows]
+            changed[5][column] = value
+            yield f"csv:{name}={label}", ".csv", text(changed)
+    ragged = [list(r) for r in rows]
+    ragged[7] = ragged[7][:10]
+    yield "csv:ragged", ".csv", text(ragged)
+    yield "csv:header-only", ".csv", text([])
+    yield "csv:empty", ".csv", b""
+    yield "csv:blank-lines", ".csv", b"\n \n\n"
+    yield "csv:three-rows", ".csv", text(rows[:3])
+    yield "csv:one-column", ".csv", b"\n".join(b"1" for _ in range(40))
+    yield "csv:bom", ".csv", b"\xef\xbb\xbf" + valid
+    yield "csv:nul", ".csv", valid[:100] + b"\0" + valid[100:]
+    yield "csv:unclosed-quote", ".csv", valid[:200] + b'"' + valid[200:]
+    yield "csv:latin-1", ".csv", valid[:50] + b"\xe9" + valid[50:]
+    yield "csv:10000-columns", ".csv", text([r[:1] * 10_000 + r[-1:] for r in rows], False)
+    yield "csv:long-line-no-newline", ".csv", b"1," * 300_000
+    for cut in sorted(rng.sample(range(1, len(valid)), 10)):
+        yield f"csv:truncated-{cut}", ".csv", valid[:cut]
+    for i in range(40):
+        yield f"csv:bitflip-{i}", ".csv", flip_bits(valid, rng, 1 + i % 8)
+
+
+def text_cases(rng: random.Random) -> Iterator[tuple[str, str, bytes]]:
+    """(id, suffix, bytes) of hostile char-level text files for a recurrent graph."""
+    g = random.Random(rng.randrange(1 << 30))
+    valid = "".join(g.choice("abcdefghijklmnop qrst,.") for _ in range(600)).encode()
+    yield "text:valid", ".txt", valid
+    yield "text:empty", ".txt", b""
+    yield "text:one-char", ".txt", b"a"
+    yield "text:one-window", ".txt", b"abcdefghi"
+    yield "text:one-letter-repeated", ".txt", b"a" * 5000
+    yield "text:invalid-utf8", ".txt", valid[:100] + b"\xff\xfe" + valid[100:]
+    yield "text:nul", ".txt", b"\0" * 600
+    yield "text:newlines", ".txt", b"\n" * 600
+    yield "text:emoji", ".txt", ("\U0001F600" * 300).encode()
+    yield "text:surrogate-escape", ".txt", b"\xed\xa0\x80" * 100
+    yield "text:one-long-line", ".txt", b"x" * 2_000_000
+    for i in range(20):
+        yield f"text:bitflip-{i}", ".txt", flip_bits(valid, rng, 1 + i % 6)
+
+
+def special_files(root: Path) -> list[tuple[str, str]]:
+    """(id, path) of things that are not regular files, or not there."""
+    fifo = root / "fifo.npz"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    fifo_text = root / "fifo.txt"
+    if not fifo_text.exists():
+        os.mkfifo(fifo_text)
+    (root / "dir.npz").mkdir(exist_ok=True)
+    for name, target in (("zero-link.npz", "/dev/zero"), ("broken-link.csv", str(root / "none"))):
+        link = root / name
+        if not link.is_symlink():
+            link.symlink_to(target)
+    (root / "plain").write_text("x")
+    return [("special:fifo.npz", str(fifo)), ("special:fifo.txt", str(fifo_text)),
+            ("special:/dev/zero", "/dev/zero"), ("special:/dev/urandom", "/dev/urandom"),
+            ("special:/dev/null", "/dev/null"), ("special:directory", str(root / "dir.npz")),
+            ("special:link-to-/dev/zero", str(root / "zero-link.npz")),
+            ("special:broken-link", str(root / "broken-link.csv")),
+            ("special:missing", str(root / "missing.npz")),
+            ("special:under-a-file", str(root / "plain" / "x.npz")),
+            ("special:name-too-long", str(root / ("n" * 5000 + ".npz"))),
+            ("special:/proc/self/mem", "/proc/self/mem"),
+            ("special:/proc/self/status", "/proc/self/status")]
