@@ -502,3 +502,70 @@ def special_files(root: Path) -> list[tuple[str, str]]:
             ("special:name-too-long", str(root / ("n" * 5000 + ".npz"))),
             ("special:/proc/self/mem", "/proc/self/mem"),
             ("special:/proc/self/status", "/proc/self/status")]
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def checkpoint_mutations(arrays: dict) -> Iterator[tuple[str, dict, bool]]:
+    """(id, arrays, needs pickle) for every entry of a real checkpoint and every setting
+    inside its `settings` JSON: wrong dtypes and shapes, NaN/inf/huge/negative values,
+    deletion, a foreign entry, settings flipped to other types."""
+    import numpy as np
+
+    def changed(key, value, pickle=False):
+        out = dict(arrays)
+        if value is None:
+            del out[key]
+        else:
+            out[key] = value
+        return out, pickle
+
+    for key, a in arrays.items():
+        shape = a.shape if a.shape else (3,)
+        variants = {
+            "text": np.array("abc"), "text-array": np.full(shape, "abc"),
+            "float": np.array(1.5), "int": np.array(7), "bool": np.array(True),
+            "complex": np.zeros(shape, dtype=complex), "0-d": np.array(0.0),
+            "1-d": np.zeros(3), "3x3": np.zeros((3, 3)), "empty": np.zeros((0,)),
+            "nan": np.full(shape, np.nan), "inf": np.full(shape, np.inf),
+            "1e300": np.full(shape, 1e300), "negative": np.full(shape, -1, dtype=np.int64),
+            "int64-min": np.full(shape, -2 ** 63, dtype=np.int64), "zero": np.array(0),
+            "uint64-max": np.full(shape, 2 ** 64 - 1, dtype=np.uint64),
+            "huge-int": np.array(2 ** 62),
+        }
+        for label, value in variants.items():
+            out, _ = changed(key, value)
+            yield f"{key}={label}", out, False
+        out, _ = changed(key, np.array([object()] * 3, dtype=object), True)
+        yield f"{key}=pickled", out, True
+        out, _ = changed(key, None)
+        yield f"{key}=deleted", out, False
+    yield "foreign-entry", {**arrays, "param/ghost/w": np.zeros(3)}, False
+    yield "foreign-slot", {**arrays, "optimizer/velocity/hidden1/weight": np.zeros(3)}, False
+    yield "unknown-entry", {**arrays, "something": np.zeros(3)}, False
+    settings = json.loads(str(arrays["settings"]))
+    for key in list(settings):
+        for label, value in HOSTILE_VALUES + [("batch-size-0", 0), ("lists", ["pc", "bp"]),
+                                              ("sgd", "sgd"), ("ray", "ray")]:
+            changed_settings = {**settings, key: value}
+            text = json.dumps(changed_settings)
+            yield f"settings.{key}={label}", {**arrays, "settings": np.array(text)}, False
+        without = {k: v for k, v in settings.items() if k != key}
+        yield f"settings.{key}=deleted", {**arrays, "settings": np.array(json.dumps(without))}, \
+            False
+    for label, text in (("not-json", "{nope"), ("list", "[1, 2]"), ("null", "null"),
+                        ("extra-key", json.dumps({**settings, "extra": 1})),
+                        ("nan-json", json.dumps({**settings, "lr": float("nan")})),
+                        ("deep", "[" * 100_000 + "]" * 100_000)):
+        yield f"settings={label}", {**arrays, "settings": np.array(text)}, False
+    for label, text in (("not-json", "{"), ("dict", "{}"), ("ints", "[1, 2]"),
+                        ("deep", "[" * 100_000 + "]" * 100_000)):
+        yield f"restarts={label}", {**arrays, "restarts": np.array(text)}, False
+    for column in ("train_loss", "test_accuracy", "seconds"):
+        yield f"history/{column}=strings", {**arrays, f"history/{column}": np.array(["1.0"])}, \
+            False
+
+
+def write_npz(path: Path, arrays: dict, allow_pickle: bool = False) -> None:
+    path.write_bytes(_npz_bytes(arrays, allow_pickle=allow_pickle))

@@ -43,7 +43,7 @@ def settings_of(arrays: dict, source: str) -> Settings:
     text = scalar(arrays, "settings", "U", source)
     try:
         return Settings.from_saved(json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _fail("not readable JSON", "settings", source) from None
     except NeurolocalError as exc:
         raise _fail(exc.detail, f"settings.{exc.field}" if exc.field and
@@ -98,8 +98,12 @@ def check_checkpoint(arrays: dict, graph: Graph, settings: Settings, source: str
         key = f"history/{column}"
         if key not in arrays:
             raise _fail("missing", key, source)
-        history[column] = float_vector(arrays, key, source, length=epoch,
-                                       finite=column in ("train_loss", "seconds"))
+        history[column] = float_vector(arrays, key, source, length=epoch)
+        low, high = (0.0, 1.0) if column.endswith("accuracy") else (0.0, None)
+        if any((low is not None and v < low) or (high is not None and v > high)
+               for v in history[column]):
+            raise _fail(f"expected values in [{low}, {high if high is not None else 'inf'}]",
+                        key, source)
     energy = float_vector(arrays, "energy_per_round", source, finite=False) \
         if "energy_per_round" in arrays else []
     restarts = _restarts(arrays, source)
@@ -136,6 +140,13 @@ def check_checkpoint(arrays: dict, graph: Graph, settings: Settings, source: str
             raise _fail("Adam's second moment must be >= 0", key, source)
     if any(k.startswith("optimizer/") for k in arrays) and "optimizer/step" not in arrays:
         raise _fail("missing", "optimizer/step", source)
+    per_slot = {slot: {k.split("/", 2)[2] for k in arrays if k.startswith(f"optimizer/{slot}/")}
+                for slot in slots}
+    if len({frozenset(v) for v in per_slot.values()}) > 1:
+        union = set().union(*per_slot.values())
+        slot, missing = next((s, union - v) for s, v in per_slot.items() if union - v)
+        raise _fail(f"{settings.optimizer} state is partial: no {slot} for "
+                    f"{sorted(missing)[0]}", "optimizer", source)
     return {"algorithm": algorithm, "epoch": epoch, "history": history, "energy": energy,
             "restarts": restarts}
 
@@ -146,7 +157,7 @@ def _restarts(arrays: dict, source: str) -> list:
     text = scalar(arrays, "restarts", "U", source)
     try:
         restarts = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _fail("unreadable restart records", "restarts", source) from None
     if not isinstance(restarts, list) or not all(isinstance(r, dict) for r in restarts):
         raise _fail("expected a list of restart records", "restarts", source)
