@@ -407,9 +407,17 @@ def add_run_parser(commands) -> None:
 
 
 def cmd_generate(args) -> int:
+    from neurolocal.files import writable_file
     from neurolocal.generate import GENERATORS, topology_yaml
+    from neurolocal.limits import budget_from, check_vertex_count
     from neurolocal.topology import topology_from_dict
 
+    budget = budget_from(args.budget)
+    # before building any: a tiled graph has at least one tile per layer
+    check_vertex_count(args.vertices, budget, what="--vertices")
+    if args.shape == "tiled":
+        check_vertex_count(2 * args.layers + 3, budget, what="--layers")
+    writable_file(args.output, "--output")
     options = {"vertices": args.vertices, "loss": args.loss}
     if args.shape == "tiled":
         options.update(layers=args.layers, tile_width=args.width or 4,
@@ -425,7 +433,7 @@ def cmd_generate(args) -> int:
         document = GENERATORS[args.shape](**options)
     except ValueError as exc:
         raise ConfigError(str(exc), field=args.shape) from None
-    graph = topology_from_dict(document).graph  # refuse to write a file that would not load
+    graph = topology_from_dict(document, budget=budget).graph  # refuse a file that would not load
     _write_atomically(args.output, topology_yaml(document))
     print(f"wrote {args.output}: {len(graph.order)} vertices, {len(graph.edges)} edges, "
           f"{graph.parameter_count()} parameters, depth {graph.depth}")
@@ -454,6 +462,7 @@ def add_generate_parser(commands) -> None:
     generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),
                           default="tanh")
     generate.add_argument("--loss", choices=("mse", "softmax_cross_entropy"), default="mse")
+    add_budget_option(generate)
     generate.add_argument("--seed", type=_non_negative_int, default=0, help="random: the graph's seed")
     generate.set_defaults(run=cmd_generate)
 
@@ -597,6 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:  # a path the user gave that the OS refuses (ENAMETOOLONG...)
+        if exc.filename is None:
+            raise
+        name = str(exc.filename)[:200]
+        print(f"neurolocal: error: {name}: {exc.strerror or type(exc).__name__}",
+              file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("neurolocal: interrupted", file=sys.stderr)
         return 130

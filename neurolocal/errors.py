@@ -8,6 +8,10 @@ Anything else escaping is a bug in neurolocal.
 from __future__ import annotations
 
 
+#: a message longer than this is cut: one line stays readable whatever value it quotes
+MAX_DETAIL = 2000
+
+
 class NeurolocalError(Exception):
     """A user-facing error: one line naming where the problem is and what was expected."""
 
@@ -16,6 +20,8 @@ class NeurolocalError(Exception):
         self.field = field
         # one line, always: messages may quote a parser that wraps its own text
         self.detail = " ".join(str(message).split())
+        if len(self.detail) > MAX_DETAIL:    # e.g. the repr of a hostile value
+            self.detail = self.detail[:MAX_DETAIL] + " ..."
         super().__init__(self._format())
 
     def _format(self) -> str:
