@@ -123,3 +123,24 @@ def test_mutations_through_the_real_cli(corpus, validated, small_data, tmp_path)
     broken = H.failures(records)
     assert len(records) >= 20
     assert not broken, "\n".join(broken)
+
+
+def test_validate_and_run_agree_on_every_training_section(corpus, validated, small_data,
+                                                          tmp_path):
+    """One set of checks: a `training:` mutation `validate` refuses, `run` refuses; one it
+    accepts, `run` trains (one epoch on a few samples; the flags the test passes override
+    only epochs, batch size, engine and data)."""
+    overridden = {"epochs", "batch_size", "engine", "data"}
+    training = [c for c in corpus if c[2][:1] == ("training",)
+                and not (len(c[2]) > 1 and c[2][1] in overridden)]
+    picked = H.stratified(training, 3, key=lambda c: (c[3], c[2][:2],
+                                                      validated[c[0]]["code"]), seed=SEED)
+    cases = [{"id": c[0], "argv": run_argv(c, small_data, tmp_path / f"out{i}")}
+             for i, c in enumerate(picked)]
+    records = H.run_driver(cases, tmp_path / "driver")
+    assert not H.failures(records), H.failures(records)
+    disagree = [f"{r['id']}: validate {validated[r['id']]['code']}, run {r['code']} "
+                f"{r['stderr'].strip()[:200]}" for r in records
+                if r["code"] != validated[r["id"]]["code"]]
+    assert len(records) > 50
+    assert not disagree, "\n".join(disagree)

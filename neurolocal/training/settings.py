@@ -141,7 +141,17 @@ def check_training_section(training: dict, graph: Graph) -> Settings:
     """What `validate` checks of a topology's `training:` section: the very checks `run`
     makes (`resolve_settings`, the data spec's form), so a file `validate` accepts is
     not refused by `run` for its training section."""
-    return resolve_settings(training, {}, graph)
+    settings = resolve_settings(training, {}, graph)
+    from pathlib import Path
+
+    from neurolocal.errors import DataError
+    from neurolocal.training.data import BUILTIN, check_data_spec
+
+    name, _ = check_data_spec(settings.data)
+    if name not in BUILTIN and not Path(name).exists():
+        raise DataError(f"no such file (and not a built-in data set: {', '.join(BUILTIN)})",
+                        source=name, field="training.data")
+    return settings
 
 
 def _check_names(settings: Settings) -> None:
