@@ -139,8 +139,10 @@ def test_validate_and_run_agree_on_every_training_section(corpus, validated, sma
              for i, c in enumerate(picked)]
     records = H.run_driver(cases, tmp_path / "driver")
     assert not H.failures(records), H.failures(records)
+    # a run may still diverge (an lr of 1e300 is a valid setting): that is not a check
     disagree = [f"{r['id']}: validate {validated[r['id']]['code']}, run {r['code']} "
                 f"{r['stderr'].strip()[:200]}" for r in records
-                if r["code"] != validated[r["id"]]["code"]]
+                if r["code"] != validated[r["id"]]["code"]
+                and "training diverged" not in r["stderr"]]
     assert len(records) > 50
     assert not disagree, "\n".join(disagree)
