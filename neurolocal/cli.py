@@ -369,6 +369,63 @@ def add_generate_parser(commands) -> None:
     generate.set_defaults(run=cmd_generate)
 
 
+# --- cluster: a standing local Ray (issue 15) ------------------------------------------------
+
+
+def cmd_cluster(args) -> int:
+    from neurolocal.engines.ray import standing
+
+    if args.cluster_command == "up":
+        record, started = standing.up(cpus=args.cpus,
+                                      object_store_bytes=args.object_store_mb << 20)
+        verb = "started" if started else "already running"
+        print(f"neurolocal cluster {verb} at {record.address} ({record.cpus} CPUs, "
+              f"{len(record.processes)} processes; logs in {record.temp_dir})")
+        print("attach with --address auto, e.g. neurolocal run topologies/mlp.yaml "
+              "--address auto; stop it with neurolocal cluster down")
+    elif args.cluster_command == "status":
+        report = standing.status()
+        if args.json:
+            print(json.dumps(report))
+        elif report is None:
+            print("no neurolocal cluster is running (start one with neurolocal cluster up)")
+        else:
+            nodes = "?" if report["nodes"] is None else report["nodes"]
+            cpus = "?" if report["cpus"] is None else f"{report['cpus']:g}"
+            print(f"neurolocal cluster at {report['address']}: up {_duration(report['uptime_s'])}"
+                  f", {nodes} node(s), {cpus} CPUs, {report['processes']} processes, "
+                  f"{report['rss_bytes'] / 2**20:.0f} MB RSS")
+            print(f"  temp dir {report['temp_dir']}; token {report['token_file']}")
+    else:
+        stopped = standing.down()
+        if stopped is None:
+            print("no neurolocal cluster was running")
+        else:
+            print(f"stopped the neurolocal cluster: {len(stopped)} processes it started")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def add_cluster_parser(commands) -> None:
+    cluster = commands.add_parser(
+        "cluster", help="keep a local Ray running between commands (--address auto attaches)")
+    tools = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    up = tools.add_parser("up", help="start a local Ray head here and leave it running")
+    up.add_argument("--cpus", type=_positive_int, default=None,
+                    help="CPUs it offers (default: this machine's cores)")
+    up.add_argument("--object-store-mb", type=_positive_int, default=200,
+                    help="its object store, in MiB (default 200)")
+    status = tools.add_parser("status", help="what runs: address, nodes, CPUs, uptime, memory")
+    status.add_argument("--json", action="store_true")
+    tools.add_parser("down", help="stop exactly what `cluster up` started")
+    cluster.set_defaults(run=cmd_cluster)
+
+
 # --- wiring --------------------------------------------------------------------------------
 
 
@@ -465,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.set_defaults(run=cmd_traffic)
     add_run_parser(commands)
     add_generate_parser(commands)
+    add_cluster_parser(commands)
     return parser
 
 

@@ -11,10 +11,17 @@ import tempfile
 import ray
 
 import neurolocal
+from neurolocal.engines.ray.standing import attach
 from neurolocal.errors import ConfigError
 
 ADDRESS_LOCAL = "local"
 
+
+#: an embedded Ray, for one command: no dashboard, and no Ray worker processes started
+#: ahead of the actors (Ray prestarts one per CPU; they sat idle, ~85 MB each). See
+#: docs/startup.md for what else an embedded Ray runs and why it stays.
+EMBEDDED_OPTIONS = {"include_dashboard": False,
+                    "_system_config": {"prestart_worker_first_driver": False}}
 
 #: seconds to wait for a cluster's address to accept a connection
 CONNECT_TIMEOUT = 10.0
@@ -44,7 +51,9 @@ def start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or ADDRESS_LOCAL
+    resolved = attach(address)  # auto: `neurolocal cluster up`'s cluster, on this machine
     remote = address != ADDRESS_LOCAL
+    address, same_machine = resolved, resolved != address
     check_reachable(address)
     if remote:  # Ray retries a silent GCS once a second for a minute by default
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
@@ -53,9 +62,9 @@ def start_ray(address: str | None) -> bool:
         check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
     try:
         with stderr_kept_unless_failing():
-            ray.init(address=address, include_dashboard=False if not remote else None,
-                     runtime_env=worker_runtime_env(remote), logging_level="warning",
-                     log_to_driver=False)
+            ray.init(address=address, logging_level="warning", log_to_driver=False,
+                     runtime_env=worker_runtime_env(remote and not same_machine),
+                     **({} if remote else EMBEDDED_OPTIONS))
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
