@@ -37,13 +37,14 @@ def worker_runtime_env(remote: bool = False) -> dict:
     (no copy); on a remote cluster the package is uploaded with `py_modules`.
     NUMBA_CACHE_DIR is passed on when set, so workers share compiled kernels."""
     env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR",) if k in os.environ}
+    hook = {"worker_process_setup_hook": "neurolocal.engines.worker_setup.setup"}
     if remote:
         return {"py_modules": [os.path.dirname(os.path.abspath(neurolocal.__file__))],
-                "env_vars": env}
+                "env_vars": env, **hook}
     path = [package_parent()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                  if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
-    return {"env_vars": env}
+    return {"env_vars": env, **hook}
 
 
 def start_ray(address: str | None) -> bool:
