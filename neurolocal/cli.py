@@ -453,7 +453,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     ray = parser.add_argument_group("ray engine")
     ray.add_argument("--address", default="local",
                      help="local: start an embedded Ray here and stop it after (default); "
-                          "auto or HOST:PORT: join a running cluster")
+                          "auto: the cluster `neurolocal cluster up` started (else Ray's "
+                          "own auto); HOST:PORT: join a running cluster")
     ray.add_argument("--vertices-per-actor", type=_positive_int, default=1, metavar="K",
                      help="pack K vertices into one actor (default 1: every vertex an actor)")
     ray.add_argument("--staleness", type=_non_negative_int, default=0, metavar="S",
