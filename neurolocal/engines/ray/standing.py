@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurolocal.engines.ray.cluster import LocalCluster, descendants, free_port
-from neurolocal.errors import ConfigError
+from neurolocal.errors import ConfigError, EngineError
 
 STATE_ENV = "NEUROLOCAL_CLUSTER_DIR"
 RECORD, TOKEN = "cluster.json", "auth_token"
@@ -184,9 +184,13 @@ def up(cpus: int | None = None, object_store_bytes: int = 200 << 20,
                              "--include-dashboard=false"])
         head.address = head._wait_for_address(timeout)
         head._wait_for_nodes(1, timeout)
-    except BaseException:
+    except BaseException as exc:
         head.stop()
+        log = head.logs[0].read_text(errors="replace") if head.logs else ""
         shutil.rmtree(head.base_dir, ignore_errors=True)
+        if isinstance(exc, (RuntimeError, TimeoutError, OSError)):  # `ray start` failed
+            last = (log.strip().splitlines() or [str(exc)])[-1]
+            raise EngineError(f"the local Ray head did not start: {last}") from None
         raise
     root = head.processes[0].pid
     processes = [(pid, t) for pid in [root, *descendants(root)]
