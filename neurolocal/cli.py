@@ -542,6 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     run: Callable = args.run
+    if args.command in ("run", "check-grad") and getattr(args, "engine", None) != "local":
+        from neurolocal.engines.worker_setup import setup
+
+        setup()  # this process is a Ray driver too: no pyarrow in it either
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning

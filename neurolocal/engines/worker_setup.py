@@ -1,5 +1,6 @@
 """What every Ray worker of the Ray engine runs before its first task (the job's runtime
-env `worker_process_setup_hook`, see connection.worker_runtime_env)."""
+env `worker_process_setup_hook`, see connection.worker_runtime_env), and the `neurolocal`
+command itself before it becomes a Ray driver (cli.main)."""
 
 from __future__ import annotations
 
