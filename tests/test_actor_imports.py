@@ -42,7 +42,8 @@ def report_modules():
     def loop():
         while True:
             tmp = out / f".{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)))
+            loaded = sys.modules.copy()  # one C-level copy: imports go on in the main thread
+            tmp.write_text(json.dumps(sorted(k for k, v in loaded.items() if v is not None)))
             os.replace(tmp, out / f"{os.getpid()}.json")
             time.sleep(0.05)
 
@@ -96,10 +97,13 @@ def test_engine_actors_import_no_heavy_library(modules_dir):
     with RayEngine(graph, graph.init_params(0), vertices_per_actor=1) as engine:
         relaxation = engine.relax(inputs, target, eta=1.0, iterations=graph.depth)
         pids = [a["pid"] for a in relaxation.extras["report"]["actors"]]
+        time.sleep(0.5)  # the reports written after the batch
         loaded = {pid: modules_of(modules_dir, pid, "neurolocal.shard") for pid in pids}
     assert len(loaded) == 4 and np.isfinite(relaxation.energy).all()
+    # numba's kernels ran in the actors of relaxing vertices, and only there is numba
+    assert 1 <= sum("numba" in modules for modules in loaded.values()) < 4
     for pid, modules in loaded.items():
-        assert "neurolocal.shard" in modules and "numba" in modules  # the real actor, working
+        assert "neurolocal.shard" in modules  # the real actor
         heavy = {m.split(".")[0] for m in modules} & set(HEAVY)
         added = heavy - {m.split(".")[0] for m in baseline}
         assert not added, f"actor pid {pid} imported {sorted(added)}"
