@@ -11,6 +11,10 @@ import importlib
 import sys
 import types
 
+# first, before anything imports numba's kernels: importing it points their cache at a
+# per-user directory, never into the installed package (see neurolocal/numba_cache.py)
+from neurolocal import numba_cache  # noqa: F401  (isort: skip)
+
 __version__ = "0.1.0"
 
 _LAZY = {
