@@ -98,12 +98,12 @@ def test_engine_actors_import_no_heavy_library(modules_dir):
         relaxation = engine.relax(inputs, target, eta=1.0, iterations=graph.depth)
         pids = [a["pid"] for a in relaxation.extras["report"]["actors"]]
         time.sleep(0.5)  # the reports written after the batch
-        loaded = {pid: modules_of(modules_dir, pid, "neurolocal.shard") for pid in pids}
+        loaded = {pid: modules_of(modules_dir, pid, "neurolocal.engines.rounds") for pid in pids}
     assert len(loaded) == 4 and np.isfinite(relaxation.energy).all()
     # numba's kernels ran in the actors of relaxing vertices, and only there is numba
     assert 1 <= sum("numba" in modules for modules in loaded.values()) < 4
     for pid, modules in loaded.items():
-        assert "neurolocal.shard" in modules  # the real actor
+        assert "neurolocal.engines.rounds" in modules  # the real actor
         heavy = {m.split(".")[0] for m in modules} & set(HEAVY)
         added = heavy - {m.split(".")[0] for m in baseline}
         assert not added, f"actor pid {pid} imported {sorted(added)}"

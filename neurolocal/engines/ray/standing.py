@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurolocal.engines.ray.cluster import LocalCluster, descendants, free_port
+from neurolocal.engines.ray.cluster import LocalCluster, descendants
 from neurolocal.errors import ConfigError, EngineError
 
 STATE_ENV = "NEUROLOCAL_CLUSTER_DIR"
@@ -180,9 +180,7 @@ def up(cpus: int | None = None, object_store_bytes: int = 200 << 20,
     head = StandingHead(workers=0, cpus_per_node=cpus, object_store_bytes=object_store_bytes,
                         ray=ray_exe, base_dir=tempfile.mkdtemp(prefix="nl-ray-"))
     try:
-        head._start_node(0, ["--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                             "--include-dashboard=false"])
-        head.address = head._wait_for_address(timeout)
+        head.start(timeout)  # no worker nodes: the head alone
         head._wait_for_nodes(1, timeout)
     except BaseException as exc:
         head.stop()
