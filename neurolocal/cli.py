@@ -301,13 +301,16 @@ def _resumed_settings(out_dir, given: dict, args, graph):
                "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
                "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
                "lr": saved.lr, "seed": saved.seed, "data": saved.data}
+    movable = ("epochs", "engine")   # where vertices run never changes the numbers
     for key, value in given.items():
-        if key != "epochs" and value is not None and value != current[key]:
+        if key not in movable and value is not None and value != current[key]:
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
-                              "a resumed run keeps its settings (only --epochs may change)")
-    if given["epochs"] is not None:
-        saved = training.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
+                              "a resumed run keeps its settings (only --epochs and --engine "
+                              "may change)")
+    changes = {k: given[k] for k in movable if given[k] is not None}
+    if changes:
+        saved = training.Settings.from_dict({**saved.as_dict(), **changes})
     return saved
 
 
