@@ -71,7 +71,8 @@ def cmd_validate(args) -> int:
 
 def cmd_check_grad(args) -> int:
     from neurolocal.engines import relax_once
-    from neurolocal.gradcheck import compare, data_batch, default_iterations, synthetic_batch
+    from neurolocal.gradcheck import (CONVERGENCE_TOLERANCE, compare, data_batch,
+                                      default_iterations, synthetic_batch)
     from neurolocal.topology import load_topology
 
     graph = load_topology(args.topology).graph
@@ -90,7 +91,7 @@ def cmd_check_grad(args) -> int:
     failed = args.max_rel_error is not None and not check.max_relative_error <= args.max_rel_error
     if not check.converged:
         print(f"neurolocal: warning: the relaxation has not converged after {iterations} rounds "
-              f"(fixed-point residual {check.residual:.2e} > {check.as_dict()['convergence_tolerance']:g}); "
+              f"(fixed-point residual {check.residual:.2e} > {CONVERGENCE_TOLERANCE:g}); "
               "the updates are not yet its fixed point's: raise --iterations"
               + (" (or use eta 1)" if args.eta != 1.0 and args.mode == "fixed" else ""),
               file=sys.stderr)
