@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
-from neurolocal.errors import ConfigError, EngineError, NeurolocalError
+from neurolocal.errors import ConfigError, NeurolocalError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -59,11 +59,7 @@ def make_engine(settings: Settings, graph: Graph, params: Params,
 
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The forward pass alone (the output vertex's prediction)."""
-    values = dict(inputs)
-    for n in graph.order:
-        if not graph.is_input(n):
-            spec = graph.vertices[n]
-            values[n], _ = spec.op.forward(params.get(n, {}), [values[p] for p in spec.parents])
+    values, _ = graph.forward(params, inputs)
     return values[graph.output]
 
 
@@ -122,8 +118,11 @@ def learning_of(settings: Settings, updates_per_batch: int = 1):
     """What every vertex needs to train its own parameters: the run's optimizer settings."""
     from neurolocal.engines.rounds import Learning
 
+    from neurolocal.training.optimizers import make_optimizer
+
     return Learning(settings.optimizer, settings.lr,
-                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch)
+                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch,
+                    make_optimizer)
 
 
 def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,
