@@ -131,6 +131,12 @@ class LogStream:
     def settings(self) -> dict:
         return self.files[0].settings if self.files else {}
 
+    def settings_of_run(self, run: int) -> dict:
+        return next(f.settings for f in self.files if f.run == self.runs[run])
+
+    def source_of_run(self, run: int) -> str:
+        return next(str(f.path) for f in self.files if f.run == self.runs[run])
+
     @property
     def truncated(self) -> list[str]:
         return [str(f.path) for f in self.files if f.truncated]
