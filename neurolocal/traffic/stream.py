@@ -102,6 +102,7 @@ class LogStream:
         self.energy: dict[tuple[int, int], list[float]] = {}
         self.side_records = 0
         self.extra_fields: list[str] = []
+        self.on_bytes = None  # called with the size of each block read (progress bars)
         self._read_headers()
 
     # --- names --------------------------------------------------------------------------
@@ -195,6 +196,7 @@ class LogStream:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise DataError("not a regular file", source=source)
             buf = f.read(BLOCK)
+            self._progress(len(buf))
             header, pos = _first_object(buf, info.path)  # checked in _read_headers
             eof = len(buf) < BLOCK
             while True:
@@ -225,6 +227,7 @@ class LogStream:
                             info.truncated = True
                         break
                     more = f.read(BLOCK)
+                    self._progress(len(more))
                     eof = len(more) < BLOCK
                     buf = buf[pos:] + more
                     pos = 0
@@ -242,6 +245,13 @@ class LogStream:
         if info.truncated:
             warnings.warn(f"{info.path}: truncated tail after {info.records} whole records; "
                           "read up to the last whole record", stacklevel=3)
+
+    def _progress(self, size: int) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(size)
+
+    def total_bytes(self) -> int:
+        return sum(f.path.stat().st_size for f in self.files)
 
     def _side_record(self, item, info: FileInfo, run: int, count: int) -> None:
         source = str(info.path)
