@@ -190,7 +190,7 @@
     const W = Math.max(600, (maxX + 1) * colGap + 120), H = Math.max(260, (maxY + 1) * rowGap + 60);
     const px = v => 70 + v.x * colGap, py = v => 36 + v.y * rowGap;
     const pos = {}; for (const v of V) pos[v.id] = v;
-    const height = Math.round(Math.min(640, Math.max(280, H * 1340 / W)));
+    const height = Math.round(Math.min(640, Math.max(220, H * Math.min(1.25, 1340 / W))));  // small graphs are not blown up
     const root = svg("svg", { width: "100%", height: height, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "xMidYMid meet" });
     const defs = svg("defs");
     for (const k of kindsPresent) {
