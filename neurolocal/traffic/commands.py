@@ -133,7 +133,7 @@ def cmd_traffic(args) -> int:
         _duckdb()  # the missing extra in one line before any reading
         table = query(args.directory, args.sql)
         if args.json:
-            print(json.dumps(table.to_pylist(), default=str))
+            print(json.dumps(table.to_pylist(), default=_json_value))
         elif args.csv:
             import pyarrow.csv as pcsv
 
@@ -148,6 +148,15 @@ def cmd_traffic(args) -> int:
         write_report(args.directory, args.output)
         print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _json_value(value):
+    """SQL sums are 128-bit decimals; dates and others print as text."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
 
 
 def _audit(args) -> int:

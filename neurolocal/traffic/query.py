@@ -61,7 +61,11 @@ def query(source, sql: str) -> pa.Table:
             con.execute(f"CREATE VIEW messages AS SELECT * FROM read_parquet('{quoted}')")
         con.register("energy", energy_table(stream))
         try:
-            return con.execute(sql).fetch_arrow_table()
+            relation = con.sql(sql)
+            if relation is None:  # a statement without rows
+                return pa.table({})
+            fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+            return fetch()  # DuckDB 2 names it to_arrow_table, 1.x arrow
         except duckdb.Error as exc:
             text = " ".join(str(exc).split())
             raise ConfigError(f"query failed: {text[:300]}") from None
