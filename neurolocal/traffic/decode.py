@@ -237,16 +237,20 @@ class StringTable:
     def __len__(self) -> int:
         return int(self.counts[0])
 
-    def grow(self) -> None:
+    def grow(self, max_string: int) -> None:
+        """Room for one more name: a larger table, or (when the table has room) a store
+        that fits any string up to `max_string` bytes."""
         n, used = int(self.counts[0]), int(self.counts[1])
-        capacity = 2 * self.str_off.size
-        self.str_off = np.concatenate([self.str_off, np.zeros_like(self.str_off)])
-        self.str_len = np.concatenate([self.str_len, np.zeros_like(self.str_len)])
-        if used * 2 > self.store.size:
-            self.store = np.concatenate([self.store, np.zeros(self.store.size, np.uint8)])
-        self.table_hash = np.zeros(2 * capacity, np.uint64)
-        self.table_id = np.full(2 * capacity, -1, np.int64)
-        rehash(self.str_off, self.str_len, self.store, n, self.table_hash, self.table_id)
+        if 2 * (n + 1) > self.table_id.size or n + 1 > self.str_off.size:
+            capacity = 2 * self.str_off.size
+            self.str_off = np.concatenate([self.str_off, np.zeros_like(self.str_off)])
+            self.str_len = np.concatenate([self.str_len, np.zeros_like(self.str_len)])
+            self.table_hash = np.zeros(2 * capacity, np.uint64)
+            self.table_id = np.full(2 * capacity, -1, np.int64)
+            rehash(self.str_off, self.str_len, self.store, n, self.table_hash, self.table_id)
+        else:
+            size = max(2 * self.store.size, used + max_string + 1)
+            self.store = np.concatenate([self.store, np.zeros(size - self.store.size, np.uint8)])
 
     def args(self):
         return self.table_hash, self.table_id, self.store, self.str_off, self.str_len, self.counts
@@ -262,4 +266,4 @@ class StringTable:
             sid = _intern(data, 0, data.size, *self.args())
             if sid >= 0:
                 return int(sid)
-            self.grow()
+            self.grow(data.size)

@@ -34,7 +34,8 @@ FLOAT_FIELDS = ("t_send", "t_recv")
 STR_FIELDS = ("src", "dst", "kind", "src_host", "dst_host", "src_actor", "dst_actor")
 BLOCK = MAX_OBJECT_BYTES  # a block always holds any one whole object
 ROWS = 1 << 18
-MAX_STRINGS = 1 << 21
+MAX_STRINGS = 1 << 20  # distinct names (vertices, hosts, actors, kinds) in one log
+MAX_NAME_BYTES = 128 << 20  # and their bytes
 TYPE_NAMES = {d.NIL: "nil", d.INT: "an integer", d.FLOAT: "a float", d.STR: "a string",
               d.BOOL: "a boolean"}
 
@@ -103,6 +104,7 @@ class LogStream:
         self.side_records = 0
         self.extra_fields: list[str] = []
         self.on_bytes = None  # called with the size of each block read (progress bars)
+        self._warned: set[Path] = set()
         self._read_headers()
 
     # --- names --------------------------------------------------------------------------
@@ -211,11 +213,13 @@ class LogStream:
                     info.records += filled
                     filled = 0
                 elif status == d.TABLE_FULL:
-                    if len(self.strings) >= MAX_STRINGS:
-                        raise DataError(f"more than {MAX_STRINGS} distinct names after "
+                    if len(self.strings) >= MAX_STRINGS or \
+                            self.strings.store.size > MAX_NAME_BYTES:
+                        raise DataError(f"more than {MAX_STRINGS} distinct names or "
+                                        f"{MAX_NAME_BYTES >> 20} MB of names after "
                                         f"{info.records + filled} records: not a traffic log "
                                         "of a graph", source=source)
-                    self.strings.grow()
+                    self.strings.grow(MAX_OBJECT_BYTES)
                 elif status == d.CORRUPT:
                     raise DataError(f"corrupt record after {info.records + filled} records",
                                     source=source)
@@ -242,7 +246,8 @@ class LogStream:
         if filled:
             yield self._chunk(info, run, first, tags[:filled], vals[:filled])
             info.records += filled
-        if info.truncated:
+        if info.truncated and info.path not in self._warned:  # once, however many passes
+            self._warned.add(info.path)
             warnings.warn(f"{info.path}: truncated tail after {info.records} whole records; "
                           "read up to the last whole record", stacklevel=3)
 
@@ -269,10 +274,15 @@ class LogStream:
             if len(item) != len(info.fields):
                 raise DataError(f"malformed record after {count} records ({len(item)} fields, "
                                 f"the header declares {len(info.fields)})", source=source)
-            bad = next(i for i, v in enumerate(item) if not _is_scalar(v))
+            bad = next((i for i, v in enumerate(item) if not _is_scalar(v)), None)
+            if bad is not None:
+                raise DataError(f"malformed record after {count} records: field "
+                                f"{info.fields[bad]!r} is a {type(item[bad]).__name__}",
+                                source=source)
+            big = next((i for i, v in enumerate(item) if _is_int(v)
+                        and not -(1 << 63) <= v < (1 << 63)), 0)
             raise DataError(f"malformed record after {count} records: field "
-                            f"{info.fields[bad]!r} is a {type(item[bad]).__name__}",
-                            source=source)
+                            f"{info.fields[big]!r} is beyond a 64-bit integer", source=source)
         else:
             raise DataError(f"malformed record after {count} records (a "
                             f"{type(item).__name__}, not a record)", source=source)
