@@ -100,8 +100,9 @@ class Totals:
         self.latency = LatencyHistogram()
         self.by_kind: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         self.by_round: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        self.batches: dict[tuple[int, int], list] = {}  # (run, batch) -> [messages, bytes,
-        #                                                   control bytes, t_first, t_last]
+        # (run, batch) -> [messages, bytes, control bytes, t_first, t_last, vertex messages];
+        # a batch id with control messages only (a snapshot's replies) is not a batch of work
+        self.batches: dict[tuple[int, int], list] = {}
         self.hosts: set[int] = set()
         self.scope = {"local": [0, 0], "cross-actor": [0, 0], "cross-host": [0, 0]}
         self.abandoned: set[tuple[int, int]] = set()
@@ -146,6 +147,7 @@ class Totals:
         cb = np.where(control, fb, 0.0)[order]
         cum_b = np.r_[0.0, np.cumsum(fb[order])]
         cum_c = np.r_[0.0, np.cumsum(cb)]
+        cum_w = np.r_[0, np.cumsum(~control[order])]
         t_sorted = ts[order]
         t_lo = np.minimum.reduceat(t_sorted, starts)
         t_hi = np.maximum.reduceat(t_sorted, starts)
@@ -157,13 +159,14 @@ class Totals:
                     raise DataError(f"more than {MAX_BATCHES} batches: not a log this tool "
                                     "summarises in bounded memory", source=str(chunk.file.path))
                 self.batches[key] = [e - a, cum_b[e] - cum_b[a], cum_c[e] - cum_c[a],
-                                     float(t_lo[i]), float(t_hi[i])]
+                                     float(t_lo[i]), float(t_hi[i]), int(cum_w[e] - cum_w[a])]
             else:
                 row[0] += e - a
                 row[1] += cum_b[e] - cum_b[a]
                 row[2] += cum_c[e] - cum_c[a]
                 row[3] = min(row[3], float(t_lo[i]))
                 row[4] = max(row[4], float(t_hi[i]))
+                row[5] += int(cum_w[e] - cum_w[a])
         self.hosts.update(np.unique(c["src_host"]).tolist())
         self.hosts.update(np.unique(c["dst_host"]).tolist())
         cross_host = c["src_host"] != c["dst_host"]
@@ -230,14 +233,14 @@ class Totals:
     def summary(self) -> dict:
         s = self.stream
         name = s.name
-        batches = len(self.batches)
+        batches = len(self.work_batches())
         control = self.by_kind.get(self.control, [0, 0])[1]
         return {
             "messages": self.messages,
             "bytes": self.bytes,
             "bytes_meaning": "payload bytes sent (not the log's size on disk)",
             "batches": batches,
-            "runs": len({run for run, _ in self.batches}) or len(s.runs),
+            "runs": len(s.runs),
             "rounds": (max(self.by_round) + 1) if self.by_round else 0,
             "writers": [f.writer for f in s.files],
             "hosts": sorted(name(h) for h in self.hosts),
@@ -253,6 +256,10 @@ class Totals:
             "by_round": {str(r): {"messages": v[0], "bytes": v[1]}
                          for r, v in sorted(self.by_round.items())},
         }
+
+    def work_batches(self) -> list[tuple[int, int]]:
+        """(run, batch) ids that carried vertex traffic (not only control replies)."""
+        return [k for k, row in self.batches.items() if row[5] > 0]
 
     def edge_rows(self) -> list[dict]:
         name = self.stream.name

@@ -11,6 +11,9 @@ Counts, for a batch relaxed with T synchronous rounds (the log header's settings
     strict mode    also one value per edge whose parent relaxes, each round 1..T
     read_inputs    round T+1: one error per edge whose parent is an input
     tied groups    round T+1: one partial per (member vertex, owner vertex) pair
+    training       (header setting "learning"): round T+1, one param message per (owner
+                   vertex, member vertex) pair: the owner's new values of the shared
+                   tensors after its optimizer step (docs/rounds.md)
 Every other count (missing, duplicated or extra messages) is a violation.
 
 An event-driven batch (schedule "event") sends only when an error changed: the
@@ -68,7 +71,7 @@ class AuditResult:
 
 
 def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
-                      read_inputs: bool = False) -> Counter:
+                      read_inputs: bool = False, learning: bool = False) -> Counter:
     """(round, src, dst, kind) -> count that one batch must produce."""
     expected: Counter = Counter()
     for parent, child in graph.edges:
@@ -87,11 +90,13 @@ def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
                 expected[(round_, parent, child, "value")] += 1
     for member, owner in tied_partners(graph):
         expected[(iterations + 1, member, owner, "partial")] += 1
+        if learning:
+            expected[(iterations + 1, owner, member, "param")] += 1
     return expected
 
 
 def expected_count(graph: Graph, iterations: int, mode: str = "fixed",
-                   read_inputs: bool = False) -> int:
+                   read_inputs: bool = False, learning: bool = False) -> int:
     """len(expected_messages(...)) in closed form: nothing is enumerated."""
     count = 0
     for parent, child in graph.edges:
@@ -104,7 +109,7 @@ def expected_count(graph: Graph, iterations: int, mode: str = "fixed",
             count += min(iterations, 1)
         else:
             count += iterations
-    return count + len(tied_partners(graph))
+    return count + len(tied_partners(graph)) * (2 if learning else 1)
 
 
 def path_lengths(graph: Graph) -> dict[str, set[int]]:
@@ -117,7 +122,8 @@ def path_lengths(graph: Graph) -> dict[str, set[int]]:
     return lengths
 
 
-def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) -> Counter:
+def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool,
+                learning: bool = False) -> Counter:
     """Most messages an event-driven batch may send per (round, src, dst, kind).
 
     With eta = 1 an error changes only at the updates whose number is the length of
@@ -125,7 +131,7 @@ def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) ->
     r - 1 is such a length. With eta != 1 every error moves every round (Jacobi's count).
     """
     if eta != 1.0:
-        return expected_messages(graph, iterations, "fixed", read_inputs)
+        return expected_messages(graph, iterations, "fixed", read_inputs, learning)
     lengths = path_lengths(graph)
     bound: Counter = Counter()
     for parent, child in graph.edges:
@@ -139,6 +145,8 @@ def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) ->
                 bound[(k + 1, child, parent, "error")] += 1
     for member, owner in tied_partners(graph):
         bound[(iterations + 1, member, owner, "partial")] += 1
+        if learning:
+            bound[(iterations + 1, owner, member, "param")] += 1
     return bound
 
 
@@ -148,7 +156,7 @@ def tied_partners(graph: Graph) -> set[tuple[str, str]]:
             if vertex != group.owner[0]}
 
 
-KIND_CODE = {"value": 0, "error": 1, "partial": 2}
+KIND_CODE = {"value": 0, "error": 1, "partial": 2, "param": 3}
 MESSAGE_KINDS = tuple(KIND_CODE)
 LISTED_BATCHES = 3  # failing batches read again to list their differences
 MAX_ENUMERATED = 4_000_000  # expected keys of one batch enumerated at most
@@ -182,6 +190,7 @@ class _Settings:
         self.schedule = get("schedule", str, "jacobi")
         self.mode = get("mode", str, "fixed")
         self.read_inputs = get("read_inputs", bool, False)
+        self.learning = get("learning", bool, False)
         self.eta = float(get("eta", (int, float), 1.0))
         self.iterations = get("iterations", int, -1) if "iterations" in settings else None
         if self.iterations is not None and self.iterations < 0:
@@ -209,7 +218,7 @@ def audit(log, graph: Graph, max_listed: int = 20) -> AuditResult:
     edges = np.unique([vindex[p] * nv + vindex[c] for p, c in graph.edges] or [-1])
     partners = np.unique([vindex[m] * nv + vindex[o] for m, o in tied_partners(graph)] or [-1])
     scheduler = stream.id_of(SCHEDULER)
-    kind_ids = {k: stream.id_of(k) for k in ("value", "error", "partial", "control")}
+    kind_ids = {k: stream.id_of(k) for k in ("value", "error", "partial", "param", "control")}
     settings = [_Settings(stream.settings_of_run(r), stream.source_of_run(r))
                 for r in range(len(stream.runs))]
     allowed = [_event_allowed(s, graph, vindex, nv) for s in settings]
@@ -241,6 +250,7 @@ def audit(log, graph: Graph, max_listed: int = 20) -> AuditResult:
         kind = c["kind"]
         is_value, is_error = kind == kind_ids["value"], kind == kind_ids["error"]
         is_partial, is_control = kind == kind_ids["partial"], kind == kind_ids["control"]
+        is_param = kind == kind_ids["param"]
         bad = np.zeros(n, bool)
         problems = (
             (is_value & ~np.isin(src * nv + dst, edges),
@@ -249,9 +259,11 @@ def audit(log, graph: Graph, max_listed: int = 20) -> AuditResult:
              "an error between vertices that are not child -> parent"),
             (is_partial & ~np.isin(src * nv + dst, partners),
              "a parameter partial outside a tied group (member -> owner)"),
+            (is_param & ~np.isin(dst * nv + src, partners),
+             "parameter values outside a tied group (owner -> member)"),
             (is_control & (c["src"] != scheduler) & (c["dst"] != scheduler),
              "control traffic that does not involve the scheduler"),
-            (~(is_value | is_error | is_partial | is_control), None),
+            (~(is_value | is_error | is_partial | is_param | is_control), None),
         )
         for mask, text in problems:
             if mask.any():
@@ -264,12 +276,12 @@ def audit(log, graph: Graph, max_listed: int = 20) -> AuditResult:
                 extra += max(0, int(mask.sum()) - max_listed)
         marks = is_control & (c["src"] == scheduler) & (c["dst"] == scheduler)
         abandoned.update((chunk.run, b) for b in np.unique(c["batch"][marks]).tolist())
-        counted = (is_value | is_error | is_partial) & ~bad
+        counted = (is_value | is_error | is_partial | is_param) & ~bad
         if not counted.any():
             continue
         rounds = c["round"][counted]
         max_round = max(max_round, int(rounds.max()))
-        kcode = np.where(is_value, 0, np.where(is_error, 1, 2))[counted]
+        kcode = np.select([is_value, is_error, is_partial], [0, 1, 2], 3)[counted]
         keys = _key(rounds, kcode, src[counted], dst[counted], nv)
         batch = c["batch"][counted]
         if allowed[chunk.run] is not None:
@@ -326,10 +338,10 @@ def _event_allowed(s: _Settings, graph, vindex, nv):
     """Keys an event-driven batch may carry (each at most once), or None."""
     if s.schedule != "event" or s.iterations is None:
         return None
-    if s.eta != 1.0 and expected_count(graph, s.iterations, "fixed", s.read_inputs) \
-            > MAX_ENUMERATED:
+    if s.eta != 1.0 and expected_count(graph, s.iterations, "fixed", s.read_inputs,
+                                       s.learning) > MAX_ENUMERATED:
         return None
-    bound = event_bound(graph, s.iterations, s.eta, s.read_inputs)
+    bound = event_bound(graph, s.iterations, s.eta, s.read_inputs, s.learning)
     keys = [(r, KIND_CODE[k], vindex[a], vindex[b]) for (r, a, b, k) in bound]
     if not keys:
         return np.zeros(0, np.int64)
@@ -373,7 +385,7 @@ def _check_counts(s: _Settings, graph, run_batches: dict, vindex, nv, max_round,
     if s.schedule == "event":
         return True, _check_event(s, graph, run_batches, vindex, nv, note)
     largest = max(v[0] for v in run_batches.values())
-    size = expected_count(graph, s.iterations, s.mode, s.read_inputs)
+    size = expected_count(graph, s.iterations, s.mode, s.read_inputs, s.learning)
     if size > largest:
         note(f"{'run ' + run_name + ': ' if several else ''}the header's settings "
              f"(iterations {s.iterations}, mode {s.mode}) imply {size} messages a batch; "
@@ -382,7 +394,7 @@ def _check_counts(s: _Settings, graph, run_batches: dict, vindex, nv, max_round,
     if size > MAX_ENUMERATED:
         return False, f"counts not checked: {size} messages a batch is more than the audit " \
                       f"enumerates ({MAX_ENUMERATED})"
-    expected = expected_messages(graph, s.iterations, s.mode, s.read_inputs)
+    expected = expected_messages(graph, s.iterations, s.mode, s.read_inputs, s.learning)
     count, fingerprint = _expected_hash(expected, vindex, nv)
     for b, (seen, h) in sorted(run_batches.items()):
         if seen != count or h != fingerprint:
@@ -392,10 +404,10 @@ def _check_counts(s: _Settings, graph, run_batches: dict, vindex, nv, max_round,
 
 def _check_event(s: _Settings, graph, run_batches, vindex, nv, note) -> str:
     """Every message was checked against the bound as it streamed by; here the totals."""
-    if s.eta != 1.0 and expected_count(graph, s.iterations, "fixed", s.read_inputs) \
-            > MAX_ENUMERATED:
+    if s.eta != 1.0 and expected_count(graph, s.iterations, "fixed", s.read_inputs,
+                                       s.learning) > MAX_ENUMERATED:
         return "event counts not checked: the bound is beyond what the audit enumerates"
-    limit = sum(event_bound(graph, s.iterations, s.eta, s.read_inputs).values())
+    limit = sum(event_bound(graph, s.iterations, s.eta, s.read_inputs, s.learning).values())
     for b, (seen, _) in sorted(run_batches.items()):
         if seen > limit:
             note(f"batch {b}: {seen} messages, the event schedule sends at most {limit}")
@@ -421,7 +433,7 @@ def _list_differences(stream, graph, settings, failing, vindex, note, several) -
                      kind)] += 1
     for run, b in failing:
         s = settings[run]
-        expected = expected_messages(graph, s.iterations, s.mode, s.read_inputs)
+        expected = expected_messages(graph, s.iterations, s.mode, s.read_inputs, s.learning)
         got = seen[(run, b)]
         label = f"run {stream.runs[run]} batch {b}" if several else f"batch {b}"
         for key in sorted(set(expected) | set(got), key=str):

@@ -31,6 +31,8 @@ KIND_MEANING = {
     "error": "J^T eps, the error a child sends back to a parent, once per relaxation round",
     "partial": "a tied weight's parameter update, member vertex -> the group's owner "
                "(after the last round)",
+    "param": "a tied weight's new values after the owner's optimizer step, owner -> "
+             "member vertex (training)",
     "control": "scheduler traffic: batch settings, parameters and data out, results back "
                "(src = dst = scheduler marks an abandoned batch)",
 }
@@ -87,8 +89,8 @@ def collect(source) -> dict:
                             "p50": _num(hist.percentile(50)), "p99": _num(hist.percentile(99))}
 
     # --- batches (downsampled to at most MAX_BATCH_POINTS points) ----------------------
-    keys = sorted(totals.batches, key=lambda k: (totals.batches[k][3], k))
-    rows = np.array([totals.batches[k] for k in keys], float).reshape(-1, 5)
+    keys = sorted(totals.work_batches(), key=lambda k: (totals.batches[k][3], k))
+    rows = np.array([totals.batches[k] for k in keys], float).reshape(-1, 6)
     step = max(1, math.ceil(len(keys) / MAX_BATCH_POINTS))
     batches = {"step": step, "count": len(keys), "messages": [], "bytes": [], "control": []}
     for a in range(0, len(keys), step):
@@ -168,7 +170,7 @@ def _unfinished(stream, totals: Totals) -> list[tuple[int, int]]:
     out = []
     energy_runs = {run for run, _ in stream.energy}
     for run in energy_runs:
-        ids = [b for r, b in totals.batches if r == run]
+        ids = [b for r, b in totals.work_batches() if r == run]
         if ids:
             last = max(ids)
             if (run, last) not in stream.energy and (run, last) not in totals.abandoned:
@@ -205,7 +207,8 @@ def activity(stream, totals: Totals, bins: int = TIME_BINS) -> dict:
         rows[label] = rows.get(label, 0) + row
     ordered = sorted(rows, key=lambda k: (k == SCHEDULER, _natural(k)))
     spans = []
-    for (run, batch), row in totals.batches.items():
+    for key in totals.work_batches():
+        row = totals.batches[key]
         spans.append([row[3] - t0, row[4] - t0])
     spans.sort()
     if len(spans) > 600:  # thin out: the shading is a guide, not data

@@ -4,7 +4,7 @@
 (function () {
   const D = JSON.parse(document.getElementById("report-data").textContent);
   const NS = "http://www.w3.org/2000/svg";
-  const KIND_COLORS = { value: "#2f6fde", error: "#e0662b", partial: "#8b4fd1", control: "#7a8497" };
+  const KIND_COLORS = { value: "#2f6fde", error: "#e0662b", partial: "#8b4fd1", param: "#1f9d74", control: "#7a8497" };
   const PALETTE = ["#2f6fde", "#e0662b", "#1f9d74", "#c2418f", "#8b4fd1", "#d4a514", "#17a2b8",
     "#7d5a3c", "#e24c4c", "#5b8c2a", "#3c4fa8", "#b5651d", "#2b8a9e", "#a83c6e", "#6b7f1f",
     "#9a5ccf"];
@@ -240,7 +240,7 @@
         const a = pos[e.src], b = pos[e.dst];
         const x1 = px(a), y1 = py(a), x2 = px(b), y2 = py(b);
         const dx = x2 - x1, dy = y2 - y1, len = Math.hypot(dx, dy) || 1;
-        const bend = e.kind === "partial" ? 0.35 : 0.12;
+        const bend = e.kind === "partial" || e.kind === "param" ? 0.35 : 0.12;
         const cx = (x1 + x2) / 2 - dy / len * len * bend, cy = (y1 + y2) / 2 + dx / len * len * bend;
         const sx = x1 + (cx - x1) / Math.hypot(cx - x1, cy - y1) * 10, sy = y1 + (cy - y1) / Math.hypot(cx - x1, cy - y1) * 10;
         const ex = x2 + (cx - x2) / Math.hypot(cx - x2, cy - y2) * 12, ey = y2 + (cy - y2) / Math.hypot(cx - x2, cy - y2) * 12;
@@ -249,9 +249,8 @@
         const path = svg("path", {
           d: `M${sx},${sy} Q${cx},${cy} ${ex},${ey}`, fill: "none", stroke: colour, "stroke-width": width,
           "stroke-opacity": 0.55, "stroke-linecap": "round", "marker-end": `url(#arrow-${e.kind})`,
-          "stroke-dasharray": e.kind === "partial" ? "5 4" : null,
+          "stroke-dasharray": e.kind === "partial" || e.kind === "param" ? "5 4" : null,
         });
-        if (e.kind !== "partial") path.removeAttribute("stroke-dasharray");
         path.addEventListener("mousemove", ev => {
           path.setAttribute("stroke-opacity", 0.95);
           showTip(ev, `<b>${esc(e.src)} → ${esc(e.dst)}</b> <span class="m">${esc(e.kind)}</span><br>` +

@@ -1,0 +1,532 @@
+"""The driver: `RayEngine` starts the actors, dispatches one call per actor per batch,
+collects the results and recovers from actor deaths (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from neurolocal.engines.base import (
+    Relaxation,
+    Restart,
+    Step,
+    check_relaxation_settings,
+    default_iterations,
+    prepare_batch,
+)
+from neurolocal.engines.ray.actor import (
+    ActorNotReady,
+    ShardActor,
+    TrafficSpec,
+    actor_name,
+    host_label,
+)
+from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
+from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
+from neurolocal.errors import ConfigError, EngineError
+from neurolocal.graph import Graph, Params
+from neurolocal.engines.rounds import (
+    Learning,
+    RunSettings,
+    check_schedule,
+    merge_results,
+    merge_snapshots,
+    step_from_results,
+)
+from neurolocal.traffic.log import (
+    SCHEDULER,
+    TrafficRecorder,
+    new_run_id,
+    now,
+    payload_bytes,
+)
+
+#: seconds any driver wait may take (actors starting, one batch) before the run fails
+DEFAULT_TIMEOUT = 300.0
+
+
+#: how often Ray may restart one actor that died before the run gives up
+DEFAULT_MAX_RESTARTS = 3
+
+
+class ActorLost(EngineError):
+    """An actor died (or restarted) under a batch; `actors` are their shard indices."""
+
+    def __init__(self, message: str, actors: list[int]):
+        super().__init__(message)
+        self.actors = actors
+
+
+class RayEngine:
+    """Predictive coding with vertices in Ray actors; `relax` returns the same
+    `Relaxation` as LocalEngine. Use as a context manager, or call `close()`."""
+
+    def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
+                 seed: int = 0, *, schedule: str = "jacobi", address: str | None = ADDRESS_LOCAL,
+                 vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread",
+                 timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
+                 traffic_settings: dict | None = None,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS,
+                 fault: tuple[int, int] | None = None):
+        """`timeout`: seconds any wait of the driver may take (actors starting, a batch,
+        a restarted actor coming back). `traffic_log`: a directory for the traffic log;
+        `traffic_settings` go into its headers (eta, iterations, read_inputs: what the
+        audit needs to count). `max_restarts`: how often Ray may restart each actor.
+        `fault=(actor, batch)`: a testing aid, kill actor `actor` (its shard index)
+        mid-batch in the `batch`-th relaxation (0-based), once."""
+        check_staleness(staleness)
+        check_schedule(schedule, mode, staleness, graph)
+        self.schedule = schedule
+        self.graph = graph
+        self.params = params if params is not None else graph.init_params(seed)
+        self.mode = mode
+        self.staleness = staleness
+        self.placement = placement
+        self.vertices_per_actor = vertices_per_actor
+        if not timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}",
+                              field="timeout")
+        self.timeout = float(timeout)
+        self.traffic_log = traffic_log
+        self.traffic_settings = dict(traffic_settings or {})
+        self.recorder: TrafficRecorder | None = None
+        self.shards = partition(graph, vertices_per_actor)
+        assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
+        if isinstance(max_restarts, bool) or int(max_restarts) != max_restarts \
+                or max_restarts < 0:
+            raise ConfigError(f"expected a whole number >= 0, got {max_restarts}",
+                              field="max_restarts")
+        self.max_restarts = int(max_restarts)
+        self.fault = check_fault(fault, len(self.shards))
+        self.actors: list = []
+        self.actor_info: list[dict] = []
+        self.setup_calls = 0
+        self.restarts: list[Restart] = []   # every restart of this engine's life
+        self.learning: Learning | None = None   # set by restore(): the vertices train
+        self._snapshot: tuple | None = None     # (params, optimizer): the last snapshot
+        self._since: list = []                  # batches since it, for a replay
+        self._batch = 0                  # batch ids sent to the shards (replays take new ones)
+        self._relaxed = 0                # relax() calls, the numbering `fault` uses
+        self._owns_ray = start_ray(address)
+        try:
+            self._start_actors()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _start_actors(self) -> None:
+        graph, owners = self.graph, shard_of(self.shards)
+        driver_node = ray.get_runtime_context().get_node_id()
+        alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        nodes = [driver_node] * (driver_node in alive) + [n for n in alive if n != driver_node]
+        where = assign_nodes(len(self.shards), nodes, self.placement, driver_node)
+        traffic = self._traffic_spec(where, driver_node)
+        graph_ref = graph_argument(graph)
+        self._graph_ref = graph_ref  # kept alive: a restarted actor reads it again
+        for names, node in zip(self.shards, where):
+            strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+            # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
+            # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
+            self.actors.append(ShardActor.options(num_cpus=0, scheduling_strategy=strategy,
+                                                  max_restarts=self.max_restarts)
+                               .remote(graph_ref, names, owners, self.mode, traffic))
+        calls = [actor.connect.remote(self._peers(i)) for i, actor in enumerate(self.actors)]
+        self.setup_calls = len(calls)
+        infos = gather(calls, self.timeout, self._describe_actors(), "start")
+        self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
+                            "host": traffic.hosts[i] if traffic else None, **info}
+                           for i, (names, info) in enumerate(zip(self.shards, infos))]
+
+    def _traffic_spec(self, where: list[str], driver_node: str) -> TrafficSpec | None:
+        """The run id, header settings and who-is-where every actor's stream needs; opens
+        the driver's own stream (control replies, energy)."""
+        if not self.traffic_log:
+            return None
+        labels = {n["NodeID"]: host_label(n) for n in ray.nodes()}
+        settings = {"engine": "ray", "mode": self.mode,
+                    # asynchronous rounds have no fixed per-round count: the audit then
+                    # checks locality only
+                    "schedule": self.schedule if self.staleness == 0 else "async",
+                    "staleness": self.staleness, "vertices_per_actor": self.vertices_per_actor,
+                    "placement": self.placement, **self.traffic_settings}
+        directory = os.path.abspath(self.traffic_log)
+        run = new_run_id()
+        self.recorder = TrafficRecorder(directory, run, SCHEDULER, graph=self.graph.name,
+                                        settings=settings)
+        self.recorder.flush()  # the header, even if no batch ever runs
+        self.scheduler_host = labels[driver_node]
+        return TrafficSpec(directory, run, self.graph.name, settings,
+                           tuple(actor_name(i) for i in range(len(where))),
+                           tuple(labels[node] for node in where), labels[driver_node])
+
+    def _describe_actors(self) -> list[str]:
+        return [f"{actor_name(i)} (vertices {', '.join(names)})"
+                for i, names in enumerate(self.shards)]
+
+    def _peers(self, index: int) -> dict:
+        return {j: self.actors[j] for j in self._neighbour_shards(index)}
+
+    def _neighbour_shards(self, index: int) -> list[int]:
+        """Shards hosting a parent, a child or a tied-group owner of this shard's vertices
+        (a member sends its partials to the owner: the one non-edge route, see tied.py)."""
+        owners = shard_of(self.shards)
+        graph = self.graph
+        near = {owners[m] for n in self.shards[index]
+                for m in (*graph.parents(n), *graph.children[n], *tied_owners(graph, n))}
+        return sorted(near - {index})
+
+    def close(self) -> None:
+        """Kill every actor; shut Ray down if this engine started it. Safe to call twice."""
+        if self.recorder is not None and self.actors:
+            try:  # late messages of an asynchronous batch; a dead actor must not stall this
+                ray.wait([a.flush_log.remote() for a in self.actors],
+                         num_returns=len(self.actors), timeout=10)
+            except Exception:
+                pass
+            self.recorder.flush()
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone: nothing left behind
+                pass
+        self.actors = []
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    def __enter__(self) -> "RayEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- one batch -----------------------------------------------------------------------
+
+    def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
+              read_inputs: bool = False, staleness: int | None = None) -> Relaxation:
+        """Relax one batch with the driver's parameters (sent with the batch) and return
+        every vertex's dtheta, errors and dL/dx (a gradient check; nothing learns)."""
+        graph = self.graph
+        self._check_open()
+        iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        staleness = self.staleness if staleness is None else staleness
+        check_staleness(staleness)
+        check_schedule(self.schedule, self.mode, staleness)
+        inputs, target = prepare_batch(graph, inputs, target)
+        template = RunSettings(0, float(eta), int(iterations), int(staleness), bool(read_inputs),
+                               self.schedule)
+        results, settings, restarts = self._run_batch(template, inputs, target, self.params)
+        relaxation = self._assemble(results, settings, scheduler_calls=len(self.actors))
+        relaxation.restarts = restarts
+        self._log_batch(settings.batch, results, relaxation.energy)
+        return relaxation
+
+    # --- training: the vertices own their parameters (docs/rounds.md) --------------------
+
+    def restore(self, params: Params, optimizer, learning: Learning) -> None:
+        """Give every actor its vertices' parameters and optimizer state (the run's start,
+        or a checkpoint); the driver keeps this as the last snapshot."""
+        self._check_open()
+        self.learning = learning
+        self._snapshot = ({v: {k: np.array(a, copy=True) for k, a in ps.items()}
+                           for v, ps in params.items()},
+                          None if optimizer is None else dict(optimizer))
+        self._since = []
+        self._load_snapshot()
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> Step:
+        """One batch in which every vertex applies its own update. The driver sends the
+        batch id and settings, the inputs' data and the target; scalars come back."""
+        graph = self.graph
+        self._check_open()
+        if self.learning is None:
+            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        inputs, target = prepare_batch(graph, inputs, target)
+        template = RunSettings(0, float(eta), int(iterations), self.staleness, False,
+                               self.schedule, self.learning)
+        results, settings, restarts = self._run_batch(template, inputs, target, None)
+        self._since.append((template, inputs, target))
+        rounds = len(next(iter(results[0]["energy"].values()))) - 1
+        step = step_from_results(graph, results, rounds)
+        step.restarts = restarts
+        self._log_batch(settings.batch, results, step.energy)
+        return step
+
+    def snapshot(self) -> tuple[Params, dict]:
+        """(parameters, optimizer state) gathered from every actor at this batch
+        boundary, in the checkpoint's layout; kept on the driver as the state a restarted
+        actor is restored from (objects an actor put would die with it)."""
+        self._check_open()
+        try:
+            parts = gather([a.snapshot.remote() for a in self.actors], self.timeout,
+                           self._describe_actors(), "hand over its snapshot")
+        except BaseException:
+            self.close()
+            raise
+        params, optimizer = merge_snapshots(self.graph, parts)
+        if self.recorder is not None:   # a batch id of its own: replies only, no vertex traffic
+            t = now()
+            snapshot_id, self._batch = self._batch, self._batch + 1
+            for i, part in enumerate(parts):
+                self.recorder.record(snapshot_id, 0, actor_name(i), SCHEDULER,
+                                     "control", payload_bytes(part), t, t,
+                                     self.actor_info[i]["host"], self.scheduler_host,
+                                     actor_name(i), SCHEDULER)
+            self.recorder.flush()
+        self._snapshot = (params, optimizer)
+        self._since = []
+        return ({v: {k: np.array(a, copy=True) for k, a in ps.items()} for v, ps in params.items()},
+                dict(optimizer))
+
+    # --- one batch, with recovery ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self.actors:
+            raise RuntimeError("this RayEngine is closed")
+
+    def _run_batch(self, template: RunSettings, inputs, target, params):
+        """Run one batch (a fresh batch id per attempt) until it completes; an actor lost
+        on the way is brought back by `restart_lost_actors`. Returns (results, the
+        settings of the attempt that completed, restart records)."""
+        index, self._relaxed = self._relaxed, self._relaxed + 1
+        restarts: list[Restart] = []
+        try:
+            while True:  # one attempt per pass; a lost actor makes a replay
+                settings = replace(template, batch=self._batch)
+                self._batch += 1  # numbered from 0, as the local engine's log
+                dispatched = now()
+                calls = self._dispatch(settings, inputs, target, params)
+                if self.fault is not None and self.fault[1] == index:
+                    victim = self.fault[0]
+                    self.fault = None  # once: the replay must not be killed again
+                    ray.kill(self.actors[victim], no_restart=False)
+                try:
+                    results = gather(calls, self.timeout, self._describe_actors(),
+                                     "finish its batch")
+                    return results, settings, restarts
+                except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
+                    restarts += self.restart_lost_actors(lost, index, settings.batch,
+                                                         dispatched)
+        except BaseException:
+            self.close()  # actors are mid-batch, waiting for peers that will never speak
+            raise
+
+    def restart_lost_actors(self, lost: ActorLost, index: int, batch: int,
+                            dispatched: float) -> list[Restart]:
+        """The restart path (docs/rounds.md, snapshots): after an actor died under batch id
+        `batch`, wait until Ray has brought it back and reconnect every actor
+        (`_recover`), then — when the vertices own their parameters — restore every
+        actor from the driver's last snapshot and replay the batches since, so the
+        interrupted batch runs again on exactly the state it first met."""
+        records = self._recover(lost, index, batch, dispatched)
+        replayed = 0
+        if self.learning is not None:
+            while True:
+                try:
+                    self._load_snapshot()
+                    for template, inputs, target in self._since:
+                        settings = replace(template, batch=self._batch)
+                        self._batch += 1
+                        results = gather(self._dispatch(settings, inputs, target, None),
+                                         self.timeout, self._describe_actors(), "replay a batch")
+                        self._log_batch(settings.batch, results, None)
+                    replayed = len(self._since)
+                    break
+                except ActorLost as again:   # lost once more while replaying: start over
+                    records += self._recover(again, index, self._batch - 1, dispatched)
+        seconds = now() - dispatched
+        records = [replace_restart(r, replayed, seconds) for r in records]
+        self.restarts += records
+        return records
+
+    def _load_snapshot(self) -> None:
+        """Every actor's vertices back to the driver's last snapshot."""
+        params, optimizer = self._snapshot
+        calls = []
+        for actor, names in zip(self.actors, self.shards):
+            mine = {n: params[n] for n in names if n in params}
+            state = None
+            if optimizer is not None:
+                state = {k: v for k, v in optimizer.items()
+                         if k == "step" or k.split("/")[1] in names}
+            calls.append(actor.restore.remote(mine, state, self.learning))
+        gather(calls, self.timeout, self._describe_actors(), "restore its vertices")
+
+    def _log_batch(self, batch: int, results: list[dict], energy) -> None:
+        if self.recorder is None:
+            return
+        self._log_replies(batch, results, now())
+        if energy is not None:
+            self.recorder.record_energy(batch, energy)
+        self.recorder.flush()
+
+    def _dispatch(self, settings: RunSettings, inputs, target, params) -> list:
+        """One `run_batch` call per actor: its inputs' data, the target if the output is
+        its, and (relaxing only) its vertices' parameters."""
+        calls = []
+        for actor, names in zip(self.actors, self.shards):
+            mine = None if params is None else {n: params[n] for n in names if n in params}
+            data = {n: inputs[n] for n in names if n in inputs}
+            calls.append(actor.run_batch.remote(settings, mine, data,
+                                                target if self.graph.output in names else None,
+                                                now()))
+        return calls
+
+    def _recover(self, lost: ActorLost, index: int, batch: int, dispatched: float) -> list[dict]:
+        """After an actor died under batch id `batch`: wait (at most `timeout` s) until Ray
+        has restarted it, connect every actor to its neighbours again (a restarted actor
+        has no handles; the others keep theirs, Ray re-routes them), mark the batch
+        abandoned in the traffic log, and return one record per restarted actor."""
+        deadline = now() + self.timeout
+        pending = set(range(len(self.actors)))
+        infos: dict[int, dict] = {}
+        while pending:
+            refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
+            ready, _ = ray.wait(list(refs), num_returns=len(refs),
+                                timeout=max(0.0, deadline - now()))
+            for ref in ready:
+                i = refs[ref]
+                try:
+                    infos[i] = ray.get(ref)
+                    pending.discard(i)
+                except ray.exceptions.ActorDiedError as exc:  # Ray will not restart it
+                    raise EngineError(
+                        f"{self._describe_actors()[i]} died and did not come back "
+                        f"(max_restarts {self.max_restarts}): {first_line(exc)}") from None
+                except ray.exceptions.RayActorError:  # still restarting: ask again
+                    pass
+            if pending and now() >= deadline:
+                names = [self._describe_actors()[i] for i in sorted(pending)]
+                raise EngineError(f"{len(names)} actor(s) did not come back within "
+                                  f"{self.timeout:g} s after a failure: " + "; ".join(names[:5]))
+            if pending:
+                time.sleep(0.1)  # a short pause before asking a restarting actor again
+        self.setup_calls += len(self.actors)
+        back = sorted(set(lost.actors) | {i for i, info in infos.items()
+                                          if info["pid"] != self.actor_info[i]["pid"]})
+        for i, info in infos.items():
+            self.actor_info[i].update(info)
+        if self.recorder is not None:  # the audit counts no messages of this batch id
+            t = now()
+            self.recorder.record(batch, 0, SCHEDULER, SCHEDULER, "control", 0, t, t,
+                                 self.scheduler_host, self.scheduler_host, SCHEDULER, SCHEDULER)
+            self.recorder.flush()
+        return [Restart(index, batch, actor_name(i), tuple(self.shards[i]), 0,
+                        now() - dispatched) for i in back]
+
+    def _log_replies(self, batch: int, results: list[dict], t_recv: float) -> None:
+        spec_hosts = [a["host"] for a in self.actor_info]
+        me = self.scheduler_host
+        for i, result in enumerate(results):
+            nbytes = payload_bytes([v for k, v in result.items() if k != "t_send"])
+            self.recorder.record(batch, 0, actor_name(i), SCHEDULER, "control", nbytes,
+                                 result["t_send"], t_recv, spec_hosts[i], me, actor_name(i),
+                                 SCHEDULER)
+
+    def _assemble(self, results: list[dict], settings: RunSettings,
+                  scheduler_calls: int) -> Relaxation:
+        graph = self.graph
+        rounds = len(next(iter(results[0]["energy"].values()))) - 1
+        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            graph, results, rounds, settings.read_inputs)
+        report = {
+            "actors": self.actor_info,
+            "nodes": len({a["node_id"] for a in self.actor_info}),
+            "vertices_per_actor": self.vertices_per_actor,
+            "placement": self.placement,
+            "staleness": settings.staleness,
+            "scheduler_calls": {"setup": self.setup_calls, "per_batch": scheduler_calls},
+            "message_counts": counts,
+        }
+        extras = {"report": report}
+        if self.schedule == "backward-in-time":
+            extras.update(schedule=self.schedule, rounds=rounds)
+        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                          energy=energy, loss=loss, prediction=prediction,
+                          messages=counts["local_messages"] + counts["remote_messages"],
+                          extras=extras)
+
+
+#: a graph pickled smaller than this travels inside each actor's creation call
+INLINE_GRAPH_BYTES = 64 << 10
+
+
+def graph_argument(graph: Graph):
+    """The graph itself when small (Ray inlines it in every creation call), else one
+    object-store copy shared by all actors. Inline is preferred: Ray warns on stderr
+    about restartable actors whose constructor reads the object store (their restart
+    fails if the object is lost; the engine keeps the reference alive)."""
+    if len(ray.cloudpickle.dumps(graph)) < INLINE_GRAPH_BYTES:
+        return graph
+    return ray.put(graph)
+
+
+def tied_owners(graph: Graph, vertex: str) -> set[str]:
+    return {owner for owner, _ in graph.ties_of(vertex)[0].values()}
+
+
+def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | None = None,
+           doing: str = "answer") -> list:
+    """Results in call order, raising as soon as any actor fails (not after the slowest).
+    An actor that died, or did not answer within `timeout` seconds in all, is named in
+    an `EngineError` (whose peers would otherwise wait for it forever)."""
+    names = names or [actor_name(i) for i in range(len(calls))]
+    index = {ref: i for i, ref in enumerate(calls)}
+    pending = list(calls)
+    deadline = now() + timeout
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - now()))
+        if not ready:
+            late = [names[index[ref]] for ref in pending]
+            raise EngineError(f"{len(late)} actor(s) did not {doing} within {timeout:g} s: "
+                              + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""))
+        try:
+            ray.get(ready)
+        except (ray.exceptions.RayActorError, ActorNotReady) as exc:
+            i = index[ready[0]]
+            raise ActorLost(f"{names[i]} died: {first_line(exc)}", [i]) from None
+    return ray.get(calls)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def check_fault(fault, actors: int) -> tuple[int, int] | None:
+    """`(actor index, batch index)` within range, or None."""
+    if fault is None:
+        return None
+    try:
+        actor, batch = (int(x) for x in fault)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected ACTOR:BATCH (two whole numbers), got {fault!r}",
+                          field="fault") from None
+    if not 0 <= actor < actors:
+        raise ConfigError(f"actor {actor} does not exist (this run has actors 0..{actors - 1})",
+                          field="fault")
+    if batch < 0:
+        raise ConfigError(f"batch must be >= 0, got {batch}", field="fault")
+    return actor, batch
+
+
+def check_staleness(staleness) -> None:
+    if isinstance(staleness, bool) or int(staleness) != staleness or staleness < 0:
+        raise ConfigError(f"staleness must be a whole number >= 0, got {staleness}",
+                          field="staleness")
+
+
+def replace_restart(record: Restart, replayed: int, seconds: float) -> Restart:
+    return replace(record, replayed=replayed, seconds=seconds)
