@@ -471,6 +471,8 @@ def traffic_child(task: str, directory: str, topology: str) -> None:
     from neurolocal.traffic.stream import LogStream
 
     LogStream(directory)  # compiled kernels warm (numba's cache) before the clock starts
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     if task == "reference":  # the reader before issue 17: one Python list per record
         import msgpack
@@ -504,8 +506,10 @@ def traffic_child(task: str, directory: str, topology: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             count = export(directory, Path(tmp) / f"messages.{task}")
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(_json.dumps({"records": count, "seconds": seconds, "peak_mb": peak}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0  # load-independent: CPU time this work took
+    print(_json.dumps({"records": count, "seconds": seconds, "cpu_seconds": cpu,
+                       "peak_mb": usage.ru_maxrss / 1024}))
 
 
 def bench_traffic(quick: bool) -> None:
@@ -538,8 +542,10 @@ def bench_traffic(quick: bool) -> None:
                 m = _json.loads(out.stdout.strip().splitlines()[-1])
                 rate = m["records"] / m["seconds"]
                 ROWS.append({"section": "traffic", "name": task, **m, "rate": rate})
+                per_cpu = m["records"] / max(m["cpu_seconds"], 1e-9)
                 print(f"  {task:<10} {m['records']:>11,} records {m['seconds']:>8.2f} s "
-                      f"{rate / 1e6:>6.2f} M records/s  peak {m['peak_mb']:>7.0f} MB",
+                      f"{rate / 1e6:>6.2f} M records/s ({per_cpu / 1e6:.2f} M per CPU-second)"
+                      f"  peak {m['peak_mb']:>7.0f} MB  load {os.getloadavg()[0]:.1f}",
                       flush=True)
             for path in directory.iterdir():
                 path.unlink()

@@ -21,8 +21,9 @@ audit then checks that no edge carried more than the event bound (`event_bound`)
 
 Batches are told apart by (run, batch): a resumed run numbers its batches from 0
 again under a new run id. A run whose last batch has no energy record while its
-other batches have one ended inside that batch (an actor timeout): that batch is
-"unfinished" and, like an abandoned one, checked for locality only.
+other batches have one ended inside that batch (an actor timeout): the batches
+after its last energy record are "unfinished" and, like an abandoned one, checked
+for locality only.
 
 Bounded memory, whatever the log's size: records stream through in chunks; the
 per-batch count check keeps, per (run, batch), the number of messages and the
@@ -308,12 +309,7 @@ def audit(log, graph: Graph, max_listed: int = 20) -> AuditResult:
 
     result.violations = violations
     result.abandoned = sorted(b for _, b in abandoned)
-    energy_runs = {run for run, _ in stream.energy}
-    unfinished = set()
-    for run in energy_runs:
-        ids = [b for r, b in batches if r == run]
-        if ids and (run, max(ids)) not in stream.energy and (run, max(ids)) not in abandoned:
-            unfinished.add((run, max(ids)))
+    unfinished = unfinished_batches(stream.energy, batches, abandoned)
     result.unfinished = sorted(b for _, b in unfinished)
     skip = abandoned | unfinished
     failing: list[tuple[int, int]] = []
@@ -332,6 +328,17 @@ def audit(log, graph: Graph, max_listed: int = 20) -> AuditResult:
     if extra:
         violations.append(f"... and {extra} more")
     return result
+
+
+def unfinished_batches(energy: dict, batches, abandoned) -> set[tuple[int, int]]:
+    """(run, batch) ids after the last batch with an energy record, in runs that write
+    energy records: the batches a run was inside when it ended (an actor timeout ends
+    it; batches may be in flight several at a time)."""
+    last: dict[int, int] = {}
+    for run, batch in energy:
+        last[run] = max(last.get(run, batch), batch)
+    return {(run, batch) for run, batch in batches
+            if run in last and batch > last[run] and (run, batch) not in abandoned}
 
 
 def _event_allowed(s: _Settings, graph, vindex, nv):

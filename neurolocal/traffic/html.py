@@ -166,16 +166,10 @@ def _batch_time(totals: Totals, run: int, batch: int):
 
 
 def _unfinished(stream, totals: Totals) -> list[tuple[int, int]]:
-    """Last batch of a run that has energy records elsewhere but none for it."""
-    out = []
-    energy_runs = {run for run, _ in stream.energy}
-    for run in energy_runs:
-        ids = [b for r, b in totals.work_batches() if r == run]
-        if ids:
-            last = max(ids)
-            if (run, last) not in stream.energy and (run, last) not in totals.abandoned:
-                out.append((run, last))
-    return out
+    """Batches a run was inside when it ended (see audit.unfinished_batches)."""
+    from neurolocal.traffic.audit import unfinished_batches
+
+    return sorted(unfinished_batches(stream.energy, totals.work_batches(), totals.abandoned))
 
 
 def activity(stream, totals: Totals, bins: int = TIME_BINS) -> dict:
