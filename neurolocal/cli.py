@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from neurolocal.traffic.commands import add_traffic_parser
 
-    add_traffic_parser(commands, _Parser)  # `neurolocal traffic ...`: neurolocal/traffic/commands.py
+    add_traffic_parser(commands, _Parser)  # `neurolocal traffic ...`: traffic/commands.py
     add_run_parser(commands)
     add_generate_parser(commands)
     return parser

@@ -203,7 +203,7 @@ def _check_graph(stream, graph: Graph) -> None:
     """One line when the log was written by another graph than the topology given."""
     named = {f.graph for f in stream.files if f.graph}
     if named and graph.name not in named:
-        raise DataError(f"the log's graph is {sorted(named)[0]!r}, not the topology given "
+        raise DataError(f"the log's graph is {min(named)!r}, not the topology given "
                         f"({graph.name!r}); audit it against the topology that wrote it",
                         source=str(stream.directory))
 

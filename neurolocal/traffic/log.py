@@ -30,7 +30,6 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-
 FORMAT = "neurolocal-traffic"
 VERSION = 1
 FIELDS = ("batch", "round", "src", "dst", "kind", "bytes", "t_send", "t_recv",

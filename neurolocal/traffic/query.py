@@ -52,7 +52,7 @@ def query(source, sql: str) -> pa.Table:
     con = duckdb.connect(":memory:")
     with tempfile.TemporaryDirectory(prefix="neurolocal-query-") as tmp:
         if stream.total_bytes() <= IN_MEMORY:
-            messages = read_table(stream)  # noqa: F841 - DuckDB finds it by name
+            messages = read_table(stream)
             con.register("messages", messages)
         else:
             parquet = Path(tmp) / "messages.parquet"

@@ -199,7 +199,7 @@ class LogStream:
                 raise DataError("not a regular file", source=source)
             buf = f.read(BLOCK)
             self._progress(len(buf))
-            header, pos = _first_object(buf, info.path)  # checked in _read_headers
+            _, pos = _first_object(buf, info.path)  # the header, checked in _read_headers
             eof = len(buf) < BLOCK
             while True:
                 arr = np.frombuffer(buf, np.uint8)

@@ -198,8 +198,8 @@ def export(source, path: str | Path, on_bytes=None) -> int:
     """Write every message to `path` (format from its suffix), streaming; returns the
     number of rows. The file appears complete or not at all (written aside, renamed)."""
     import pyarrow.csv as pcsv
-    import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
+    from pyarrow import ipc
 
     path = Path(path)
     kind = export_format(path)
