@@ -187,10 +187,11 @@
     }
     const maxX = Math.max(...V.map(v => v.x)), maxY = Math.max(...V.map(v => v.y));
     const colGap = V.length > 200 ? 120 : 170, rowGap = V.length > 200 ? 30 : 58;
-    const W = Math.max(600, (maxX + 1) * colGap + 120), H = Math.max(260, (maxY + 1) * rowGap + 60);
-    const px = v => 70 + v.x * colGap, py = v => 36 + v.y * rowGap;
+    const arcs = E.some(e => e.kind === "partial" || e.kind === "param") ? rowGap + 30 : 0;
+    const W = Math.max(600, (maxX + 1) * colGap + 120), H = Math.max(260, (maxY + 1) * rowGap + 60 + 2 * arcs);
+    const px = v => 70 + v.x * colGap, py = v => 36 + arcs + v.y * rowGap;
     const pos = {}; for (const v of V) pos[v.id] = v;
-    const height = Math.round(Math.min(640, Math.max(220, H * Math.min(1.25, 1340 / W))));  // small graphs are not blown up
+    const height = Math.round(Math.min(640, Math.max(260, H * Math.min(1.25, 1340 / W))));  // small graphs are not blown up
     const root = svg("svg", { width: "100%", height: height, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "xMidYMid meet" });
     const defs = svg("defs");
     for (const k of kindsPresent) {
@@ -241,7 +242,8 @@
         const x1 = px(a), y1 = py(a), x2 = px(b), y2 = py(b);
         const dx = x2 - x1, dy = y2 - y1, len = Math.hypot(dx, dy) || 1;
         const bend = e.kind === "partial" || e.kind === "param" ? 0.35 : 0.12;
-        const cx = (x1 + x2) / 2 - dy / len * len * bend, cy = (y1 + y2) / 2 + dx / len * len * bend;
+        const off = Math.min(len * bend, rowGap * 1.6 + 20);  // long arcs stay near the graph
+        const cx = (x1 + x2) / 2 - dy / len * off, cy = (y1 + y2) / 2 + dx / len * off;
         const sx = x1 + (cx - x1) / Math.hypot(cx - x1, cy - y1) * 10, sy = y1 + (cy - y1) / Math.hypot(cx - x1, cy - y1) * 10;
         const ex = x2 + (cx - x2) / Math.hypot(cx - x2, cy - y2) * 12, ey = y2 + (cy - y2) / Math.hypot(cx - x2, cy - y2) * 12;
         const width = 1 + 8 * Math.sqrt(e[state.weight] / vmax);
