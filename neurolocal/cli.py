@@ -133,49 +133,6 @@ def _print_check(check, args) -> None:
           f"(fixed-point residual {check.residual:.1e})")
 
 
-def cmd_traffic(args) -> int:
-    from neurolocal.traffic import read_traffic
-    from neurolocal.traffic import report
-
-    log = read_traffic(args.directory)
-    if args.traffic_command == "summary":
-        summary = report.summary(log)
-        print(json.dumps(summary) if args.json else report.format_summary(summary))
-    elif args.traffic_command == "edges":
-        rows = report.edges(log)
-        if args.json:
-            print(json.dumps(rows))
-        elif args.csv:
-            print(report.format_edges_csv(rows), end="")
-        else:
-            print(report.format_edges_table(rows))
-    elif args.traffic_command == "timeline":
-        from neurolocal.traffic.timeline import chrome_trace
-
-        _write_atomically(args.output, json.dumps(chrome_trace(log, args.max_messages)))
-        print(f"wrote {args.output} ({min(len(log), args.max_messages)} messages)")
-    elif args.traffic_command == "plot":
-        from neurolocal.traffic.plot import plot_traffic
-
-        plot_traffic(log, args.output, weight=args.weight)
-        print(f"wrote {args.output}")
-    elif args.traffic_command == "audit":
-        from neurolocal.topology import load_topology
-        from neurolocal.traffic.audit import audit
-
-        result = audit(log, load_topology(args.topology).graph)
-        for line in result.violations:
-            print(f"violation: {line}")
-        counts = "and per-edge counts " if result.counts_checked else ""
-        verdict = "PASS" if result.ok else "FAIL"
-        skipped = (f"; counts skip {len(result.abandoned)} abandoned (replayed) batch(es)"
-                   if result.abandoned and result.counts_checked else "")
-        print(f"{verdict}: {result.messages} messages, locality {counts}checked"
-              + (f"; {result.note}" if result.note else "") + skipped)
-        return EXIT_OK if result.ok else EXIT_CHECK_FAILED
-    return EXIT_OK
-
-
 def _write_atomically(path: str, text: str) -> None:
     import os
     import tempfile
@@ -418,28 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(check)
     check.set_defaults(run=cmd_check_grad)
 
-    traffic = commands.add_parser("traffic", help="read a message-traffic log")
-    tools = traffic.add_subparsers(dest="traffic_command", required=True, parser_class=_Parser)
-    summary = tools.add_parser("summary", help="totals, per kind, per round, latency")
-    summary.add_argument("directory")
-    summary.add_argument("--json", action="store_true")
-    edges = tools.add_parser("edges", help="per-edge counts, bytes and latency, sorted")
-    edges.add_argument("directory")
-    form = edges.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true")
-    form.add_argument("--csv", action="store_true")
-    timeline = tools.add_parser("timeline", help="Chrome/Perfetto trace: a track per vertex")
-    timeline.add_argument("directory")
-    timeline.add_argument("-o", "--output", required=True)
-    timeline.add_argument("--max-messages", type=_positive_int, default=200_000)
-    audit = tools.add_parser("audit", help="prove locality and per-edge counts (exit 1 if not)")
-    audit.add_argument("directory")
-    audit.add_argument("topology")
-    plot = tools.add_parser("plot", help="heat map of traffic per edge and round, energy")
-    plot.add_argument("directory")
-    plot.add_argument("-o", "--output", required=True)
-    plot.add_argument("--weight", choices=("messages", "bytes"), default="messages")
-    traffic.set_defaults(run=cmd_traffic)
+    from neurolocal.traffic.commands import add_traffic_parser
+
+    add_traffic_parser(commands, _Parser)  # `neurolocal traffic ...`: traffic/commands.py
     add_run_parser(commands)
     add_generate_parser(commands)
     return parser

@@ -5,7 +5,6 @@ metrics, pictures and the closing lines. The command line (`cli.cmd_run`) and sc
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -103,24 +102,12 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     say(training.final_table(doc))
     say(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
     if engine.traffic_log and "pc" in settings.algorithms:
-        traffic_digest(engine.traffic_log, say)
+        from neurolocal.traffic.commands import run_epilogue
+
+        run_epilogue(engine.traffic_log, out_dir)  # bytes sent, and OUT/report.html
     return out_dir
 
 
-def traffic_digest(directory: str, say: Callable[[str], None] = print) -> None:
-    """The last lines of a run: how much the vertices said to each other."""
-    from neurolocal.traffic import read_traffic, report
-
-    if not any(Path(directory).glob("*.traffic")):
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = report.summary(read_traffic(directory))
-    kinds = ", ".join(f"{k} {v['messages']}" for k, v in summary["by_kind"].items())
-    say(f"traffic: {summary['messages']} messages ({kinds}), {summary['bytes'] / 1e6:.1f} MB "
-        f"over {summary['batches']} batches; latency p50 {summary['latency_ms']['p50']:.3f} ms,"
-        f" p99 {summary['latency_ms']['p99']:.3f} ms")
-    say(f"inspect it: neurolocal traffic summary {directory} (or edges, timeline, audit, plot)")
 
 
 def resumed_settings(out_dir: Path, given: dict):
