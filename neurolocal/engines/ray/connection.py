@@ -11,6 +11,7 @@ import tempfile
 import ray
 
 import neurolocal
+from neurolocal.engines.ray import lifecycle
 from neurolocal.errors import ConfigError
 
 ADDRESS_LOCAL = "local"
@@ -52,10 +53,13 @@ def start_ray(address: str | None) -> bool:
 
         check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
     try:
-        with stderr_kept_unless_failing():
+        with (contextlib.nullcontext() if remote else lifecycle.starting_embedded()), \
+                stderr_kept_unless_failing():
             ray.init(address=address, include_dashboard=False if not remote else None,
                      runtime_env=worker_runtime_env(remote), logging_level="warning",
                      log_to_driver=False)
+        if remote:
+            lifecycle.quiet_driver_logs()
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None

@@ -17,6 +17,7 @@ from neurolocal.engines.ray.actor import (
     actor_name,
     host_label,
 )
+from neurolocal.engines.ray import lifecycle
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.errors import ConfigError, EngineError
@@ -98,8 +99,11 @@ class RayEngine:
         self._owns_ray = start_ray(address)
         try:
             self._start_actors()
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -169,19 +173,20 @@ class RayEngine:
         """Kill every actor; shut Ray down if this engine started it. Safe to call twice."""
         if self.recorder is not None and self.actors:
             try:  # late messages of an asynchronous batch; a dead actor must not stall this
-                ray.wait([a.flush_log.remote() for a in self.actors],
-                         num_returns=len(self.actors), timeout=10)
+                if lifecycle.healthy():
+                    ray.wait([a.flush_log.remote() for a in self.actors],
+                             num_returns=len(self.actors), timeout=10)
             except Exception:
                 pass
             self.recorder.flush()
-        for actor in self.actors:
+        for actor in self.actors if lifecycle.healthy() else ():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone: nothing left behind
                 pass
         self.actors = []
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._owns_ray:  # ray.shutdown(), then no process of that Ray outlives this
+            lifecycle.shutdown_embedded()
         self._owns_ray = False
 
     def __enter__(self) -> "RayEngine":
@@ -205,6 +210,7 @@ class RayEngine:
         index, self._relaxed = self._relaxed, self._relaxed + 1
         restarts: list[dict] = []
         try:
+            lifecycle.check_embedded()
             while True:  # one attempt per pass; a lost actor makes a replay
                 settings = RunSettings(self._batch, float(eta), int(iterations),
                                        int(staleness), bool(read_inputs))
@@ -221,8 +227,11 @@ class RayEngine:
                     break
                 except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
                     restarts += self._recover(lost, index, settings.batch, dispatched)
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()  # actors are mid-batch, waiting for peers that will never speak
+            if failure is not None:
+                raise failure from None
             raise
         relaxation = self._assemble(results, settings, scheduler_calls=len(calls))
         relaxation.extras["restarts"] = restarts
@@ -252,6 +261,7 @@ class RayEngine:
         pending = set(range(len(self.actors)))
         infos: dict[int, dict] = {}
         while pending:
+            lifecycle.check_embedded()  # a dead GCS restarts no actor
             refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
             ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                 timeout=max(0.0, deadline - now()))
