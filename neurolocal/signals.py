@@ -30,6 +30,7 @@ abandon: Callable[[int], None] | None = None
 
 _received: int | None = None
 _installed = False
+_ignored: set[int] = set()  # stop signals ignored when the command started
 
 
 class Stopped(KeyboardInterrupt):
@@ -65,12 +66,15 @@ def _on_signal(signum, frame):
 
 
 def install_handlers() -> None:
-    """Our handlers for the stop signals (again: after a library replaced them)."""
+    """Our handlers for the stop signals (again: after a library replaced them), except
+    those this process was started ignoring (`nohup` ignores SIGHUP, a shell's `&`
+    SIGINT): they stay ignored."""
     global _installed
     if threading.current_thread() is not threading.main_thread():
         return  # Python accepts handlers from the main thread only
     for signum in STOP_SIGNALS:
-        signal.signal(signum, _on_signal)
+        if signum not in _ignored:
+            signal.signal(signum, _on_signal)
     _installed = True
 
 
@@ -84,6 +88,8 @@ def stop_on_signals():
         yield
         return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    _ignored.clear()
+    _ignored.update(s for s, handler in previous.items() if handler == signal.SIG_IGN)
     _received = None
     install_handlers()
     try:

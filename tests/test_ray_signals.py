@@ -96,6 +96,13 @@ def adopt_orphans():
         reap_orphans()
 
 
+def default_stop_signals() -> None:
+    """As in a terminal: a test runner started in the background may ignore SIGINT, and
+    a command started ignoring a signal keeps ignoring it (as `nohup` wants)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 class Command:
     """`python -m neurolocal ARGS` in a session (and process group) of its own."""
 
@@ -105,7 +112,8 @@ class Command:
         with open(self.stderr_file, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "neurolocal", *map(str, args)], cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                preexec_fn=default_stop_signals)
         self.pid = self.process.pid
 
     def descendants(self) -> dict[int, tuple[int, str, int]]:
