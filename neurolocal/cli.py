@@ -531,6 +531,7 @@ def _document_only_stdout(enabled: bool):
 
     try:
         fd = sys.stdout.fileno() if enabled else None
+        err = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
         fd = None
     if fd is None:
@@ -539,7 +540,7 @@ def _document_only_stdout(enabled: bool):
     sys.stdout.flush()
     original = sys.stdout
     document = os.fdopen(os.dup(fd), "w")
-    os.dup2(sys.stderr.fileno(), fd)
+    os.dup2(err, fd)
     sys.stdout = document
     try:
         yield
