@@ -87,6 +87,11 @@ class EmbeddedRay:
             self.processes[kind] = [info.process.pid for info in infos
                                     if getattr(info, "process", None) is not None]
         self.starting = False
+        try:  # from now on the watchdog takes only what runs below Ray's processes
+            self.watchdog.stdin.write(b"started\n")
+            self.watchdog.stdin.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def dead(self) -> list[str]:
         """The vital processes (GCS, raylet) that have exited, described."""

@@ -12,7 +12,9 @@ Until then it notes, every `INTERVAL` seconds, every process below the driver an
 the processes already noted (a Ray worker whose raylet died is re-parented away from the
 driver but stays noted), each with its start time so that a recycled pid is never taken
 for it. The processes that were already below the driver when the watchdog started are
-not the embedded Ray's and are left alone. On EOF it takes one last look, sends SIGKILL to
+not the embedded Ray's and are left alone; once the driver writes `started` (ray.init
+has returned: Ray's own processes are all up), only processes below those already
+noted are taken, not new children of the driver (a library user's own subprocesses). On EOF it takes one last look, sends SIGKILL to
 every noted process still alive (same pid, same start time) and to what runs below it,
 waits (at most `GRACE` seconds) until they are gone, then writes `swept N` on stdout and
 exits. The driver closes the pipe itself when it shuts its Ray down and waits for that
@@ -77,11 +79,13 @@ class Tracker:
         children, started = process_table()
         self.before = {(p, started[p]) for p in below([driver], children) if p in started}
         self.noted: dict[int, int] = {}
+        self.started = False  # Ray is up: new children of the driver are not Ray's
 
     def look(self) -> tuple[dict[int, list[int]], dict[int, int]]:
         children, started = process_table()
         alive = [p for p, t in self.noted.items() if started.get(p) == t]
-        for pid in below([self.driver, *alive], children):
+        roots = alive if self.started else [self.driver, *alive]
+        for pid in below(roots, children):
             if pid != self.me and pid in started and (pid, started[pid]) not in self.before:
                 self.noted.setdefault(pid, started[pid])
         return children, started
@@ -112,9 +116,12 @@ def main(argv: list[str]) -> int:
     stdin = sys.stdin.fileno()
     while True:
         readable, _, _ = select.select([stdin], [], [], INTERVAL)
-        if readable and not os.read(stdin, 4096):
+        said = os.read(stdin, 4096) if readable else None
+        if said == b"":
             break  # the driver closed the pipe, or died
         tracker.look()
+        if said and b"started" in said:
+            tracker.started = True
     swept = tracker.sweep()
     try:
         sys.stdout.write(f"swept {swept}\n")
