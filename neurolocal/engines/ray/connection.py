@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import tempfile
 
 import ray
@@ -47,7 +46,7 @@ def start_ray(address: str | None) -> bool:
         return False
     address = address or ADDRESS_LOCAL
     remote = address != ADDRESS_LOCAL
-    lifecycle.quiet_token_notice()  # Ray's, on every start; joining says it in one line below
+    lifecycle.quiet_token_notice()  # Ray's notice on every start (token authentication stays on)
     check_reachable(address)
     if remote:  # Ray retries a silent GCS once a second for a minute by default
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
@@ -62,26 +61,10 @@ def start_ray(address: str | None) -> bool:
                      log_to_driver=False)
         if remote:
             lifecycle.quiet_driver_logs()
-            say_how_we_authenticated(address)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
     return True
-
-
-def say_how_we_authenticated(address: str) -> None:
-    """One line on stderr, once, after joining a cluster with token authentication (Ray's
-    own notice is dropped: it speaks of the local Ray and of opting out)."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        return
-    if "RAY_AUTH_TOKEN" in os.environ:
-        source = "RAY_AUTH_TOKEN"
-    elif "RAY_AUTH_TOKEN_PATH" in os.environ:
-        source = os.environ["RAY_AUTH_TOKEN_PATH"]
-    else:
-        source = "~/.ray/auth_token"
-    print(f"neurolocal: joined the Ray cluster at {address} with token authentication "
-          f"(the token in {source})", file=sys.stderr)
 
 
 @contextlib.contextmanager

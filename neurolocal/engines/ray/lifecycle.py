@@ -140,8 +140,9 @@ class _DropTokenNotice(logging.Filter):
 def quiet_token_notice() -> None:
     """Token authentication stays on (Ray's default for a new local Ray, with its own
     token), without the warning Ray logs about it on every start: a user of the
-    embedded Ray can do nothing about it. Joining a cluster says in one line of its
-    own how it authenticated (connection.py)."""
+    embedded Ray can do nothing about it. Joining a cluster says nothing either (a
+    missing or wrong token is one line of its own, cluster.check_cluster_access), so
+    that any Ray-engine error stays the one line on stderr."""
     logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
     if not any(isinstance(f, _DropTokenNotice) for f in logger.filters):
         logger.addFilter(_DropTokenNotice())
