@@ -218,10 +218,6 @@ def shutdown_embedded() -> None:
                 ray.shutdown()
 
 
-def owns_embedded() -> bool:
-    return _embedded is not None
-
-
 @contextlib.contextmanager
 def _quiet_fd(fd: int):
     """Silence file descriptor `fd` for a moment (Ray's C++ logs write to it directly)."""
