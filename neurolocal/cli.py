@@ -7,6 +7,7 @@ check the user asked for failed (e.g. `check-grad --max-rel-error`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -394,25 +395,73 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Stop signals (SIGINT, SIGTERM, SIGHUP) end it in one line with
+    exit 128 + the signal, after the actors and an embedded Ray are stopped and with the
+    last epoch's checkpoint kept (neurolocal/signals.py, docs/lifecycle.md)."""
     import warnings
+
+    from neurolocal import signals
 
     args = build_parser().parse_args(argv)
     run: Callable = args.run
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
-            return run(args)
-    except NeurolocalError as exc:
-        print(f"neurolocal: error: {_as_flags(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `neurolocal traffic edges DIR | head`
-        import os
+    with signals.stop_on_signals():
+        try:
+            with warnings.catch_warnings(), _document_only_stdout(getattr(args, "json", False)):
+                warnings.showwarning = _one_line_warning
+                return run(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            stop = signals.received()
+            if stop is None and isinstance(exc, signals.Stopped):
+                stop = exc.signum
+            if stop is not None or isinstance(exc, KeyboardInterrupt):
+                # whatever broke while stopping (a Ray process stopped by the same signal
+                # to the process group), the signal is what happened
+                line = signals.describe(stop if stop is not None else 2)
+                kept = getattr(exc, "checkpoint_kept", None)
+                if kept:
+                    line += f"; the last epoch's checkpoint is kept, continue with --resume {kept}"
+                print(f"neurolocal: {line}", file=sys.stderr)
+                return 128 + (stop if stop is not None else 2)
+            if isinstance(exc, NeurolocalError):
+                print(f"neurolocal: error: {_as_flags(exc)}", file=sys.stderr)
+                return EXIT_USAGE
+            if isinstance(exc, BrokenPipeError):  # e.g. `neurolocal traffic edges DIR | head`
+                import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except KeyboardInterrupt:
-        print("neurolocal: interrupted", file=sys.stderr)
-        return 130
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_OK
+            raise
+
+
+@contextlib.contextmanager
+def _document_only_stdout(enabled: bool):
+    """Under --json, stdout carries the one JSON document (issue 12): the command's own
+    prints still reach it, while anything else written to file descriptor 1 (a library's
+    C++ log, a child process) goes to stderr. Off when stdout is no file (a test's capture)."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno() if enabled else None
+        err = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        yield
+        return
+    sys.stdout.flush()
+    original = sys.stdout
+    document = os.fdopen(os.dup(fd), "w")
+    os.dup2(err, fd)
+    sys.stdout = document
+    try:
+        yield
+    finally:
+        try:
+            document.flush()
+        finally:
+            os.dup2(document.fileno(), fd)
+            sys.stdout = original
+            document.close()
 
 
 if __name__ == "__main__":

@@ -96,6 +96,10 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
                 raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
                                   f"with --resume {out_dir}") from None
             raise
+        except KeyboardInterrupt as exc:  # a stop signal: cli.main says how to go on
+            if path.exists():
+                exc.checkpoint_kept = str(out_dir)
+            raise
     doc = write_metrics()
     plots.plot_curves(doc, out_dir / "curves.png")
     plots.plot_energy(doc, out_dir / "energy.png")

@@ -28,6 +28,7 @@ from neurolocal.engines.ray.actor import (
     actor_name,
     host_label,
 )
+from neurolocal.engines.ray import lifecycle
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.checks import number
@@ -105,8 +106,11 @@ class RayEngine:
         self._owns_ray = start_ray(address)
         try:
             self._start_actors()
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -176,19 +180,20 @@ class RayEngine:
         """Kill every actor; shut Ray down if this engine started it. Safe to call twice."""
         if self.recorder is not None and self.actors:
             try:  # late messages of an asynchronous batch; a dead actor must not stall this
-                ray.wait([a.flush_log.remote() for a in self.actors],
-                         num_returns=len(self.actors), timeout=10)
+                if lifecycle.healthy():
+                    ray.wait([a.flush_log.remote() for a in self.actors],
+                             num_returns=len(self.actors), timeout=10)
             except Exception:
                 pass
             self.recorder.flush()
-        for actor in self.actors:
+        for actor in self.actors if lifecycle.healthy() else ():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone: nothing left behind
                 pass
         self.actors = []
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._owns_ray:  # ray.shutdown(), then no process of that Ray outlives this
+            lifecycle.shutdown_embedded()
         self._owns_ray = False
 
     def __enter__(self) -> "RayEngine":
@@ -230,7 +235,14 @@ class RayEngine:
                            for v, ps in params.items()},
                           None if optimizer is None else dict(optimizer))
         self._since = []
-        self._load_snapshot()
+        try:
+            self._load_snapshot()
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
+            self.close()
+            if failure is not None:
+                raise failure from None
+            raise
 
     def train_step(self, inputs, target, eta: float = 1.0,
                    iterations: int | None = None) -> Step:
@@ -261,8 +273,11 @@ class RayEngine:
         try:
             parts = gather([a.snapshot.remote() for a in self.actors], self.timeout,
                            self._describe_actors(), "hand over its snapshot")
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
         params, optimizer = merge_snapshots(self.graph, parts)
         if self.recorder is not None:   # a batch id of its own: replies only, no vertex traffic
@@ -292,6 +307,7 @@ class RayEngine:
         index, self._relaxed = self._relaxed, self._relaxed + 1
         restarts: list[Restart] = []
         try:
+            lifecycle.check_embedded()
             while True:  # one attempt per pass; a lost actor makes a replay
                 settings = replace(template, batch=self._batch)
                 self._batch += 1  # numbered from 0, as the local engine's log
@@ -308,8 +324,11 @@ class RayEngine:
                 except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
                     restarts += self.restart_lost_actors(lost, index, settings.batch,
                                                          dispatched)
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()  # actors are mid-batch, waiting for peers that will never speak
+            if failure is not None:
+                raise failure from None
             raise
 
     def restart_lost_actors(self, lost: ActorLost, index: int, batch: int,
@@ -382,6 +401,7 @@ class RayEngine:
         pending = set(range(len(self.actors)))
         infos: dict[int, dict] = {}
         while pending:
+            lifecycle.check_embedded()  # a dead GCS restarts no actor
             refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
             ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                 timeout=max(0.0, deadline - now()))
