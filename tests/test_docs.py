@@ -55,7 +55,7 @@ def test_design_notes_are_cited_from_the_repository():
         assert re.search(rf"^## {n}\. ", text, re.M), f"docs/design.md has no section {n}"
     files = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
-    pending = ("neurolocal/engines/", "neurolocal/shard.py", "neurolocal/vertex.py",
+    pending = ("neurolocal/engines/", "neurolocal/vertex.py",
                "neurolocal/training/loop.py")
     citing = [f for f in files if not f.startswith(pending) and f != "tests/test_docs.py"
               and (REPO_ROOT / f).is_file()
