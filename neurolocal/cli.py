@@ -379,7 +379,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     from neurolocal.engines import ENGINE_NAMES, SCHEDULES
 
     parser.add_argument("--engine", choices=ENGINE_NAMES, default=engine_default,
-                        help="where vertices run: local (one process) or ray (actors)"
+                        help="where vertices run: local (one process), ray (actors) or sim "
+                             "(one process, simulated time: delays, loss, stragglers)"
                              + (f"; default {engine_default}" if engine_default else ""))
     parser.add_argument("--mode", choices=("fixed", "strict"), default=mode_default,
                         help="fixed: predictions cached from the forward pass (the paper's, "
@@ -393,6 +394,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                              "mode, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    from neurolocal.engines.sim.options import add_sim_options
+
+    add_sim_options(parser)
     ray = parser.add_argument_group("ray engine")
     ray.add_argument("--address", default="local",
                      help="local: start an embedded Ray here and stop it after (default); "

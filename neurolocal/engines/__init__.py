@@ -7,7 +7,7 @@ engine is a context manager: leaving the block stops whatever it started.
 
 from __future__ import annotations
 
-ENGINE_NAMES = ("local", "ray")
+ENGINE_NAMES = ("local", "ray", "sim")
 SCHEDULES = ("auto", "jacobi", "event", "backward-in-time", "ipc")
 
 
@@ -41,6 +41,18 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
     schedule = resolve_schedule(options)
     if getattr(options, "fault", None) is not None and options.engine != "ray":
         raise ConfigError("--fault kills a Ray actor; it needs --engine ray", field="fault")
+    if options.engine != "sim":
+        from neurolocal.engines.sim.options import requested
+
+        flags = requested(options)
+        if flags:
+            raise ConfigError("delays, loss and stragglers are simulated: they need the sim "
+                              "engine", field=flags[0])
+    if options.engine == "sim":
+        from neurolocal.engines.sim.options import open_sim_engine
+
+        recorder = traffic_recorder(options, graph, writer="sim", settings=log_settings or {})
+        return open_sim_engine(options, graph, params, schedule=schedule, recorder=recorder)
     if options.engine == "local":
         from neurolocal.engines.local import LocalEngine
 

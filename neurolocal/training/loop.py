@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from neurolocal.engines.sim.options import SIM_OPTION_DEFAULTS
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph, Params
 from neurolocal.tied import broadcast_tied_params
@@ -52,7 +53,8 @@ EVAL_BATCH = 1024
 #: engine flags that change where and how vertices run, not what they compute
 ENGINE_OPTION_DEFAULTS = {"schedule": "auto", "traffic_log": None, "address": "local",
                           "vertices_per_actor": 1, "staleness": 0, "placement": "spread",
-                          "timeout": None, "max_restarts": 3, "fault": None}
+                          "timeout": None, "max_restarts": 3, "fault": None,
+                          **SIM_OPTION_DEFAULTS}
 
 
 def make_engine(settings: Settings, graph: Graph, params: Params, engine_options=None):
@@ -62,7 +64,8 @@ def make_engine(settings: Settings, graph: Graph, params: Params, engine_options
     from neurolocal.engines import open_engine
 
     options = {**ENGINE_OPTION_DEFAULTS, **(engine_options or {})}
-    namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, **options)
+    namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, seed=settings.seed,
+                                **options)
     return open_engine(namespace, graph, params, log_settings={
         "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False})
 

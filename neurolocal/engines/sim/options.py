@@ -1,0 +1,148 @@
+"""The sim engine's command-line flags, and where they meet the `asynchrony:` section.
+
+`add_sim_options` is called by `cli.add_engine_options`, so every command that runs
+a graph takes them. Precedence: the topology's `asynchrony:` section < the side file
+`--asynchrony FILE.yaml` < the flags (docs/asynchrony.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import replace
+
+from neurolocal.engines.sim.config import (
+    SECTION,
+    parse_section,
+    parse_straggler,
+    read_side_file,
+)
+from neurolocal.engines.sim.models import (
+    Asynchrony,
+    VertexTiming,
+    parse_distribution,
+    parse_probability,
+)
+from neurolocal.errors import ConfigError
+
+#: option name -> default (merged into training's ENGINE_OPTION_DEFAULTS); `topology` is
+#: the topology file the command read (its `asynchrony:` section applies)
+SIM_OPTION_DEFAULTS = {"delay": None, "drop": None, "retransmit": False, "straggler": None,
+                       "reorder": False, "asynchrony": None, "topology": None}
+#: flags that change timing or faults: only the sim engine injects them
+_FAULT_FLAGS = ("delay", "drop", "retransmit", "straggler", "reorder", "asynchrony")
+
+
+def _delay(text: str):
+    try:
+        return parse_distribution(text, "delay")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+
+
+def _probability(text: str) -> float:
+    try:
+        return parse_probability(text, "drop")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+
+
+def add_sim_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "sim engine (simulated time: delays, loss, stragglers; docs/asynchrony.md)")
+    group.add_argument("--delay", type=_delay, default=None, metavar="DIST",
+                       help="delay of every message in rounds: 0, const:2, uniform:0,2, "
+                            "exp:1 (mean 1), lognormal:1,0.5; a trailing ms means "
+                            "milliseconds (exp:2ms)")
+    group.add_argument("--drop", type=_probability, default=None, metavar="P",
+                       help="each message is lost with probability P; the receiver goes on "
+                            "with the last value it holds (counted as lost)")
+    group.add_argument("--retransmit", action="store_true",
+                       help="a lost message is sent again after the timeout (exact results)")
+    group.add_argument("--straggler", action="append", default=None,
+                       metavar="VERTEX:K",
+                       help="VERTEX computes K times slower; VERTEX:pause:AT:FOR[:EVERY] "
+                            "pauses it (rounds); repeatable")
+    group.add_argument("--reorder", action="store_true",
+                       help="messages on one edge may overtake each other (default: in order)")
+    group.add_argument("--asynchrony", default=None, metavar="FILE.yaml",
+                       help="per-edge and per-vertex models (the topology's asynchrony: "
+                            "section, in a side file)")
+
+
+def requested(options) -> list[str]:
+    """The timing/fault flags the options set (for refusing them on other engines)."""
+    found = []
+    for key in _FAULT_FLAGS:
+        value = getattr(options, key, SIM_OPTION_DEFAULTS[key])
+        if value not in (None, False):
+            found.append(key)
+    return found
+
+
+def topology_section(path: str | None):
+    """The raw `asynchrony:` mapping of a topology file (None when it has none)."""
+    if not path:
+        return None
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):   # the topology loader has reported it already
+        return None
+    return document.get(SECTION) if isinstance(document, dict) else None
+
+
+def asynchrony_from_options(options, graph) -> Asynchrony:
+    """Topology section < side file < flags, checked against the graph."""
+    source = getattr(options, "topology", None)
+    try:
+        spec = parse_section(topology_section(source), graph)
+    except ConfigError as exc:
+        raise exc.located(source=source) from None
+    side = getattr(options, "asynchrony", None)
+    if side:
+        spec = read_side_file(side, graph, base=spec)
+    changes = {}
+    delay = getattr(options, "delay", None)
+    if delay is not None:
+        changes["delay"] = delay if not isinstance(delay, str) else \
+            parse_distribution(delay, "delay")
+    drop = getattr(options, "drop", None)
+    if drop is not None:
+        changes["drop"] = parse_probability(drop, "drop")
+    if getattr(options, "retransmit", False):
+        changes["retransmit"] = True
+    if getattr(options, "reorder", False):
+        changes["reorder"] = True
+    stragglers = getattr(options, "straggler", None) or []
+    if stragglers:
+        vertices = dict(spec.vertices)
+        for text in stragglers:
+            name, timing = parse_straggler(text, graph)
+            old = vertices.get(name, VertexTiming())
+            vertices[name] = VertexTiming(compute=old.compute,
+                                          slow=timing.slow if timing.slow != 1.0 else old.slow,
+                                          pause=timing.pause or old.pause)
+        changes["vertices"] = vertices
+    return replace(spec, **changes) if changes else spec
+
+
+def sim_seed(spec: Asynchrony, options) -> int:
+    """The section's seed, else the command's --seed, else 0."""
+    if spec.seed is not None:
+        return spec.seed
+    seed = getattr(options, "seed", None)
+    return 0 if seed is None or (isinstance(seed, float) and math.isnan(seed)) else int(seed)
+
+
+def open_sim_engine(options, graph, params, *, schedule: str, recorder=None, stats=None):
+    """The SimEngine the options describe (open_engine's sim branch)."""
+    from neurolocal.engines.sim.transport import SimEngine
+
+    spec = asynchrony_from_options(options, graph)
+    return SimEngine(graph, params, mode=options.mode, schedule=schedule,
+                     staleness=getattr(options, "staleness", 0) or 0, asynchrony=spec,
+                     seed=sim_seed(spec, options), recorder=recorder,
+                     stats=stats if stats is not None else getattr(options, "sim_stats", None))
