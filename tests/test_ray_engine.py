@@ -144,8 +144,10 @@ def test_closing_kills_every_actor_even_when_a_run_fails():
 
 def test_settings_the_engine_cannot_run_are_refused_before_any_actor_starts():
     graph = load_topology("topologies/mlp.yaml").graph
+    with pytest.raises(ConfigError, match="needs fixed predictions"):
+        RayEngine(graph, mode="strict", schedule="event")
     with pytest.raises(ConfigError, match="fixed mode only"):
-        RayEngine(graph, mode="strict")
+        RayEngine(graph, mode="strict", staleness=1)
     with pytest.raises(ConfigError, match="staleness"):
         RayEngine(graph, staleness=-1)
     with pytest.raises(ConfigError, match="placement"):

@@ -9,7 +9,12 @@ import time
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
+from neurolocal.engines.base import (
+    Relaxation,
+    check_relaxation_settings,
+    default_iterations,
+    prepare_batch,
+)
 from neurolocal.engines.ray.actor import (
     ActorNotReady,
     ShardActor,
@@ -21,7 +26,7 @@ from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
-from neurolocal.engines.rounds import RunSettings
+from neurolocal.engines.rounds import RunSettings, check_schedule, merge_results
 from neurolocal.traffic.log import (
     SCHEDULER,
     TrafficRecorder,
@@ -51,7 +56,7 @@ class RayEngine:
     `Relaxation` as LocalEngine. Use as a context manager, or call `close()`."""
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
-                 seed: int = 0, *, address: str | None = ADDRESS_LOCAL,
+                 seed: int = 0, *, schedule: str = "jacobi", address: str | None = ADDRESS_LOCAL,
                  vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread",
                  timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
                  traffic_settings: dict | None = None,
@@ -63,11 +68,9 @@ class RayEngine:
         audit needs to count). `max_restarts`: how often Ray may restart each actor.
         `fault=(actor, batch)`: a testing aid, kill actor `actor` (its shard index)
         mid-batch in the `batch`-th relaxation (0-based), once."""
-        if mode != "fixed":
-            raise ConfigError("the ray engine runs fixed mode only (strict mode would add a "
-                              "value exchange to every round); use --engine local for strict",
-                              field="mode")
         check_staleness(staleness)
+        check_schedule(schedule, mode, staleness, graph)
+        self.schedule = schedule
         self.graph = graph
         self.params = params if params is not None else graph.init_params(seed)
         self.mode = mode
@@ -136,7 +139,7 @@ class RayEngine:
         settings = {"engine": "ray", "mode": self.mode,
                     # asynchronous rounds have no fixed per-round count: the audit then
                     # checks locality only
-                    "schedule": "jacobi" if self.staleness == 0 else "async",
+                    "schedule": self.schedule if self.staleness == 0 else "async",
                     "staleness": self.staleness, "vertices_per_actor": self.vertices_per_actor,
                     "placement": self.placement, **self.traffic_settings}
         directory = os.path.abspath(self.traffic_log)
@@ -197,17 +200,18 @@ class RayEngine:
         graph = self.graph
         if not self.actors:
             raise RuntimeError("this RayEngine is closed")
-        iterations = graph.depth if iterations is None else iterations
+        iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
         staleness = self.staleness if staleness is None else staleness
         check_staleness(staleness)
+        check_schedule(self.schedule, self.mode, staleness)
         inputs, target = prepare_batch(graph, inputs, target)
         index, self._relaxed = self._relaxed, self._relaxed + 1
         restarts: list[dict] = []
         try:
             while True:  # one attempt per pass; a lost actor makes a replay
                 settings = RunSettings(self._batch, float(eta), int(iterations),
-                                       int(staleness), bool(read_inputs))
+                                       int(staleness), bool(read_inputs), self.schedule)
                 self._batch += 1  # numbered from 0, as the local engine's log
                 dispatched = now()
                 calls = self._dispatch(settings, inputs, target)
@@ -300,17 +304,9 @@ class RayEngine:
     def _assemble(self, results: list[dict], settings: RunSettings,
                   scheduler_calls: int) -> Relaxation:
         graph = self.graph
-        merged = {k: {} for k in ("dtheta", "errors", "input_feedback", "energy")}
-        counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
-        for result in results:
-            for key in merged:
-                merged[key].update(result[key])
-            for key in counts:
-                counts[key] += result["counts"][key]
-            if "loss" in result:
-                loss, prediction = result["loss"], result["prediction"]
-        energy = [sum(merged["energy"][n][r] for n in graph.order)
-                  for r in range(settings.iterations + 1)]
+        rounds = len(next(iter(results[0]["energy"].values()))) - 1
+        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            graph, results, rounds, settings.read_inputs)
         report = {
             "actors": self.actor_info,
             "nodes": len({a["node_id"] for a in self.actor_info}),
@@ -320,17 +316,13 @@ class RayEngine:
             "scheduler_calls": {"setup": self.setup_calls, "per_batch": scheduler_calls},
             "message_counts": counts,
         }
-        return Relaxation(
-            dtheta={n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
-            errors={n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
-            input_feedback=({n: merged["input_feedback"][n] for n in graph.inputs}
-                            if settings.read_inputs else {}),
-            energy=energy,
-            loss=loss,
-            prediction=prediction,
-            messages=counts["local_messages"] + counts["remote_messages"],
-            extras={"report": report},
-        )
+        extras = {"report": report}
+        if self.schedule == "backward-in-time":
+            extras.update(schedule=self.schedule, rounds=rounds)
+        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                          energy=energy, loss=loss, prediction=prediction,
+                          messages=counts["local_messages"] + counts["remote_messages"],
+                          extras=extras)
 
 
 #: a graph pickled smaller than this travels inside each actor's creation call
