@@ -469,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.set_defaults(run=cmd_traffic)
     add_run_parser(commands)
     add_generate_parser(commands)
+    from neurolocal.sweep.command import add_sweep_parser
+
+    add_sweep_parser(commands)
     return parser
 
 

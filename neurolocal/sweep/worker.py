@@ -1,0 +1,112 @@
+"""One job of a sweep (a grid point and a seed), run in a worker process: the gradient
+error of one relaxation against backprop, then training on the sim engine."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+#: result columns of the CSV, in order
+RESULTS = ("test_accuracy", "test_loss", "train_loss", "grad_rel_error", "messages",
+           "messages_lost", "messages_retransmitted", "sim_time", "max_feedback_age",
+           "iterations", "wall_seconds")
+TRAINING = ("epochs", "eta", "iterations", "mode", "lr", "batch_size", "optimizer", "data")
+ENGINE = ("staleness", "delay", "drop", "retransmit", "reorder", "straggler", "schedule",
+          "asynchrony")
+
+
+def merged(base: dict, job_settings: dict) -> dict:
+    """The sweep's fixed options overridden by the job's varied values."""
+    options = {**base, **job_settings}
+    if options.get("straggler") == "none":
+        options["straggler"] = None
+    return options
+
+
+def check_point(topology, options: dict) -> None:
+    """Refuse a point the engine cannot run (ConfigError), before any job starts."""
+    from neurolocal.engines import resolve_schedule
+    from neurolocal.engines.rounds import check_schedule
+    from neurolocal.engines.sim.options import asynchrony_from_options
+    from neurolocal.training import resolve_settings
+
+    graph = topology.graph
+    settings = resolve_settings(topology.training, _overrides(options, 0, graph), graph)
+    namespace = _namespace(options, settings, topology.source)
+    check_schedule(resolve_schedule(namespace), settings.mode, namespace.staleness, graph)
+    asynchrony_from_options(namespace, graph)
+
+
+def _iterations(options: dict, graph):
+    value = options.get("iterations")
+    if value == "bound":
+        depth, staleness = graph.depth, int(options.get("staleness") or 0)
+        return max(1, 0 if depth == 0 else 1 + (depth - 1) * (staleness + 1))
+    return value
+
+
+def _overrides(options: dict, seed: int, graph) -> dict:
+    overrides = {k: options.get(k) for k in TRAINING}
+    overrides["iterations"] = _iterations(options, graph)
+    overrides.update(engine="sim", algorithm="pc", seed=seed)
+    return overrides
+
+
+def _namespace(options: dict, settings, topology_path) -> SimpleNamespace:
+    engine = {k: options.get(k) for k in ENGINE}
+    engine["schedule"] = engine["schedule"] or "auto"
+    engine["staleness"] = int(engine["staleness"] or 0)
+    engine["retransmit"] = bool(engine["retransmit"])
+    engine["reorder"] = bool(engine["reorder"])
+    if isinstance(engine["straggler"], str):
+        engine["straggler"] = [engine["straggler"]]
+    return SimpleNamespace(engine="sim", mode=settings.mode, seed=settings.seed,
+                           topology=topology_path, traffic_log=None, **engine)
+
+
+def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
+    """Train one point with one seed; returns the CSV row's results."""
+    import numpy as np
+
+    from neurolocal import training
+    from neurolocal.engines import open_engine
+    from neurolocal.gradcheck import compare
+    from neurolocal.topology import load_topology
+    from neurolocal.training.data import load_for_graph
+
+    started = time.perf_counter()
+    topology = load_topology(topology_path)
+    graph = topology.graph
+    options = merged(base, point)
+    settings = training.resolve_settings(topology.training, _overrides(options, seed, graph),
+                                         graph)
+    data = load_for_graph(settings.data, graph)
+    namespace = _namespace(options, settings, topology_path)
+    iterations = training.iterations_for(settings, graph)
+    run = training.new_run("pc", graph, settings)
+    with training.serial_blas():
+        # the gradient error: one relaxation on the first training batch, initial weights
+        params = {v: {k: a.copy() for k, a in ps.items()} for v, ps in run.params.items()}
+        part = slice(0, settings.batch_size)
+        inputs = {k: v[part] for k, v in data.train_inputs.items()}
+        target = data.train_target[part]
+        with open_engine(namespace, graph, params) as engine:
+            relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
+        check = compare(graph, params, relaxation, inputs, target, mode=settings.mode,
+                        eta=settings.eta, iterations=iterations)
+    stats: dict = {}
+    engine_options = {k: getattr(namespace, k) for k in training.ENGINE_OPTION_DEFAULTS
+                      if hasattr(namespace, k)}
+    engine_options["sim_stats"] = stats
+    training.train(run, graph, data, settings, engine_options=engine_options)
+    h = run.history
+    error = check.max_relative_error
+    return {
+        "test_accuracy": h.test_accuracy[-1], "test_loss": h.test_loss[-1],
+        "train_loss": h.train_loss[-1],
+        "grad_rel_error": float(error) if np.isfinite(error) else None,
+        "messages": stats.get("messages", 0), "messages_lost": stats.get("lost", 0),
+        "messages_retransmitted": stats.get("retransmitted", 0),
+        "sim_time": stats.get("sim_time", 0.0), "max_feedback_age": stats.get("max_age", 0),
+        "iterations": iterations, "wall_seconds": time.perf_counter() - started,
+    }
