@@ -184,3 +184,119 @@ def test_distributions():
     ms = parse_distribution("uniform:2ms,4ms", "delay")
     assert 0.5 <= ms.sample(rng, 4.0) <= 1.0 and ms.upper(4.0) == 1.0
     assert parse_distribution("3", "delay").mean() == 3.0
+
+
+TINY = """
+name: tiny-digits
+vertices:
+  - {name: image, op: input, shape: [64]}
+  - {name: hidden, op: dense, parents: [image], units: 8, activation: tanh}
+  - {name: hidden2, op: dense, parents: [hidden], units: 8, activation: tanh}
+  - {name: logits, op: dense, parents: [hidden2], units: 10}
+output: logits
+loss: softmax_cross_entropy
+training: {data: digits, epochs: 1, batch_size: 128, optimizer: {name: adam, lr: 0.01}}
+"""
+
+
+def test_training_on_the_sim_engine(tmp_path, capsys):
+    """`run --engine sim` with S = 0 and random delays ends with the local engine's
+    parameters bit for bit; with loss, metrics.json reports the messages lost."""
+    from neurolocal.cli import main
+    from neurolocal.training import read_checkpoint_settings  # noqa: F401  (public surface)
+
+    topology = tmp_path / "tiny.yaml"
+    topology.write_text(TINY)
+    outs = {}
+    for name, flags in [("local", ["--engine", "local"]),
+                        ("sim", ["--engine", "sim", "--delay", "exp:2", "--straggler",
+                                 "hidden:3"]),
+                        ("lossy", ["--engine", "sim", "--drop", "0.05"])]:
+        outs[name] = tmp_path / name
+        assert main(["run", str(topology), *flags, "--out", str(outs[name]), "--quiet",
+                     "--no-traffic-log"]) == 0
+    a = np.load(outs["local"] / "checkpoint-pc.npz")
+    b = np.load(outs["sim"] / "checkpoint-pc.npz")
+    params = [k for k in a.files if k.startswith("param")]
+    assert params
+    for key in params:
+        np.testing.assert_array_equal(a[key], b[key])
+    import json
+
+    report = json.loads((outs["lossy"] / "metrics.json").read_text())["runs"]["pc"]
+    assert report["engine_report"]["messages_lost"] > 0
+    assert json.loads((outs["sim"] / "metrics.json").read_text())["runs"]["pc"][
+        "engine_report"]["sim_time"] > 0
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--engine", "local", "--delay", "exp:1"], "delay: delays, loss and stragglers are "
+                                                "simulated: they need the sim engine"),
+    (["--engine", "sim", "--delay", "exp:-1"], "argument --delay"),
+    (["--engine", "sim", "--drop", "1"], "argument --drop"),
+    (["--engine", "sim", "--straggler", "nobody:2"], "straggler: no vertex named 'nobody'"),
+    (["--engine", "sim", "--straggler", "hidden1:pause:x:1"], "VERTEX:pause:AT:FOR"),
+    (["--engine", "sim", "--staleness", "2", "--mode", "strict"], "fixed mode only"),
+])
+def test_bad_asynchrony_flags_end_in_one_line(capsys, flags, message):
+    from neurolocal.cli import main
+
+    try:
+        code = main(["check-grad", "topologies/mlp.yaml", *flags])
+    except SystemExit as exc:          # argparse's own one-line error
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"delay": "exp"}, "asynchrony.delay: exponential takes 1 number(s)"),
+    ({"edges": {"logits->image": {"delay": 1}}}, "are not neighbours"),
+    ({"edges": {"hidden1": {"delay": 1}}}, "an edge is written SRC->DST"),
+    ({"vertices": {"hidden1": {"pause": {"at": 1}}}}, "a pause needs `for`"),
+    ({"vertices": {"hidden1": {"slow": 0}}}, "asynchrony.vertices.hidden1.slow"),
+    ({"jitter": 1}, "unknown key(s) ['jitter']"),
+])
+def test_bad_asynchrony_sections_end_in_one_line(tmp_path, capsys, section, message):
+    import yaml
+
+    from neurolocal.cli import main
+
+    document = yaml.safe_load(open("topologies/mlp.yaml"))
+    document["asynchrony"] = section
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert main(["validate", str(path)]) == 2               # the topology's section
+    side = tmp_path / "side.yaml"
+    side.write_text(yaml.safe_dump(section))
+    assert main(["check-grad", "topologies/mlp.yaml", "--engine", "sim",
+                 "--asynchrony", str(side)]) == 2           # the side file
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(message in line for line in lines)
+    assert str(side) in lines[1]
+
+
+def test_a_side_file_and_the_topology_section_apply(tmp_path):
+    """Precedence: topology section < side file < flags."""
+    import yaml
+
+    from neurolocal.engines.sim.options import asynchrony_from_options
+    from types import SimpleNamespace
+
+    graph = load_topology("topologies/mlp.yaml").graph
+    document = yaml.safe_load(open("topologies/mlp.yaml"))
+    document["asynchrony"] = {"delay": "exp:1", "drop": 0.1, "vertices": {"hidden1": {"slow": 2}}}
+    topology = tmp_path / "t.yaml"
+    topology.write_text(yaml.safe_dump(document))
+    side = tmp_path / "side.yaml"
+    side.write_text(yaml.safe_dump({"asynchrony": {"drop": 0.2, "seed": 7}}))
+    options = SimpleNamespace(topology=str(topology), asynchrony=str(side), delay=None,
+                              drop=None, retransmit=False, reorder=True,
+                              straggler=["hidden2:pause:1:5"])
+    spec = asynchrony_from_options(options, graph)
+    assert spec.delay.text() == "exp:1" and spec.drop == 0.2 and spec.seed == 7
+    assert spec.reorder and spec.vertices["hidden1"].slow == 2
+    assert spec.vertices["hidden2"].pause.length == 5
+    options.drop = 0.0
+    assert asynchrony_from_options(options, graph).drop == 0.0

@@ -163,6 +163,11 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
                         log(f"{r['actor']} ({', '.join(r['vertices'])}) died in epoch "
                             f"{epoch + 1}, batch {b + 1}; Ray restarted it and the batch was "
                             f"replayed ({r['seconds']:.1f} s lost)")
+                for key, value in relaxation.extras.get("report", {}).items():
+                    if isinstance(value, (int, float)):
+                        total = run.engine_report.get(key, 0)
+                        run.engine_report[key] = (max(total, value) if key.startswith("max_")
+                                                  else total + value)
                 gradient = negated(relaxation.dtheta)
                 loss, prediction = relaxation.loss, relaxation.prediction
                 energy = np.asarray(relaxation.energy, dtype=np.float64)

@@ -97,7 +97,7 @@ def parse_distribution(spec, field: str) -> Distribution:
     elif text.endswith("rounds"):
         text = text[:-6]
     name, sep, rest = text.partition(":")
-    if not sep:                                    # a bare number: constant
+    if not sep and name.strip() not in _ALIASES:   # a bare number: constant
         name, rest = "constant", name
     kind = _ALIASES.get(name.strip())
     if kind is None:
