@@ -19,9 +19,12 @@ KEYS = {
     "reorder": "true or false",
     "straggler": "VERTEX:K or none",
     "mode": "fixed or strict",
+    "variant": "fixed (fixed predictions), strict (strict mode, jacobi) or ipc (strict, "
+               "incremental PC)",
     "schedule": "auto, jacobi, event or ipc",
     "eta": "a positive number",
-    "iterations": "a whole number >= 1, or bound (1 + (depth-1)(S+1), docs/asynchrony.md §3)",
+    "iterations": "a whole number >= 1, depth (the graph's), or bound (1 + (depth-1)(S+1), "
+                  "docs/asynchrony.md §3)",
     "lr": "a positive number",
     "batch_size": "a whole number >= 1",
     "epochs": "a whole number >= 1",
@@ -44,7 +47,7 @@ def parse_value(key: str, text: str, field: str | None = None):
                 raise bad
             return value
         if key == "iterations":
-            if text == "bound":
+            if text in ("bound", "depth"):
                 return text
             value = int(text)
             if value < 1:
@@ -73,6 +76,7 @@ def parse_value(key: str, text: str, field: str | None = None):
             raise bad
         return text
     choices = {"mode": ("fixed", "strict"), "schedule": ("auto", "jacobi", "event", "ipc"),
+               "variant": ("fixed", "strict", "ipc"),
                "optimizer": ("sgd", "adam")}[key]
     if text not in choices:
         raise bad

@@ -15,9 +15,16 @@ ENGINE = ("staleness", "delay", "drop", "retransmit", "reorder", "straggler", "s
           "asynchrony")
 
 
+#: a PC variant as (mode, schedule)
+VARIANTS = {"fixed": ("fixed", "auto"), "strict": ("strict", "jacobi"), "ipc": ("strict", "ipc")}
+
+
 def merged(base: dict, job_settings: dict) -> dict:
     """The sweep's fixed options overridden by the job's varied values."""
     options = {**base, **job_settings}
+    variant = options.pop("variant", None)
+    if variant is not None:          # one name for a mode and schedule pair
+        options["mode"], options["schedule"] = VARIANTS[variant]
     if options.get("straggler") == "none":
         options["straggler"] = None
     return options
@@ -39,6 +46,8 @@ def check_point(topology, options: dict) -> None:
 
 def _iterations(options: dict, graph):
     value = options.get("iterations")
+    if value == "depth":
+        return max(1, graph.depth)
     if value == "bound":
         depth, staleness = graph.depth, int(options.get("staleness") or 0)
         return max(1, 0 if depth == 0 else 1 + (depth - 1) * (staleness + 1))
