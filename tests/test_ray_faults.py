@@ -201,8 +201,8 @@ def test_an_actor_restarted_between_batches_is_reconnected_before_the_next_one()
             except ray.exceptions.RayActorError:
                 time.sleep(0.2)
         again = engine.relax(inputs, target, eta=1.0, iterations=2)
-    assert [(r["batch"], r["actor"]) for r in again.extras["restarts"]] == [(1, "actor-1")]
-    assert first.extras["restarts"] == []
+    assert [(r.batch, r.actor) for r in again.restarts] == [(1, "actor-1")]
+    assert first.restarts == []
     for vertex, grads in first.dtheta.items():
         for name, g in grads.items():
             np.testing.assert_array_equal(again.dtheta[vertex][name], g)

@@ -36,6 +36,46 @@ class Relaxation:
     prediction: np.ndarray
     messages: int = 0
     extras: dict = field(default_factory=dict)
+    restarts: list["Restart"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """An actor that died and was brought back during a batch (docs/rounds.md, snapshots).
+
+    batch:      the index of the engine call (relax / train step) it happened in, from 0
+    abandoned:  the batch id of the failed attempt (the traffic log marks it abandoned)
+    actor, vertices: who died
+    replayed:   batches replayed from the last snapshot before the interrupted one
+    seconds:    from the failed attempt's dispatch to the replay's"""
+    batch: int
+    abandoned: int
+    actor: str
+    vertices: tuple[str, ...]
+    replayed: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"batch": self.batch, "abandoned_batch_id": self.abandoned, "actor": self.actor,
+                "vertices": list(self.vertices), "replayed": self.replayed,
+                "seconds": self.seconds}
+
+
+@dataclass
+class Step:
+    """The outcome of one training batch when the vertices own their parameters: only
+    scalars come back (docs/rounds.md, plasticity).
+
+    loss:      the batch's loss at the forward pass
+    hits:      arg-max hits of the forward prediction (the output vertex counts them)
+    energy:    free energy after each round
+    messages:  messages the vertices sent
+    restarts:  actors restarted during this batch (replayed from the last snapshot)"""
+    loss: float
+    hits: float
+    energy: list[float]
+    messages: int = 0
+    restarts: list[Restart] = field(default_factory=list)
 
 
 def default_iterations(graph: Graph, read_inputs: bool = False) -> int:

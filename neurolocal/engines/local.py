@@ -10,20 +10,26 @@ the `Relaxation`.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+
+import numpy as np
+from typing import Callable, Mapping
 
 from neurolocal.engines.base import (
     Relaxation,
+    Step,
     check_relaxation_settings,
     default_iterations,
     prepare_batch,
 )
 from neurolocal.engines.rounds import (
+    Learning,
     RunSettings,
     Shard,
     ShardLog,
     check_schedule,
     merge_results,
+    merge_snapshots,
+    step_from_results,
 )
 from neurolocal.graph import Graph, Params
 from neurolocal.tied import exchange_tied_partials  # noqa: F401  (re-exported)
@@ -59,6 +65,7 @@ class LocalEngine:
         self.schedule = schedule
         self.recorder = recorder
         self.batches = 0
+        self.learning: Learning | None = None
         groups = split(graph, shards)
         owners = {n: i for i, names in enumerate(groups) for n in names}
         log = (ShardLog(recorder, ["local"] * len(groups), [None] * len(groups))
@@ -91,15 +98,65 @@ class LocalEngine:
         graph = self.graph
         iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
-        inputs, target = prepare_batch(graph, inputs, target)
         settings = RunSettings(self.batches, float(eta), int(iterations), 0, bool(read_inputs),
                                self.schedule)
+        for shard in self.shards:   # relaxing reads the caller's parameters, by reference
+            shard.load_params(self.params)
+        results, rounds = self._run(settings, inputs, target, on_round)
+        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            graph, results, rounds, read_inputs)
+        self._log_energy(energy)
+        extras = ({"schedule": self.schedule, "rounds": rounds}
+                  if self.schedule == "backward-in-time" else {})
+        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                          energy=energy, loss=loss, prediction=prediction,
+                          messages=counts["local_messages"] + counts["remote_messages"],
+                          extras=extras)
+
+    # --- training: the vertices own their parameters (docs/rounds.md, plasticity) -------
+
+    def restore(self, params: Params, optimizer: Mapping[str, np.ndarray] | None,
+                learning: Learning) -> None:
+        """Give every vertex its parameters and optimizer state (a snapshot, e.g. from a
+        checkpoint); the vertices then train them themselves (`train_step`). The
+        vertices work on these very arrays, so `params` stays current in place."""
+        self.learning = learning
+        self.params = params
+        for shard in self.shards:
+            shard.restore(params, optimizer, learning)
+            shard.load_params(params)
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> Step:
+        """One batch in which every vertex applies its own update; scalars come back."""
+        graph = self.graph
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        if self.learning is None:
+            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
+        settings = RunSettings(self.batches, float(eta), int(iterations), 0, False,
+                               self.schedule, self.learning)
+        results, rounds = self._run(settings, inputs, target, None)
+        step = step_from_results(graph, results, rounds)
+        self._log_energy(step.energy)
+        return step
+
+    def snapshot(self) -> tuple[Params, dict]:
+        """(parameters, optimizer state arrays) gathered from the vertices, in the
+        checkpoint's layout (`Optimizer.state_arrays`)."""
+        parts = [shard.snapshot() for shard in self.shards]
+        return merge_snapshots(self.graph, parts)
+
+    # --- the transport -------------------------------------------------------------------
+
+    def _run(self, settings: RunSettings, inputs, target, on_round):
+        graph = self.graph
+        inputs, target = prepare_batch(graph, inputs, target)
         queue: deque = deque()
         watching = on_round is not None
         for shard in self.shards:
             shard.horizon = 0 if watching else None
             data = {n: inputs[n] for n in shard.names if n in inputs}
-            shard.load_params(self.params)
             queue.extend(shard.begin(settings, None, data,
                                      target if graph.output in shard.names else None).items())
         self._drain(queue)
@@ -118,18 +175,13 @@ class LocalEngine:
             self._drain(queue)
         if not all(shard.done for shard in self.shards):  # the machine's bug, never the user's
             raise RuntimeError("the round machine stopped before every vertex finished")
-        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
-            graph, [shard.result() for shard in self.shards], rounds, read_inputs)
-        if self.recorder is not None:
-            self.recorder.record_energy(self.batches, energy)
-            self.recorder.flush()
         self.batches += 1
-        extras = ({"schedule": self.schedule, "rounds": rounds}
-                  if self.schedule == "backward-in-time" else {})
-        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
-                          energy=energy, loss=loss, prediction=prediction,
-                          messages=counts["local_messages"] + counts["remote_messages"],
-                          extras=extras)
+        return [shard.result() for shard in self.shards], rounds
+
+    def _log_energy(self, energy) -> None:
+        if self.recorder is not None:
+            self.recorder.record_energy(self.batches - 1, energy)
+            self.recorder.flush()
 
     def _drain(self, queue: deque) -> None:
         shards = self.shards

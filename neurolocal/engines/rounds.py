@@ -18,6 +18,9 @@ Messages are tuples `(batch, kind, round, src, dst, payload, t_send)`:
     partial   a tied-group member's Hebbian partials for the group's owner vertex,
               [(owner param, partial), ...], sent once its error is final (tag T);
               the owner sums them in graph order (VertexRule.receive_partials)
+    param     training only: a tied group's owner, having applied the group's update
+              with its optimizer, sends each member the new values, [(member param,
+              value), ...] (tag T); a member's batch is done when they have arrived
 
 `t_send` is the sender's clock (0.0 when no traffic log is kept). The traffic log
 records a message under the round of the update that consumes it
@@ -67,11 +70,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from neurolocal.graph import Graph, Params
+from neurolocal.ops.losses import correct_count
 from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
 
 # the traffic log's kinds (neurolocal.traffic.log.KINDS)
-VALUE, FEEDBACK, PARTIAL = "value", "error", "partial"
+VALUE, FEEDBACK, PARTIAL, PARAM = "value", "error", "partial", "param"
 #: round tag of a message valid in every round (the fixed-mode output's error)
 CONSTANT = -1
 
@@ -83,6 +87,22 @@ Outgoing = dict[int, list[Message]]
 
 
 @dataclass(frozen=True)
+class Learning:
+    """How every vertex updates its own parameters (docs/rounds.md, plasticity): the
+    optimizer each vertex keeps for itself, and how often a batch's update is applied
+    (2 reproduces the paper's CNN, `neurolocal.paper`)."""
+    optimizer: str
+    lr: float | None = None
+    options: tuple = ()                      # ((name, value), ...) of the optimizer
+    updates_per_batch: int = 1
+
+    def make_optimizer(self):
+        from neurolocal.training.optimizers import make_optimizer
+
+        return make_optimizer(self.optimizer, self.lr, **dict(self.options))
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """What a shard needs to run one batch (the same for every shard of a batch)."""
     batch: int
@@ -91,6 +111,8 @@ class RunSettings:
     staleness: int = 0
     read_inputs: bool = False
     schedule: str = "jacobi"
+    #: None: relax only and report dtheta; else every vertex applies its own update
+    learning: Learning | None = None
 
 
 @dataclass
@@ -242,6 +264,14 @@ class Slot:
         senders = {v for group in graph.tied if group.owner[0] == self.name
                    for v, _ in group.members}
         self.partial_senders = tuple(n for n in graph.order if n in senders)
+        #: training: member vertex -> [(member param, own param)] this owner sends values to
+        self.param_receivers: dict[str, list[tuple[str, str]]] = {}
+        for group in graph.tied:
+            if group.owner[0] == self.name:
+                for vertex, param in group.members:
+                    self.param_receivers.setdefault(vertex, []).append((param, group.owner[1]))
+        #: the optimizer this vertex keeps for its own parameters (training), across batches
+        self.optimizer = None
         self.consumed: list[tuple] = []
         self.reset()
 
@@ -256,11 +286,18 @@ class Slot:
         self.update: dict[str, np.ndarray] = {}            # own Hebbian update, once final
         self.partials: dict[str, list] = {}                # member -> [(param, partial)]
         self.accumulated: dict[str, np.ndarray] | None = None   # ipc: summed round updates
+        self.learned = False                               # training: own update applied
+        self.awaiting_params = False                       # training: a member's new values
         self.consumed = []
 
     @property
+    def heard_partials(self) -> bool:
+        return len(self.partials) == len(self.partial_senders)
+
+    @property
     def done(self) -> bool:
-        return self.finished and len(self.partials) == len(self.partial_senders)
+        return (self.finished and self.heard_partials and self.learned
+                and not self.awaiting_params)
 
     def report(self) -> dict[str, np.ndarray]:
         """The updates this vertex reports: tied partials summed in graph order."""
@@ -323,8 +360,12 @@ class Shard:
         self.input_feedback = {}
         if params is not None:
             self.load_params(params)
+        learning = settings.learning
         for slot in self.slots.values():
             slot.reset()
+            slot.learned = learning is None or not slot.rule.params
+            if learning is not None and slot.rule.params and slot.optimizer is None:
+                slot.optimizer = learning.make_optimizer()
             if slot.name == self.graph.output:
                 slot.rule.set_target(target)
                 self.target = slot.rule.target
@@ -357,8 +398,17 @@ class Shard:
         return self.settings is not None and all(s.done for s in self.slots.values())
 
     def result(self) -> dict:
-        """What the transport collects: scalars and this shard's own vertices' arrays."""
+        """What the transport collects: scalars and this shard's own vertices' arrays;
+        when training, scalars only (loss, hits, energy per round, counts): the
+        parameters stay with the vertices."""
         slots = self.slots.values()
+        if self.settings.learning is not None:
+            out = {"energy": {s.name: s.energy for s in slots}, "counts": dict(self.counts)}
+            if self.graph.output in self.slots:
+                output = self.slots[self.graph.output].rule
+                out["loss"] = output.loss_value
+                out["hits"] = correct_count(output.forward_prediction, self.target)
+            return out
         reports = {s.name: s.report() for s in slots if s.rule.params}
         out = {
             "dtheta": {n: r for n, r in reports.items() if r},
@@ -372,6 +422,40 @@ class Shard:
             out["prediction"] = output.forward_prediction
             out["loss"] = output.loss_value
         return out
+
+    def snapshot(self) -> dict:
+        """This shard's vertices' parameters and optimizer state, copied: {"params":
+        {vertex: {param: array}}, "optimizer": {vertex: Optimizer.state_arrays()}}.
+        Taken between batches, every vertex of every shard at the same batch boundary."""
+        params = {s.name: {k: np.array(v, copy=True) for k, v in s.rule.params.items()}
+                  for s in self.slots.values() if s.rule.params}
+        optimizer = {s.name: s.optimizer.state_arrays() for s in self.slots.values()
+                     if s.optimizer is not None}
+        return {"params": params, "optimizer": optimizer}
+
+    def restore(self, params: Params, optimizer: Mapping[str, np.ndarray] | None,
+                learning: Learning | None) -> None:
+        """Put the vertices back to a snapshot: their own copies of the parameters and a
+        fresh optimizer per vertex loaded with its part of `optimizer` (the checkpoint's
+        layout, `merge_snapshots`; None: fresh optimizers)."""
+        per_vertex: dict[str, dict] = {}
+        if optimizer is not None:
+            step = optimizer["step"]
+            per_vertex = {s: {"step": step} for s in self.slots}
+            for key, value in optimizer.items():
+                parts = key.split("/")
+                if len(parts) == 3 and parts[1] in per_vertex:
+                    per_vertex[parts[1]][key] = value
+        for slot in self.slots.values():
+            mine = params.get(slot.name, {})
+            slot.rule.params = {k: np.array(v, dtype=np.float64, copy=True)
+                                for k, v in mine.items()}
+            slot.optimizer = None
+            if learning is not None and slot.rule.params:
+                slot.optimizer = learning.make_optimizer()
+                state = per_vertex.get(slot.name)
+                if state is not None:
+                    slot.optimizer.load_state_arrays(state, {slot.name: slot.rule.params})
 
     def flush_log(self) -> None:
         if self.log is not None:
@@ -391,6 +475,10 @@ class Shard:
             slot.store_feedback(src, round_, payload, self.settings.staleness)
         elif kind == PARTIAL:
             slot.partials[src] = payload
+        elif kind == PARAM:
+            for param, value in payload:   # the owner's new values, into this vertex's own
+                slot.rule.params[param][...] = value
+            slot.awaiting_params = False
         else:
             raise ValueError(f"unknown message kind {kind!r}")
 
@@ -437,6 +525,9 @@ class Shard:
             progress = False
             for slot in self.slots.values():
                 while not slot.finished and self._step(slot):
+                    progress = True
+                if slot.finished and not slot.learned and slot.heard_partials:
+                    self._learn(slot)
                     progress = True
         return self._flush()
 
@@ -574,6 +665,10 @@ class Shard:
         """ipc: the weight update of this round, from the current errors. Summed into
         the batch's update (a relaxation reports it; training applies it every round)."""
         step = slot.rule.hebbian()
+        learning = self.settings.learning
+        if learning is not None:   # training: this round's step, at once
+            self._apply(slot, step, learning)
+            return
         if slot.accumulated is None:
             slot.accumulated = {k: np.array(v, copy=True) for k, v in step.items()}
         else:
@@ -586,13 +681,38 @@ class Shard:
         slot.finished = True
         if not slot.rule.params:
             return
+        learning = self.settings.learning
         if self.schedule.ipc:
+            if learning is not None:   # every round applied its own step already
+                slot.learned = True
+                return
             slot.update = slot.accumulated or {k: np.zeros_like(v)
                                                for k, v in slot.rule.params.items()}
         else:
             slot.update = slot.rule.hebbian()
         for owner, partials in slot.rule.partial_messages(slot.update).items():
             self._send(PARTIAL, self.schedule.rounds, slot.name, owner, partials)
+        if learning is not None and slot.rule.sends:
+            slot.awaiting_params = True   # its shared tensors come back from their owners
+
+    def _learn(self, slot: Slot) -> None:
+        """Training: the vertex's update is final (tied partials summed): its optimizer
+        applies it to its own parameters; an owner sends members the new values."""
+        slot.learned = True
+        update = slot.report()
+        if update:
+            self._apply(slot, update, self.settings.learning)
+        for member, pairs in slot.param_receivers.items():
+            values = [(param, np.array(slot.rule.params[own], copy=True)) for param, own in pairs]
+            self._send(PARAM, self.schedule.rounds, slot.name, member, values)
+
+    @staticmethod
+    def _apply(slot: Slot, update: dict, learning: Learning) -> None:
+        """Gradient descent along +dtheta (= -dL/dtheta): the optimizer takes -dtheta."""
+        gradient = {slot.name: {k: -v for k, v in update.items()}}
+        own = {slot.name: slot.rule.params}
+        for _ in range(learning.updates_per_batch):
+            slot.optimizer.step(own, gradient)
 
     def _send_feedback(self, slot: Slot, tag: int) -> None:
         """J^T eps to the parents that read this tag: relaxing parents when the schedule
@@ -637,3 +757,38 @@ def merge_results(graph: Graph, results: Sequence[dict], rounds: int, read_input
         {n: merged["input_feedback"][n] for n in graph.inputs} if read_inputs else {},
         energy, loss, prediction, counts,
     )
+
+
+def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
+    """A training batch's scalars from its shards' results (`Step`)."""
+    from neurolocal.engines.base import Step
+
+    energy = {}
+    messages = 0
+    for result in results:
+        energy.update(result["energy"])
+        messages += result["counts"]["local_messages"] + result["counts"]["remote_messages"]
+        if "loss" in result:
+            loss, hits = result["loss"], result["hits"]
+    return Step(loss=loss, hits=hits, messages=messages,
+                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)])
+
+
+def merge_snapshots(graph: Graph, parts: Sequence[dict]) -> tuple[Params, dict]:
+    """Shards' snapshots as (parameters in graph order, optimizer state arrays in the
+    checkpoint's layout: "step" and "<slot>/<vertex>/<param>"). Every vertex steps
+    once per batch, so their step counts agree; the first one is the run's."""
+    params: Params = {}
+    optimizer: dict = {}
+    by_vertex = {}
+    for part in parts:
+        params.update(part["params"])
+        by_vertex.update(part["optimizer"])
+    for vertex in graph.order:
+        for key, value in by_vertex.get(vertex, {}).items():
+            if key == "step":
+                optimizer.setdefault("step", value)
+            else:
+                optimizer[key] = value
+    optimizer.setdefault("step", np.array(0, dtype=np.int64))
+    return {n: params[n] for n in graph.order if n in params}, optimizer

@@ -32,6 +32,13 @@ class TrafficSpec:
     scheduler_host: str
 
 
+def settings_bytes(settings: RunSettings) -> int:
+    """What the batch's settings weigh on the wire: 8 bytes a field (a number or a short
+    name), the learning settings included."""
+    fields = 7 + (0 if settings.learning is None else 4 + 2 * len(settings.learning.options))
+    return 8 * fields
+
+
 def actor_name(index: int) -> str:
     return f"actor-{index}"
 
@@ -90,7 +97,7 @@ class ShardActor:
             me = self.shard.index
             self.shard.log.recorder.record(
                 settings.batch, 0, SCHEDULER, self.name, "control",
-                payload_bytes([params, inputs, target]), t_send, now(),
+                payload_bytes([params, inputs, target]) + settings_bytes(settings), t_send, now(),
                 self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
         self.finished = finished = asyncio.Event()
         self._post(self.shard.begin(settings, params, inputs, target))
@@ -101,6 +108,14 @@ class ShardActor:
         if self.failure is not None:
             raise self.failure
         return {**self.shard.result(), "t_send": now()}
+
+    async def restore(self, params, optimizer, learning) -> None:
+        """Its vertices back to a snapshot held by the driver (`Shard.restore`)."""
+        self.shard.restore(params, optimizer, learning)
+
+    async def snapshot(self) -> dict:
+        """Its vertices' parameters and optimizer state, between batches."""
+        return self.shard.snapshot()
 
     async def flush_log(self) -> None:
         """Late messages of an asynchronous batch reach the log too."""

@@ -23,12 +23,14 @@ time are broken first scheduled, first served: a seed reproduces a run bit for b
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from neurolocal.engines.base import (
     Relaxation,
+    Step,
     check_relaxation_settings,
     default_iterations,
     prepare_batch,
@@ -36,12 +38,14 @@ from neurolocal.engines.base import (
 from neurolocal.engines.rounds import (
     CONSTANT,
     FEEDBACK,
-    PARTIAL,
+    Learning,
     RunSettings,
     Shard,
     ShardLog,
     check_schedule,
     merge_results,
+    merge_snapshots,
+    step_from_results,
 )
 from neurolocal.engines.sim.events import EventQueue
 from neurolocal.engines.sim.models import Asynchrony
@@ -53,8 +57,15 @@ DELIVER, FREE = 0, 1
 COUNTERS = ("messages", "lost", "retransmitted", "sim_time", "max_age")
 
 
+@dataclass
+class SimStep(Step):
+    """A training batch's scalars, plus the simulated run's counters (`report`: sim_time,
+    messages_lost, messages_retransmitted, max_feedback_age; summed into metrics.json)."""
+    report: dict = field(default_factory=dict)
+
+
 def _zeros_like(payload):
-    if isinstance(payload, list):                     # tied partials: [(param, array), ...]
+    if isinstance(payload, list):         # tied partials / new values: [(param, array), ...]
         return [(key, np.zeros_like(value)) for key, value in payload]
     return np.zeros_like(payload)
 
@@ -77,6 +88,7 @@ class SimEngine:
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         self.recorder = recorder
         self.batches = 0
+        self.learning: Learning | None = None
         self.clock = 0.0
         self.index = {n: i for i, n in enumerate(graph.order)}
         log = (ShardLog(recorder, [f"sim-{n}" for n in graph.order], [None] * len(graph.order))
@@ -117,9 +129,63 @@ class SimEngine:
         graph = self.graph
         iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
-        inputs, target = prepare_batch(graph, inputs, target)
         settings = RunSettings(self.batches, float(eta), int(iterations), self.staleness,
                                bool(read_inputs), self.schedule)
+        for shard in self.shards:   # relaxing reads the caller's parameters, by reference
+            shard.load_params(self.params)
+        results, rounds, report = self._run(settings, inputs, target)
+        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            graph, results, rounds, read_inputs)
+        self._log_energy(energy)
+        extras = {"report": report}
+        if self.schedule == "backward-in-time":
+            extras.update(schedule=self.schedule, rounds=rounds)
+        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                          energy=energy, loss=loss, prediction=prediction,
+                          messages=counts["local_messages"] + counts["remote_messages"],
+                          extras=extras)
+
+    # --- training: the vertices own their parameters (docs/rounds.md, plasticity) -------
+
+    def restore(self, params: Params, optimizer, learning: Learning) -> None:
+        """As the local engine's: every vertex gets its parameters and optimizer state."""
+        self.learning = learning
+        self.params = params
+        for shard in self.shards:
+            shard.restore(params, optimizer, learning)
+            shard.load_params(params)
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> "SimStep":
+        """One batch in simulated time in which every vertex applies its own update."""
+        graph = self.graph
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        if self.learning is None:
+            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
+        settings = RunSettings(self.batches, float(eta), int(iterations), self.staleness,
+                               False, self.schedule, self.learning)
+        results, rounds, report = self._run(settings, inputs, target)
+        step = step_from_results(graph, results, rounds)
+        self._log_energy(step.energy)
+        return SimStep(loss=step.loss, hits=step.hits, energy=step.energy,
+                       messages=step.messages, report=report)
+
+    def snapshot(self):
+        return merge_snapshots(self.graph, [shard.snapshot() for shard in self.shards])
+
+    def _log_energy(self, energy) -> None:
+        if self.recorder is not None:
+            self.recorder.record_energy(self.batches - 1, energy)
+            self.recorder.flush()
+
+    # --- the transport -------------------------------------------------------------------
+
+    def _run(self, settings: RunSettings, inputs, target):
+        """Every event of one batch, from its start at the engine's clock until nothing
+        is in flight. Returns (shard results, rounds, report)."""
+        graph = self.graph
+        inputs, target = prepare_batch(graph, inputs, target)
         n = len(self.shards)
         start = self.clock
         self._queue = EventQueue()
@@ -132,7 +198,6 @@ class SimEngine:
         self._batch = dict.fromkeys(("lost", "retransmitted", "max_age"), 0)
         for i, shard in enumerate(self.shards):
             shard.horizon = 0
-            shard.load_params(self.params)
             name = graph.order[i]
             before = self._marker(i)
             out = shard.begin(settings, None, {name: inputs[name]} if name in inputs else {},
@@ -147,27 +212,19 @@ class SimEngine:
         if not all(shard.done for shard in self.shards):  # the machine's or this file's bug
             raise RuntimeError("the simulated run stopped before every vertex finished")
         rounds = self.shards[0].schedule.rounds
-        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
-            graph, [shard.result() for shard in self.shards], rounds, read_inputs)
+        results = [shard.result() for shard in self.shards]
         finish = max(self._done_at)
         self.clock = finish
-        messages = counts["local_messages"] + counts["remote_messages"]
-        report = {"messages": messages, "lost": self._batch["lost"],
-                  "retransmitted": self._batch["retransmitted"],
-                  "sim_time": finish - start, "max_age": self._batch["max_age"]}
-        self._count(report)
-        if self.recorder is not None:
-            self.recorder.record_energy(self.batches, energy)
-            self.recorder.flush()
+        messages = sum(r["counts"]["local_messages"] + r["counts"]["remote_messages"]
+                       for r in results)
+        report = {"sim_time": finish - start, "messages_lost": self._batch["lost"],
+                  "messages_retransmitted": self._batch["retransmitted"],
+                  "max_feedback_age": self._batch["max_age"]}
+        self._count({"messages": messages, "lost": self._batch["lost"],
+                     "retransmitted": self._batch["retransmitted"], "sim_time": finish - start,
+                     "max_age": self._batch["max_age"]})
         self.batches += 1
-        extras = {"report": {"sim_time": report["sim_time"], "messages_lost": report["lost"],
-                             "messages_retransmitted": report["retransmitted"],
-                             "max_feedback_age": report["max_age"]}}
-        if self.schedule == "backward-in-time":
-            extras.update(schedule=self.schedule, rounds=rounds)
-        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
-                          energy=energy, loss=loss, prediction=prediction, messages=messages,
-                          extras=extras)
+        return results, rounds, report
 
     def _count(self, report: dict) -> None:
         for target in (self.totals, self.stats):
@@ -294,4 +351,4 @@ class SimEngine:
         self._queue.push(arrival, (DELIVER, self.index[dst], message, False))
 
 
-__all__ = ["SimEngine", "COUNTERS", "PARTIAL"]
+__all__ = ["SimEngine", "SimStep", "COUNTERS"]
