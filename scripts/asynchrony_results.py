@@ -134,20 +134,23 @@ mode and iPC are nonlinear: measured, not proved.
 
 ### Fixed mode: staleness and mean delay (eta = 1)
 
-`depth`: T = 2 rounds, the synchronous bound; `bound`: T = T*(S). With T = depth and
+`depth`: T = 2 rounds, the synchronous bound; `bound`: T = T*(S) (`rounds_T`: the T
+used). With T = depth and
 S > 0 the vertices far from the output have not heard the output yet when the
 relaxation ends, so the update is wrong (error ~1) and accuracy drops; with T = T*(S)
 the gradients are exact (error 0 to rounding) and training matches the synchronous
 run, at the price of more rounds (simulated time).
 
-{table(staleness, ["staleness", "delay", "iterations"], batches)}
+{table(staleness, ["staleness", "delay", "iterations", "rounds_T"], batches)}
 
 ![staleness](results/asynchrony/staleness-staleness.png)
 
 ### Fixed, strict and iPC under message loss (S = 0, no retransmission)
 
-A lost message is replaced by the last one the receiver got on that edge (zeros for a
-first message; docs/asynchrony.md §4). The mean delay changes only the simulated time
+eta = 1 and T = depth (2) for all three; strict mode and iPC do not compute backprop's
+gradient (their error is >= 1 even without loss), so their column measures how far
+they are from it. A lost message is replaced by the last one the receiver got on that
+edge (zeros for a first message; docs/asynchrony.md §4). The mean delay changes only the simulated time
 at S = 0 (the numbers are the synchronous sweep's); with retransmission (not shown)
 every run equals the loss-free one bit for bit (tests/test_sim_engine.py).
 

@@ -38,21 +38,23 @@ def read_rows(out):
 def test_a_tiny_grid_writes_the_csv_and_plots_and_resumes(tiny, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", tiny, "--vary", "staleness=0,2", "--vary", "drop=0,0.1",
+            "--vary", "iterations=depth",
             "--delay", "exp:1", "--seeds", "2", "--jobs", "2", "--out", str(out), "--quiet"]
     assert main(argv) == 0
     rows = read_rows(out)
     assert len(rows) == 8
+    assert all(r["iterations"] == "depth" for r in rows)
     assert [(r["staleness"], r["drop"], r["seed"]) for r in rows][:3] == [
         ("0", "0.0", "0"), ("0", "0.0", "1"), ("0", "0.1", "0")]
     for r in rows:
         assert 0 <= float(r["test_accuracy"]) <= 1 and int(r["messages"]) > 0
-        assert int(r["iterations"]) == 1
+        assert int(r["rounds_T"]) == 1
         if r["drop"] == "0.0":
             assert int(r["messages_lost"]) == 0
         if r["staleness"] == "0" and r["drop"] == "0.0":   # synchronous: exact at T = depth
             assert float(r["grad_rel_error"]) < 1e-12
     assert sum(int(r["messages_lost"]) for r in rows if r["drop"] == "0.1") > 0
-    for name in ("staleness.png", "drop.png", "messages.png"):
+    for name in ("staleness.png", "drop.png", "iterations.png", "messages.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # resumable: every job's result is kept; a second call reads them back, runs none
     points = sorted((out / "points").glob("*.json"))

@@ -18,6 +18,7 @@ MAX_LINES = 8
 
 
 def write_csv(path: Path, grid: dict[str, list], results: dict[Job, dict]) -> list[dict]:
+    assert not set(grid) & set(RESULTS), "a varied key shadows a result column"
     rows = []
     for job, result in sorted(results.items(), key=lambda item: _order(grid, item[0])):
         rows.append({**{k: _text(v) for k, v in job.point}, "seed": job.seed,
@@ -62,6 +63,7 @@ def plot(out: Path, grid: dict[str, list], rows: list[dict], title: str) -> list
             others_shown = others
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         xs = np.arange(len(grid[key]))
+        plotted = 0
         for combo in combos:
             label = ", ".join(f"{k}={_text(v)}" for k, v in zip(others_shown, combo)) or "all"
             for ax, column in zip(axes, ("test_accuracy", "grad_rel_error")):
@@ -72,7 +74,10 @@ def plot(out: Path, grid: dict[str, list], rows: list[dict], title: str) -> list
                     m, s = _stats([r[column] for r in chosen])
                     means.append(m)
                     stds.append(s)
+                    plotted += int(np.isfinite(m))
                 ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        if not plotted:   # rows and grid disagree: a bug here, never an empty figure
+            raise RuntimeError(f"no sweep results to plot against {key}")
         axes[0].set_ylabel("final test accuracy")
         axes[1].set_ylabel("gradient relative error (first batch)")
         axes[1].set_yscale("symlog", linthresh=1e-16)

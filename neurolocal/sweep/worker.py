@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-#: result columns of the CSV, in order
+#: result columns of the CSV, in order (rounds_T: the T a point ran with, e.g. for
+#: iterations=bound; never the name of a varied key)
 RESULTS = ("test_accuracy", "test_loss", "train_loss", "grad_rel_error", "messages",
            "messages_lost", "messages_retransmitted", "sim_time", "max_feedback_age",
-           "iterations", "wall_seconds")
+           "rounds_T", "wall_seconds")
 TRAINING = ("epochs", "eta", "iterations", "mode", "lr", "batch_size", "optimizer", "data")
 ENGINE = ("staleness", "delay", "drop", "retransmit", "reorder", "straggler", "schedule",
           "asynchrony")
@@ -117,5 +118,5 @@ def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
         "messages": stats.get("messages", 0), "messages_lost": stats.get("lost", 0),
         "messages_retransmitted": stats.get("retransmitted", 0),
         "sim_time": stats.get("sim_time", 0.0), "max_feedback_age": stats.get("max_age", 0),
-        "iterations": iterations, "wall_seconds": time.perf_counter() - started,
+        "rounds_T": iterations, "wall_seconds": time.perf_counter() - started,
     }
