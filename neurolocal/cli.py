@@ -273,13 +273,16 @@ def _resumed_settings(out_dir, given: dict, args, graph):
                "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
                "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
                "lr": saved.lr, "seed": saved.seed, "data": saved.data}
+    movable = ("epochs", "engine")   # where vertices run never changes the numbers
     for key, value in given.items():
-        if key != "epochs" and value is not None and value != current[key]:
+        if key not in movable and value is not None and value != current[key]:
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
-                              "a resumed run keeps its settings (only --epochs may change)")
-    if given["epochs"] is not None:
-        saved = training.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
+                              "a resumed run keeps its settings (only --epochs and --engine "
+                              "may change)")
+    changes = {k: given[k] for k in movable if given[k] is not None}
+    if changes:
+        saved = training.Settings.from_dict({**saved.as_dict(), **changes})
     return saved
 
 
@@ -386,12 +389,13 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                         help="fixed: predictions cached from the forward pass (the paper's, "
                              "equals backprop); strict: recomputed every step")
     parser.add_argument("--schedule", choices=SCHEDULES, default="auto",
-                        help="jacobi: every vertex sends every round; event: only when its "
-                             "error changed (the same numbers; with eta = 1 about one message "
-                             "per edge); backward-in-time: the paper's RNN/LSTM schedule, one "
-                             "time step at a time, last first, T rounds per step (local "
-                             "engine); auto (default): event on the local engine in fixed "
-                             "mode, else jacobi")
+                        help="on both engines (docs/rounds.md). jacobi: every vertex sends "
+                             "every round; event: only in the rounds its error can change (the "
+                             "same numbers; with eta = 1 about one message per path length); "
+                             "backward-in-time: the paper's RNN/LSTM schedule, one time step "
+                             "at a time, last first, T rounds per step; ipc: incremental PC, "
+                             "a weight step every round (strict mode); auto (default): event "
+                             "in fixed mode with synchronous rounds, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
     from neurolocal.engines.sim.options import add_sim_options
@@ -412,9 +416,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                      help="fail, naming the actor, when actors take longer than this to start, "
                           "to finish a batch or to come back after a crash (default 300)")
     ray.add_argument("--max-restarts", type=_non_negative_int, default=3, metavar="N",
-                     help="Ray restarts an actor that died up to N times; the interrupted "
-                          "batch is replayed from the parameters at its start (default 3; "
-                          "0: the first death ends the run)")
+                     help="Ray restarts an actor that died up to N times; every vertex is "
+                          "restored from the last snapshot and the batches since are replayed "
+                          "(default 3; 0: the first death ends the run)")
     ray.add_argument("--fault", type=_fault, default=None, metavar="ACTOR:BATCH",
                      help="testing aid: kill actor ACTOR (its index, as in actor-3) in the "
                           "middle of batch BATCH (0: the first batch this command relaxes), once")

@@ -1,30 +1,25 @@
 """Training: epochs of shuffled minibatches, predictive coding or backprop, an optimizer.
 
-Engine interface (what the trainer asks of an engine, so a Ray engine can slot in):
-
-    engine.relax(inputs, target, eta=..., iterations=...) -> Relaxation
-        .dtheta  Hebbian updates (= -dL/dtheta at the fixed point); the trainer
-                 hands `-dtheta` to the optimizer (see neurolocal/training/optimizers.py)
-        .loss, .prediction, .energy (free energy after each round)
-    engine.load_params(params)   optional: engines that keep their own copy of the
-                 parameters (actors) receive the updated ones after every optimizer
-                 step. The local engine shares the arrays by reference and has none.
-
-`make_engine` is where `settings.engine` becomes an engine. `--algorithm bp` uses
-`neurolocal.backprop.backprop` on the same parameters, batches and optimizer.
+Predictive coding (docs/rounds.md): the vertices own their parameters and optimizer
+state. The trainer hands the engine the run's state once (`engine.restore`), then per
+batch only data (`engine.train_step(inputs, target, eta=..., iterations=...)` -> `Step`:
+loss, hits of the forward prediction, energy per round) and, at every epoch boundary,
+gathers a consistent snapshot (`engine.snapshot()`) into `run.params` and
+`run.optimizer`: what the epoch's evaluation reads and the checkpoint stores. Both
+engines give bitwise the same run. `--algorithm bp` uses `neurolocal.backprop.backprop`
+with the trainer's own optimizer on the same parameters, batches and settings.
 
 Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
 epoch's permutation. A checkpoint (written atomically after every epoch) holds the
 parameters, the optimizer state, the epoch, the generator's state and the history
-so far, all as plain arrays; resuming from it reproduces the uninterrupted run bitwise.
+so far, all as plain arrays; resuming from it, on either engine, reproduces the
+uninterrupted run bitwise.
 
-Actor faults: the driver holds the parameters and the optimizer state, and the Ray
-engine sends every shard its parameters with each batch, so an actor that dies
-mid-batch is restarted and the batch replayed from the last committed state (the
-parameters at the start of that batch; the epoch checkpoint is its durable copy):
-the run ends bit for bit as an uninterrupted one. Each restart the engine reports
-(`Relaxation.extras["restarts"]`) is kept in `Run.restarts`, the checkpoint and
-metrics.json; an actor that cannot come back raises `EngineError` and the last
+Actor faults: a Ray actor that dies is restarted, every vertex restored from the
+engine's last snapshot and the batches since replayed (docs/rounds.md §5): the run
+ends bit for bit as an uninterrupted one. Each restart the engine reports
+(`Step.restarts`, typed `Restart` records) is kept in `Run.restarts`, the checkpoint
+and metrics.json; an actor that cannot come back raises `EngineError` and the last
 epoch checkpoint stays for `--resume`."""
 
 from __future__ import annotations
