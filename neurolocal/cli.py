@@ -476,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     from neurolocal.sweep.command import add_sweep_parser
 
     add_sweep_parser(commands)
+    from neurolocal.engines.sim.replay import add_replay_parser
+
+    add_replay_parser(commands)
     return parser
 
 

@@ -142,7 +142,12 @@ def open_sim_engine(options, graph, params, *, schedule: str, recorder=None, sta
     from neurolocal.engines.sim.transport import SimEngine
 
     spec = asynchrony_from_options(options, graph)
-    return SimEngine(graph, params, mode=options.mode, schedule=schedule,
+    engine = SimEngine(graph, params, mode=options.mode, schedule=schedule,
                      staleness=getattr(options, "staleness", 0) or 0, asynchrony=spec,
                      seed=sim_seed(spec, options), recorder=recorder,
                      stats=stats if stats is not None else getattr(options, "sim_stats", None))
+    if recorder is not None:   # a replay journal next to the traffic log (replay.py)
+        engine.journal = []
+        engine.replay_path = recorder.path.with_suffix(".replay")
+        engine.replay_topology = getattr(options, "topology", None)
+    return engine

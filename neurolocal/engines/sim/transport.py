@@ -101,6 +101,13 @@ class SimEngine:
         self.totals = dict.fromkeys(COUNTERS, 0)
         self.totals["batches"] = 0
         self.stats = stats
+        #: replay journal (docs/asynchrony.md §6): per batch, which tag of each child every
+        #: update read and which messages were lost; None: not kept
+        self.journal: list | None = None
+        self._journal = None
+        self.replay_path = None        # where close() writes the journal (replay.py)
+        self.replay_topology = None
+        self._relaxed: list = []       # (parameters, Relaxation) of each journaled batch
         for shard in self.shards:
             shard.load_params(self.params)
 
@@ -115,6 +122,10 @@ class SimEngine:
         self.close()
 
     def close(self) -> None:
+        if self.replay_path is not None and self.journal:
+            from neurolocal.engines.sim.replay import write_journal
+
+            write_journal(self.replay_path, self, self.replay_topology, self._relaxed)
         if self.recorder is not None:
             self.recorder.close()
 
@@ -133,6 +144,8 @@ class SimEngine:
                                bool(read_inputs), self.schedule)
         for shard in self.shards:   # relaxing reads the caller's parameters, by reference
             shard.load_params(self.params)
+        params = ({v: {k: np.array(a, copy=True) for k, a in ps.items()}
+                   for v, ps in self.params.items()} if self.journal is not None else None)
         results, rounds, report = self._run(settings, inputs, target)
         dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
             graph, results, rounds, read_inputs)
@@ -140,10 +153,13 @@ class SimEngine:
         extras = {"report": report}
         if self.schedule == "backward-in-time":
             extras.update(schedule=self.schedule, rounds=rounds)
-        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+        relaxation = Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
                           energy=energy, loss=loss, prediction=prediction,
                           messages=counts["local_messages"] + counts["remote_messages"],
                           extras=extras)
+        if self.journal is not None:
+            self._relaxed.append((params, relaxation))
+        return relaxation
 
     # --- training: the vertices own their parameters (docs/rounds.md, plasticity) -------
 
@@ -196,6 +212,8 @@ class SimEngine:
         self._held: dict = {}                # (kind, src, dst) -> last payload delivered
         self._last_arrival: dict = {}        # (src, dst) -> latest arrival time (in order)
         self._batch = dict.fromkeys(("lost", "retransmitted", "max_age"), 0)
+        self._journal = ({"reads": [], "lost": []}
+                         if self.journal is not None and settings.learning is None else None)
         for i, shard in enumerate(self.shards):
             shard.horizon = 0
             name = graph.order[i]
@@ -223,6 +241,9 @@ class SimEngine:
         self._count({"messages": messages, "lost": self._batch["lost"],
                      "retransmitted": self._batch["retransmitted"], "sim_time": finish - start,
                      "max_age": self._batch["max_age"]})
+        if self._journal is not None:
+            self.journal.append({"batch": settings.batch, "settings": settings,
+                                 "inputs": inputs, "target": target, **self._journal})
         self.batches += 1
         return results, rounds, report
 
@@ -254,9 +275,12 @@ class SimEngine:
             batch, kind, round_, src, dst, payload, t_send = message
             held = self._held.get((kind, src, dst))
             message = (batch, kind, round_, src, dst,
-                       held if held is not None else _zeros_like(payload), t_send)
+                       held[1] if held is not None else _zeros_like(payload), t_send)
+            if self._journal is not None:
+                self._journal["lost"].append(
+                    [kind, src, dst, round_, None if held is None else held[0]])
         else:
-            self._held[(message[1], message[3], message[4])] = message[5]
+            self._held[(message[1], message[3], message[4])] = (message[2], message[5])
         pause = self.timing[i].pause
         if pause is not None and self._busy[i] <= t and self._waiting(i):
             resume = pause.resume_time(t)
@@ -315,18 +339,21 @@ class SimEngine:
         return value * timing.slow
 
     def _track_age(self, i: int) -> None:
-        """The largest age (rounds behind update - 1) of any feedback a hidden vertex used."""
+        """The largest age (rounds behind update - 1) of any feedback a hidden vertex used,
+        and (when journaling for replay) which tag of each child every update read."""
         slot = self.slots[i]
         entries = slot.consumed[self._seen[i]:]
         self._seen[i] = len(slot.consumed)
         if self.is_input[i] or slot.round is None or self.staleness == 0:
             return   # S = 0: the machine reads exactly the synchronous sweep's messages
         update = slot.round + (1 if slot.relaxed else 0)
-        for kind, _, tag in entries:
+        for kind, child, tag in entries:
             if kind == FEEDBACK and tag != CONSTANT:
                 age = update - 1 - tag
                 if age > self._batch["max_age"]:
                     self._batch["max_age"] = age
+                if self._journal is not None:
+                    self._journal["reads"].append([slot.name, update, child, tag])
 
     def _post(self, message, depart: float) -> None:
         spec, rng = self.spec, self.rng
