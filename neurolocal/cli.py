@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
-from neurolocal.errors import ConfigError, EngineError, NeurolocalError
+from neurolocal.errors import ConfigError, NeurolocalError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -71,18 +71,29 @@ def cmd_validate(args) -> int:
 
 def cmd_check_grad(args) -> int:
     from neurolocal.engines import relax_once
-    from neurolocal.gradcheck import compare, synthetic_batch
+    from neurolocal.gradcheck import compare, data_batch, default_iterations, synthetic_batch
     from neurolocal.topology import load_topology
 
     graph = load_topology(args.topology).graph
-    iterations = graph.depth if args.iterations is None else args.iterations
+    staleness = args.staleness if args.engine in ("ray", "sim") else 0  # local: synchronous
+    iterations = (default_iterations(graph, staleness) if args.iterations is None
+                  else args.iterations)
     params = graph.init_params(args.seed)
-    inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
-    relaxation = relax_once(args, graph, params, inputs, target, eta=args.eta,
+    if args.data is None:
+        inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
+    else:
+        inputs, target = data_batch(args.data, graph, args.batch_size, args.seed)
+    relaxation = relax_once(_engine_config(args), graph, params, inputs, target, eta=args.eta,
                             iterations=iterations)
     check = compare(graph, params, relaxation, inputs, target, mode=args.mode, eta=args.eta,
-                    iterations=iterations)
+                    iterations=iterations, staleness=staleness)
     failed = args.max_rel_error is not None and not check.max_relative_error <= args.max_rel_error
+    if not check.converged:
+        print(f"neurolocal: warning: the relaxation has not converged after {iterations} rounds "
+              f"(fixed-point residual {check.residual:.2e} > {check.as_dict()['convergence_tolerance']:g}); "
+              "the updates are not yet its fixed point's: raise --iterations"
+              + (" (or use eta 1)" if args.eta != 1.0 and args.mode == "fixed" else ""),
+              file=sys.stderr)
     if args.json:
         report = check.as_dict()
         report["engine"] = args.engine
@@ -93,15 +104,32 @@ def cmd_check_grad(args) -> int:
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 
+#: parameters listed in full by check-grad's table; larger graphs get a summary
+CHECK_TABLE_ROWS = 20
+#: the worst rows a summary shows
+CHECK_WORST_ROWS = 10
+
+
 def _print_check(check, args) -> None:
+    stale = f", staleness {check.staleness}" if check.staleness else ""
     print(f"{check.graph}: {args.engine} engine, {check.mode} mode, eta {check.eta}, "
-          f"{check.iterations} iterations (depth {check.depth}), loss {check.loss:.6g}")
-    width = max([len(f"{r.vertex}.{r.parameter}") for r in check.rows] + [9])
+          f"{check.iterations} iterations (depth {check.depth}{stale}), loss {check.loss:.6g}")
+    rows = check.rows
+    summarise = len(rows) > CHECK_TABLE_ROWS and not args.all
+    if summarise:
+        vertices = len({r.vertex for r in rows})
+        values = sum(math.prod(r.shape) for r in rows)
+        print(f"  {len(rows)} parameter tensors ({values} values) on {vertices} vertices; "
+              f"the {CHECK_WORST_ROWS} largest relative errors (every row: --all or --json):")
+        rows = sorted(rows, key=lambda r: -r.relative_error)[:CHECK_WORST_ROWS]
+    width = max([len(f"{r.vertex}.{r.parameter}") for r in rows] + [9])
     print(f"  {'parameter':<{width}}  {'shape':<12} {'|grad|':>10}  {'rel. error':>10}")
-    for r in check.rows:
+    for r in rows:
         print(f"  {r.vertex + '.' + r.parameter:<{width}}  {str(list(r.shape)):<12} "
               f"{r.gradient_norm:>10.4g}  {r.relative_error:>10.3e}")
-    print(f"max relative error {check.max_relative_error:.3e}")
+    settled = "converged" if check.converged else "NOT converged"
+    print(f"max relative error {check.max_relative_error:.3e}; relaxation {settled} "
+          f"(fixed-point residual {check.residual:.1e})")
 
 
 def cmd_traffic(args) -> int:
@@ -168,142 +196,54 @@ RUN_FLAGS = ("engine", "algorithm", "epochs", "batch_size", "eta", "iterations",
 
 
 def cmd_run(args) -> int:
-    import time
-    from pathlib import Path
+    from neurolocal.training.session import RunRequest, run_training
 
-    from neurolocal import training
-    from neurolocal.training import plots
-    from neurolocal.training.data import load_for_graph
-    from neurolocal.topology import load_topology
-
-    topology = load_topology(args.topology)
-    graph = topology.graph
-    given = {k: getattr(args, k) for k in RUN_FLAGS}
-    if args.resume is not None:
-        out_dir = Path(args.resume)
-        settings = _resumed_settings(out_dir, given, args, graph)
-    else:
-        settings = training.resolve_settings(topology.training, given, graph)
-        out_dir = Path(args.out) if args.out else \
-            Path("runs") / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if any(training.checkpoint_path(out_dir, a).exists() for a in training.ALGORITHMS):
-            raise ConfigError("already holds a run's checkpoints; continue it with --resume "
-                              "or pick another --out", source=str(out_dir))
-    data = load_for_graph(settings.data, graph)
-    if args.traffic_log is None and not args.no_traffic_log:
-        args.traffic_log = str(out_dir / "traffic")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create output directory: {exc.strerror}",
-                          source=str(out_dir)) from None
-
-    log = None if args.quiet else (lambda line: print(line, flush=True))
-    if log:
-        log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} parameters, "
-            f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
-            f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
-    runs = {}
-
-    def write_metrics(_run=None):
-        doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
-        training.write_json_atomic(out_dir / "metrics.json", doc)
-        return doc
-
-    for algorithm in settings.algorithms:
-        path = training.checkpoint_path(out_dir, algorithm)
-        if args.resume is not None and path.exists():
-            runs[algorithm] = training.load_checkpoint(path, graph, settings)
-        else:
-            runs[algorithm] = training.new_run(algorithm, graph, settings)
-        try:
-            training.train(runs[algorithm], graph, data, settings, checkpoint=path,
-                        progress=training.progress_factory(args.quiet), log=log,
-                        on_epoch=write_metrics,
-                        engine_options={k: getattr(args, k)
-                                        for k in training.ENGINE_OPTION_DEFAULTS},
-                        updates_per_batch=topology.paper.updates_per_batch)
-        except EngineError as exc:  # an actor that did not come back: say how to go on
-            if path.exists():
-                raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
-                                  f"with --resume {out_dir}") from None
-            raise
-    doc = write_metrics()
-    plots.plot_curves(doc, out_dir / "curves.png")
-    plots.plot_energy(doc, out_dir / "energy.png")
-    print(training.final_table(doc))
-    print(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
-    if args.traffic_log and "pc" in settings.algorithms:
-        _print_traffic_digest(args.traffic_log)
+    run_training(RunRequest(
+        topology=args.topology, overrides={k: getattr(args, k) for k in RUN_FLAGS},
+        out=args.out, resume=args.resume, quiet=args.quiet,
+        record_traffic=not args.no_traffic_log, engine=_engine_config(args)))
     return EXIT_OK
 
 
-def _print_traffic_digest(directory: str) -> None:
-    """The last lines of a run: how much the vertices said to each other."""
-    import warnings
-    from pathlib import Path
-
-    from neurolocal.traffic import read_traffic, report
-
-    if not any(Path(directory).glob("*.traffic")):
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = report.summary(read_traffic(directory))
-    kinds = ", ".join(f"{k} {v['messages']}" for k, v in summary["by_kind"].items())
-    print(f"traffic: {summary['messages']} messages ({kinds}), {summary['bytes'] / 1e6:.1f} MB "
-          f"over {summary['batches']} batches; latency p50 {summary['latency_ms']['p50']:.3f} ms,"
-          f" p99 {summary['latency_ms']['p99']:.3f} ms")
-    print(f"inspect it: neurolocal traffic summary {directory} (or edges, timeline, audit, plot)")
-
-
-def _resumed_settings(out_dir, given: dict, args, graph):
-    """The checkpoint's settings; only --epochs may change (to train further)."""
-    from neurolocal import training
-
-    if args.out is not None and args.out != str(out_dir):
-        raise ConfigError("--resume continues in its own directory; drop --out")
-    found = [training.checkpoint_path(out_dir, a) for a in training.ALGORITHMS]
-    found = [p for p in found if p.exists()]
-    if not found:
-        raise ConfigError("no checkpoint-pc.npz or checkpoint-bp.npz to resume from",
-                          source=str(out_dir))
-    saved = training.read_checkpoint_settings(found[0])
-    current = {"algorithm": {("pc",): "pc", ("bp",): "bp"}.get(saved.algorithms, "both"),
-               "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
-               "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
-               "lr": saved.lr, "seed": saved.seed, "data": saved.data}
-    movable = ("epochs", "engine")   # where vertices run never changes the numbers
-    for key, value in given.items():
-        if key not in movable and value is not None and value != current[key]:
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
-                              "a resumed run keeps its settings (only --epochs and --engine "
-                              "may change)")
-    changes = {k: given[k] for k in movable if given[k] is not None}
-    if changes:
-        saved = training.Settings.from_dict({**saved.as_dict(), **changes})
-    return saved
-
-
 def add_run_parser(commands) -> None:
+    from neurolocal.training.settings import DEFAULT_ENGINE, Settings
+
+    base = Settings()
     run = commands.add_parser(
-        "run", help="train a topology with predictive coding (and/or backprop) on real data")
+        "run", help="train a topology with predictive coding (and/or backprop) on real data",
+        description="Train a topology. Every training setting (data, epochs, batch size, eta, "
+                    "iterations, optimizer, lr, seed, algorithm, engine, mode) comes from the "
+                    "topology's `training:` section; a flag given here overrides it; a setting "
+                    "the section does not name takes the built-in default shown with its flag. "
+                    "An optimizer given by flag starts from its own defaults.",
+        epilog=f"built-in defaults: data {base.data}, {base.epochs} epochs, batch size "
+               f"{base.batch_size}, eta {base.eta:g}, T = the graph's depth, {base.optimizer} "
+               "(lr 0.001; sgd: lr 0.01, momentum 0.9), seed 0, algorithm pc, engine "
+               f"{DEFAULT_ENGINE}, {base.mode} mode")
     run.add_argument("topology")
     run.add_argument("--algorithm", choices=("pc", "bp", "both"), default=None,
                      help="pc: predictive coding; bp: the backprop baseline; both: one after "
                           "the other with the same init, batches and optimizer")
-    run.add_argument("--epochs", type=_positive_int, default=None)
-    run.add_argument("--batch-size", type=_positive_int, default=None)
-    run.add_argument("--eta", type=_positive_float, default=None, help="relaxation step")
+    run.add_argument("--epochs", type=_positive_int, default=None,
+                     help=f"default: training.epochs, else {base.epochs}")
+    run.add_argument("--batch-size", type=_positive_int, default=None,
+                     help=f"default: training.batch_size, else {base.batch_size}")
+    run.add_argument("--eta", type=_positive_float, default=None,
+                     help=f"relaxation step (default: training.eta, else {base.eta:g})")
     run.add_argument("--iterations", "-T", type=_positive_int, default=None,
-                     help="relaxation steps per batch (default: the graph's depth)")
-    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
-    run.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+                     help="relaxation steps per batch (default: training.iterations, else the "
+                          "graph's depth)")
+    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                     help=f"default: training.optimizer, else {base.optimizer}")
+    run.add_argument("--lr", type=_positive_float, default=None,
+                     help="learning rate (default: training.optimizer.lr or training.lr, else "
+                          "the optimizer's: adam 0.001, sgd 0.01)")
     run.add_argument("--seed", type=_non_negative_int, default=None,
-                     help="seeds the parameters and the batch order")
+                     help=f"seeds the parameters and the batch order (default: training.seed, "
+                          f"else {base.seed})")
     run.add_argument("--data", default=None,
-                     help="digits, text, or a .npz / .csv / text file (default: the topology's)")
+                     help="digits, text, or a .npz / .csv / text file (default: training.data, "
+                          f"else {base.data})")
     run.add_argument("--out", default=None,
                      help="output directory (default: runs/<topology>-<timestamp>)")
     run.add_argument("--resume", default=None, metavar="DIR",
@@ -375,6 +315,33 @@ def add_generate_parser(commands) -> None:
 # --- wiring --------------------------------------------------------------------------------
 
 
+#: EngineConfig parameters and the flags that set them: the CLI names flags, engines don't
+ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule",
+                "traffic_log": "--traffic-log", "address": "--address",
+                "vertices_per_actor": "--vertices-per-actor", "staleness": "--staleness",
+                "placement": "--placement", "timeout": "--timeout",
+                "max_restarts": "--max-restarts", "fault": "--fault"}
+
+
+def _as_flags(exc: NeurolocalError) -> str:
+    """An error naming an engine parameter, told with the flag that sets it."""
+    if exc.field in ENGINE_FLAGS:
+        return type(exc)(exc.detail, source=exc.source, field=ENGINE_FLAGS[exc.field]).args[0]
+    return str(exc)
+
+
+def _engine_config(args):
+    """The one EngineConfig of a command, from its engine flags (None: the default;
+    `run` leaves engine and mode to the topology's training section)."""
+    from neurolocal.engines import EngineConfig
+
+    from neurolocal.engines.sim.options import sim_options_from_args
+
+    return EngineConfig.from_values({**{k: getattr(args, k, None) for k in ENGINE_FLAGS},
+                                     "sim": sim_options_from_args(args),
+                                     "seed": getattr(args, "seed", None)})
+
+
 def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str | None = "local",
                        mode_default: str | None = "fixed") -> None:
     """The flags of every command that runs a graph. A None default means "the
@@ -440,12 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--eta", type=_positive_float, default=1.0,
                        help="relaxation step (default 1; fixed mode converges for 0 < eta < 2)")
     check.add_argument("--iterations", "-T", type=_non_negative_int, default=None,
-                       help="relaxation steps (default: the graph's depth)")
+                       help="relaxation steps (default: the graph's depth; with --staleness S "
+                            "on Ray 1 + (depth - 1)(S + 1), which is exact at eta 1 whatever "
+                            "the timing)")
     check.add_argument("--seed", type=int, default=0, help="seeds the parameters and the batch")
     check.add_argument("--batch-size", type=_positive_int, default=8)
     check.add_argument("--max-rel-error", type=_positive_float, default=None,
                        help="exit 1 when the largest relative error exceeds this")
+    check.add_argument("--data", default=None,
+                       help="take the batch from a data set, as `run --data` does (digits, "
+                            "text, or a .npz / .csv / text file); default: a synthetic batch "
+                            "of each input's kind")
     check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--all", action="store_true",
+                       help="list every parameter (by default graphs with more than "
+                            f"{CHECK_TABLE_ROWS} tensors get a summary and the worst rows)")
     add_engine_options(check)
     check.set_defaults(run=cmd_check_grad)
 
@@ -502,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
             return run(args)
     except NeurolocalError as exc:
-        print(f"neurolocal: error: {exc}", file=sys.stderr)
+        print(f"neurolocal: error: {_as_flags(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `neurolocal traffic edges DIR | head`
         import os

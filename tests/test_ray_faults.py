@@ -129,9 +129,9 @@ def test_an_actor_that_cannot_come_back_ends_the_run_in_one_line_and_leaves_noth
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--fault", "9:0"], "fault: actor 9 does not exist (this run has actors 0..3)"),
-    (["--fault", "1:0", "--engine", "local"], "fault: --fault kills a Ray actor; it needs "
-                                              "--engine ray"),
+    (["--fault", "9:0"], "--fault: actor 9 does not exist (this run has actors 0..3)"),
+    (["--fault", "1:0", "--engine", "local"], "--fault: fault injection kills a Ray actor; it "
+                                              "needs the ray engine"),
 ])
 def test_a_bad_fault_is_one_line(tmp_path, capsys, flags, message):
     assert run_in_process(*RUN, "--out", tmp_path / "run", *flags) == 2

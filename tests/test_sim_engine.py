@@ -281,8 +281,9 @@ def test_a_side_file_and_the_topology_section_apply(tmp_path):
     """Precedence: topology section < side file < flags."""
     import yaml
 
-    from neurolocal.engines.sim.options import asynchrony_from_options
-    from types import SimpleNamespace
+    from dataclasses import replace
+
+    from neurolocal.engines.sim.options import SimOptions, asynchrony_from_options
 
     graph = load_topology("topologies/mlp.yaml").graph
     document = yaml.safe_load(open("topologies/mlp.yaml"))
@@ -291,15 +292,13 @@ def test_a_side_file_and_the_topology_section_apply(tmp_path):
     topology.write_text(yaml.safe_dump(document))
     side = tmp_path / "side.yaml"
     side.write_text(yaml.safe_dump({"asynchrony": {"drop": 0.2, "seed": 7}}))
-    options = SimpleNamespace(topology=str(topology), asynchrony=str(side), delay=None,
-                              drop=None, retransmit=False, reorder=True,
-                              straggler=["hidden2:pause:1:5"])
+    options = SimOptions(topology=str(topology), asynchrony=str(side), reorder=True,
+                         straggler=("hidden2:pause:1:5",))
     spec = asynchrony_from_options(options, graph)
     assert spec.delay.text() == "exp:1" and spec.drop == 0.2 and spec.seed == 7
     assert spec.reorder and spec.vertices["hidden1"].slow == 2
     assert spec.vertices["hidden2"].pause.length == 5
-    options.drop = 0.0
-    assert asynchrony_from_options(options, graph).drop == 0.0
+    assert asynchrony_from_options(replace(options, drop=0.0), graph).drop == 0.0
 
 
 @pytest.mark.parametrize("mode,schedule", [("fixed", "event"), ("strict", "ipc")])
@@ -308,10 +307,11 @@ def test_vertices_training_their_own_weights_in_simulated_time(mode, schedule):
     parameters and Adam state after three batches equal the local engine's bit for bit
     — iPC (a weight step every round) included."""
     from neurolocal.engines.rounds import Learning
+    from neurolocal.training.optimizers import make_optimizer
 
     graph = load_topology("topologies/mlp.yaml").graph
     batches = [synthetic_batch(graph, 8, seed=s) for s in range(3)]
-    learning = Learning("adam", 0.01)
+    learning = Learning("adam", 0.01, factory=make_optimizer)
     snapshots = []
     for engine in (LocalEngine(graph, graph.init_params(0), mode=mode, schedule=schedule),
                    SimEngine(graph, graph.init_params(0), mode=mode, schedule=schedule,

@@ -4,7 +4,6 @@ error of one relaxation against backprop, then training on the sim engine."""
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 #: result columns of the CSV, in order (rounds_T: the T a point ran with, e.g. for
 #: iterations=bound; never the name of a varied key)
@@ -33,16 +32,15 @@ def merged(base: dict, job_settings: dict) -> dict:
 
 def check_point(topology, options: dict) -> None:
     """Refuse a point the engine cannot run (ConfigError), before any job starts."""
-    from neurolocal.engines import resolve_schedule
     from neurolocal.engines.rounds import check_schedule
     from neurolocal.engines.sim.options import asynchrony_from_options
     from neurolocal.training import resolve_settings
 
     graph = topology.graph
     settings = resolve_settings(topology.training, _overrides(options, 0, graph), graph)
-    namespace = _namespace(options, settings, topology.source)
-    check_schedule(resolve_schedule(namespace), settings.mode, namespace.staleness, graph)
-    asynchrony_from_options(namespace, graph)
+    config = _config(options, settings, topology.source)
+    check_schedule(config.resolved_schedule, settings.mode, config.staleness, graph)
+    asynchrony_from_options(config.sim, graph)
 
 
 def _iterations(options: dict, graph):
@@ -62,16 +60,24 @@ def _overrides(options: dict, seed: int, graph) -> dict:
     return overrides
 
 
-def _namespace(options: dict, settings, topology_path) -> SimpleNamespace:
-    engine = {k: options.get(k) for k in ENGINE}
-    engine["schedule"] = engine["schedule"] or "auto"
-    engine["staleness"] = int(engine["staleness"] or 0)
-    engine["retransmit"] = bool(engine["retransmit"])
-    engine["reorder"] = bool(engine["reorder"])
-    if isinstance(engine["straggler"], str):
-        engine["straggler"] = [engine["straggler"]]
-    return SimpleNamespace(engine="sim", mode=settings.mode, seed=settings.seed,
-                           topology=topology_path, traffic_log=None, **engine)
+def _config(options: dict, settings, topology_path, stats: dict | None = None):
+    """The EngineConfig of a point: the sim engine with the point's models."""
+    from neurolocal.engines import EngineConfig
+    from neurolocal.engines.sim.models import parse_distribution
+    from neurolocal.engines.sim.options import SimOptions
+
+    straggler = options.get("straggler")
+    sim = SimOptions(topology=topology_path, asynchrony=options.get("asynchrony"),
+                     delay=(parse_distribution(options["delay"], "delay")
+                            if options.get("delay") is not None else None),
+                     drop=options.get("drop"), retransmit=bool(options.get("retransmit")),
+                     reorder=bool(options.get("reorder")),
+                     straggler=(straggler,) if isinstance(straggler, str) else (),
+                     stats=stats)
+    return EngineConfig(engine="sim", mode=settings.mode,
+                        schedule=options.get("schedule") or "auto",
+                        staleness=int(options.get("staleness") or 0), sim=sim,
+                        seed=settings.seed)
 
 
 def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
@@ -91,7 +97,8 @@ def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
     settings = training.resolve_settings(topology.training, _overrides(options, seed, graph),
                                          graph)
     data = load_for_graph(settings.data, graph)
-    namespace = _namespace(options, settings, topology_path)
+    stats: dict = {}
+    config = _config(options, settings, topology_path, stats)
     iterations = training.iterations_for(settings, graph)
     run = training.new_run("pc", graph, settings)
     with training.serial_blas():
@@ -100,15 +107,12 @@ def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
         part = slice(0, settings.batch_size)
         inputs = {k: v[part] for k, v in data.train_inputs.items()}
         target = data.train_target[part]
-        with open_engine(namespace, graph, params) as engine:
+        with open_engine(config, graph, params) as engine:
             relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
+    stats.clear()                      # the gradient check's batch is not training
         check = compare(graph, params, relaxation, inputs, target, mode=settings.mode,
                         eta=settings.eta, iterations=iterations)
-    stats: dict = {}
-    engine_options = {k: getattr(namespace, k) for k in training.ENGINE_OPTION_DEFAULTS
-                      if hasattr(namespace, k)}
-    engine_options["sim_stats"] = stats
-    training.train(run, graph, data, settings, engine_options=engine_options)
+    training.train(run, graph, data, settings, engine_config=config)
     h = run.history
     error = check.max_relative_error
     return {

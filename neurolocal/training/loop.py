@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from neurolocal.engines.sim.options import SIM_OPTION_DEFAULTS
+from neurolocal.engines.config import EngineConfig
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph, Params
 from neurolocal.ops.losses import correct_count  # noqa: F401  (the trainer's metric)
@@ -45,34 +45,23 @@ from neurolocal.training.settings import Settings, iterations_for
 EVAL_BATCH = 1024
 
 
-#: engine flags that change where and how vertices run, not what they compute
-ENGINE_OPTION_DEFAULTS = {"schedule": "auto", "traffic_log": None, "address": "local",
-                          "vertices_per_actor": 1, "staleness": 0, "placement": "spread",
-                          "timeout": None, "max_restarts": 3, "fault": None,
-                          **SIM_OPTION_DEFAULTS}
-
-
-def make_engine(settings: Settings, graph: Graph, params: Params, engine_options=None):
-    """The engine of `settings.engine`, with the run's engine flags (see ENGINE_OPTION_DEFAULTS)."""
-    from types import SimpleNamespace
-
+def make_engine(settings: Settings, graph: Graph, params: Params,
+                engine_config: EngineConfig | None = None):
+    """The engine of `settings.engine` in `settings.mode`, placed as `engine_config` says
+    (its engine and mode are the settings')."""
     from neurolocal.engines import open_engine
 
-    options = {**ENGINE_OPTION_DEFAULTS, **(engine_options or {})}
-    namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, seed=settings.seed,
-                                **options)
-    return open_engine(namespace, graph, params, log_settings={
+    config = (engine_config or EngineConfig()).with_(engine=settings.engine, mode=settings.mode)
+    if config.seed is None:   # the sim engine's draws follow the run's seed
+        config = config.with_(seed=settings.seed)
+    return open_engine(config, graph, params, log_settings={
         "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False,
         "learning": True})
 
 
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The forward pass alone (the output vertex's prediction)."""
-    values = dict(inputs)
-    for n in graph.order:
-        if not graph.is_input(n):
-            spec = graph.vertices[n]
-            values[n], _ = spec.op.forward(params.get(n, {}), [values[p] for p in spec.parents])
+    values, _ = graph.forward(params, inputs)
     return values[graph.output]
 
 
@@ -107,8 +96,8 @@ def serial_blas():
 def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
           checkpoint: Path | None = None, progress: ProgressFactory | None = None,
           log: Callable[[str], None] | None = None,
-          on_epoch: Callable[[Run], None] | None = None, engine_options: dict | None = None,
-          updates_per_batch: int = 1) -> Run:
+          on_epoch: Callable[[Run], None] | None = None,
+          engine_config: EngineConfig | None = None, updates_per_batch: int = 1) -> Run:
     """Train `run` up to `settings.epochs`, checkpointing after every epoch; `on_epoch`
     is called after each epoch's checkpoint (the CLI rewrites metrics.json there).
 
@@ -119,7 +108,7 @@ def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
     try:
         with serial_blas():
             if run.algorithm == "pc":
-                engine = make_engine(settings, graph, run.params, engine_options)
+                engine = make_engine(settings, graph, run.params, engine_config)
             return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch,
                           engine, updates_per_batch)
     finally:
@@ -131,8 +120,11 @@ def learning_of(settings: Settings, updates_per_batch: int = 1):
     """What every vertex needs to train its own parameters: the run's optimizer settings."""
     from neurolocal.engines.rounds import Learning
 
+    from neurolocal.training.optimizers import make_optimizer
+
     return Learning(settings.optimizer, settings.lr,
-                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch)
+                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch,
+                    make_optimizer)
 
 
 def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,

@@ -12,6 +12,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from neurolocal.engines.config import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT
 from neurolocal.engines.base import (
     Relaxation,
     Restart,
@@ -29,6 +30,7 @@ from neurolocal.engines.ray.actor import (
 )
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
 from neurolocal.engines.rounds import (
@@ -47,12 +49,6 @@ from neurolocal.traffic.log import (
     payload_bytes,
 )
 
-#: seconds any driver wait may take (actors starting, one batch) before the run fails
-DEFAULT_TIMEOUT = 300.0
-
-
-#: how often Ray may restart one actor that died before the run gives up
-DEFAULT_MAX_RESTARTS = 3
 
 
 class ActorLost(EngineError):
@@ -89,20 +85,13 @@ class RayEngine:
         self.staleness = staleness
         self.placement = placement
         self.vertices_per_actor = vertices_per_actor
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}",
-                              field="timeout")
-        self.timeout = float(timeout)
+        self.timeout = number("timeout", timeout, positive=True)
         self.traffic_log = traffic_log
         self.traffic_settings = dict(traffic_settings or {})
         self.recorder: TrafficRecorder | None = None
         self.shards = partition(graph, vertices_per_actor)
         assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
-        if isinstance(max_restarts, bool) or int(max_restarts) != max_restarts \
-                or max_restarts < 0:
-            raise ConfigError(f"expected a whole number >= 0, got {max_restarts}",
-                              field="max_restarts")
-        self.max_restarts = int(max_restarts)
+        self.max_restarts = number("max_restarts", max_restarts, whole=True, minimum=0)
         self.fault = check_fault(fault, len(self.shards))
         self.actors: list = []
         self.actor_info: list[dict] = []
@@ -512,7 +501,7 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
     try:
         actor, batch = (int(x) for x in fault)
     except (TypeError, ValueError):
-        raise ConfigError(f"expected ACTOR:BATCH (two whole numbers), got {fault!r}",
+        raise ConfigError(f"expected (actor, batch), two whole numbers, got {fault!r}",
                           field="fault") from None
     if not 0 <= actor < actors:
         raise ConfigError(f"actor {actor} does not exist (this run has actors 0..{actors - 1})",
@@ -523,9 +512,7 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
 
 
 def check_staleness(staleness) -> None:
-    if isinstance(staleness, bool) or int(staleness) != staleness or staleness < 0:
-        raise ConfigError(f"staleness must be a whole number >= 0, got {staleness}",
-                          field="staleness")
+    number("staleness", staleness, whole=True, minimum=0)
 
 
 def replace_restart(record: Restart, replayed: int, seconds: float) -> Restart:

@@ -8,8 +8,7 @@ a graph takes them. Precedence: the topology's `asynchrony:` section < the side 
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from neurolocal.engines.sim.config import (
     SECTION,
@@ -25,12 +24,36 @@ from neurolocal.engines.sim.models import (
 )
 from neurolocal.errors import ConfigError
 
-#: option name -> default (merged into training's ENGINE_OPTION_DEFAULTS); `topology` is
-#: the topology file the command read (its `asynchrony:` section applies)
-SIM_OPTION_DEFAULTS = {"delay": None, "drop": None, "retransmit": False, "straggler": None,
-                       "reorder": False, "asynchrony": None, "topology": None}
+@dataclass(frozen=True)
+class SimOptions:
+    """The sim engine's settings as given (flags, the side file, the topology file whose
+    `asynchrony:` section applies), resolved against the graph when the engine opens
+    (`asynchrony_from_options`). `stats`, a dict, receives running totals (sweeps)."""
+    topology: str | None = None
+    asynchrony: str | None = None
+    delay: object = None
+    drop: float | None = None
+    retransmit: bool = False
+    reorder: bool = False
+    straggler: tuple = ()
+    stats: dict | None = field(default=None, compare=False, hash=False)
+
+    def requested(self) -> list[str]:
+        """The timing/fault settings given (refused on engines that cannot inject them)."""
+        return [key for key in _FAULT_FLAGS if getattr(self, key) not in (None, False, ())]
+
+
 #: flags that change timing or faults: only the sim engine injects them
 _FAULT_FLAGS = ("delay", "drop", "retransmit", "straggler", "reorder", "asynchrony")
+
+
+def sim_options_from_args(args) -> SimOptions | None:
+    """The command's sim flags (None when it has none)."""
+    if not hasattr(args, "delay"):
+        return None
+    return SimOptions(topology=getattr(args, "topology", None), asynchrony=args.asynchrony,
+                      delay=args.delay, drop=args.drop, retransmit=args.retransmit,
+                      reorder=args.reorder, straggler=tuple(args.straggler or ()))
 
 
 def _delay(text: str):
@@ -68,16 +91,6 @@ def add_sim_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--asynchrony", default=None, metavar="FILE.yaml",
                        help="per-edge and per-vertex models (the topology's asynchrony: "
                             "section, in a side file)")
-
-
-def requested(options) -> list[str]:
-    """The timing/fault flags the options set (for refusing them on other engines)."""
-    found = []
-    for key in _FAULT_FLAGS:
-        value = getattr(options, key, SIM_OPTION_DEFAULTS[key])
-        if value not in (None, False):
-            found.append(key)
-    return found
 
 
 def topology_section(path: str | None):
@@ -129,25 +142,25 @@ def asynchrony_from_options(options, graph) -> Asynchrony:
     return replace(spec, **changes) if changes else spec
 
 
-def sim_seed(spec: Asynchrony, options) -> int:
-    """The section's seed, else the command's --seed, else 0."""
+def sim_seed(spec: Asynchrony, seed) -> int:
+    """The section's seed, else the run's (the config's), else 0."""
     if spec.seed is not None:
         return spec.seed
-    seed = getattr(options, "seed", None)
-    return 0 if seed is None or (isinstance(seed, float) and math.isnan(seed)) else int(seed)
+    return 0 if seed is None else int(seed)
 
 
-def open_sim_engine(options, graph, params, *, schedule: str, recorder=None, stats=None):
-    """The SimEngine the options describe (open_engine's sim branch)."""
+def open_sim_engine(config, graph, params, *, schedule: str, recorder=None):
+    """The SimEngine an EngineConfig describes (open_engine's sim branch)."""
     from neurolocal.engines.sim.transport import SimEngine
 
+    options = config.sim if config.sim is not None else SimOptions()
     spec = asynchrony_from_options(options, graph)
-    engine = SimEngine(graph, params, mode=options.mode, schedule=schedule,
-                     staleness=getattr(options, "staleness", 0) or 0, asynchrony=spec,
-                     seed=sim_seed(spec, options), recorder=recorder,
-                     stats=stats if stats is not None else getattr(options, "sim_stats", None))
+    engine = SimEngine(graph, params, mode=config.mode, schedule=schedule,
+                       staleness=config.staleness, asynchrony=spec,
+                       seed=sim_seed(spec, config.seed), recorder=recorder,
+                       stats=options.stats)
     if recorder is not None:   # a replay journal next to the traffic log (replay.py)
         engine.journal = []
         engine.replay_path = recorder.path.with_suffix(".replay")
-        engine.replay_topology = getattr(options, "topology", None)
+        engine.replay_topology = options.topology
     return engine
