@@ -109,9 +109,9 @@ def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
         target = data.train_target[part]
         with open_engine(config, graph, params) as engine:
             relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
-    stats.clear()                      # the gradient check's batch is not training
         check = compare(graph, params, relaxation, inputs, target, mode=settings.mode,
-                        eta=settings.eta, iterations=iterations)
+                        eta=settings.eta, iterations=iterations, staleness=config.staleness)
+    stats.clear()                      # the gradient check's batch is not training
     training.train(run, graph, data, settings, engine_config=config)
     h = run.history
     error = check.max_relative_error
