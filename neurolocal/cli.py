@@ -77,7 +77,7 @@ def cmd_check_grad(args) -> int:
     from neurolocal.topology import load_topology
 
     graph = load_topology(args.topology).graph
-    staleness = args.staleness if args.engine == "ray" else 0  # the local engine is synchronous
+    staleness = args.staleness if args.engine in ("ray", "sim") else 0  # local: synchronous
     iterations = (default_iterations(graph, staleness) if args.iterations is None
                   else args.iterations)
     params = graph.init_params(args.seed)
@@ -351,7 +351,11 @@ def _engine_config(args):
     `run` leaves engine and mode to the topology's training section)."""
     from neurolocal.engines import EngineConfig
 
-    return EngineConfig.from_values({k: getattr(args, k, None) for k in ENGINE_FLAGS})
+    from neurolocal.engines.sim.options import sim_options_from_args
+
+    return EngineConfig.from_values({**{k: getattr(args, k, None) for k in ENGINE_FLAGS},
+                                     "sim": sim_options_from_args(args),
+                                     "seed": getattr(args, "seed", None)})
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str | None = "local",
@@ -361,7 +365,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     from neurolocal.engines import ENGINE_NAMES, SCHEDULES
 
     parser.add_argument("--engine", choices=ENGINE_NAMES, default=engine_default,
-                        help="where vertices run: local (one process) or ray (actors)"
+                        help="where vertices run: local (one process), ray (actors) or sim "
+                             "(one process, simulated time: delays, loss, stragglers)"
                              + (f"; default {engine_default}" if engine_default else ""))
     parser.add_argument("--mode", choices=("fixed", "strict"), default=mode_default,
                         help="fixed: predictions cached from the forward pass (the paper's, "
@@ -376,6 +381,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                              "in fixed mode with synchronous rounds, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    from neurolocal.engines.sim.options import add_sim_options
+
+    add_sim_options(parser)
     ray = parser.add_argument_group("ray engine")
     ray.add_argument("--address", default="local",
                      help="local: start an embedded Ray here and stop it after (default); "
@@ -440,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(commands)
     add_generate_parser(commands)
     add_cluster_parser(commands)
+    from neurolocal.sweep.command import add_sweep_parser
+
+    add_sweep_parser(commands)
+    from neurolocal.engines.sim.replay import add_replay_parser
+
+    add_replay_parser(commands)
     return parser
 
 

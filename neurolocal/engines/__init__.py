@@ -33,6 +33,16 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
 
         raise ConfigError("fault injection kills a Ray actor; it needs the ray engine",
                           field="fault")
+    if config.engine != "sim" and config.sim is not None and config.sim.requested():
+        from neurolocal.errors import ConfigError
+
+        raise ConfigError("delays, loss and stragglers are simulated: they need the sim "
+                          "engine", field=config.sim.requested()[0])
+    if config.engine == "sim":
+        from neurolocal.engines.sim.options import open_sim_engine
+
+        recorder = traffic_recorder(config, graph, writer="sim", settings=log_settings or {})
+        return open_sim_engine(config, graph, params, schedule=schedule, recorder=recorder)
     if config.engine == "local":
         from neurolocal.engines.local import LocalEngine
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from neurolocal.checks import number
 from neurolocal.errors import ConfigError
 
-ENGINE_NAMES = ("local", "ray")
+ENGINE_NAMES = ("local", "ray", "sim")
 SCHEDULES = ("auto", "jacobi", "event", "backward-in-time", "ipc")
 MODES = ("fixed", "strict")
 PLACEMENTS = ("spread", "pack")
@@ -25,7 +25,7 @@ DEFAULT_MAX_RESTARTS = 3
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """engine: local (one process) or ray (actors). mode: fixed or strict predictions.
+    """engine: local (one process), ray (actors) or sim (one process, simulated time). mode: fixed or strict predictions.
     schedule: a policy of the round machine (docs/rounds.md) or auto. traffic_log: a
     directory to record every message, or None. Ray only: address, vertices_per_actor,
     staleness (0: synchronous rounds), placement, timeout (seconds), max_restarts,
@@ -41,6 +41,11 @@ class EngineConfig:
     timeout: float = DEFAULT_TIMEOUT
     max_restarts: int = DEFAULT_MAX_RESTARTS
     fault: tuple[int, int] | None = None
+    #: sim only: the delay, loss and straggler models as given (a SimOptions of
+    #: engines/sim/options.py, checked against the graph when the engine opens), and the
+    #: seed of its random draws (None: the run's seed)
+    sim: Any = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         for name, choices in (("engine", ENGINE_NAMES), ("mode", MODES),

@@ -52,6 +52,8 @@ def make_engine(settings: Settings, graph: Graph, params: Params,
     from neurolocal.engines import open_engine
 
     config = (engine_config or EngineConfig()).with_(engine=settings.engine, mode=settings.mode)
+    if config.seed is None:   # the sim engine's draws follow the run's seed
+        config = config.with_(seed=settings.seed)
     return open_engine(config, graph, params, log_settings={
         "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False,
         "learning": True})
@@ -153,6 +155,10 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
                             f"batch {b + 1}; Ray restarted it, its vertices were restored from "
                             f"the last snapshot and {r.replayed + 1} batch(es) replayed "
                             f"({r.seconds:.1f} s lost)")
+                for key, value in getattr(step, "report", {}).items():   # sim engine counters
+                    total = run.engine_report.get(key, 0)
+                    run.engine_report[key] = (max(total, value) if key.startswith("max_")
+                                              else total + value)
                 loss, batch_hits = step.loss, step.hits
                 energy = np.asarray(step.energy, dtype=np.float64)
                 energy_sum = energy if energy_sum is None else energy_sum + energy
