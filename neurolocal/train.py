@@ -335,7 +335,12 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
                 relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
                 for r in relaxation.extras.get("restarts", []):
                     run.restarts.append({**r, "epoch": epoch + 1, "batch_in_epoch": b + 1})
-                    if log is not None:
+                    if log is not None and r.get("cause") == "node_lost":
+                        log(f"{r['actor']} ({', '.join(r['vertices'])}) was lost with node "
+                            f"{r['node']} in epoch {epoch + 1}, batch {b + 1}; Ray re-created "
+                            f"it on {r['now_on']} and the batch was replayed "
+                            f"({r['seconds']:.1f} s lost)")
+                    elif log is not None:
                         log(f"{r['actor']} ({', '.join(r['vertices'])}) died in epoch "
                             f"{epoch + 1}, batch {b + 1}; Ray restarted it and the batch was "
                             f"replayed ({r['seconds']:.1f} s lost)")

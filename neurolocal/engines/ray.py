@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import tempfile
@@ -76,12 +77,22 @@ ADDRESS_LOCAL = "local"
 DEFAULT_TIMEOUT = 300.0
 #: seconds to wait for a cluster's address to accept a connection
 CONNECT_TIMEOUT = 10.0
+#: seconds a late actor has to answer a ping before its node counts as unreachable
+PING_TIMEOUT = 5.0
 #: how often Ray may restart one actor that died before the run gives up
 DEFAULT_MAX_RESTARTS = 3
 
 
 class ActorNotReady(Exception):
     """Raised by an actor that Ray restarted but the driver has not connected yet."""
+
+
+class ActorsLate(EngineError):
+    """Actors did not answer within the timeout; `actors` are their shard indices."""
+
+    def __init__(self, message: str, actors: list[int]):
+        super().__init__(message)
+        self.actors = actors
 
 
 class ActorLost(EngineError):
@@ -109,8 +120,30 @@ def actor_name(index: int) -> str:
 
 
 def host_label(node: dict) -> str:
-    """hostname/node-id prefix: machines differ by name, simulated nodes by id."""
-    return f"{node.get('NodeManagerHostname') or socket.gethostname()}/{node['NodeID'][:8]}"
+    """hostname@address/node-id prefix: machines differ by name and address (network
+    namespaces on one machine share the name), simulated nodes of one host by id."""
+    name = node.get("NodeManagerHostname") or socket.gethostname()
+    address = node.get("NodeManagerAddress")
+    return f"{name}@{address}/{node['NodeID'][:8]}" if address else f"{name}/{node['NodeID'][:8]}"
+
+
+def placement_strategy(node: str) -> NodeAffinitySchedulingStrategy:
+    """Where an actor runs: on `node`, strictly (soft affinity lets Ray's scheduler put
+    it elsewhere even while `node` is alive: seen, 16 actors on 3 of 4 nodes). When
+    `node` is lost Ray cannot restart the actor there and it dies for good; the engine
+    then re-creates it on a surviving node (`RayEngine._replace_actor`)."""
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+
+
+def alive_nodes() -> dict[str, dict]:
+    """The cluster's alive nodes, by node id, as the GCS sees them now."""
+    return {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
+
+
+def restart_cause(old_node: str, alive: dict) -> str:
+    """"node_lost" when the node an actor ran on is gone (every actor there was
+    re-created elsewhere), "actor_died" when only the actor's process died."""
+    return "actor_died" if old_node in alive else "node_lost"
 
 
 def package_parent() -> str:
@@ -232,13 +265,17 @@ class ShardActor:
     answers `run_batch` once its vertices are done. An asyncio actor: each method
     runs to completion without awaiting in between, so the shard needs no locks."""
 
-    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None):
+    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None,
+                 replacement: bool = False):
+        """`replacement`: a new actor standing in for one lost with its node (it writes
+        a stream of its own, as a restarted one)."""
         log = None
         self.name = actor_name(owners[names[0]])
         self.traffic = traffic
         with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id here
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            self.restarted = (replacement
+                              or ray.get_runtime_context().was_current_actor_reconstructed)
         if traffic is not None:
             recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
                                        graph=traffic.graph, settings=traffic.settings)
@@ -286,6 +323,17 @@ class ShardActor:
         if self.failure is not None:
             raise self.failure
         return {**self.shard.result(), "t_send": now()}
+
+    async def ping(self) -> int:
+        """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
+        return os.getpid()
+
+    async def set_hosts(self, hosts: tuple[str, ...]) -> None:
+        """The host of every shard index, after actors moved to other nodes (a node was
+        lost): the traffic log names where each message really came from and went."""
+        if self.traffic is not None:
+            self.traffic = dataclasses.replace(self.traffic, hosts=tuple(hosts))
+            self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
 
     async def flush_log(self) -> None:
         """Late messages of an asynchronous batch reach the log too."""
@@ -366,27 +414,42 @@ class RayEngine:
     # --- lifecycle -----------------------------------------------------------------------
 
     def _start_actors(self) -> None:
-        graph, owners = self.graph, shard_of(self.shards)
+        graph = self.graph
         driver_node = ray.get_runtime_context().get_node_id()
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         nodes = [driver_node] * (driver_node in alive) + [n for n in alive if n != driver_node]
         where = assign_nodes(len(self.shards), nodes, self.placement, driver_node)
         traffic = self._traffic_spec(where, driver_node)
-        graph_ref = graph_argument(graph)
-        self._graph_ref = graph_ref  # kept alive: a restarted actor reads it again
-        for names, node in zip(self.shards, where):
-            strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-            # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
-            # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
-            self.actors.append(ShardActor.options(num_cpus=0, scheduling_strategy=strategy,
-                                                  max_restarts=self.max_restarts)
-                               .remote(graph_ref, names, owners, self.mode, traffic))
+        self._graph_ref = graph_argument(graph)  # kept alive: a restarted actor reads it again
+        self._traffic = traffic
+        self.actors = [self._new_actor(i, node) for i, node in enumerate(where)]
         calls = [actor.connect.remote(self._peers(i)) for i, actor in enumerate(self.actors)]
         self.setup_calls = len(calls)
         infos = gather(calls, self.timeout, self._describe_actors(), "start")
         self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
                             "host": traffic.hosts[i] if traffic else None, **info}
                            for i, (names, info) in enumerate(zip(self.shards, infos))]
+
+    def _new_actor(self, index: int, node: str, replacement: bool = False):
+        """Shard `index`'s actor, on `node`."""
+        # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
+        # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
+        return (ShardActor.options(num_cpus=0, scheduling_strategy=placement_strategy(node),
+                                   max_restarts=self.max_restarts)
+                .remote(self._graph_ref, self.shards[index], shard_of(self.shards), self.mode,
+                        self._traffic, replacement))
+
+    def _replace_actor(self, index: int, alive: dict) -> None:
+        """Node loss: re-create shard `index`'s actor on the surviving node that holds
+        the fewest actors (ties: the lowest node id). Its vertices hold no state of their
+        own (the driver sends the parameters with each batch), so the replacement is
+        the lost actor; the caller connects every actor to it again."""
+        load = {node: 0 for node in alive}
+        for info in self.actor_info:
+            if info["node_id"] in load:
+                load[info["node_id"]] += 1
+        node = min(sorted(load), key=load.__getitem__)
+        self.actors[index] = self._new_actor(index, node, replacement=True)
 
     def _traffic_spec(self, where: list[str], driver_node: str) -> TrafficSpec | None:
         """The run id, header settings and who-is-where every actor's stream needs; opens
@@ -482,6 +545,8 @@ class RayEngine:
                     break
                 except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
                     restarts += self._recover(lost, index, settings.batch, dispatched)
+                except ActorsLate as late:  # a partition, or a node too slow: say which
+                    raise EngineError(self._unreachable(late)) from None
         except BaseException:
             self.close()  # actors are mid-batch, waiting for peers that will never speak
             raise
@@ -512,21 +577,32 @@ class RayEngine:
         deadline = now() + self.timeout
         pending = set(range(len(self.actors)))
         infos: dict[int, dict] = {}
+        replaced: set[int] = set()
         while pending:
             refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
             ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                 timeout=max(0.0, deadline - now()))
+            fresh = False  # an actor re-created: every actor connects again, to its handle
             for ref in ready:
                 i = refs[ref]
                 try:
                     infos[i] = ray.get(ref)
                     pending.discard(i)
-                except ray.exceptions.ActorDiedError as exc:  # Ray will not restart it
+                except (ray.exceptions.ActorDiedError,  # Ray will not restart it
+                        ray.exceptions.ActorUnschedulableError) as exc:  # nor where it was
+                    alive = alive_nodes()
+                    if self._lost_with_its_node(i, alive) and i not in replaced:
+                        self._replace_actor(i, alive)
+                        replaced.add(i)
+                        fresh = True
+                        break
                     raise EngineError(
                         f"{self._describe_actors()[i]} died and did not come back "
                         f"(max_restarts {self.max_restarts}): {first_line(exc)}") from None
                 except ray.exceptions.RayActorError:  # still restarting: ask again
                     pass
+            if fresh:
+                pending = set(range(len(self.actors)))
             if pending and now() >= deadline:
                 names = [self._describe_actors()[i] for i in sorted(pending)]
                 raise EngineError(f"{len(names)} actor(s) did not come back within "
@@ -534,10 +610,13 @@ class RayEngine:
             if pending:
                 time.sleep(0.1)  # a short pause before asking a restarting actor again
         self.setup_calls += len(self.actors)
-        back = sorted(set(lost.actors) | {i for i, info in infos.items()
-                                          if info["pid"] != self.actor_info[i]["pid"]})
+        back = sorted(set(lost.actors) | replaced | {
+            i for i, info in infos.items() if info["pid"] != self.actor_info[i]["pid"]})
+        alive = alive_nodes()
+        before = {i: dict(self.actor_info[i]) for i in back}  # where each ran
         for i, info in infos.items():
             self.actor_info[i].update(info)
+        self._relabel_moved_actors(alive)
         if self.recorder is not None:  # the audit counts no messages of this batch id
             t = now()
             self.recorder.record(batch, 0, SCHEDULER, SCHEDULER, "control", 0, t, t,
@@ -545,9 +624,49 @@ class RayEngine:
             self.recorder.flush()
         seconds = now() - dispatched
         records = [{"batch": index, "abandoned_batch_id": batch, "actor": actor_name(i),
-                    "vertices": list(self.shards[i]), "seconds": seconds} for i in back]
+                    "vertices": list(self.shards[i]), "seconds": seconds,
+                    "cause": restart_cause(before[i]["node_id"], alive),
+                    "node": before[i].get("ip"), "now_on": self.actor_info[i].get("ip")}
+                   for i in back]
         self.restarts += records
         return records
+
+    def _lost_with_its_node(self, index: int, alive: dict) -> bool:
+        """Did shard `index`'s actor die because its node is gone (and may it be
+        re-created: max_restarts 0 means the first death ends the run)?"""
+        return self.max_restarts > 0 and self.actor_info[index]["node_id"] not in alive
+
+    def _unreachable(self, late: ActorsLate) -> str:
+        """Why a batch timed out, in one line: the nodes whose late actors do not answer
+        even a ping (cut off: a partition, or a node that hangs), else what `gather`
+        said (every late actor answers: the batch itself was too slow)."""
+        probe = min(PING_TIMEOUT, self.timeout)
+        pings = {self.actors[i].ping.remote(): i for i in late.actors}
+        answered, _ = ray.wait(list(pings), num_returns=len(pings), timeout=probe)
+        silent = sorted(set(pings.values()) - {pings[ref] for ref in answered})
+        if not silent:
+            return str(late)
+        by_node: dict[str, list[str]] = {}
+        for i in silent:
+            info = self.actor_info[i]
+            by_node.setdefault(info.get("ip") or info["node_id"][:8], []).append(actor_name(i))
+        nodes = "; ".join(f"node {node} ({', '.join(actors)})" for node, actors in by_node.items())
+        return (f"unreachable for {self.timeout:g} s, the batch could not finish: {nodes} "
+                "did not answer")
+
+    def _relabel_moved_actors(self, alive: dict) -> None:
+        """After a node loss, actors run on other nodes: give the traffic log their new
+        host labels (the driver's records and every actor's table of who is where)."""
+        if self.recorder is None:
+            return
+        hosts = [host_label(alive[a["node_id"]]) if a["node_id"] in alive else a["host"]
+                 for a in self.actor_info]
+        if hosts == [a["host"] for a in self.actor_info]:
+            return
+        for a, host in zip(self.actor_info, hosts):
+            a["host"] = host
+        gather([actor.set_hosts.remote(tuple(hosts)) for actor in self.actors], self.timeout,
+               self._describe_actors(), "take the new hosts")
 
     def _log_replies(self, batch: int, results: list[dict], t_recv: float) -> None:
         spec_hosts = [a["host"] for a in self.actor_info]
@@ -625,13 +744,17 @@ def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | Non
         ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - now()))
         if not ready:
             late = [names[index[ref]] for ref in pending]
-            raise EngineError(f"{len(late)} actor(s) did not {doing} within {timeout:g} s: "
-                              + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""))
+            raise ActorsLate(f"{len(late)} actor(s) did not {doing} within {timeout:g} s: "
+                             + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""),
+                             sorted(index[ref] for ref in pending))
         try:
             ray.get(ready)
         except (ray.exceptions.RayActorError, ActorNotReady) as exc:
             i = index[ready[0]]
             raise ActorLost(f"{names[i]} died: {first_line(exc)}", [i]) from None
+        except ray.exceptions.ObjectLostError as exc:  # its reply was on a node now lost
+            i = index[ready[0]]
+            raise ActorLost(f"{names[i]}'s reply was lost: {first_line(exc)}", [i]) from None
     return ray.get(calls)
 
 
