@@ -651,8 +651,8 @@ class RayEngine:
             info = self.actor_info[i]
             by_node.setdefault(info.get("ip") or info["node_id"][:8], []).append(actor_name(i))
         nodes = "; ".join(f"node {node} ({', '.join(actors)})" for node, actors in by_node.items())
-        return (f"unreachable for {self.timeout:g} s, the batch could not finish: {nodes} "
-                "did not answer")
+        return (f"{nodes} unreachable: no answer within {self.timeout:g} s, the batch could "
+                "not finish")
 
     def _relabel_moved_actors(self, alive: dict) -> None:
         """After a node loss, actors run on other nodes: give the traffic log their new
