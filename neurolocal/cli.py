@@ -171,8 +171,9 @@ def cmd_run(args) -> int:
     import time
     from pathlib import Path
 
-    from neurolocal import plots, train
-    from neurolocal.data import load_for_graph
+    from neurolocal import training
+    from neurolocal.training import plots
+    from neurolocal.training.data import load_for_graph
     from neurolocal.topology import load_topology
 
     topology = load_topology(args.topology)
@@ -182,10 +183,10 @@ def cmd_run(args) -> int:
         out_dir = Path(args.resume)
         settings = _resumed_settings(out_dir, given, args, graph)
     else:
-        settings = train.resolve_settings(topology.training, given, graph)
+        settings = training.resolve_settings(topology.training, given, graph)
         out_dir = Path(args.out) if args.out else \
             Path("runs") / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if any(train.checkpoint_path(out_dir, a).exists() for a in train.ALGORITHMS):
+        if any(training.checkpoint_path(out_dir, a).exists() for a in training.ALGORITHMS):
             raise ConfigError("already holds a run's checkpoints; continue it with --resume "
                               "or pick another --out", source=str(out_dir))
     data = load_for_graph(settings.data, graph)
@@ -205,22 +206,22 @@ def cmd_run(args) -> int:
     runs = {}
 
     def write_metrics(_run=None):
-        doc = train.metrics_document(graph.name, topology.source, data, settings, graph, runs)
-        train.write_json_atomic(out_dir / "metrics.json", doc)
+        doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
+        training.write_json_atomic(out_dir / "metrics.json", doc)
         return doc
 
     for algorithm in settings.algorithms:
-        path = train.checkpoint_path(out_dir, algorithm)
+        path = training.checkpoint_path(out_dir, algorithm)
         if args.resume is not None and path.exists():
-            runs[algorithm] = train.load_checkpoint(path, graph, settings)
+            runs[algorithm] = training.load_checkpoint(path, graph, settings)
         else:
-            runs[algorithm] = train.new_run(algorithm, graph, settings)
+            runs[algorithm] = training.new_run(algorithm, graph, settings)
         try:
-            train.train(runs[algorithm], graph, data, settings, checkpoint=path,
-                        progress=train.progress_factory(args.quiet), log=log,
+            training.train(runs[algorithm], graph, data, settings, checkpoint=path,
+                        progress=training.progress_factory(args.quiet), log=log,
                         on_epoch=write_metrics,
                         engine_options={k: getattr(args, k)
-                                        for k in train.ENGINE_OPTION_DEFAULTS},
+                                        for k in training.ENGINE_OPTION_DEFAULTS},
                         updates_per_batch=topology.paper.updates_per_batch)
         except EngineError as exc:  # an actor that did not come back: say how to go on
             if path.exists():
@@ -230,7 +231,7 @@ def cmd_run(args) -> int:
     doc = write_metrics()
     plots.plot_curves(doc, out_dir / "curves.png")
     plots.plot_energy(doc, out_dir / "energy.png")
-    print(train.final_table(doc))
+    print(training.final_table(doc))
     print(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
     if args.traffic_log and "pc" in settings.algorithms:
         _print_traffic_digest(args.traffic_log)
@@ -258,16 +259,16 @@ def _print_traffic_digest(directory: str) -> None:
 
 def _resumed_settings(out_dir, given: dict, args, graph):
     """The checkpoint's settings; only --epochs may change (to train further)."""
-    from neurolocal import train
+    from neurolocal import training
 
     if args.out is not None and args.out != str(out_dir):
         raise ConfigError("--resume continues in its own directory; drop --out")
-    found = [train.checkpoint_path(out_dir, a) for a in train.ALGORITHMS]
+    found = [training.checkpoint_path(out_dir, a) for a in training.ALGORITHMS]
     found = [p for p in found if p.exists()]
     if not found:
         raise ConfigError("no checkpoint-pc.npz or checkpoint-bp.npz to resume from",
                           source=str(out_dir))
-    saved = train.read_checkpoint_settings(found[0])
+    saved = training.read_checkpoint_settings(found[0])
     current = {"algorithm": {("pc",): "pc", ("bp",): "bp"}.get(saved.algorithms, "both"),
                "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
                "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
@@ -278,7 +279,7 @@ def _resumed_settings(out_dir, given: dict, args, graph):
             raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
                               "a resumed run keeps its settings (only --epochs may change)")
     if given["epochs"] is not None:
-        saved = train.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
+        saved = training.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
     return saved
 
 

@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurolocal.cluster import _alive, _signal, descendants
+from neurolocal.engines.ray.cluster import _alive, _signal, descendants
 
 #: every namespace this harness makes starts with this
 PREFIX = "nlns-"

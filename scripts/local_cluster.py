@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurolocal.cluster import LocalCluster  # noqa: E402
+from neurolocal.engines.ray.cluster import LocalCluster  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -48,9 +48,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from neurolocal import train  # noqa: E402
+from neurolocal import training  # noqa: E402
 from neurolocal.backprop import backprop  # noqa: E402
-from neurolocal.data import GraphData, OneHotRows, ZeroRows, load_for_graph  # noqa: E402
+from neurolocal.training.data import GraphData, OneHotRows, ZeroRows, load_for_graph  # noqa: E402
 from neurolocal.engines.local import LocalEngine, exchange_tied_partials  # noqa: E402
 from neurolocal.engines.timewise import time_blocks  # noqa: E402
 from neurolocal.topology import load_topology  # noqa: E402
@@ -124,7 +124,7 @@ def divergence(names, etas, batch_size: int, horizon, engine: str) -> tuple[list
                 if t == graph.depth:
                     at_depth["dtheta"] = dtheta
 
-            with train.serial_blas():
+            with training.serial_blas():
                 local.relax(inputs, target, eta=eta, iterations=last, on_round=watch)
             if engine == "ray":
                 ray_checks.append(ray_agreement(graph, params, inputs, target, eta,
@@ -262,13 +262,13 @@ def run_task(task: Task) -> dict:
     topology = load_topology(topology_path(task.topology))
     graph = topology.graph
     given = {"algorithm": task.algorithm, **task.overrides}
-    settings = train.resolve_settings(topology.training, given, graph)
+    settings = training.resolve_settings(topology.training, given, graph)
     data = load_for_graph(settings.data, graph)
     if task.steps is not None:
         data = first_samples(data, task.steps * settings.batch_size)
-    run = train.new_run(task.algorithm, graph, settings)
+    run = training.new_run(task.algorithm, graph, settings)
     started = time.perf_counter()
-    train.train(run, graph, data, settings,
+    training.train(run, graph, data, settings,
                 log=lambda line: log(f"  [{task.key}] {line}"),
                 engine_options={"schedule": task.schedule},
                 updates_per_batch=topology.paper.updates_per_batch)
@@ -279,7 +279,7 @@ def run_task(task: Task) -> dict:
             "seed": task.seed, "label": task.label, "schedule": task.schedule,
             "epochs": h.epochs_done, "steps": steps, "batch_size": settings.batch_size,
             "train_samples": data.train_size, "test_samples": data.test_size,
-            "eta": settings.eta, "iterations": train.iterations_for(settings, graph),
+            "eta": settings.eta, "iterations": training.iterations_for(settings, graph),
             "optimizer": settings.optimizer, "lr": settings.lr,
             "test_loss": h.test_loss[-1], "test_accuracy": h.test_accuracy[-1],
             "train_loss": h.train_loss[-1], "wall_seconds": seconds, "kind": data.kind}

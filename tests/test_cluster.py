@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from neurolocal.cluster import LocalCluster, _alive, descendants
+from neurolocal.engines.ray.cluster import LocalCluster, _alive, descendants
 from neurolocal.generate import tiled_mlp, topology_yaml
 
 pytestmark = pytest.mark.cluster
@@ -79,7 +79,7 @@ def test_a_driver_without_the_token_gets_one_line_and_exit_2(cluster, tmp_path, 
 
 
 def test_an_address_where_nothing_listens_is_one_line(cluster):
-    from neurolocal.cluster import free_port
+    from neurolocal.engines.ray.cluster import free_port
 
     done = run(["check-grad", REPO_ROOT / "topologies/dag.yaml", "--engine", "ray",
                 "--address", f"127.0.0.1:{free_port()}"], env=cluster.driver_env(), timeout=60)

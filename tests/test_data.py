@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurolocal.data import (char_sequences, load_for_graph, pydoc_topics_text, text_layout,
+from neurolocal.training.data import (char_sequences, load_for_graph, pydoc_topics_text, text_layout,
                              vocabulary_of)
 from neurolocal.errors import DataError
 from neurolocal.topology import graph_from_dict, load_topology

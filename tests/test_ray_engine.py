@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import ray
 
-import neurolocal.engines.ray as ray_engine
+import neurolocal.engines.ray.driver as ray_engine
 from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray import RayEngine, worker_runtime_env
 from neurolocal.errors import ConfigError, EngineError

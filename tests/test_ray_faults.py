@@ -20,7 +20,7 @@ from neurolocal.engines.base import prepare_batch
 from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray import worker_runtime_env
 from neurolocal.gradcheck import synthetic_batch
-from neurolocal.placement import partition, shard_of
+from neurolocal.engines.ray.placement import partition, shard_of
 from neurolocal.shard import RunSettings, Shard
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic

@@ -14,7 +14,7 @@ from neurolocal import graph_from_dict
 from neurolocal.engines.base import prepare_batch
 from neurolocal.engines.local import LocalEngine
 from neurolocal.gradcheck import synthetic_batch
-from neurolocal.placement import assign_nodes, partition, shard_of
+from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.shard import RunSettings, Shard
 from neurolocal.topology import load_topology
 from torch_graph import max_relative_error, torch_gradients

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from neurolocal import train
-from neurolocal.data import load_for_graph
+from neurolocal import training
+from neurolocal.training import checkpoint
+from neurolocal.training.data import load_for_graph
 from neurolocal.errors import ConfigError, DataError
-from neurolocal.optim import make_optimizer
+from neurolocal.training.optimizers import make_optimizer
 from neurolocal.topology import load_topology
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ROOT / "topologies" / "mlp.yaml"
@@ -25,13 +26,13 @@ def mlp():
 
 
 def _settings(topology, **overrides):
-    return train.resolve_settings(topology.training, overrides, topology.graph)
+    return training.resolve_settings(topology.training, overrides, topology.graph)
 
 
 def _one_epoch(topology, data, algorithm, **overrides):
     settings = _settings(topology, epochs=1, **overrides)
-    run = train.new_run(algorithm, topology.graph, settings)
-    return train.train(run, topology.graph, data, settings)
+    run = training.new_run(algorithm, topology.graph, settings)
+    return training.train(run, topology.graph, data, settings)
 
 
 def _main(*args) -> int:
@@ -137,7 +138,7 @@ def test_generator_state_round_trips():
     rng = np.random.Generator(np.random.PCG64(7))
     rng.permutation(10)
     rng.random()
-    restored = train._rng_from_array(train._rng_to_array(rng))
+    restored = checkpoint._rng_from_array(checkpoint._rng_to_array(rng))
     assert np.array_equal(rng.permutation(1000), restored.permutation(1000))
 
 
@@ -145,7 +146,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(mlp, tmp_path, monkeyp
     topology, data = mlp
     settings = _settings(topology, epochs=1, batch_size=256)
     path = tmp_path / "checkpoint-pc.npz"
-    run = train.train(train.new_run("pc", topology.graph, settings), topology.graph, data,
+    run = training.train(training.new_run("pc", topology.graph, settings), topology.graph, data,
                       settings, checkpoint=path)
     before = path.read_bytes()
 
@@ -153,9 +154,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(mlp, tmp_path, monkeyp
         handle.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.np, "savez", crash)
+    monkeypatch.setattr(checkpoint.np, "savez", crash)
     with pytest.raises(OSError):
-        train.save_checkpoint(path, run, settings)
+        training.save_checkpoint(path, run, settings)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-pc.npz"]
 
@@ -164,11 +165,11 @@ def test_checkpoint_of_another_topology_is_refused(mlp, tmp_path):
     topology, data = mlp
     settings = _settings(topology, epochs=1, batch_size=256)
     path = tmp_path / "checkpoint-pc.npz"
-    train.train(train.new_run("pc", topology.graph, settings), topology.graph, data, settings,
+    training.train(training.new_run("pc", topology.graph, settings), topology.graph, data, settings,
                 checkpoint=path)
     wider = load_topology(_write_wider_mlp(tmp_path))
     with pytest.raises(DataError, match=r"hidden1\.weight has shape \[64, 128\].*needs \[64, 100\]"):
-        train.load_checkpoint(path, wider.graph, settings)
+        training.load_checkpoint(path, wider.graph, settings)
 
 
 def _write_wider_mlp(tmp_path):
@@ -229,11 +230,11 @@ def test_training_section_is_checked(mlp):
     topology, _ = mlp
     graph = topology.graph
     with pytest.raises(ConfigError, match="unknown key"):
-        train.resolve_settings({"epochs": 3, "epoch": 4}, {}, graph)
+        training.resolve_settings({"epochs": 3, "epoch": 4}, {}, graph)
     with pytest.raises(ConfigError, match="momentum"):
-        train.resolve_settings({"optimizer": {"name": "sgd", "momentum": 1.5}}, {}, graph)
+        training.resolve_settings({"optimizer": {"name": "sgd", "momentum": 1.5}}, {}, graph)
     with pytest.raises(ConfigError, match="batch_size"):
-        train.resolve_settings({"batch_size": 0}, {}, graph)
+        training.resolve_settings({"batch_size": 0}, {}, graph)
 
 
 def test_flags_override_the_training_section(mlp):
@@ -270,8 +271,8 @@ def test_text_training_on_an_unrolled_graph_matches_backprop_and_reports_perplex
 
     graph = _unrolled(steps=4, width=8, initial_state=True)
     data = load_for_graph({"name": "text", "chars": 3000}, graph)
-    settings = train.resolve_settings({"epochs": 2, "batch_size": 50, "lr": 0.01}, {}, graph)
-    runs = {a: train.train(train.new_run(a, graph, settings), graph, data, settings)
+    settings = training.resolve_settings({"epochs": 2, "batch_size": 50, "lr": 0.01}, {}, graph)
+    runs = {a: training.train(training.new_run(a, graph, settings), graph, data, settings)
             for a in ("pc", "bp")}
     assert np.max(np.abs(np.subtract(runs["pc"].history.batch_losses[1],
                                      runs["bp"].history.batch_losses[1]))) <= 1e-9

@@ -1,90 +1,48 @@
-"""The distributed engine: vertices live in Ray actors and push messages to each other.
-
-Each actor wraps a `Shard` (neurolocal/shard.py: one or more vertex rules, Ray-free)
-and holds handles only to the actors of its vertices' parents and children. An
-actor posts each batch of outgoing messages with one fire-and-forget `.remote()`
-per destination actor and never waits on another actor.
-
-The driver is a thin scheduler that relays no payloads. Per batch it makes one
-call per actor, `run_batch(settings, params, inputs, target)`: it carries the
-shard's parameters, the data of its input vertices and the target if the output
-lives there, and it returns when the shard's vertices have finished their T
-rounds, with scalars (energy per round, message counts) and the shard's own
-dtheta. So a batch costs the driver O(actors) calls whatever T is.
-
-Ray lifecycle: an `address` of "local" starts an embedded Ray (no dashboard) that
-`close()` shuts down again; "auto" or "HOST:PORT" joins an existing cluster
-(whose token authentication, if on, the environment must carry: RAY_AUTH_MODE=token
-and RAY_AUTH_TOKEN or ~/.ray/auth_token). If Ray is already initialised in this
-process, the engine uses it and leaves it running. Actors are killed in `close()`,
-which `with RayEngine(...)` calls even when a run fails; a batch that fails (an
-actor raised, died, or did not answer within `timeout` seconds) closes the engine
-itself, since its actors are left mid-batch.
-
-Actor faults (DESIGN.md §5). Every actor may be restarted by Ray `max_restarts`
-times. When an actor dies during a batch, its `run_batch` call fails (Ray notices
-within about a second, never the full timeout); the driver then waits, at most
-`timeout` seconds, for Ray to bring it back, connects every actor to its
-neighbours again, and replays the interrupted batch under a fresh batch id. The
-shards drop messages of older batches, so late messages of the failed attempt
-cannot leak into the replay. A restarted actor holds no state worth restoring:
-the driver holds the parameters and the optimizer state and sends every shard its
-parameters with each batch, so the restarted vertices restart from the last
-committed state, the parameters at the start of the interrupted batch (the
-trainer's epoch checkpoint on disk is the durable copy of that state). The replay
-is bit for bit the batch that failed. Each restart is recorded (batch, actor,
-vertices, seconds lost: from the failed attempt's dispatch to the replay's, about 2 s
-on a quiet 2-core machine, mostly Ray noticing the death) in the Relaxation's
-`extras["restarts"]`; a restarted actor's first batch also pays its process's
-kernel load (about 0.5 s), not counted there. An actor that
-cannot come back (restarts exhausted, or not back within `timeout`) ends the run
-with an `EngineError` naming it. `fault=(actor, batch)` is a testing aid: the
-driver kills that actor with `ray.kill(..., no_restart=False)` right after
-dispatching the calls of its `batch`-th relaxation (0-based), once.
-
-Traffic log (`traffic_log=DIR`): every actor writes its own stream
-`<run>.actor-<i>.traffic` (in DIR on the machine it runs on) with the messages its
-vertices received, local or remote; the driver writes `<run>.scheduler.traffic`
-with the per-batch control calls' replies and the energy per round. Hosts are
-labelled `hostname/node-id prefix`, so simulated nodes of one machine differ.
-"""
+"""The driver: `RayEngine` starts the actors, dispatches one call per actor per batch,
+collects the results and recovers from actor deaths (see the package docstring)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import os
-import socket
-import tempfile
 import time
-import warnings
-from dataclasses import dataclass
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-import neurolocal
 from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
+from neurolocal.engines.ray.actor import (
+    ActorNotReady,
+    ShardActor,
+    TrafficSpec,
+    actor_name,
+    host_label,
+)
+from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
+from neurolocal.engines.ray.nodes import (
+    alive_nodes,
+    placement_strategy,
+    replacement_node,
+    restart_cause,
+)
+from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
-from neurolocal.placement import assign_nodes, partition, shard_of
-from neurolocal.shard import RunSettings, Shard, ShardLog
-from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, new_run_id, now, payload_bytes
+from neurolocal.shard import RunSettings
+from neurolocal.traffic.log import (
+    SCHEDULER,
+    TrafficRecorder,
+    new_run_id,
+    now,
+    payload_bytes,
+)
 
-ADDRESS_LOCAL = "local"
 #: seconds any driver wait may take (actors starting, one batch) before the run fails
 DEFAULT_TIMEOUT = 300.0
-#: seconds to wait for a cluster's address to accept a connection
-CONNECT_TIMEOUT = 10.0
+
+
 #: seconds a late actor has to answer a ping before its node counts as unreachable
 PING_TIMEOUT = 5.0
 #: how often Ray may restart one actor that died before the run gives up
 DEFAULT_MAX_RESTARTS = 3
-
-
-class ActorNotReady(Exception):
-    """Raised by an actor that Ray restarted but the driver has not connected yet."""
 
 
 class ActorsLate(EngineError):
@@ -101,258 +59,6 @@ class ActorLost(EngineError):
     def __init__(self, message: str, actors: list[int]):
         super().__init__(message)
         self.actors = actors
-
-
-@dataclass(frozen=True)
-class TrafficSpec:
-    """What an actor needs to open its own traffic stream."""
-    directory: str
-    run: str
-    graph: str
-    settings: dict
-    actors: tuple[str, ...]   # actor name per shard index
-    hosts: tuple[str, ...]    # host label per shard index
-    scheduler_host: str
-
-
-def actor_name(index: int) -> str:
-    return f"actor-{index}"
-
-
-def host_label(node: dict) -> str:
-    """hostname@address/node-id prefix: machines differ by name and address (network
-    namespaces on one machine share the name), simulated nodes of one host by id."""
-    name = node.get("NodeManagerHostname") or socket.gethostname()
-    address = node.get("NodeManagerAddress")
-    return f"{name}@{address}/{node['NodeID'][:8]}" if address else f"{name}/{node['NodeID'][:8]}"
-
-
-def placement_strategy(node: str) -> NodeAffinitySchedulingStrategy:
-    """Where an actor runs: on `node`, strictly (soft affinity lets Ray's scheduler put
-    it elsewhere even while `node` is alive: seen, 16 actors on 3 of 4 nodes). When
-    `node` is lost Ray cannot restart the actor there and it dies for good; the engine
-    then re-creates it on a surviving node (`RayEngine._replace_actor`)."""
-    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-
-
-def alive_nodes() -> dict[str, dict]:
-    """The cluster's alive nodes, by node id, as the GCS sees them now."""
-    return {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
-
-
-def restart_cause(old_node: str, alive: dict) -> str:
-    """"node_lost" when the node an actor ran on is gone (every actor there was
-    re-created elsewhere), "actor_died" when only the actor's process died."""
-    return "actor_died" if old_node in alive else "node_lost"
-
-
-def package_parent() -> str:
-    """The directory that holds the `neurolocal` package (a source tree or site-packages)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(neurolocal.__file__)))
-
-
-def worker_runtime_env(remote: bool = False) -> dict:
-    """How Ray workers find this very `neurolocal`: on this machine through PYTHONPATH
-    (no copy); on a remote cluster the package is uploaded with `py_modules`.
-    NUMBA_CACHE_DIR is passed on when set, so workers share compiled kernels."""
-    env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR",) if k in os.environ}
-    if remote:
-        return {"py_modules": [os.path.dirname(os.path.abspath(neurolocal.__file__))],
-                "env_vars": env}
-    path = [package_parent()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                 if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
-    return {"env_vars": env}
-
-
-def start_ray(address: str | None) -> bool:
-    """Initialise Ray unless it already is; True when this call started it (and owns it)."""
-    if ray.is_initialized():
-        return False
-    address = address or ADDRESS_LOCAL
-    remote = address != ADDRESS_LOCAL
-    check_reachable(address)
-    if remote:  # Ray retries a silent GCS once a second for a minute by default
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
-        from neurolocal.cluster import check_cluster_access
-
-        check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
-    try:
-        with stderr_kept_unless_failing():
-            ray.init(address=address, include_dashboard=False if not remote else None,
-                     runtime_env=worker_runtime_env(remote), logging_level="warning",
-                     log_to_driver=False, **driver_node_ip())
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
-    return True
-
-
-#: the address of this machine's own Ray node, when Ray cannot tell (see driver_node_ip)
-NODE_IP_VARIABLE = "NEUROLOCAL_NODE_IP"
-
-
-def driver_node_ip() -> dict:
-    """`ray.init` options naming the raylet this driver belongs to, when
-    $NEUROLOCAL_NODE_IP says. Ray finds "local" raylets by scanning the process table;
-    with several network namespaces on one machine (neurolocal/netns.py) it sees every
-    namespace's raylet and would pick the head's, which this driver cannot reach. The
-    variable names the node IP of the raylet in the driver's own namespace."""
-    node_ip = os.environ.get(NODE_IP_VARIABLE, "").strip()
-    return {"_node_ip_address": node_ip} if node_ip else {}
-
-
-@contextlib.contextmanager
-def stderr_kept_unless_failing():
-    """Hold what Ray's C++ core writes to stderr while connecting: replayed when the
-    connection works, dropped when it fails (our one-line error says what happened)."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to hold
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not failed:
-                held.seek(0)
-                os.write(2, held.read())
-
-
-def check_reachable(address: str) -> None:
-    """Fail fast, in one line, when HOST:PORT does not accept a connection (ray.init
-    would retry for minutes). "local" and "auto" are Ray's to resolve."""
-    if address in (ADDRESS_LOCAL, "auto") or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"expected local, auto or HOST:PORT, got {address!r}", field="address")
-    try:
-        speaks_grpc = answers_http2(host, int(port))
-    except OSError as exc:
-        raise ConfigError(f"cannot reach Ray at {address!r}: {exc.strerror or exc}; nothing "
-                          f"answers at {address}: is `ray start --head` running there, and is "
-                          "the port reachable from this machine?", field="address") from None
-    if not speaks_grpc:
-        raise ConfigError(f"{address!r} answers but is not a Ray cluster (its GCS speaks gRPC)",
-                          field="address")
-
-
-def answers_http2(host: str, port: int) -> bool:
-    """Does HOST:PORT answer the HTTP/2 preface with a SETTINGS frame, as a gRPC server
-    (Ray's GCS) does? Bounded by CONNECT_TIMEOUT; OSError when it cannot connect."""
-    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-    with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as connection:
-        connection.sendall(preface)
-        frame = b""
-        while len(frame) < 9:
-            chunk = connection.recv(9 - len(frame))
-            if not chunk:
-                break
-            frame += chunk
-    return len(frame) == 9 and frame[3] == 4  # frame type 4: SETTINGS
-
-
-@ray.remote
-class ShardActor:
-    """A thin Ray wrapper over `Shard`: it posts outgoing messages fire-and-forget and
-    answers `run_batch` once its vertices are done. An asyncio actor: each method
-    runs to completion without awaiting in between, so the shard needs no locks."""
-
-    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None,
-                 replacement: bool = False):
-        """`replacement`: a new actor standing in for one lost with its node (it writes
-        a stream of its own, as a restarted one)."""
-        log = None
-        self.name = actor_name(owners[names[0]])
-        self.traffic = traffic
-        with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id here
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.restarted = (replacement
-                              or ray.get_runtime_context().was_current_actor_reconstructed)
-        if traffic is not None:
-            recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
-                                       graph=traffic.graph, settings=traffic.settings)
-            log = ShardLog(recorder, traffic.actors, traffic.hosts)
-        self.shard = Shard(graph, names, owners, mode, log)
-        self.peers: dict | None = None   # None until the driver connects this incarnation
-        self.finished: asyncio.Event | None = None
-        self.failure: BaseException | None = None
-
-    def writer_name(self) -> str:
-        """A restarted actor opens a stream of its own (`actor-3-restart-1`): its dead
-        predecessor's stream may end in a cut record, and one header per stream."""
-        if not self.restarted:
-            return self.name
-        spec, k = self.traffic, 1
-        while os.path.exists(os.path.join(spec.directory,
-                                          f"{spec.run}.{self.name}-restart-{k}.traffic")):
-            k += 1
-        return f"{self.name}-restart-{k}"
-
-    async def connect(self, peers: dict) -> dict:
-        self.peers = peers
-        context = ray.get_runtime_context()
-        return {"node_id": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid(), "restarted": self.restarted}
-
-    async def run_batch(self, settings: RunSettings, params, inputs, target,
-                        t_send: float = 0.0) -> dict:
-        if self.peers is None:
-            raise ActorNotReady(f"{self.name} was restarted and is not connected yet")
-        if self.finished is not None and not self.finished.is_set():
-            self.finished.set()  # a replay supersedes a batch a dead peer left unfinished
-        if self.traffic is not None:  # the scheduler's call is a control message
-            me = self.shard.index
-            self.shard.log.recorder.record(
-                settings.batch, 0, SCHEDULER, self.name, "control",
-                payload_bytes([params, inputs, target]), t_send, now(),
-                self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
-        self.finished = finished = asyncio.Event()
-        self._post(self.shard.begin(settings, params, inputs, target))
-        await finished.wait()
-        if self.finished is not finished:  # superseded: the driver no longer waits for it
-            return {"abandoned": settings.batch}
-        self.shard.flush_log()
-        if self.failure is not None:
-            raise self.failure
-        return {**self.shard.result(), "t_send": now()}
-
-    async def ping(self) -> int:
-        """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
-        return os.getpid()
-
-    async def set_hosts(self, hosts: tuple[str, ...]) -> None:
-        """The host of every shard index, after actors moved to other nodes (a node was
-        lost): the traffic log names where each message really came from and went."""
-        if self.traffic is not None:
-            self.traffic = dataclasses.replace(self.traffic, hosts=tuple(hosts))
-            self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
-
-    async def flush_log(self) -> None:
-        """Late messages of an asynchronous batch reach the log too."""
-        self.shard.flush_log()
-
-    async def deliver(self, messages) -> None:
-        try:
-            self._post(self.shard.deliver(messages))
-        except Exception as exc:  # nobody awaits this call: wake run_batch to report it
-            self.failure = exc
-            if self.finished is not None:
-                self.finished.set()
-            raise
-
-    def _post(self, outgoing) -> None:
-        for destination, messages in outgoing.items():
-            self.peers[destination].deliver.remote(messages)
-        if self.finished is not None and self.shard.done:
-            self.finished.set()
 
 
 class RayEngine:
@@ -440,15 +146,10 @@ class RayEngine:
                         self._traffic, replacement))
 
     def _replace_actor(self, index: int, alive: dict) -> None:
-        """Node loss: re-create shard `index`'s actor on the surviving node that holds
-        the fewest actors (ties: the lowest node id). Its vertices hold no state of their
-        own (the driver sends the parameters with each batch), so the replacement is
-        the lost actor; the caller connects every actor to it again."""
-        load = {node: 0 for node in alive}
-        for info in self.actor_info:
-            if info["node_id"] in load:
-                load[info["node_id"]] += 1
-        node = min(sorted(load), key=load.__getitem__)
+        """Node loss: re-create shard `index`'s actor on a surviving node. Its vertices
+        hold no state of their own (the driver sends the parameters with each batch),
+        so the replacement is the lost actor; the caller connects every actor to it."""
+        node = replacement_node(alive, [a["node_id"] for a in self.actor_info])
         self.actors[index] = self._new_actor(index, node, replacement=True)
 
     def _traffic_spec(self, where: list[str], driver_node: str) -> TrafficSpec | None:

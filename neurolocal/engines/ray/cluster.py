@@ -51,7 +51,8 @@ def check_cluster_access(address: str | None, timeout: float = 3.0) -> None:
         raise ConfigError(f"nothing answers at {gcs}: is `ray start --head` running there, and "
                           "is the port reachable from this machine?", field="address") from None
     from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available)
+        maybe_enable_token_auth_if_token_available,
+    )
     from ray.exceptions import AuthenticationError
 
     # what ray.init does before joining: RAY_AUTH_MODE unset but a token at hand

@@ -1,0 +1,141 @@
+"""The Ray actor: a thin wrapper over a Ray-free `Shard` (neurolocal/shard.py) that posts
+outgoing messages fire-and-forget to its neighbour actors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+
+import ray
+
+from neurolocal.graph import Graph
+from neurolocal.shard import RunSettings, Shard, ShardLog
+from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, now, payload_bytes
+
+
+class ActorNotReady(Exception):
+    """Raised by an actor that Ray restarted but the driver has not connected yet."""
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    """What an actor needs to open its own traffic stream."""
+    directory: str
+    run: str
+    graph: str
+    settings: dict
+    actors: tuple[str, ...]   # actor name per shard index
+    hosts: tuple[str, ...]    # host label per shard index
+    scheduler_host: str
+
+
+def actor_name(index: int) -> str:
+    return f"actor-{index}"
+
+
+def host_label(node: dict) -> str:
+    """hostname@address/node-id prefix: machines differ by name and address (network
+    namespaces on one machine share the name), simulated nodes of one host by id."""
+    name = node.get("NodeManagerHostname") or socket.gethostname()
+    address = node.get("NodeManagerAddress")
+    return f"{name}@{address}/{node['NodeID'][:8]}" if address else f"{name}/{node['NodeID'][:8]}"
+
+
+@ray.remote
+class ShardActor:
+    """A thin Ray wrapper over `Shard`: it posts outgoing messages fire-and-forget and
+    answers `run_batch` once its vertices are done. An asyncio actor: each method
+    runs to completion without awaiting in between, so the shard needs no locks."""
+
+    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None,
+                 replacement: bool = False):
+        """`replacement`: a new actor standing in for one lost with its node (it writes
+        a stream of its own, as a restarted one)."""
+        log = None
+        self.name = actor_name(owners[names[0]])
+        self.traffic = traffic
+        with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.restarted = (replacement
+                              or ray.get_runtime_context().was_current_actor_reconstructed)
+        if traffic is not None:
+            recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
+                                       graph=traffic.graph, settings=traffic.settings)
+            log = ShardLog(recorder, traffic.actors, traffic.hosts)
+        self.shard = Shard(graph, names, owners, mode, log)
+        self.peers: dict | None = None   # None until the driver connects this incarnation
+        self.finished: asyncio.Event | None = None
+        self.failure: BaseException | None = None
+
+    def writer_name(self) -> str:
+        """A restarted actor opens a stream of its own (`actor-3-restart-1`): its dead
+        predecessor's stream may end in a cut record, and one header per stream."""
+        if not self.restarted:
+            return self.name
+        spec, k = self.traffic, 1
+        while os.path.exists(os.path.join(spec.directory,
+                                          f"{spec.run}.{self.name}-restart-{k}.traffic")):
+            k += 1
+        return f"{self.name}-restart-{k}"
+
+    async def connect(self, peers: dict) -> dict:
+        self.peers = peers
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "pid": os.getpid(), "restarted": self.restarted}
+
+    async def run_batch(self, settings: RunSettings, params, inputs, target,
+                        t_send: float = 0.0) -> dict:
+        if self.peers is None:
+            raise ActorNotReady(f"{self.name} was restarted and is not connected yet")
+        if self.finished is not None and not self.finished.is_set():
+            self.finished.set()  # a replay supersedes a batch a dead peer left unfinished
+        if self.traffic is not None:  # the scheduler's call is a control message
+            me = self.shard.index
+            self.shard.log.recorder.record(
+                settings.batch, 0, SCHEDULER, self.name, "control",
+                payload_bytes([params, inputs, target]), t_send, now(),
+                self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
+        self.finished = finished = asyncio.Event()
+        self._post(self.shard.begin(settings, params, inputs, target))
+        await finished.wait()
+        if self.finished is not finished:  # superseded: the driver no longer waits for it
+            return {"abandoned": settings.batch}
+        self.shard.flush_log()
+        if self.failure is not None:
+            raise self.failure
+        return {**self.shard.result(), "t_send": now()}
+
+    async def ping(self) -> int:
+        """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
+        return os.getpid()
+
+    async def set_hosts(self, hosts: tuple[str, ...]) -> None:
+        """The host of every shard index, after actors moved to other nodes (a node was
+        lost): the traffic log names where each message really came from and went."""
+        if self.traffic is not None:
+            self.traffic = dataclasses.replace(self.traffic, hosts=tuple(hosts))
+            self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
+
+    async def flush_log(self) -> None:
+        """Late messages of an asynchronous batch reach the log too."""
+        self.shard.flush_log()
+
+    async def deliver(self, messages) -> None:
+        try:
+            self._post(self.shard.deliver(messages))
+        except Exception as exc:  # nobody awaits this call: wake run_batch to report it
+            self.failure = exc
+            if self.finished is not None:
+                self.finished.set()
+            raise
+
+    def _post(self, outgoing) -> None:
+        for destination, messages in outgoing.items():
+            self.peers[destination].deliver.remote(messages)
+        if self.finished is not None and self.shard.done:
+            self.finished.set()

@@ -1,0 +1,235 @@
+"""Training: epochs of shuffled minibatches, predictive coding or backprop, an optimizer.
+
+Engine interface (what the trainer asks of an engine, so a Ray engine can slot in):
+
+    engine.relax(inputs, target, eta=..., iterations=...) -> Relaxation
+        .dtheta  Hebbian updates (= -dL/dtheta at the fixed point); the trainer
+                 hands `-dtheta` to the optimizer (see neurolocal/training/optimizers.py)
+        .loss, .prediction, .energy (free energy after each round)
+    engine.load_params(params)   optional: engines that keep their own copy of the
+                 parameters (actors) receive the updated ones after every optimizer
+                 step. The local engine shares the arrays by reference and has none.
+
+`make_engine` is where `settings.engine` becomes an engine. `--algorithm bp` uses
+`neurolocal.backprop.backprop` on the same parameters, batches and optimizer.
+
+Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
+epoch's permutation. A checkpoint (written atomically after every epoch) holds the
+parameters, the optimizer state, the epoch, the generator's state and the history
+so far, all as plain arrays; resuming from it reproduces the uninterrupted run bitwise.
+
+Actor faults: the driver holds the parameters and the optimizer state, and the Ray
+engine sends every shard its parameters with each batch, so an actor that dies
+mid-batch is restarted and the batch replayed from the last committed state (the
+parameters at the start of that batch; the epoch checkpoint is its durable copy):
+the run ends bit for bit as an uninterrupted one. Each restart the engine reports
+(`Relaxation.extras["restarts"]`) is kept in `Run.restarts`, the checkpoint and
+metrics.json; an actor that cannot come back raises `EngineError` and the last
+epoch checkpoint stays for `--resume`."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from neurolocal.errors import ConfigError
+from neurolocal.graph import Graph, Params
+from neurolocal.tied import broadcast_tied_params
+from neurolocal.training.checkpoint import save_checkpoint
+from neurolocal.training.data import GraphData
+from neurolocal.training.history import History, Run, _perplexity, predicted_positions
+from neurolocal.training.optimizers import negated
+from neurolocal.training.settings import Settings, iterations_for
+
+EVAL_BATCH = 1024
+
+
+#: engine flags that change where and how vertices run, not what they compute
+ENGINE_OPTION_DEFAULTS = {"schedule": "auto", "traffic_log": None, "address": "local",
+                          "vertices_per_actor": 1, "staleness": 0, "placement": "spread",
+                          "timeout": None, "max_restarts": 3, "fault": None}
+
+
+def make_engine(settings: Settings, graph: Graph, params: Params, engine_options=None):
+    """The engine of `settings.engine`, with the run's engine flags (see ENGINE_OPTION_DEFAULTS)."""
+    from types import SimpleNamespace
+
+    from neurolocal.engines import open_engine
+
+    options = {**ENGINE_OPTION_DEFAULTS, **(engine_options or {})}
+    namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, **options)
+    return open_engine(namespace, graph, params, log_settings={
+        "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False})
+
+
+def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The forward pass alone (the output vertex's prediction)."""
+    values = dict(inputs)
+    for n in graph.order:
+        if not graph.is_input(n):
+            spec = graph.vertices[n]
+            values[n], _ = spec.op.forward(params.get(n, {}), [values[p] for p in spec.parents])
+    return values[graph.output]
+
+
+def correct_count(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Arg-max hits; the target may be labels (N,) or one-hot / per-step (N, ..., C).
+    A per-step output counts the fraction of its steps it got right."""
+    guess = prediction.reshape(len(prediction), -1, prediction.shape[-1]).argmax(-1)
+    truth = target.reshape(-1, 1) if target.ndim == 1 else \
+        target.reshape(len(target), -1, target.shape[-1]).argmax(-1)
+    return float(np.sum(np.mean(guess == truth, axis=1)))
+
+
+def evaluate(graph: Graph, params: Params, inputs: dict, target: np.ndarray) -> tuple[float, float]:
+    """(mean loss, accuracy) over a whole split, in batches."""
+    total, hits, n = 0.0, 0, len(target)
+    for start in range(0, n, EVAL_BATCH):
+        part = slice(start, min(n, start + EVAL_BATCH))
+        x = {k: v[part] for k, v in inputs.items()}
+        y = graph.loss.prepare_target(target[part], graph.shapes[graph.output])
+        prediction = predict(graph, params, x)
+        total += graph.loss.value(prediction, y) * len(y)
+        hits += correct_count(prediction, target[part])
+    return total / n, hits / n
+
+
+ProgressFactory = Callable[..., Any]
+
+
+def serial_blas():
+    """One BLAS thread while training: minibatch matrices are small (32 x 128), and on a
+    shared 2-core machine OpenBLAS's threads only contend (measured 4-6x slower epochs)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                        # scikit-learn brings it; without it, no limit
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
+          checkpoint: Path | None = None, progress: ProgressFactory | None = None,
+          log: Callable[[str], None] | None = None,
+          on_epoch: Callable[[Run], None] | None = None, engine_options: dict | None = None,
+          updates_per_batch: int = 1) -> Run:
+    """Train `run` up to `settings.epochs`, checkpointing after every epoch; `on_epoch`
+    is called after each epoch's checkpoint (the CLI rewrites metrics.json there).
+
+    `updates_per_batch` = 2 reproduces the paper's CNN code, which applies each
+    batch's update twice (`neurolocal.paper`); tied parameters are re-broadcast from
+    their owners after every step."""
+    engine = None
+    try:
+        with serial_blas():
+            if run.algorithm == "pc":
+                engine = make_engine(settings, graph, run.params, engine_options)
+            return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch,
+                          engine, updates_per_batch)
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,
+           updates_per_batch) -> Run:
+    iterations = iterations_for(settings, graph)
+    n = data.train_size
+    batches = math.ceil(n / settings.batch_size)
+    for epoch in range(run.history.epochs_done, settings.epochs):
+        started = time.perf_counter()
+        order = run.rng.permutation(n)
+        bar = progress(total=batches, desc=f"{run.algorithm} epoch {epoch + 1}/{settings.epochs}") \
+            if progress else None
+        losses, hits, energy_sum = [], 0, None
+        for b in range(batches):
+            idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            inputs = {k: v[idx] for k, v in data.train_inputs.items()}
+            target = data.train_target[idx]
+            if engine is not None:
+                relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
+                for r in relaxation.extras.get("restarts", []):
+                    run.restarts.append({**r, "epoch": epoch + 1, "batch_in_epoch": b + 1})
+                    if log is not None and r.get("cause") == "node_lost":
+                        log(f"{r['actor']} ({', '.join(r['vertices'])}) was lost with node "
+                            f"{r['node']} in epoch {epoch + 1}, batch {b + 1}; Ray re-created "
+                            f"it on {r['now_on']} and the batch was replayed "
+                            f"({r['seconds']:.1f} s lost)")
+                    elif log is not None:
+                        log(f"{r['actor']} ({', '.join(r['vertices'])}) died in epoch "
+                            f"{epoch + 1}, batch {b + 1}; Ray restarted it and the batch was "
+                            f"replayed ({r['seconds']:.1f} s lost)")
+                gradient = negated(relaxation.dtheta)
+                loss, prediction = relaxation.loss, relaxation.prediction
+                energy = np.asarray(relaxation.energy, dtype=np.float64)
+                energy_sum = energy if energy_sum is None else energy_sum + energy
+            else:
+                from neurolocal.backprop import backprop
+
+                grads = backprop(graph, run.params, inputs, target)
+                gradient, loss, prediction = grads.params, grads.loss, grads.prediction
+            for _ in range(updates_per_batch):
+                run.optimizer.step(run.params, gradient)
+            broadcast_tied_params(graph.tied, run.params)
+            if engine is not None and hasattr(engine, "load_params"):
+                engine.load_params(run.params)
+            if not math.isfinite(loss):
+                raise ConfigError(f"training diverged: loss {loss} in epoch {epoch + 1}, batch "
+                                  f"{b + 1} (try a smaller lr or eta)", field=run.algorithm)
+            losses.append(loss)
+            hits += correct_count(prediction, target)
+            if bar is not None:
+                postfix = {"loss": f"{loss:.4f}"}
+                if engine is not None:
+                    postfix["energy"] = f"{relaxation.energy[-1]:.4g}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        sizes = [min(settings.batch_size, n - b * settings.batch_size) for b in range(batches)]
+        h = run.history
+        h.batch_losses.append(losses)
+        h.train_loss.append(float(np.dot(losses, sizes) / n))
+        h.train_accuracy.append(hits / n)
+        test_loss, test_accuracy = evaluate(graph, run.params, data.test_inputs, data.test_target)
+        h.test_loss.append(test_loss)
+        h.test_accuracy.append(test_accuracy)
+        h.seconds.append(time.perf_counter() - started)
+        h.energy_per_round = [] if energy_sum is None else list(energy_sum / batches)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, run, settings)
+        if log is not None:
+            log(epoch_line(run.algorithm, h, data.kind, predicted_positions(graph)))
+        if on_epoch is not None:
+            on_epoch(run)
+    return run
+
+
+
+
+def epoch_line(algorithm: str, h: History, kind: str, positions: int = 1) -> str:
+    i = h.epochs_done - 1
+    text = (f"{algorithm} epoch {i + 1}: train loss {h.train_loss[i]:.4f}, "
+            f"test loss {h.test_loss[i]:.4f}")
+    if kind == "text":
+        text += f", test perplexity {_perplexity(h.test_loss[i] / positions):.3f}"
+    if kind != "regression":
+        text += f", test accuracy {100 * h.test_accuracy[i]:.2f}%"
+    text += f", {h.seconds[i]:.1f} s"
+    return text
+
+
+def progress_factory(quiet: bool) -> ProgressFactory | None:
+    """A tqdm bar per epoch on an interactive terminal; nothing when quiet or piped."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return lambda total, desc: tqdm(total=total, desc=desc, unit="batch", leave=False,
+                                    dynamic_ncols=True)
