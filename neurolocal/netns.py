@@ -345,9 +345,24 @@ class NetnsCluster:
         processes it started (with their descendants) still alive. Empty after stop()."""
         spaces = [n for n in namespaces() if n.startswith(f"{PREFIX}{self.tag}-")]
         inside = sorted({pid for n in spaces for pid in pids_in(n) if _alive(pid)})
-        ours = sorted({pid for p in self.started for pid in [p.pid, *descendants(p.pid)]
-                       if _alive(pid)})
-        return {"namespaces": spaces, "processes": sorted(set(inside) | set(ours))}
+        ours = {pid for p in self.started for pid in [p.pid, *descendants(p.pid)]
+                if _alive(pid)}
+        return {"namespaces": spaces,
+                "processes": sorted(set(inside) | ours | set(self.carrying_token()))}
+
+    def carrying_token(self) -> list[int]:
+        """Live processes whose environment holds this cluster's token: every process it
+        started inherited it, even one that left the process tree and its namespace."""
+        marker = f"RAY_AUTH_TOKEN={self.token}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if marker in (entry / "environ").read_bytes().split(b"\0"):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return [pid for pid in found if _alive(pid)]
 
     def stop(self, grace: float = 3.0) -> None:
         """End every process this cluster started (SIGTERM, then SIGKILL after `grace`),
@@ -366,8 +381,10 @@ class NetnsCluster:
             if _alive(pid):
                 _signal(pid, signal.SIGKILL)
         spaces = [n for n in namespaces() if n.startswith(f"{PREFIX}{self.tag}-")]
-        for _ in range(50):  # a process that escaped its parent: still inside a namespace
+        for _ in range(50):  # a process that escaped its parent: inside a namespace, or
+            # anywhere with this cluster's token in its environment
             stray = [pid for n in spaces for pid in pids_in(n) if _alive(pid)]
+            stray += self.carrying_token()
             if not stray:
                 break
             for pid in stray:

@@ -175,30 +175,32 @@ def rate_bits(rate: str) -> float:
 def print_table(rows: list[dict], args, cluster) -> None:
     base = rows[0]
     v, nodes = base["vertices"], len(cluster.roles)
-    model = v * W / 2 + base["remote_calls_per_core"] * H + L  # 2 cores for all hosts
+    s = base["remote_calls_per_core"]
+    model = v * W / 2 + s * H + L  # BENCHMARKS.md §4 with M c = 2 cores for all hosts
     print(f"\n{v}-vertex tiled graph, {base['actors']} actors (K={args.vertices_per_actor}) "
-          f"spread over {nodes} hosts; batch 32, eta 0.5; a round = (R rounds - 0 rounds)/R, "
-          f"median of repeats. Model (BENCHMARKS.md §4) without bandwidth: V w / 2 cores + "
-          f"s h + L = {model * 1e3:.1f} ms (s = {base['remote_calls_per_core']:.1f}).")
-    print("\n| link rate | bytes per round, busiest link | measured round | predicted "
-          "| measured / predicted |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+          f"spread over {nodes} hosts sharing 2 cores; batch 32, eta 0.5; a round = "
+          f"(batch of R rounds - batch of 0 rounds) / R, median of repeats. B = bytes per "
+          f"round on the busiest link direction (veth counters, all of Ray's traffic). "
+          f"Model: V w / 2 + s h + L = {model * 1e3:.1f} ms (s = {s:.1f}) plus B / rate.")
+    print("\n| link rate | B per round | B / rate | model + B / rate | unlimited measured "
+          "+ B / rate | measured | measured / model |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         busiest = max(row["link_bytes_per_round"].values())
-        if row["rate"] == "none":
-            predicted = model
-        else:
-            predicted = base["round"] + busiest * 8 / rate_bits(row["rate"])
-        print(f"| {row['rate']} | {busiest / 1e3:,.1f} kB | {row['round'] * 1e3:.2f} ms | "
-              f"{predicted * 1e3:.2f} ms | {row['round'] / predicted:.2f}x |")
+        wire = 0.0 if row["rate"] == "none" else busiest * 8 / rate_bits(row["rate"])
+        print(f"| {row['rate']} | {busiest / 1e3:,.1f} kB | {wire * 1e3:.2f} ms | "
+              f"{(model + wire) * 1e3:.2f} ms | {(base['round'] + wire) * 1e3:.2f} ms | "
+              f"{row['round'] * 1e3:.2f} ms | {row['round'] / (model + wire):.2f}x |")
 
 
 def link_bytes(switch: str) -> dict[str, int]:
-    """Bytes each host's link carried (both directions), from the switch's veth counters."""
+    """Bytes each host's link carried in each direction (tbf limits each direction on
+    its own), from the switch's veth counters: `w1:tx` is toward host w1."""
     done = subprocess.run(["ip", "-n", switch, "-s", "-j", "link"], capture_output=True,
                           text=True, check=True)
-    return {link["ifname"]: link["stats64"]["rx"]["bytes"] + link["stats64"]["tx"]["bytes"]
-            for link in json.loads(done.stdout) if link["ifname"] not in ("lo", "br0")}
+    return {f"{link['ifname']}:{way}": link["stats64"][way]["bytes"]
+            for link in json.loads(done.stdout) if link["ifname"] not in ("lo", "br0")
+            for way in ("rx", "tx")}
 
 
 def measure(args) -> int:
