@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from neurolocal import netns
 from neurolocal.generate import tiled_mlp, topology_yaml
+from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
 from neurolocal.traffic.audit import audit
-from neurolocal.topology import load_topology
 
 REASON = netns.unavailable()
 pytestmark = [pytest.mark.slow, pytest.mark.cluster,
@@ -159,7 +159,7 @@ def test_netns_node_loss_mid_training_ends_bitwise_equal_and_is_recorded(namespa
     killed = cluster.kill_node("w1")
     assert len(killed) >= 4  # ray start, raylet, its agents, the actor's worker
     assert cluster.node_processes("w1") == []
-    code, stdout, stderr = finish(run)
+    code, _, stderr = finish(run)
     assert code == 0, stderr[-3000:]
     assert "Traceback" not in stderr
     assert_same_weights(final_params(out), expected)
