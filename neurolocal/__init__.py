@@ -1,5 +1,8 @@
 """neurolocal: predictive coding on arbitrary computation graphs, one actor per vertex."""
 
+# first, before anything imports numba's kernels: importing it points their cache at a
+# per-user directory, never into the installed package (see neurolocal/numba_cache.py)
+from neurolocal import numba_cache  # noqa: F401  (isort: skip)
 from neurolocal.backprop import backprop
 from neurolocal.engines.local import LocalEngine
 from neurolocal.errors import ConfigError, DataError, NeurolocalError, TopologyError

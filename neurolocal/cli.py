@@ -71,18 +71,29 @@ def cmd_validate(args) -> int:
 
 def cmd_check_grad(args) -> int:
     from neurolocal.engines import relax_once
-    from neurolocal.gradcheck import compare, synthetic_batch
+    from neurolocal.gradcheck import compare, data_batch, default_iterations, synthetic_batch
     from neurolocal.topology import load_topology
 
     graph = load_topology(args.topology).graph
-    iterations = graph.depth if args.iterations is None else args.iterations
+    staleness = args.staleness if args.engine == "ray" else 0  # the local engine is synchronous
+    iterations = (default_iterations(graph, staleness) if args.iterations is None
+                  else args.iterations)
     params = graph.init_params(args.seed)
-    inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
+    if args.data is None:
+        inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
+    else:
+        inputs, target = data_batch(args.data, graph, args.batch_size, args.seed)
     relaxation = relax_once(args, graph, params, inputs, target, eta=args.eta,
                             iterations=iterations)
     check = compare(graph, params, relaxation, inputs, target, mode=args.mode, eta=args.eta,
-                    iterations=iterations)
+                    iterations=iterations, staleness=staleness)
     failed = args.max_rel_error is not None and not check.max_relative_error <= args.max_rel_error
+    if not check.converged:
+        print(f"neurolocal: warning: the relaxation has not converged after {iterations} rounds "
+              f"(fixed-point residual {check.residual:.2e} > {check.as_dict()['convergence_tolerance']:g}); "
+              "the updates are not yet its fixed point's: raise --iterations"
+              + (" (or use eta 1)" if args.eta != 1.0 and args.mode == "fixed" else ""),
+              file=sys.stderr)
     if args.json:
         report = check.as_dict()
         report["engine"] = args.engine
@@ -93,15 +104,32 @@ def cmd_check_grad(args) -> int:
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 
+#: parameters listed in full by check-grad's table; larger graphs get a summary
+CHECK_TABLE_ROWS = 20
+#: the worst rows a summary shows
+CHECK_WORST_ROWS = 10
+
+
 def _print_check(check, args) -> None:
+    stale = f", staleness {check.staleness}" if check.staleness else ""
     print(f"{check.graph}: {args.engine} engine, {check.mode} mode, eta {check.eta}, "
-          f"{check.iterations} iterations (depth {check.depth}), loss {check.loss:.6g}")
-    width = max([len(f"{r.vertex}.{r.parameter}") for r in check.rows] + [9])
+          f"{check.iterations} iterations (depth {check.depth}{stale}), loss {check.loss:.6g}")
+    rows = check.rows
+    summarise = len(rows) > CHECK_TABLE_ROWS and not args.all
+    if summarise:
+        vertices = len({r.vertex for r in rows})
+        values = sum(math.prod(r.shape) for r in rows)
+        print(f"  {len(rows)} parameter tensors ({values} values) on {vertices} vertices; "
+              f"the {CHECK_WORST_ROWS} largest relative errors (every row: --all or --json):")
+        rows = sorted(rows, key=lambda r: -r.relative_error)[:CHECK_WORST_ROWS]
+    width = max([len(f"{r.vertex}.{r.parameter}") for r in rows] + [9])
     print(f"  {'parameter':<{width}}  {'shape':<12} {'|grad|':>10}  {'rel. error':>10}")
-    for r in check.rows:
+    for r in rows:
         print(f"  {r.vertex + '.' + r.parameter:<{width}}  {str(list(r.shape)):<12} "
               f"{r.gradient_norm:>10.4g}  {r.relative_error:>10.3e}")
-    print(f"max relative error {check.max_relative_error:.3e}")
+    settled = "converged" if check.converged else "NOT converged"
+    print(f"max relative error {check.max_relative_error:.3e}; relaxation {settled} "
+          f"(fixed-point residual {check.residual:.1e})")
 
 
 def cmd_traffic(args) -> int:
@@ -273,34 +301,58 @@ def _resumed_settings(out_dir, given: dict, args, graph):
                "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
                "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
                "lr": saved.lr, "seed": saved.seed, "data": saved.data}
+    movable = ("epochs", "engine")   # where vertices run never changes the numbers
     for key, value in given.items():
-        if key != "epochs" and value is not None and value != current[key]:
+        if key not in movable and value is not None and value != current[key]:
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
-                              "a resumed run keeps its settings (only --epochs may change)")
-    if given["epochs"] is not None:
-        saved = training.Settings.from_dict({**saved.as_dict(), "epochs": given["epochs"]})
+                              "a resumed run keeps its settings (only --epochs and --engine "
+                              "may change)")
+    changes = {k: given[k] for k in movable if given[k] is not None}
+    if changes:
+        saved = training.Settings.from_dict({**saved.as_dict(), **changes})
     return saved
 
 
 def add_run_parser(commands) -> None:
+    from neurolocal.training.settings import DEFAULT_ENGINE, Settings
+
+    base = Settings()
     run = commands.add_parser(
-        "run", help="train a topology with predictive coding (and/or backprop) on real data")
+        "run", help="train a topology with predictive coding (and/or backprop) on real data",
+        description="Train a topology. Every training setting (data, epochs, batch size, eta, "
+                    "iterations, optimizer, lr, seed, algorithm, engine, mode) comes from the "
+                    "topology's `training:` section; a flag given here overrides it; a setting "
+                    "the section does not name takes the built-in default shown with its flag. "
+                    "An optimizer given by flag starts from its own defaults.",
+        epilog=f"built-in defaults: data {base.data}, {base.epochs} epochs, batch size "
+               f"{base.batch_size}, eta {base.eta:g}, T = the graph's depth, {base.optimizer} "
+               "(lr 0.001; sgd: lr 0.01, momentum 0.9), seed 0, algorithm pc, engine "
+               f"{DEFAULT_ENGINE}, {base.mode} mode")
     run.add_argument("topology")
     run.add_argument("--algorithm", choices=("pc", "bp", "both"), default=None,
                      help="pc: predictive coding; bp: the backprop baseline; both: one after "
                           "the other with the same init, batches and optimizer")
-    run.add_argument("--epochs", type=_positive_int, default=None)
-    run.add_argument("--batch-size", type=_positive_int, default=None)
-    run.add_argument("--eta", type=_positive_float, default=None, help="relaxation step")
+    run.add_argument("--epochs", type=_positive_int, default=None,
+                     help=f"default: training.epochs, else {base.epochs}")
+    run.add_argument("--batch-size", type=_positive_int, default=None,
+                     help=f"default: training.batch_size, else {base.batch_size}")
+    run.add_argument("--eta", type=_positive_float, default=None,
+                     help=f"relaxation step (default: training.eta, else {base.eta:g})")
     run.add_argument("--iterations", "-T", type=_positive_int, default=None,
-                     help="relaxation steps per batch (default: the graph's depth)")
-    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
-    run.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+                     help="relaxation steps per batch (default: training.iterations, else the "
+                          "graph's depth)")
+    run.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                     help=f"default: training.optimizer, else {base.optimizer}")
+    run.add_argument("--lr", type=_positive_float, default=None,
+                     help="learning rate (default: training.optimizer.lr or training.lr, else "
+                          "the optimizer's: adam 0.001, sgd 0.01)")
     run.add_argument("--seed", type=_non_negative_int, default=None,
-                     help="seeds the parameters and the batch order")
+                     help=f"seeds the parameters and the batch order (default: training.seed, "
+                          f"else {base.seed})")
     run.add_argument("--data", default=None,
-                     help="digits, text, or a .npz / .csv / text file (default: the topology's)")
+                     help="digits, text, or a .npz / .csv / text file (default: training.data, "
+                          f"else {base.data})")
     run.add_argument("--out", default=None,
                      help="output directory (default: runs/<topology>-<timestamp>)")
     run.add_argument("--resume", default=None, metavar="DIR",
@@ -432,12 +484,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--eta", type=_positive_float, default=1.0,
                        help="relaxation step (default 1; fixed mode converges for 0 < eta < 2)")
     check.add_argument("--iterations", "-T", type=_non_negative_int, default=None,
-                       help="relaxation steps (default: the graph's depth)")
+                       help="relaxation steps (default: the graph's depth; with --staleness S "
+                            "on Ray 1 + (depth - 1)(S + 1), which is exact at eta 1 whatever "
+                            "the timing)")
     check.add_argument("--seed", type=int, default=0, help="seeds the parameters and the batch")
     check.add_argument("--batch-size", type=_positive_int, default=8)
     check.add_argument("--max-rel-error", type=_positive_float, default=None,
                        help="exit 1 when the largest relative error exceeds this")
+    check.add_argument("--data", default=None,
+                       help="take the batch from a data set, as `run --data` does (digits, "
+                            "text, or a .npz / .csv / text file); default: a synthetic batch "
+                            "of each input's kind")
     check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--all", action="store_true",
+                       help="list every parameter (by default graphs with more than "
+                            f"{CHECK_TABLE_ROWS} tensors get a summary and the worst rows)")
     add_engine_options(check)
     check.set_defaults(run=cmd_check_grad)
 

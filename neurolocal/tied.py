@@ -126,3 +126,24 @@ def sum_tied(groups: Iterable[TiedGroup], updates: Mapping[str, Mapping[str, np.
             total += out[vertex].pop(param)
         out.setdefault(o_vertex, {})[o_param] = total
     return {v: u for v, u in out.items() if u}
+
+
+def exchange_tied_partials(rules) -> tuple[dict, list]:
+    """Every vertex's Hebbian update, with tied groups reduced at their owners by messages.
+
+    Each rule computes its own update; members hand the partials of tied parameters
+    over as messages addressed to the owner vertex; each owner sums its inbox
+    (`VertexRule.receive_partials`). Returns (updates keyed by vertex, each shared
+    tensor once under its owner; the messages sent, as (member, owner, [(param,
+    partial), ...])). The round machine runs the same three calls with the messages
+    travelling between shards; this one-call form serves a caller that watches the
+    updates round by round (scripts/reproduce.py)."""
+    own = {n: rule.hebbian() for n, rule in rules.items() if rule.params}
+    inbox: dict[str, list] = {n: [] for n in own}
+    messages = []
+    for n, update in own.items():
+        for owner, partials in rules[n].partial_messages(update).items():
+            inbox[owner].extend(partials)
+            messages.append((n, owner, partials))
+    reported = {n: rules[n].receive_partials(update, inbox[n]) for n, update in own.items()}
+    return {n: u for n, u in reported.items() if u}, messages

@@ -70,6 +70,10 @@ class VertexRule:
         self.target: np.ndarray | None = None
         #: the output's loss at the forward pass (batch mean)
         self.loss_value: float | None = None
+        #: the prediction of the forward pass, before any relaxation: what the network
+        #: answers for this batch (accuracy), unlike `prediction`, which strict mode
+        #: recomputes from values pulled towards the target
+        self.forward_prediction: np.ndarray | None = None
         self._cache: Any = None
 
     @classmethod
@@ -103,7 +107,7 @@ class VertexRule:
         (unlike the value) is never changed in place, so a child may cache it.
         """
         self.prediction, self._cache = self.op.forward(self.params, parent_values)
-        self.prediction = np.ascontiguousarray(self.prediction)
+        self.prediction = self.forward_prediction = np.ascontiguousarray(self.prediction)
         if self.role == "output":
             self.error, self.loss_value = self.loss.evaluate(self.prediction, self.target)
             self.value = self.prediction + self.error if self.mode == "fixed" else self.target

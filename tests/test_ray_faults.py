@@ -21,7 +21,7 @@ from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray import worker_runtime_env
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.engines.ray.placement import partition, shard_of
-from neurolocal.shard import RunSettings, Shard
+from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
 from neurolocal.traffic.audit import audit
@@ -201,8 +201,8 @@ def test_an_actor_restarted_between_batches_is_reconnected_before_the_next_one()
             except ray.exceptions.RayActorError:
                 time.sleep(0.2)
         again = engine.relax(inputs, target, eta=1.0, iterations=2)
-    assert [(r["batch"], r["actor"]) for r in again.extras["restarts"]] == [(1, "actor-1")]
-    assert first.extras["restarts"] == []
+    assert [(r.batch, r.actor) for r in again.restarts] == [(1, "actor-1")]
+    assert first.restarts == []
     for vertex, grads in first.dtheta.items():
         for name, g in grads.items():
             np.testing.assert_array_equal(again.dtheta[vertex][name], g)

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT, TOPOLOGIES
 from neurolocal import load_topology
-from neurolocal.engines.timewise import BackwardInTimeEngine, time_blocks
+from neurolocal.engines.local import LocalEngine
+from neurolocal.engines.timewise import time_blocks
 from neurolocal.gradcheck import synthetic_batch
 from torch_graph import max_relative_error, torch_gradients
 
@@ -73,7 +74,7 @@ def test_backward_in_time_schedule_matches_autograd():
     _, reference = torch_gradients(graph, params, inputs, target)
     blocks = time_blocks(graph)
     assert [b[0] for b in blocks] == [f"xh@{t}" for t in range(7, -1, -1)]
-    engine = BackwardInTimeEngine(graph, params)
+    engine = LocalEngine(graph, params, schedule="backward-in-time")
     # eta = 1: exact once every block has run its longest inner path (xh -> h -> y: 3)
     exact = engine.relax(inputs, target, eta=1.0, iterations=3)
     assert max_relative_error(exact.dtheta, reference)[0] < 1e-10

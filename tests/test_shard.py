@@ -15,7 +15,7 @@ from neurolocal.engines.base import prepare_batch
 from neurolocal.engines.local import LocalEngine
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
-from neurolocal.shard import RunSettings, Shard
+from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.topology import load_topology
 from torch_graph import max_relative_error, torch_gradients
 
@@ -168,7 +168,7 @@ def test_shard_logs_of_a_tied_graph_count_what_the_local_engine_logs(tmp_path):
     errors and member -> owner partials, per batch, round and edge, as the local log."""
     from collections import Counter
 
-    from neurolocal.shard import ShardLog
+    from neurolocal.engines.rounds import ShardLog
     from neurolocal.traffic import TrafficRecorder, read_traffic
     from neurolocal.traffic.audit import audit, tied_partners
 

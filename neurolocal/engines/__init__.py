@@ -8,16 +8,17 @@ engine is a context manager: leaving the block stops whatever it started.
 from __future__ import annotations
 
 ENGINE_NAMES = ("local", "ray")
-SCHEDULES = ("auto", "jacobi", "event", "backward-in-time")
+SCHEDULES = ("auto", "jacobi", "event", "backward-in-time", "ipc")
 
 
 def resolve_schedule(options) -> str:
-    """`auto` picks the event schedule where it is available and exact (local engine,
-    fixed mode): the same numbers as Jacobi, bit for bit, with far fewer messages."""
+    """`auto` picks the event schedule where it is exact (fixed mode, synchronous rounds):
+    the same numbers as Jacobi, bit for bit, with far fewer messages; else jacobi."""
     schedule = getattr(options, "schedule", "auto") or "auto"
     if schedule != "auto":
         return schedule
-    return "event" if options.engine == "local" and options.mode == "fixed" else "jacobi"
+    synchronous = options.engine == "local" or not getattr(options, "staleness", 0)
+    return "event" if options.mode == "fixed" and synchronous else "jacobi"
 
 
 def traffic_recorder(options, graph, *, writer: str, settings: dict):
@@ -44,19 +45,13 @@ def open_engine(options, graph, params, *, log_settings: dict | None = None):
         from neurolocal.engines.local import LocalEngine
 
         recorder = traffic_recorder(options, graph, writer="local", settings=log_settings or {})
-        if schedule == "backward-in-time":     # the paper's RNN/LSTM schedule; T is per step
-            from neurolocal.engines.timewise import BackwardInTimeEngine
-
-            return BackwardInTimeEngine(graph, params, mode=options.mode, recorder=recorder)
         return LocalEngine(graph, params, mode=options.mode, recorder=recorder,
                            schedule=schedule)
     if options.engine == "ray":
         from neurolocal.engines.ray import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT, RayEngine
 
-        if schedule != "jacobi":
-            raise ConfigError("the Ray engine runs the jacobi schedule only (for now); "
-                              "use --engine local for --schedule event", field="schedule")
-        return RayEngine(graph, params, mode=options.mode, address=options.address,
+        return RayEngine(graph, params, mode=options.mode, schedule=schedule,
+                         address=options.address,
                          vertices_per_actor=options.vertices_per_actor,
                          staleness=options.staleness, placement=options.placement,
                          timeout=getattr(options, "timeout", None) or DEFAULT_TIMEOUT,

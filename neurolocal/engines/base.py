@@ -18,12 +18,14 @@ class Relaxation:
 
     dtheta:          Hebbian update per vertex and parameter (= -dL/dtheta at the fixed point)
     errors:          final eps of every non-input vertex
-    input_feedback:  sum_children J^T eps arriving at each input (= -dL/dx at the fixed point);
-                     filled only when asked for
+    input_feedback:  sum_children J^T eps arriving at each input divided by the batch size:
+                     -dL/dx of the batch-mean loss L at the fixed point (the convention of
+                     dtheta; docs/rounds.md); filled only when asked for
     energy:          free energy sum_i 1/2||eps_i||^2 (per sample) after each round,
                      index 0 being the state right after the forward pass
     loss:            the batch's loss at the forward pass
-    prediction:      the output vertex's prediction
+    prediction:      the output vertex's forward-pass prediction (never the output pulled
+                     towards the target: accuracy is read from it)
     """
 
     dtheta: Updates
@@ -34,6 +36,59 @@ class Relaxation:
     prediction: np.ndarray
     messages: int = 0
     extras: dict = field(default_factory=dict)
+    restarts: list["Restart"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """An actor that died and was brought back during a batch (docs/rounds.md, snapshots).
+
+    batch:      the index of the engine call (relax / train step) it happened in, from 0
+    abandoned:  the batch id of the failed attempt (the traffic log marks it abandoned)
+    actor, vertices: who died
+    replayed:   batches replayed from the last snapshot before the interrupted one
+    seconds:    from the failed attempt's dispatch to the replay's
+    cause:      "actor_died" (its process died, Ray restarted it) or "node_lost" (its
+                whole node is gone; re-created on a surviving node, docs/netns.md)
+    node, now_on: the address of the node it ran on before, and after"""
+    batch: int
+    abandoned: int
+    actor: str
+    vertices: tuple[str, ...]
+    replayed: int
+    seconds: float
+    cause: str = "actor_died"
+    node: str | None = None
+    now_on: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"batch": self.batch, "abandoned_batch_id": self.abandoned, "actor": self.actor,
+                "vertices": list(self.vertices), "replayed": self.replayed,
+                "seconds": self.seconds, "cause": self.cause, "node": self.node,
+                "now_on": self.now_on}
+
+
+@dataclass
+class Step:
+    """The outcome of one training batch when the vertices own their parameters: only
+    scalars come back (docs/rounds.md, plasticity).
+
+    loss:      the batch's loss at the forward pass
+    hits:      arg-max hits of the forward prediction (the output vertex counts them)
+    energy:    free energy after each round
+    messages:  messages the vertices sent
+    restarts:  actors restarted during this batch (replayed from the last snapshot)"""
+    loss: float
+    hits: float
+    energy: list[float]
+    messages: int = 0
+    restarts: list[Restart] = field(default_factory=list)
+
+
+def default_iterations(graph: Graph, read_inputs: bool = False) -> int:
+    """T when none is given: the graph's depth (every parameter update exact at eta = 1),
+    and at least the input depth when dL/dx is read (the inputs' feedback exact too)."""
+    return max(graph.depth, graph.input_depth) if read_inputs else graph.depth
 
 
 def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:

@@ -1,82 +1,83 @@
-"""The in-process engine: every vertex rule in one Python process, Jacobi sweeps.
+"""The in-process engine: a transport over the round machine (`neurolocal.engines.rounds`).
 
-Round 0 is the forward pass: each vertex predicts from its parents' values.
-Relaxation round t >= 1 is one synchronous step: every vertex sends J^T eps of
-the previous state to its relaxing parents, then every hidden value moves at
-once. In strict mode each round ends with the moved values travelling to the
-children, who recompute their predictions. With `read_inputs`, one last round
-carries the settled feedback to the input vertices (dL/dx).
+All vertices live in this process, in one shard (or `shards` of them); messages
+between shards are delivered first in, first out. The rounds themselves — who
+speaks when, what each vertex sums, strict value exchanges, tied partials, dL/dx —
+are the machine's (docs/rounds.md); this file only moves messages and assembles
+the `Relaxation`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections import deque
 
 import numpy as np
+from typing import Callable, Mapping
 
-from neurolocal.engines.base import Relaxation, Updates, check_relaxation_settings, prepare_batch
-from neurolocal.errors import ConfigError
+from neurolocal.engines.base import (
+    Relaxation,
+    Step,
+    check_relaxation_settings,
+    default_iterations,
+    prepare_batch,
+)
+from neurolocal.engines.rounds import (
+    Learning,
+    RunSettings,
+    Shard,
+    ShardLog,
+    check_schedule,
+    merge_results,
+    merge_snapshots,
+    step_from_results,
+)
 from neurolocal.graph import Graph, Params
-from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
-from neurolocal.vertex import VertexRule
+from neurolocal.tied import exchange_tied_partials  # noqa: F401  (re-exported)
+from neurolocal.traffic.log import TrafficRecorder
+
+SCHEDULES = ("jacobi", "event", "backward-in-time", "ipc")
 
 
-def exchange_tied_partials(rules: Mapping[str, VertexRule]) -> tuple[Updates, list]:
-    """Every vertex's Hebbian update, with tied groups reduced at their owners by messages.
-
-    Each rule computes its own update; members hand the partials of tied parameters
-    to the engine as messages addressed to the owner vertex; the engine delivers
-    each owner its inbox, and the owner sums (`VertexRule.receive_partials`). Returns
-    (updates keyed by vertex, each shared tensor once under its owner; the messages
-    sent, as (member, owner, [(param, partial), ...]) — one per member-owner pair).
-    A distributed engine runs the same three calls with the inbox travelling between
-    actors.
-    """
-    own = {n: rule.hebbian() for n, rule in rules.items() if rule.params}
-    inbox: dict[str, list] = {n: [] for n in own}
-    messages = []
-    for n, update in own.items():
-        for owner, partials in rules[n].partial_messages(update).items():
-            inbox[owner].extend(partials)
-            messages.append((n, owner, partials))
-    reported = {n: rules[n].receive_partials(update, inbox[n]) for n, update in own.items()}
-    return {n: u for n, u in reported.items() if u}, messages
-
-
-SCHEDULES = ("jacobi", "event")
+def split(graph: Graph, shards: int) -> list[tuple[str, ...]]:
+    """`shards` runs of consecutive vertices in topological order."""
+    n = len(graph.order)
+    shards = max(1, min(int(shards), n))
+    size = -(-n // shards)
+    return [graph.order[i:i + size] for i in range(0, n, size)]
 
 
 class LocalEngine:
     """Runs predictive coding on a graph in one process. Parameters are shared by
     reference with the caller, so an optimizer updating them in place is seen here.
 
-    Schedules (both give the same errors, round by round):
-        jacobi  every vertex sends J^T eps to its relaxing parents every round (the
-                output, whose error is fixed, speaks once: its message stands)
-        event   a vertex sends only when its error changed since its last message;
-                parents keep each child's latest message. With eta = 1 an error
-                settles at the round equal to its distance from the output, so a
-                batch costs about one message per edge — one backward pass of work.
-                With eta != 1 every error moves every round and nothing is saved.
-    """
+    Schedules (docs/rounds.md): jacobi, event (the same numbers as jacobi, bit for
+    bit, with about one message per path length at eta = 1), backward-in-time (the
+    paper's RNN/LSTM schedule, `iterations` rounds per time step), ipc (strict
+    mode: a weight step every round)."""
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
                  seed: int = 0, recorder: TrafficRecorder | None = None,
-                 schedule: str = "jacobi"):
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}",
-                              field="schedule")
-        if schedule == "event" and mode != "fixed":
-            raise ConfigError("the event schedule needs fixed predictions (--mode fixed): in "
-                              "strict mode every value moves every round", field="schedule")
+                 schedule: str = "jacobi", shards: int = 1):
+        check_schedule(schedule, mode, 0, graph)
         self.graph = graph
         self.params = params if params is not None else graph.init_params(seed)
         self.mode = mode
         self.schedule = schedule
-        self.rules = {n: VertexRule.for_vertex(graph, n, self.params, mode) for n in graph.order}
         self.recorder = recorder
         self.batches = 0
-        self._relaxing = frozenset(graph.hidden)
+        self.learning: Learning | None = None
+        groups = split(graph, shards)
+        owners = {n: i for i, names in enumerate(groups) for n in names}
+        log = (ShardLog(recorder, ["local"] * len(groups), [None] * len(groups))
+               if recorder is not None else None)
+        self.shards = [Shard(graph, names, owners, mode, log) for names in groups]
+        for shard in self.shards:
+            shard.load_params(self.params)
+
+    @property
+    def rules(self):
+        """Every vertex's rule, by name (read-only use: watching a relaxation)."""
+        return {n: shard.slots[n].rule for shard in self.shards for n in shard.names}
 
     def __enter__(self) -> "LocalEngine":
         return self
@@ -92,153 +93,98 @@ class LocalEngine:
               read_inputs: bool = False,
               on_round: Callable[[int], None] | None = None) -> Relaxation:
         """`on_round(t)` is called after the forward pass (t = 0) and after each round t,
-        while the rules hold that round's errors (e.g. to watch dtheta converge)."""
-        graph, rules = self.graph, self.rules
-        iterations = graph.depth if iterations is None else iterations
+        while the rules hold that round's errors (e.g. to watch dtheta converge): the
+        transport then holds every vertex at round t (`Shard.horizon`) before it goes on."""
+        graph = self.graph
+        iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
+        settings = RunSettings(self.batches, float(eta), int(iterations), 0, bool(read_inputs),
+                               self.schedule)
+        for shard in self.shards:   # relaxing reads the caller's parameters, by reference
+            shard.load_params(self.params)
+        results, rounds = self._run(settings, inputs, target, on_round)
+        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            graph, results, rounds, read_inputs)
+        self._log_energy(energy)
+        extras = ({"schedule": self.schedule, "rounds": rounds}
+                  if self.schedule == "backward-in-time" else {})
+        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                          energy=energy, loss=loss, prediction=prediction,
+                          messages=counts["local_messages"] + counts["remote_messages"],
+                          extras=extras)
+
+    # --- training: the vertices own their parameters (docs/rounds.md, plasticity) -------
+
+    def restore(self, params: Params, optimizer: Mapping[str, np.ndarray] | None,
+                learning: Learning) -> None:
+        """Give every vertex its parameters and optimizer state (a snapshot, e.g. from a
+        checkpoint); the vertices then train them themselves (`train_step`). The
+        vertices work on these very arrays, so `params` stays current in place."""
+        self.learning = learning
+        self.params = params
+        for shard in self.shards:
+            shard.restore(params, optimizer, learning)
+            shard.load_params(params)
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> Step:
+        """One batch in which every vertex applies its own update; scalars come back."""
+        graph = self.graph
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        if self.learning is None:
+            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
+        settings = RunSettings(self.batches, float(eta), int(iterations), 0, False,
+                               self.schedule, self.learning)
+        results, rounds = self._run(settings, inputs, target, None)
+        step = step_from_results(graph, results, rounds)
+        self._log_energy(step.energy)
+        return step
+
+    def snapshot(self) -> tuple[Params, dict]:
+        """(parameters, optimizer state arrays) gathered from the vertices, in the
+        checkpoint's layout (`Optimizer.state_arrays`)."""
+        parts = [shard.snapshot() for shard in self.shards]
+        return merge_snapshots(self.graph, parts)
+
+    # --- the transport -------------------------------------------------------------------
+
+    def _run(self, settings: RunSettings, inputs, target, on_round):
+        graph = self.graph
         inputs, target = prepare_batch(graph, inputs, target)
-        self._messages = 0
-        #: parent -> child -> the latest J^T eps that child sent it
-        self._inbox: dict[str, dict[str, np.ndarray]] = {n: {} for n in graph.order}
-
-        self._forward(inputs, target)
-        self._vertex_energy = {n: rule.energy() for n, rule in rules.items()}
-        energy = [sum(self._vertex_energy.values())]
-        if on_round is not None:
+        queue: deque = deque()
+        watching = on_round is not None
+        for shard in self.shards:
+            shard.horizon = 0 if watching else None
+            data = {n: inputs[n] for n in shard.names if n in inputs}
+            queue.extend(shard.begin(settings, None, data,
+                                     target if graph.output in shard.names else None).items())
+        self._drain(queue)
+        rounds = self.shards[0].schedule.rounds
+        if watching:
             on_round(0)
-        everyone = [n for n in graph.order if not graph.is_input(n)]
-        speakers = [graph.output] if self.schedule == "event" else everyone
-        for round_ in range(1, iterations + 1):
-            if self.schedule == "event" and not speakers and eta == 1.0 and on_round is None:
-                # quiescent: nothing changed, so every later round would repeat this state
-                energy.extend([energy[-1]] * (iterations + 1 - round_))
-                break
-            heard = self._send_feedback(round_, speakers)
-            if self.schedule == "jacobi" or eta != 1.0:
-                heard = self._relaxing
-            changed = [n for n in graph.hidden if n in heard and rules[n].relax(
-                self._feedback_total(n), eta)]
-            if self.mode == "strict":
-                self._exchange_values(round_)
-                changed = everyone
-            for n in changed:
-                self._vertex_energy[n] = rules[n].energy()
-            if self.schedule == "event":
-                speakers = changed
-            elif self.mode == "fixed":  # the output's first message stands
-                speakers = graph.hidden
-            else:
-                speakers = everyone
-            energy.append(sum(self._vertex_energy.values()))
-            if on_round is not None:
-                on_round(round_)
-
-        return self._finish(iterations, inputs, energy, read_inputs)
-
-    def _finish(self, last_round: int, inputs, energy: list[float], read_inputs: bool,
-                extras: dict | None = None) -> Relaxation:
-        """After the last relaxation round: dL/dx if asked, the Hebbian updates with tied
-        partials reduced at their owners (both as messages of round last + 1), the log."""
-        graph, rules = self.graph, self.rules
-        input_feedback = self._read_inputs(last_round + 1, inputs) if read_inputs else {}
-        dtheta, partials = exchange_tied_partials(rules)
-        self._messages += len(partials)
-        if self.recorder is not None:
-            t_send = now()
-            self._log_received(last_round + 1, [(src, dst, (payload, t_send))
-                                                for src, dst, payload in partials], "partial")
-            self.recorder.record_energy(self.batches, energy)
-            self.recorder.flush()
+            for t in range(1, rounds + 1):
+                for shard in self.shards:
+                    shard.horizon = t
+                    queue.extend(shard.resume().items())
+                self._drain(queue)
+                on_round(t)
+            for shard in self.shards:
+                shard.horizon = None
+                queue.extend(shard.resume().items())
+            self._drain(queue)
+        if not all(shard.done for shard in self.shards):  # the machine's bug, never the user's
+            raise RuntimeError("the round machine stopped before every vertex finished")
         self.batches += 1
-        output = rules[graph.output]
-        return Relaxation(
-            dtheta=dtheta,
-            errors={n: rules[n].error for n in graph.order if not graph.is_input(n)},
-            input_feedback=input_feedback,
-            energy=energy,
-            loss=output.loss_value,
-            prediction=output.prediction,
-            messages=self._messages,
-            extras=extras or {},
-        )
+        return [shard.result() for shard in self.shards], rounds
 
-    # --- message exchange ------------------------------------------------------------
+    def _log_energy(self, energy) -> None:
+        if self.recorder is not None:
+            self.recorder.record_energy(self.batches - 1, energy)
+            self.recorder.flush()
 
-    def _forward(self, inputs: Mapping[str, np.ndarray], target: np.ndarray) -> None:
-        rules, graph = self.rules, self.graph
-        rules[graph.output].set_target(target)
-        sent: dict[str, tuple[np.ndarray, float]] = {}
-        for n in graph.order:
-            if graph.is_input(n):
-                value = rules[n].clamp(inputs[n])
-            else:
-                parents = graph.parents(n)
-                self._messages += len(set(parents))
-                if self.recorder is not None:
-                    self._log_received(0, [(p, n, sent[p]) for p in dict.fromkeys(parents)],
-                                       "value")
-                value = rules[n].predict([sent[p][0] for p in parents])
-            sent[n] = (value, now())
-
-    def _send_feedback(self, round_: int, speakers) -> set[str]:
-        """The speakers' J^T eps go into their relaxing parents' inboxes; returns who heard."""
-        heard: set[str] = set()
-        log = self.recorder is not None
-        for n in speakers:
-            messages = self.rules[n].feedback()
-            if not messages:
-                continue
-            for parent, message in messages.items():
-                self._inbox[parent][n] = message
-            heard.update(messages)
-            self._messages += len(messages)
-            if log:
-                t_send = now()
-                self._log_received(round_, [(n, p, (m, t_send)) for p, m in messages.items()],
-                                   "error")
-        return heard
-
-    def _feedback_total(self, name: str) -> np.ndarray | None:
-        """Sum of the latest message of each child, in the graph's order of children."""
-        box = self._inbox[name]
-        total = None
-        for child in self.graph.children[name]:
-            message = box.get(child)
-            if message is not None:
-                total = message if total is None else total + message
-        return total
-
-    def _read_inputs(self, round_: int, inputs) -> dict[str, np.ndarray]:
-        """One last round: the settled feedback of the inputs' children (dL/dx)."""
-        totals: dict[str, np.ndarray] = {}
-        for n in self.graph.order:
-            messages = self.rules[n].feedback(to_inputs=True)
-            if not messages:
-                continue
-            self._messages += len(messages)
-            t_send = now()
-            for parent, message in messages.items():
-                totals[parent] = totals[parent] + message if parent in totals else message
-            self._log_received(round_, [(n, p, (m, t_send)) for p, m in messages.items()], "error")
-        return {n: totals.get(n, np.zeros_like(inputs[n])) for n in self.graph.inputs}
-
-    def _exchange_values(self, round_: int) -> None:
-        """Strict mode: relaxed values travel to the children, who re-predict."""
-        graph, rules = self.graph, self.rules
-        sent = {n: (rules[n].value_message(), now()) for n in graph.order}
-        for n in graph.order:
-            if graph.is_input(n):
-                continue
-            moved = [(p, n, sent[p]) for p in dict.fromkeys(graph.parents(n))
-                     if not graph.is_input(p)]
-            self._messages += len(moved)
-            self._log_received(round_, moved, "value")
-            rules[n].repredict([sent[p][0] for p in graph.parents(n)])
-
-    def _log_received(self, round_: int, messages, kind: str) -> None:
-        if self.recorder is None:
-            return
-        t_recv = now()
-        for src, dst, (payload, t_send) in messages:
-            self.recorder.record(self.batches, round_, src, dst, kind, payload_bytes(payload),
-                                 t_send, t_recv, src_actor="local", dst_actor="local")
+    def _drain(self, queue: deque) -> None:
+        shards = self.shards
+        while queue:
+            destination, messages = queue.popleft()
+            queue.extend(shards[destination].deliver(messages).items())

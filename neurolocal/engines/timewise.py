@@ -18,17 +18,18 @@ step t. Hidden vertices without a step form one more block, relaxed first when
 they sit after the steps (no step vertex below them), last otherwise.
 `iterations` counts rounds *per block*. With eta = 1 and iterations >= the
 longest path inside a block, every update is exact, as in the Jacobi schedule.
+
+The schedule is a policy of the round machine (`neurolocal.engines.rounds.Schedule`,
+docs/rounds.md): block b relaxes in rounds b*T+1 .. (b+1)*T and its vertices speak
+in those rounds and once more when the block ends; this module only cuts the blocks.
+Both engines run it (`--schedule backward-in-time`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
-
-from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
-from neurolocal.engines.local import LocalEngine
 from neurolocal.errors import ConfigError
-from neurolocal.graph import Graph, Params
+from neurolocal.graph import Graph
 
 STEP_SUFFIX = re.compile(r"@(\d+)$")
 
@@ -61,48 +62,3 @@ def _descendants(graph: Graph, name: str) -> set[str]:
             seen.add(n)
             todo.extend(graph.children[n])
     return seen
-
-
-class BackwardInTimeEngine(LocalEngine):
-    """LocalEngine with the paper's recurrent schedule (fixed mode only)."""
-
-    def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
-                 seed: int = 0, recorder=None):
-        if mode != "fixed":
-            raise ConfigError("the backward-in-time schedule needs fixed predictions "
-                              "(--mode fixed)", field="schedule")
-        super().__init__(graph, params, mode=mode, seed=seed, recorder=recorder,
-                         schedule="jacobi")
-        self.schedule = "backward-in-time"
-        self.blocks = time_blocks(graph)
-
-    def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
-              read_inputs: bool = False,
-              on_round: Callable[[int], None] | None = None) -> Relaxation:
-        """`iterations` rounds for each time step (default: the graph's depth)."""
-        graph, rules = self.graph, self.rules
-        iterations = graph.depth if iterations is None else iterations
-        check_relaxation_settings(eta, iterations, self.mode)
-        inputs, target = prepare_batch(graph, inputs, target)
-        self._messages = 0
-        self._inbox = {n: {} for n in graph.order}
-        self._forward(inputs, target)
-        self._vertex_energy = {n: rule.energy() for n, rule in rules.items()}
-        energy = [sum(self._vertex_energy.values())]
-        if on_round is not None:
-            on_round(0)
-        settled = [graph.output]          # speak once at the start of the next block
-        round_ = 0
-        for block in self.blocks:
-            for k in range(iterations):
-                round_ += 1
-                self._send_feedback(round_, settled + block if k == 0 else block)
-                for n in block:
-                    if rules[n].relax(self._feedback_total(n), eta):
-                        self._vertex_energy[n] = rules[n].energy()
-                energy.append(sum(self._vertex_energy.values()))
-                if on_round is not None:
-                    on_round(round_)
-            settled = block
-        return self._finish(round_, inputs, energy, read_inputs,
-                            extras={"schedule": self.schedule, "rounds": round_})

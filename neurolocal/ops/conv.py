@@ -35,13 +35,18 @@ def pair(field: str, value: Any, *, allow_zero: bool = False) -> tuple[int, int]
     return v, v
 
 
-def spatial_output_shape(op_name: str, shape, kernel, stride, padding) -> tuple[int, int, int]:
-    """(C, OH, OW) of a window op over a (C, H, W) parent, or a TopologyError saying why not."""
+def spatial_output_shape(op_name: str, shape, kernel, stride, padding,
+                         padding_within_half_kernel: bool = True) -> tuple[int, int, int]:
+    """(C, OH, OW) of a window op over a (C, H, W) parent, or a TopologyError saying why not.
+
+    Pooling keeps torch's rule, padding at most half the kernel (a window entirely in
+    the padding would have no maximum); a convolution takes any padding, as torch's
+    does (windows in the padding see zeros)."""
     if len(shape) != 3:
         raise TopologyError(f"{op_name} takes a parent of shape [channels, height, width], "
                             f"got {list(shape)}")
     channels, height, width = shape
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+    if padding_within_half_kernel and (padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]):
         raise TopologyError(f"padding {list(padding)} is more than half the kernel {list(kernel)}",
                             field="padding")
     oh = sk.output_size(height, kernel[0], stride[0], padding[0])
@@ -73,7 +78,8 @@ class Conv2d(Op):
         return True
 
     def _geometry(self, shape):
-        return spatial_output_shape(self.name, shape, self.kernel_size, self.stride, self.padding)
+        return spatial_output_shape(self.name, shape, self.kernel_size, self.stride, self.padding,
+                                    padding_within_half_kernel=False)
 
     def output_shape(self, parent_shapes):
         _, oh, ow = self._geometry(parent_shapes[0])

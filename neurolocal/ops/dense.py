@@ -5,7 +5,7 @@
     param_vjp: dW = x^T (eps * f'(z)),   db = sum_b eps * f'(z)
 
 With a fused activation the Hebbian update must include f'(z): leaving it out
-breaks the equivalence with backprop (DESIGN.md §1).
+breaks the equivalence with backprop (docs/design.md §1).
 """
 
 from __future__ import annotations

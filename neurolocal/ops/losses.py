@@ -123,3 +123,13 @@ def make_loss(name: str, **options) -> Loss:
         return LOSSES[name](**options)
     except TypeError as exc:
         raise TopologyError(f"bad options for loss {name!r}: {exc}", field="loss") from None
+
+
+def correct_count(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Arg-max hits; the target may be labels (N,) or one-hot / per-step (N, ..., C).
+    A per-step output counts the fraction of its steps it got right. (Read by the
+    trainer, and by the output vertex when it reports a batch's hits.)"""
+    guess = prediction.reshape(len(prediction), -1, prediction.shape[-1]).argmax(-1)
+    truth = target.reshape(-1, 1) if target.ndim == 1 else \
+        target.reshape(len(target), -1, target.shape[-1]).argmax(-1)
+    return float(np.sum(np.mean(guess == truth, axis=1)))

@@ -11,6 +11,9 @@ Counts, for a batch relaxed with T synchronous rounds (the log header's settings
     strict mode    also one value per edge whose parent relaxes, each round 1..T
     read_inputs    round T+1: one error per edge whose parent is an input
     tied groups    round T+1: one partial per (member vertex, owner vertex) pair
+    training       (header setting "learning"): round T+1, one param message per (owner
+                   vertex, member vertex) pair: the owner's new values of the shared
+                   tensors after its optimizer step (docs/rounds.md)
 Every other count (missing, duplicated or extra messages) is a violation.
 
 An event-driven batch (schedule "event") sends only when an error changed: the
@@ -47,7 +50,7 @@ class AuditResult:
 
 
 def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
-                      read_inputs: bool = False) -> Counter:
+                      read_inputs: bool = False, learning: bool = False) -> Counter:
     """(round, src, dst, kind) -> count that one batch must produce."""
     expected: Counter = Counter()
     for parent, child in graph.edges:
@@ -63,6 +66,8 @@ def expected_messages(graph: Graph, iterations: int, mode: str = "fixed",
                 expected[(round_, parent, child, "value")] += 1
     for member, owner in tied_partners(graph):
         expected[(iterations + 1, member, owner, "partial")] += 1
+        if learning:
+            expected[(iterations + 1, owner, member, "param")] += 1
     return expected
 
 
@@ -76,7 +81,8 @@ def path_lengths(graph: Graph) -> dict[str, set[int]]:
     return lengths
 
 
-def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) -> Counter:
+def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool,
+                learning: bool = False) -> Counter:
     """Most messages an event-driven batch may send per (round, src, dst, kind).
 
     With eta = 1 an error changes only at the updates whose number is the length of
@@ -84,7 +90,7 @@ def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) ->
     r - 1 is such a length. With eta != 1 every error moves every round (Jacobi's count).
     """
     if eta != 1.0:
-        return expected_messages(graph, iterations, "fixed", read_inputs)
+        return expected_messages(graph, iterations, "fixed", read_inputs, learning)
     lengths = path_lengths(graph)
     bound: Counter = Counter()
     for parent, child in graph.edges:
@@ -98,6 +104,8 @@ def event_bound(graph: Graph, iterations: int, eta: float, read_inputs: bool) ->
                 bound[(k + 1, child, parent, "error")] += 1
     for member, owner in tied_partners(graph):
         bound[(iterations + 1, member, owner, "partial")] += 1
+        if learning:
+            bound[(iterations + 1, owner, member, "param")] += 1
     return bound
 
 
@@ -124,13 +132,15 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
             problem = "an error between vertices that are not child -> parent"
         elif kind == "partial" and (src, dst) not in partners:
             problem = "a parameter partial outside a tied group (member -> owner)"
+        elif kind == "param" and (dst, src) not in partners:
+            problem = "parameter values outside a tied group (owner -> member)"
         elif kind == "control" and SCHEDULER not in (src, dst):
             problem = "control traffic that does not involve the scheduler"
-        elif kind not in ("value", "error", "partial", "control"):
+        elif kind not in ("value", "error", "partial", "param", "control"):
             problem = f"unknown kind {kind!r}"
         if problem:
             result.violations.append(f"batch {batch} round {round_}: {src} -> {dst} ({kind}): {problem}")
-        if kind in ("value", "error", "partial"):
+        if kind in ("value", "error", "partial", "param"):
             by_batch.setdefault(batch, Counter())[(round_, src, dst, kind)] += 1
         elif kind == "control" and src == dst == SCHEDULER:
             abandoned.add(batch)
@@ -141,7 +151,8 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
     schedule = settings.get("schedule", "jacobi")
     if schedule == "event" and "iterations" in settings:
         bound = event_bound(graph, int(settings["iterations"]), float(settings.get("eta", 1.0)),
-                            bool(settings.get("read_inputs", False)))
+                            bool(settings.get("read_inputs", False)),
+                            bool(settings.get("learning", False)))
         result.counts_checked = True
         for batch, seen in sorted(by_batch.items()):
             for key in sorted(seen, key=str):
@@ -155,7 +166,8 @@ def audit(log: TrafficLog, graph: Graph, max_listed: int = 20) -> AuditResult:
     else:
         expected = expected_messages(graph, int(settings["iterations"]),
                                      settings.get("mode", "fixed"),
-                                     bool(settings.get("read_inputs", False)))
+                                     bool(settings.get("read_inputs", False)),
+                                     bool(settings.get("learning", False)))
         result.counts_checked = True
         for batch, seen in sorted(by_batch.items()):
             for key in sorted(set(expected) | set(seen), key=str):

@@ -37,7 +37,7 @@ FORMAT = "neurolocal-traffic"
 VERSION = 1
 FIELDS = ("batch", "round", "src", "dst", "kind", "bytes", "t_send", "t_recv",
           "src_host", "dst_host", "src_actor", "dst_actor")
-KINDS = ("value", "error", "partial", "control")
+KINDS = ("value", "error", "partial", "param", "control")
 SCHEDULER = "scheduler"
 SUFFIX = ".traffic"
 #: a single record or header never legitimately exceeds this; larger means corruption

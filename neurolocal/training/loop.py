@@ -39,11 +39,11 @@ import numpy as np
 
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph, Params
+from neurolocal.ops.losses import correct_count  # noqa: F401  (the trainer's metric)
 from neurolocal.tied import broadcast_tied_params
 from neurolocal.training.checkpoint import save_checkpoint
 from neurolocal.training.data import GraphData
 from neurolocal.training.history import History, Run, _perplexity, predicted_positions
-from neurolocal.training.optimizers import negated
 from neurolocal.training.settings import Settings, iterations_for
 
 EVAL_BATCH = 1024
@@ -64,7 +64,8 @@ def make_engine(settings: Settings, graph: Graph, params: Params, engine_options
     options = {**ENGINE_OPTION_DEFAULTS, **(engine_options or {})}
     namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, **options)
     return open_engine(namespace, graph, params, log_settings={
-        "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False})
+        "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False,
+        "learning": True})
 
 
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -75,15 +76,6 @@ def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.n
             spec = graph.vertices[n]
             values[n], _ = spec.op.forward(params.get(n, {}), [values[p] for p in spec.parents])
     return values[graph.output]
-
-
-def correct_count(prediction: np.ndarray, target: np.ndarray) -> float:
-    """Arg-max hits; the target may be labels (N,) or one-hot / per-step (N, ..., C).
-    A per-step output counts the fraction of its steps it got right."""
-    guess = prediction.reshape(len(prediction), -1, prediction.shape[-1]).argmax(-1)
-    truth = target.reshape(-1, 1) if target.ndim == 1 else \
-        target.reshape(len(target), -1, target.shape[-1]).argmax(-1)
-    return float(np.sum(np.mean(guess == truth, axis=1)))
 
 
 def evaluate(graph: Graph, params: Params, inputs: dict, target: np.ndarray) -> tuple[float, float]:
@@ -137,11 +129,22 @@ def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
             engine.close()
 
 
+def learning_of(settings: Settings, updates_per_batch: int = 1):
+    """What every vertex needs to train its own parameters: the run's optimizer settings."""
+    from neurolocal.engines.rounds import Learning
+
+    return Learning(settings.optimizer, settings.lr,
+                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch)
+
+
 def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,
            updates_per_batch) -> Run:
     iterations = iterations_for(settings, graph)
     n = data.train_size
     batches = math.ceil(n / settings.batch_size)
+    if engine is not None:   # the vertices own the parameters from here on (docs/rounds.md)
+        engine.restore(run.params, run.optimizer.state_arrays(),
+                       learning_of(settings, updates_per_batch))
     for epoch in range(run.history.epochs_done, settings.epochs):
         started = time.perf_counter()
         order = run.rng.permutation(n)
@@ -153,45 +156,44 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             inputs = {k: v[idx] for k, v in data.train_inputs.items()}
             target = data.train_target[idx]
             if engine is not None:
-                relaxation = engine.relax(inputs, target, eta=settings.eta, iterations=iterations)
-                for r in relaxation.extras.get("restarts", []):
-                    run.restarts.append({**r, "epoch": epoch + 1, "batch_in_epoch": b + 1})
-                    if log is not None and r.get("cause") == "node_lost":
-                        log(f"{r['actor']} ({', '.join(r['vertices'])}) was lost with node "
-                            f"{r['node']} in epoch {epoch + 1}, batch {b + 1}; Ray re-created "
-                            f"it on {r['now_on']} and the batch was replayed "
-                            f"({r['seconds']:.1f} s lost)")
-                    elif log is not None:
-                        log(f"{r['actor']} ({', '.join(r['vertices'])}) died in epoch "
-                            f"{epoch + 1}, batch {b + 1}; Ray restarted it and the batch was "
-                            f"replayed ({r['seconds']:.1f} s lost)")
-                gradient = negated(relaxation.dtheta)
-                loss, prediction = relaxation.loss, relaxation.prediction
-                energy = np.asarray(relaxation.energy, dtype=np.float64)
+                step = engine.train_step(inputs, target, eta=settings.eta, iterations=iterations)
+                for r in step.restarts:
+                    run.restarts.append({**r.as_dict(), "epoch": epoch + 1,
+                                         "batch_in_epoch": b + 1})
+                    if log is not None:
+                        what = (f"was lost with node {r.node}; Ray re-created it on {r.now_on}"
+                                if r.cause == "node_lost" else "died; Ray restarted it")
+                        log(f"{r.actor} ({', '.join(r.vertices)}) {what} in epoch {epoch + 1}, "
+                            f"batch {b + 1}; its vertices were restored from the last snapshot "
+                            f"and {r.replayed + 1} batch(es) replayed ({r.seconds:.1f} s lost)")
+                loss, batch_hits = step.loss, step.hits
+                energy = np.asarray(step.energy, dtype=np.float64)
                 energy_sum = energy if energy_sum is None else energy_sum + energy
             else:
                 from neurolocal.backprop import backprop
 
                 grads = backprop(graph, run.params, inputs, target)
-                gradient, loss, prediction = grads.params, grads.loss, grads.prediction
-            for _ in range(updates_per_batch):
-                run.optimizer.step(run.params, gradient)
-            broadcast_tied_params(graph.tied, run.params)
-            if engine is not None and hasattr(engine, "load_params"):
-                engine.load_params(run.params)
+                loss, batch_hits = grads.loss, correct_count(grads.prediction, target)
+                for _ in range(updates_per_batch):
+                    run.optimizer.step(run.params, grads.params)
+                broadcast_tied_params(graph.tied, run.params)
             if not math.isfinite(loss):
                 raise ConfigError(f"training diverged: loss {loss} in epoch {epoch + 1}, batch "
                                   f"{b + 1} (try a smaller lr or eta)", field=run.algorithm)
             losses.append(loss)
-            hits += correct_count(prediction, target)
+            hits += batch_hits
             if bar is not None:
                 postfix = {"loss": f"{loss:.4f}"}
                 if engine is not None:
-                    postfix["energy"] = f"{relaxation.energy[-1]:.4g}"
+                    postfix["energy"] = f"{step.energy[-1]:.4g}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
         if bar is not None:
             bar.close()
+        if engine is not None:   # a consistent snapshot at the epoch boundary
+            params, optimizer = engine.snapshot()
+            run.params = params
+            run.optimizer.load_state_arrays(optimizer, params)
         sizes = [min(settings.batch_size, n - b * settings.batch_size) for b in range(batches)]
         h = run.history
         h.batch_losses.append(losses)
@@ -209,8 +211,6 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
         if on_epoch is not None:
             on_epoch(run)
     return run
-
-
 
 
 def epoch_line(algorithm: str, h: History, kind: str, positions: int = 1) -> str:

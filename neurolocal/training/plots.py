@@ -4,7 +4,9 @@ curves.png  loss (train dashed, test solid) and test accuracy per epoch, one col
             per algorithm, so PC and its BP baseline overlay when both ran;
             text runs show test perplexity instead of accuracy
 energy.png  predictive coding's free energy after each relaxation round, averaged
-            over the last epoch's batches (round 0 = right after the forward pass)
+            over the last epoch's batches (round 0 = right after the forward pass), and
+            below it the energy's change per round, which settles to zero (the energy
+            itself rises: see `plot_energy`)
 """
 
 from __future__ import annotations
@@ -69,22 +71,49 @@ def plot_curves(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def energy_change(energy) -> list[float]:
+    """|E_r - E_(r-1)| for rounds r = 1..T: how much the state still moved in round r."""
+    return [abs(b - a) for a, b in zip(energy, energy[1:])]
+
+
 def plot_energy(doc: dict, path: Path) -> None:
+    """Top: the free energy after each round. It *rises*: with fixed predictions the
+    hidden errors start at zero after the forward pass and grow to their backprop
+    values (docs/design.md §1). Bottom: its change per round, which falls to zero as
+    the errors settle (at eta = 1: zero from round depth + 1 on; zeros are drawn at
+    the axis floor and marked "settled")."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, (ax, ax_change) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+                                        gridspec_kw={"height_ratios": [3, 2]})
     energy = doc["runs"].get("pc", {}).get("energy_per_round") or []
     if energy:
         ax.plot(range(len(energy)), energy, "o-", color=COLOURS["pc"])
-        ax.xaxis.get_major_locator().set_params(integer=True)
         if all(e > 0 for e in energy):
             ax.set_yscale("log")
         settings = doc["settings"]
+        why = ("\nrises: hidden errors start at 0 and grow to their backprop values"
+               if settings["mode"] == "fixed" else "")
         ax.set_title(f"eta {settings['eta']}, {settings['iterations']} rounds, "
-                     f"{settings['mode']} mode (last epoch mean)", fontsize=9)
+                     f"{settings['mode']} mode (last epoch mean){why}", fontsize=9)
+        change = energy_change(energy)
+        rounds = list(range(1, len(energy)))
+        positive = [c for c in change if c > 0]
+        if positive:
+            floor = min(positive) / 10
+            ax_change.semilogy(rounds, [max(c, floor) for c in change], "s-",
+                               color="tab:green")
+            settled = [r for r, c in zip(rounds, change) if c == 0]
+            if settled:
+                ax_change.plot(settled, [floor] * len(settled), "v", color="tab:red",
+                               label="0: settled")
+                ax_change.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no predictive-coding run", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set(xlabel="relaxation round", ylabel="free energy per sample")
-    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(ylabel="free energy per sample")
+    ax_change.set(xlabel="relaxation round", ylabel="|energy change| in the round")
+    for axis in (ax, ax_change):
+        axis.grid(alpha=0.3)
     _save(fig, path)
     plt.close(fig)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ray
 
 from neurolocal.graph import Graph
-from neurolocal.shard import RunSettings, Shard, ShardLog
+from neurolocal.engines.rounds import RunSettings, Shard, ShardLog
 from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, now, payload_bytes
 
 
@@ -31,6 +31,13 @@ class TrafficSpec:
     actors: tuple[str, ...]   # actor name per shard index
     hosts: tuple[str, ...]    # host label per shard index
     scheduler_host: str
+
+
+def settings_bytes(settings: RunSettings) -> int:
+    """What the batch's settings weigh on the wire: 8 bytes a field (a number or a short
+    name), the learning settings included."""
+    fields = 7 + (0 if settings.learning is None else 4 + 2 * len(settings.learning.options))
+    return 8 * fields
 
 
 def actor_name(index: int) -> str:
@@ -98,7 +105,7 @@ class ShardActor:
             me = self.shard.index
             self.shard.log.recorder.record(
                 settings.batch, 0, SCHEDULER, self.name, "control",
-                payload_bytes([params, inputs, target]), t_send, now(),
+                payload_bytes([params, inputs, target]) + settings_bytes(settings), t_send, now(),
                 self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
         self.finished = finished = asyncio.Event()
         self._post(self.shard.begin(settings, params, inputs, target))
@@ -120,6 +127,14 @@ class ShardActor:
         if self.traffic is not None:
             self.traffic = dataclasses.replace(self.traffic, hosts=tuple(hosts))
             self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
+
+    async def restore(self, params, optimizer, learning) -> None:
+        """Its vertices back to a snapshot held by the driver (`Shard.restore`)."""
+        self.shard.restore(params, optimizer, learning)
+
+    async def snapshot(self) -> dict:
+        """Its vertices' parameters and optimizer state, between batches."""
+        return self.shard.snapshot()
 
     async def flush_log(self) -> None:
         """Late messages of an asynchronous batch reach the log too."""

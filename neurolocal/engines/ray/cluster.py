@@ -120,6 +120,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ray_client_port_flag() -> list[str]:
+    """neurolocal never uses Ray Client. `ray start --head` runs Ray Client's server only
+    when its extra (grpcio) is installed, on port 10001 unless told otherwise, and refuses
+    `--ray-client-server-port` when the extra is missing. So: no flag without grpcio (no
+    server, nothing to clash); with it, a free port, so two heads on one machine (two
+    local clusters, a parallel test run) do not both claim 10001."""
+    import importlib.util
+
+    if importlib.util.find_spec("grpc") is None:
+        return []
+    return [f"--ray-client-server-port={free_port()}"]
+
+
 @dataclass
 class LocalCluster:
     """A head and `workers` worker nodes, each its own `ray start --block` process.
@@ -155,8 +168,7 @@ class LocalCluster:
         self.base_dir = self.base_dir or tempfile.mkdtemp(prefix="nl-ray-")
         port = free_port()
         self._start_node(0, ["--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--include-dashboard=false",
-                             f"--ray-client-server-port={free_port()}"])
+                             "--include-dashboard=false", *ray_client_port_flag()])
         self.address = self._wait_for_address(timeout)
         # one node at a time: on a busy 2-core machine, raylets started together time out
         # waiting for their agents (seen: "Timed out waiting for file ...agent_listen_port")
@@ -239,6 +251,10 @@ class LocalCluster:
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
+        # SIGKILL is not instant on a loaded machine: return once every pid has exited
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.05)
         self.processes = []
         return pids
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
+
+import numpy as np
 
 import ray
 
-from neurolocal.engines.base import Relaxation, check_relaxation_settings, prepare_batch
+from neurolocal.engines.base import (
+    Relaxation,
+    Restart,
+    Step,
+    check_relaxation_settings,
+    default_iterations,
+    prepare_batch,
+)
 from neurolocal.engines.ray.actor import (
     ActorNotReady,
     ShardActor,
@@ -26,7 +36,14 @@ from neurolocal.engines.ray.nodes import (
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
-from neurolocal.shard import RunSettings
+from neurolocal.engines.rounds import (
+    Learning,
+    RunSettings,
+    check_schedule,
+    merge_results,
+    merge_snapshots,
+    step_from_results,
+)
 from neurolocal.traffic.log import (
     SCHEDULER,
     TrafficRecorder,
@@ -66,7 +83,7 @@ class RayEngine:
     `Relaxation` as LocalEngine. Use as a context manager, or call `close()`."""
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
-                 seed: int = 0, *, address: str | None = ADDRESS_LOCAL,
+                 seed: int = 0, *, schedule: str = "jacobi", address: str | None = ADDRESS_LOCAL,
                  vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread",
                  timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
                  traffic_settings: dict | None = None,
@@ -78,11 +95,9 @@ class RayEngine:
         audit needs to count). `max_restarts`: how often Ray may restart each actor.
         `fault=(actor, batch)`: a testing aid, kill actor `actor` (its shard index)
         mid-batch in the `batch`-th relaxation (0-based), once."""
-        if mode != "fixed":
-            raise ConfigError("the ray engine runs fixed mode only (strict mode would add a "
-                              "value exchange to every round); use --engine local for strict",
-                              field="mode")
         check_staleness(staleness)
+        check_schedule(schedule, mode, staleness, graph)
+        self.schedule = schedule
         self.graph = graph
         self.params = params if params is not None else graph.init_params(seed)
         self.mode = mode
@@ -107,7 +122,10 @@ class RayEngine:
         self.actors: list = []
         self.actor_info: list[dict] = []
         self.setup_calls = 0
-        self.restarts: list[dict] = []   # every restart of this engine's life
+        self.restarts: list[Restart] = []   # every restart of this engine's life
+        self.learning: Learning | None = None   # set by restore(): the vertices train
+        self._snapshot: tuple | None = None     # (params, optimizer): the last snapshot
+        self._since: list = []                  # batches since it, for a replay
         self._batch = 0                  # batch ids sent to the shards (replays take new ones)
         self._relaxed = 0                # relax() calls, the numbering `fault` uses
         self._owns_ray = start_ray(address)
@@ -146,9 +164,10 @@ class RayEngine:
                         self._traffic, replacement))
 
     def _replace_actor(self, index: int, alive: dict) -> None:
-        """Node loss: re-create shard `index`'s actor on a surviving node. Its vertices
-        hold no state of their own (the driver sends the parameters with each batch),
-        so the replacement is the lost actor; the caller connects every actor to it."""
+        """Node loss: re-create shard `index`'s actor on a surviving node, with the
+        constructor arguments Ray would restart it with. `_recover` connects every actor
+        to it; `restart_lost_actors` then restores it, like every actor, from the
+        driver's last snapshot and replays the batches since."""
         node = replacement_node(alive, [a["node_id"] for a in self.actor_info])
         self.actors[index] = self._new_actor(index, node, replacement=True)
 
@@ -161,7 +180,7 @@ class RayEngine:
         settings = {"engine": "ray", "mode": self.mode,
                     # asynchronous rounds have no fixed per-round count: the audit then
                     # checks locality only
-                    "schedule": "jacobi" if self.staleness == 0 else "async",
+                    "schedule": self.schedule if self.staleness == 0 else "async",
                     "staleness": self.staleness, "vertices_per_actor": self.vertices_per_actor,
                     "placement": self.placement, **self.traffic_settings}
         directory = os.path.abspath(self.traffic_log)
@@ -219,23 +238,102 @@ class RayEngine:
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False, staleness: int | None = None) -> Relaxation:
+        """Relax one batch with the driver's parameters (sent with the batch) and return
+        every vertex's dtheta, errors and dL/dx (a gradient check; nothing learns)."""
         graph = self.graph
-        if not self.actors:
-            raise RuntimeError("this RayEngine is closed")
-        iterations = graph.depth if iterations is None else iterations
+        self._check_open()
+        iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
         staleness = self.staleness if staleness is None else staleness
         check_staleness(staleness)
+        check_schedule(self.schedule, self.mode, staleness)
         inputs, target = prepare_batch(graph, inputs, target)
+        template = RunSettings(0, float(eta), int(iterations), int(staleness), bool(read_inputs),
+                               self.schedule)
+        results, settings, restarts = self._run_batch(template, inputs, target, self.params)
+        relaxation = self._assemble(results, settings, scheduler_calls=len(self.actors))
+        relaxation.restarts = restarts
+        self._log_batch(settings.batch, results, relaxation.energy)
+        return relaxation
+
+    # --- training: the vertices own their parameters (docs/rounds.md) --------------------
+
+    def restore(self, params: Params, optimizer, learning: Learning) -> None:
+        """Give every actor its vertices' parameters and optimizer state (the run's start,
+        or a checkpoint); the driver keeps this as the last snapshot."""
+        self._check_open()
+        self.learning = learning
+        self._snapshot = ({v: {k: np.array(a, copy=True) for k, a in ps.items()}
+                           for v, ps in params.items()},
+                          None if optimizer is None else dict(optimizer))
+        self._since = []
+        self._load_snapshot()
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> Step:
+        """One batch in which every vertex applies its own update. The driver sends the
+        batch id and settings, the inputs' data and the target; scalars come back."""
+        graph = self.graph
+        self._check_open()
+        if self.learning is None:
+            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        inputs, target = prepare_batch(graph, inputs, target)
+        template = RunSettings(0, float(eta), int(iterations), self.staleness, False,
+                               self.schedule, self.learning)
+        results, settings, restarts = self._run_batch(template, inputs, target, None)
+        self._since.append((template, inputs, target))
+        rounds = len(next(iter(results[0]["energy"].values()))) - 1
+        step = step_from_results(graph, results, rounds)
+        step.restarts = restarts
+        self._log_batch(settings.batch, results, step.energy)
+        return step
+
+    def snapshot(self) -> tuple[Params, dict]:
+        """(parameters, optimizer state) gathered from every actor at this batch
+        boundary, in the checkpoint's layout; kept on the driver as the state a restarted
+        actor is restored from (objects an actor put would die with it)."""
+        self._check_open()
+        try:
+            parts = gather([a.snapshot.remote() for a in self.actors], self.timeout,
+                           self._describe_actors(), "hand over its snapshot")
+        except BaseException:
+            self.close()
+            raise
+        params, optimizer = merge_snapshots(self.graph, parts)
+        if self.recorder is not None:   # a batch id of its own: replies only, no vertex traffic
+            t = now()
+            snapshot_id, self._batch = self._batch, self._batch + 1
+            for i, part in enumerate(parts):
+                self.recorder.record(snapshot_id, 0, actor_name(i), SCHEDULER,
+                                     "control", payload_bytes(part), t, t,
+                                     self.actor_info[i]["host"], self.scheduler_host,
+                                     actor_name(i), SCHEDULER)
+            self.recorder.flush()
+        self._snapshot = (params, optimizer)
+        self._since = []
+        return ({v: {k: np.array(a, copy=True) for k, a in ps.items()} for v, ps in params.items()},
+                dict(optimizer))
+
+    # --- one batch, with recovery ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self.actors:
+            raise RuntimeError("this RayEngine is closed")
+
+    def _run_batch(self, template: RunSettings, inputs, target, params):
+        """Run one batch (a fresh batch id per attempt) until it completes; an actor lost
+        on the way is brought back by `restart_lost_actors`. Returns (results, the
+        settings of the attempt that completed, restart records)."""
         index, self._relaxed = self._relaxed, self._relaxed + 1
-        restarts: list[dict] = []
+        restarts: list[Restart] = []
         try:
             while True:  # one attempt per pass; a lost actor makes a replay
-                settings = RunSettings(self._batch, float(eta), int(iterations),
-                                       int(staleness), bool(read_inputs))
+                settings = replace(template, batch=self._batch)
                 self._batch += 1  # numbered from 0, as the local engine's log
                 dispatched = now()
-                calls = self._dispatch(settings, inputs, target)
+                calls = self._dispatch(settings, inputs, target, params)
                 if self.fault is not None and self.fault[1] == index:
                     victim = self.fault[0]
                     self.fault = None  # once: the replay must not be killed again
@@ -243,29 +341,73 @@ class RayEngine:
                 try:
                     results = gather(calls, self.timeout, self._describe_actors(),
                                      "finish its batch")
-                    break
+                    return results, settings, restarts
                 except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
-                    restarts += self._recover(lost, index, settings.batch, dispatched)
+                    restarts += self.restart_lost_actors(lost, index, settings.batch,
+                                                         dispatched)
                 except ActorsLate as late:  # a partition, or a node too slow: say which
                     raise EngineError(self._unreachable(late)) from None
         except BaseException:
             self.close()  # actors are mid-batch, waiting for peers that will never speak
             raise
-        relaxation = self._assemble(results, settings, scheduler_calls=len(calls))
-        relaxation.extras["restarts"] = restarts
-        if self.recorder is not None:
-            self._log_replies(settings.batch, results, now())
-            self.recorder.record_energy(settings.batch, relaxation.energy)
-            self.recorder.flush()
-        return relaxation
 
-    def _dispatch(self, settings: RunSettings, inputs, target) -> list:
-        """One `run_batch` call per actor: its parameters, its inputs' data, the target."""
+    def restart_lost_actors(self, lost: ActorLost, index: int, batch: int,
+                            dispatched: float) -> list[Restart]:
+        """The restart path (docs/rounds.md, snapshots): after an actor died under batch id
+        `batch`, wait until Ray has brought it back and reconnect every actor
+        (`_recover`), then — when the vertices own their parameters — restore every
+        actor from the driver's last snapshot and replay the batches since, so the
+        interrupted batch runs again on exactly the state it first met."""
+        records = self._recover(lost, index, batch, dispatched)
+        replayed = 0
+        if self.learning is not None:
+            while True:
+                try:
+                    self._load_snapshot()
+                    for template, inputs, target in self._since:
+                        settings = replace(template, batch=self._batch)
+                        self._batch += 1
+                        results = gather(self._dispatch(settings, inputs, target, None),
+                                         self.timeout, self._describe_actors(), "replay a batch")
+                        self._log_batch(settings.batch, results, None)
+                    replayed = len(self._since)
+                    break
+                except ActorLost as again:   # lost once more while replaying: start over
+                    records += self._recover(again, index, self._batch - 1, dispatched)
+        seconds = now() - dispatched
+        records = [replace_restart(r, replayed, seconds) for r in records]
+        self.restarts += records
+        return records
+
+    def _load_snapshot(self) -> None:
+        """Every actor's vertices back to the driver's last snapshot."""
+        params, optimizer = self._snapshot
         calls = []
         for actor, names in zip(self.actors, self.shards):
-            params = {n: self.params[n] for n in names if n in self.params}
+            mine = {n: params[n] for n in names if n in params}
+            state = None
+            if optimizer is not None:
+                state = {k: v for k, v in optimizer.items()
+                         if k == "step" or k.split("/")[1] in names}
+            calls.append(actor.restore.remote(mine, state, self.learning))
+        gather(calls, self.timeout, self._describe_actors(), "restore its vertices")
+
+    def _log_batch(self, batch: int, results: list[dict], energy) -> None:
+        if self.recorder is None:
+            return
+        self._log_replies(batch, results, now())
+        if energy is not None:
+            self.recorder.record_energy(batch, energy)
+        self.recorder.flush()
+
+    def _dispatch(self, settings: RunSettings, inputs, target, params) -> list:
+        """One `run_batch` call per actor: its inputs' data, the target if the output is
+        its, and (relaxing only) its vertices' parameters."""
+        calls = []
+        for actor, names in zip(self.actors, self.shards):
+            mine = None if params is None else {n: params[n] for n in names if n in params}
             data = {n: inputs[n] for n in names if n in inputs}
-            calls.append(actor.run_batch.remote(settings, params, data,
+            calls.append(actor.run_batch.remote(settings, mine, data,
                                                 target if self.graph.output in names else None,
                                                 now()))
         return calls
@@ -323,14 +465,10 @@ class RayEngine:
             self.recorder.record(batch, 0, SCHEDULER, SCHEDULER, "control", 0, t, t,
                                  self.scheduler_host, self.scheduler_host, SCHEDULER, SCHEDULER)
             self.recorder.flush()
-        seconds = now() - dispatched
-        records = [{"batch": index, "abandoned_batch_id": batch, "actor": actor_name(i),
-                    "vertices": list(self.shards[i]), "seconds": seconds,
-                    "cause": restart_cause(before[i]["node_id"], alive),
-                    "node": before[i].get("ip"), "now_on": self.actor_info[i].get("ip")}
-                   for i in back]
-        self.restarts += records
-        return records
+        return [Restart(index, batch, actor_name(i), tuple(self.shards[i]), 0,
+                        now() - dispatched, cause=restart_cause(before[i]["node_id"], alive),
+                        node=before[i].get("ip"), now_on=self.actor_info[i].get("ip"))
+                for i in back]
 
     def _lost_with_its_node(self, index: int, alive: dict) -> bool:
         """Did shard `index`'s actor die because its node is gone (and may it be
@@ -373,7 +511,7 @@ class RayEngine:
         spec_hosts = [a["host"] for a in self.actor_info]
         me = self.scheduler_host
         for i, result in enumerate(results):
-            nbytes = payload_bytes([result["dtheta"], result["errors"], result["input_feedback"]])
+            nbytes = payload_bytes([v for k, v in result.items() if k != "t_send"])
             self.recorder.record(batch, 0, actor_name(i), SCHEDULER, "control", nbytes,
                                  result["t_send"], t_recv, spec_hosts[i], me, actor_name(i),
                                  SCHEDULER)
@@ -381,17 +519,9 @@ class RayEngine:
     def _assemble(self, results: list[dict], settings: RunSettings,
                   scheduler_calls: int) -> Relaxation:
         graph = self.graph
-        merged = {k: {} for k in ("dtheta", "errors", "input_feedback", "energy")}
-        counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
-        for result in results:
-            for key in merged:
-                merged[key].update(result[key])
-            for key in counts:
-                counts[key] += result["counts"][key]
-            if "loss" in result:
-                loss, prediction = result["loss"], result["prediction"]
-        energy = [sum(merged["energy"][n][r] for n in graph.order)
-                  for r in range(settings.iterations + 1)]
+        rounds = len(next(iter(results[0]["energy"].values()))) - 1
+        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            graph, results, rounds, settings.read_inputs)
         report = {
             "actors": self.actor_info,
             "nodes": len({a["node_id"] for a in self.actor_info}),
@@ -401,17 +531,13 @@ class RayEngine:
             "scheduler_calls": {"setup": self.setup_calls, "per_batch": scheduler_calls},
             "message_counts": counts,
         }
-        return Relaxation(
-            dtheta={n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
-            errors={n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
-            input_feedback=({n: merged["input_feedback"][n] for n in graph.inputs}
-                            if settings.read_inputs else {}),
-            energy=energy,
-            loss=loss,
-            prediction=prediction,
-            messages=counts["local_messages"] + counts["remote_messages"],
-            extras={"report": report},
-        )
+        extras = {"report": report}
+        if self.schedule == "backward-in-time":
+            extras.update(schedule=self.schedule, rounds=rounds)
+        return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                          energy=energy, loss=loss, prediction=prediction,
+                          messages=counts["local_messages"] + counts["remote_messages"],
+                          extras=extras)
 
 
 #: a graph pickled smaller than this travels inside each actor's creation call
@@ -485,3 +611,7 @@ def check_staleness(staleness) -> None:
     if isinstance(staleness, bool) or int(staleness) != staleness or staleness < 0:
         raise ConfigError(f"staleness must be a whole number >= 0, got {staleness}",
                           field="staleness")
+
+
+def replace_restart(record: Restart, replayed: int, seconds: float) -> Restart:
+    return replace(record, replayed=replayed, seconds=seconds)

@@ -1,0 +1,794 @@
+"""The round machine: the one place the predictive-coding rounds are written (docs/rounds.md).
+
+A `Shard` hosts the rules of some vertices (`neurolocal.vertex.VertexRule`) and
+steps each of them as far as the messages it holds allow. It is plain Python and
+knows no transport: `begin` and `deliver` take messages in and return the
+messages to post, grouped by destination shard (one list per destination). The
+in-process engine (`engines/local.py`) and the Ray actor (`engines/ray/actor.py`)
+are transports over this one machine; neither steps a vertex itself.
+
+Messages are tuples `(batch, kind, round, src, dst, payload, t_send)`:
+
+    value     the forward pass: a vertex's prediction (an input's data), tag 0;
+              strict mode: the relaxed value after update u, tag u, to every child
+    error     J^T eps of `src` for its parent `dst`, from src's state after `round`
+              updates (tag t is consumed by update t + 1); CONSTANT: the fixed-mode
+              output's error, valid in every round; tag T (the last round): the
+              settled feedback read by an input (dL/dx)
+    partial   a tied-group member's Hebbian partials for the group's owner vertex,
+              [(owner param, partial), ...], sent once its error is final (tag T);
+              the owner sums them in graph order (VertexRule.receive_partials)
+    param     training only: a tied group's owner, having applied the group's update
+              with its optimizer, sends each member the new values, [(member param,
+              value), ...] (tag T); a member's batch is done when they have arrived
+
+`t_send` is the sender's clock (0.0 when no traffic log is kept). The traffic log
+records a message under the round of the update that consumes it
+(`logged_round`): values of the forward pass in round 0, strict values of update
+u in round u, errors of tag t in round t + 1 (CONSTANT in round 1), partials and
+input feedback in round T + 1.
+
+Schedules are policies of this machine (`Schedule`): which update rounds a vertex
+relaxes in, and at which tags it speaks to its relaxing parents. A parent's update
+u sums, for every child, that child's newest message of a tag <= u - 1 it must
+have sent by then (`Schedule.needed`), in the graph's order of children, so
+every schedule is deterministic whatever order messages arrive in:
+
+    jacobi            every hidden vertex relaxes and speaks every round
+    event             a vertex speaks only in the rounds its error can change; with
+                      eta = 1 those are the lengths of its paths to the output (one
+                      message per path length), else every round from its distance on
+    backward-in-time  the unrolled steps of a recurrent graph relax one block at a
+                      time, last step first, T rounds each (engines/timewise.py)
+    ipc               incremental PC (Salvatori et al.): strict rounds, and every
+                      update also takes a weight step from the current errors
+
+Modes: fixed (predictions cached from the forward pass) and strict (values
+travel to the children after every update, who re-predict: phase A relaxes and
+sends the value, phase B re-predicts once every relaxing parent's value of the
+same update has arrived, then speaks).
+
+Staleness S > 0 (jacobi, fixed mode only): a vertex may run up to S rounds ahead
+of the children it hears from, using the newest feedback it holds (asynchronous
+relaxation; the fixed-mode iteration converges to the same fixed point for
+0 < eta < 2, only in more rounds).
+
+Energy of "round r" is the sum over vertices of their energy after r updates
+(per-vertex logical clocks; a global snapshot when S = 0).
+
+Observability (issues 14, 15 build on it): `horizon` caps the round every vertex
+may reach (a transport stepping the machine round by round, as the local engine
+does for `on_round`), and `consumed` lists, per vertex, the (kind, src, tag) of
+every message it consumed, in order, when `trace=True`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from neurolocal.graph import Graph, Params
+from neurolocal.ops.losses import correct_count
+from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
+from neurolocal.vertex import VertexRule
+
+# the traffic log's kinds (neurolocal.traffic.log.KINDS)
+VALUE, FEEDBACK, PARTIAL, PARAM = "value", "error", "partial", "param"
+#: round tag of a message valid in every round (the fixed-mode output's error)
+CONSTANT = -1
+
+SCHEDULES = ("jacobi", "event", "backward-in-time", "ipc")
+MODES = ("fixed", "strict")
+
+Message = tuple  # (batch, kind, round, src, dst, payload, t_send)
+Outgoing = dict[int, list[Message]]
+
+
+@dataclass(frozen=True)
+class Learning:
+    """How every vertex updates its own parameters (docs/rounds.md, plasticity): the
+    optimizer each vertex keeps for itself, and how often a batch's update is applied
+    (2 reproduces the paper's CNN, `neurolocal.paper`)."""
+    optimizer: str
+    lr: float | None = None
+    options: tuple = ()                      # ((name, value), ...) of the optimizer
+    updates_per_batch: int = 1
+
+    def make_optimizer(self):
+        from neurolocal.training.optimizers import make_optimizer
+
+        return make_optimizer(self.optimizer, self.lr, **dict(self.options))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a shard needs to run one batch (the same for every shard of a batch)."""
+    batch: int
+    eta: float
+    iterations: int              # T: rounds (backward-in-time: rounds per time block)
+    staleness: int = 0
+    read_inputs: bool = False
+    schedule: str = "jacobi"
+    #: None: relax only and report dtheta; else every vertex applies its own update
+    learning: Learning | None = None
+
+
+@dataclass
+class ShardLog:
+    """Where a shard records the messages it receives, and who is who across actors."""
+    recorder: TrafficRecorder
+    actors: Sequence[str]   # actor name of each shard index
+    hosts: Sequence[str]    # host label of each shard index
+
+
+def logged_round(kind: str, round_: int) -> int:
+    """The traffic log's round of a message: the update that consumes it."""
+    if kind == VALUE:
+        return round_
+    return 1 if round_ == CONSTANT else round_ + 1
+
+
+def check_schedule(schedule: str, mode: str, staleness: int = 0, graph: Graph | None = None):
+    """Refuse a schedule the machine cannot run in this mode (ConfigError, no flag names)."""
+    from neurolocal.errors import ConfigError
+
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}",
+                          field="schedule")
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
+    if schedule in ("event", "backward-in-time") and mode != "fixed":
+        raise ConfigError(f"the {schedule} schedule needs fixed predictions (fixed mode): in "
+                          "strict mode every value moves every round", field="schedule")
+    if schedule == "ipc" and mode != "strict":
+        raise ConfigError("the ipc schedule re-predicts after every weight step: it needs "
+                          "strict mode", field="schedule")
+    if staleness and (schedule != "jacobi" or mode != "fixed"):
+        raise ConfigError("asynchronous rounds (staleness > 0) run the jacobi schedule in "
+                          "fixed mode only", field="staleness")
+    if graph is not None:
+        if schedule == "ipc" and graph.tied:
+            raise ConfigError("the ipc schedule does not support tied parameters yet (a weight "
+                              "step every round would need the group's sum every round)",
+                              field="schedule")
+        if schedule == "backward-in-time":
+            from neurolocal.engines.timewise import time_blocks
+
+            time_blocks(graph)  # raises for a graph that is not unrolled
+
+
+def path_lengths(graph: Graph) -> dict[str, frozenset[int]]:
+    """Lengths, in edges, of every path from each vertex down to the output."""
+    lengths: dict[str, set[int]] = {n: set() for n in graph.order}
+    lengths[graph.output] = {0}
+    for n in reversed(graph.order):
+        for c in graph.children[n]:
+            lengths[n].update(k + 1 for k in lengths[c])
+    return {n: frozenset(v) for n, v in lengths.items()}
+
+
+class Schedule:
+    """A schedule as a policy: the total rounds R, in which update rounds each vertex
+    relaxes, and at which tags it speaks to its relaxing parents. Every shard of a
+    batch builds the same one from the graph and the settings alone."""
+
+    def __init__(self, graph: Graph, settings: RunSettings, mode: str):
+        self.graph = graph
+        self.name = settings.schedule
+        self.strict = mode == "strict"
+        self.eta = settings.eta
+        self.staleness = settings.staleness
+        self.ipc = self.name == "ipc"
+        self._ranges: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._block: dict[str, tuple[int, int]] = {}
+        if self.name == "backward-in-time":
+            from neurolocal.engines.timewise import time_blocks
+
+            k = settings.iterations
+            blocks = time_blocks(graph)
+            for b, block in enumerate(blocks):
+                for n in block:
+                    self._block[n] = (b * k, (b + 1) * k)   # relaxes in updates start+1..stop
+            self.rounds = k * len(blocks)
+        else:
+            self.rounds = settings.iterations
+        self._lengths = path_lengths(graph) if self.name == "event" else None
+
+    def constant_output(self) -> bool:
+        """The fixed-mode output's error never changes: it speaks once, for every round."""
+        return not self.strict
+
+    def ranges(self, vertex: str) -> tuple[tuple[int, int], ...]:
+        """The tags at which `vertex` speaks to its relaxing parents, as [start, stop) ranges."""
+        found = self._ranges.get(vertex)
+        if found is not None:
+            return found
+        R = self.rounds
+        if vertex == self.graph.output and self.constant_output():
+            found = ((CONSTANT, CONSTANT + 1),)
+        elif self.name == "event":
+            lengths = self._lengths[vertex]
+            if self.eta == 1.0:
+                found = tuple((t, t + 1) for t in sorted(lengths) if t < R)
+            else:
+                found = ((min(lengths), R),) if lengths and min(lengths) < R else ()
+        elif self.name == "backward-in-time" and vertex in self._block:
+            start, stop = self._block[vertex]   # its block's rounds, and once when it ends
+            found = ((start, min(stop + 1, R)),) if start < R else ()
+        else:
+            found = ((0, R),)
+        self._ranges[vertex] = found
+        return found
+
+    def speaks(self, vertex: str, tag: int) -> bool:
+        return any(a <= tag < b for a, b in self.ranges(vertex))
+
+    def needed(self, child: str, update: int) -> int | None:
+        """The tag of `child`'s message that update `update` of a parent reads: its newest
+        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken)."""
+        for a, b in reversed(self.ranges(child)):
+            if a == CONSTANT:
+                return CONSTANT
+            if a <= update - 1:
+                return min(b - 1, update - 1)
+        return None
+
+    def relaxes(self, vertex: str, update: int, children: Sequence[str]) -> bool:
+        """Does a hidden vertex move its value in update `update`?"""
+        if self.name == "backward-in-time":
+            block = self._block.get(vertex)
+            return block is not None and block[0] < update <= block[1]
+        if self.name == "event" and self.eta == 1.0:   # only when a child spoke last round
+            for c in children:
+                tag = self.needed(c, update)
+                if tag == update - 1 or (tag == CONSTANT and update == 1):
+                    return True
+            return False
+        return True
+
+
+class Slot:
+    """One vertex's rule and what its shard has heard from its neighbours this batch."""
+
+    def __init__(self, graph: Graph, rule: VertexRule):
+        self.rule = rule
+        self.name = rule.name
+        self.children = graph.children[rule.name]          # in graph order: sums match
+        self.parents = tuple(dict.fromkeys(rule.parents))  # distinct
+        #: parents whose value relaxes (strict mode sends their values every round)
+        self.moving_parents = tuple(p for p in self.parents
+                                    if not graph.is_input(p))
+        #: vertices that send this one partials of tied parameters it owns, in graph order
+        senders = {v for group in graph.tied if group.owner[0] == self.name
+                   for v, _ in group.members}
+        self.partial_senders = tuple(n for n in graph.order if n in senders)
+        #: training: member vertex -> [(member param, own param)] this owner sends values to
+        self.param_receivers: dict[str, list[tuple[str, str]]] = {}
+        for group in graph.tied:
+            if group.owner[0] == self.name:
+                for vertex, param in group.members:
+                    self.param_receivers.setdefault(vertex, []).append((param, group.owner[1]))
+        #: the optimizer this vertex keeps for its own parameters (training), across batches
+        self.optimizer = None
+        self.consumed: list[tuple] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.round: int | None = None                      # None: forward pass not done
+        self.relaxed = False                               # strict: phase A of round+1 done
+        self.values: dict[str, np.ndarray] = {}            # parent -> forward value
+        self.moved: dict[str, dict[int, np.ndarray]] = {p: {} for p in self.moving_parents}
+        self.inbox: dict[str, dict[int, np.ndarray]] = {c: {} for c in self.children}
+        self.energy: list[float] = []
+        self.finished = False                              # relaxation (and dL/dx) over
+        self.update: dict[str, np.ndarray] = {}            # own Hebbian update, once final
+        self.partials: dict[str, list] = {}                # member -> [(param, partial)]
+        self.accumulated: dict[str, np.ndarray] | None = None   # ipc: summed round updates
+        self.learned = False                               # training: own update applied
+        self.awaiting_params = False                       # training: a member's new values
+        self.consumed = []
+
+    @property
+    def heard_partials(self) -> bool:
+        return len(self.partials) == len(self.partial_senders)
+
+    @property
+    def done(self) -> bool:
+        return (self.finished and self.heard_partials and self.learned
+                and not self.awaiting_params)
+
+    def report(self) -> dict[str, np.ndarray]:
+        """The updates this vertex reports: tied partials summed in graph order."""
+        received = [p for sender in self.partial_senders for p in self.partials[sender]]
+        return self.rule.receive_partials(self.update, received)
+
+    def store_feedback(self, src: str, round_: int, payload, staleness: int) -> None:
+        box = self.inbox[src]
+        if staleness > 0:  # asynchronous: only the newest message matters
+            if box and (CONSTANT in box or max(box) >= round_):
+                return
+            box.clear()
+        box[round_] = payload
+
+
+class Shard:
+    """Vertices of one transport unit (an actor, or all of them in one process).
+    Same-shard messages are local calls; the rest are returned, one list per shard."""
+
+    def __init__(self, graph: Graph, names: Sequence[str], shard_of: Mapping[str, int],
+                 mode: str = "fixed", log: ShardLog | None = None, trace: bool = False):
+        self.graph = graph
+        wanted = set(names)
+        self.names = tuple(n for n in graph.order if n in wanted)
+        self.shard_of = dict(shard_of)
+        self.index = self.shard_of[self.names[0]]
+        self.mode = mode
+        self.log = log
+        self.trace = trace
+        self.slots = {n: Slot(graph, VertexRule.for_vertex(graph, n, {}, mode))
+                      for n in self.names}
+        self.settings: RunSettings | None = None
+        self.schedule: Schedule | None = None
+        self._schedules: dict[tuple, Schedule] = {}
+        #: the highest round any vertex may reach now (None: no cap); see the module doc
+        self.horizon: int | None = None
+        self.pending: dict[int, list[Message]] = {}   # messages for a batch not begun yet
+        self.outbox: Outgoing = {}
+        self.counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
+        self.input_feedback: dict[str, np.ndarray] = {}
+        self.target: np.ndarray | None = None
+
+    # --- entry points --------------------------------------------------------------------
+
+    def load_params(self, params: Params) -> None:
+        """Give each of this shard's vertices its own parameters (by reference)."""
+        for slot in self.slots.values():
+            slot.rule.params = params.get(slot.name, {})
+
+    def begin(self, settings: RunSettings, params: Params | None,
+              inputs: Mapping[str, np.ndarray], target: np.ndarray | None) -> Outgoing:
+        """Start a batch: parameters (None: keep the vertices' own), the data of this
+        shard's inputs, the target if the output lives here. Returns the messages to post."""
+        self.settings = settings
+        key = (settings.schedule, settings.eta, settings.iterations, settings.staleness)
+        if key not in self._schedules:
+            self._schedules = {key: Schedule(self.graph, settings, self.mode)}
+        self.schedule = self._schedules[key]
+        self.counts = dict.fromkeys(self.counts, 0)
+        self.input_feedback = {}
+        if params is not None:
+            self.load_params(params)
+        learning = settings.learning
+        for slot in self.slots.values():
+            slot.reset()
+            slot.learned = learning is None or not slot.rule.params
+            if learning is not None and slot.rule.params and slot.optimizer is None:
+                slot.optimizer = learning.make_optimizer()
+            if slot.name == self.graph.output:
+                slot.rule.set_target(target)
+                self.target = slot.rule.target
+            if slot.rule.role == "input":
+                slot.rule.clamp(inputs[slot.name])
+        for message in self.pending.pop(settings.batch, []):
+            self._store(message)
+        self.pending = {b: m for b, m in self.pending.items() if b > settings.batch}
+        return self._advance()
+
+    def deliver(self, messages: Sequence[Message]) -> Outgoing:
+        current = None if self.settings is None else self.settings.batch
+        if self.log is not None:
+            self._log_received(messages, now())
+        for message in messages:
+            batch = message[0]
+            if current is None or batch > current:
+                self.pending.setdefault(batch, []).append(message)
+            elif batch == current:
+                self._store(message)
+            # else: a late message of a finished or abandoned batch; dropped
+        return self._advance() if current is not None else {}
+
+    def resume(self) -> Outgoing:
+        """Step on after the transport raised `horizon`."""
+        return self._advance()
+
+    @property
+    def done(self) -> bool:
+        return self.settings is not None and all(s.done for s in self.slots.values())
+
+    def result(self) -> dict:
+        """What the transport collects: scalars and this shard's own vertices' arrays;
+        when training, scalars only (loss, hits, energy per round, counts): the
+        parameters stay with the vertices."""
+        slots = self.slots.values()
+        if self.settings.learning is not None:
+            out = {"energy": {s.name: s.energy for s in slots}, "counts": dict(self.counts)}
+            if self.graph.output in self.slots:
+                output = self.slots[self.graph.output].rule
+                out["loss"] = output.loss_value
+                out["hits"] = correct_count(output.forward_prediction, self.target)
+            return out
+        reports = {s.name: s.report() for s in slots if s.rule.params}
+        out = {
+            "dtheta": {n: r for n, r in reports.items() if r},
+            "errors": {s.name: s.rule.error for s in slots if s.rule.role != "input"},
+            "input_feedback": dict(self.input_feedback),
+            "energy": {s.name: s.energy for s in slots},
+            "counts": dict(self.counts),
+        }
+        if self.graph.output in self.slots:
+            output = self.slots[self.graph.output].rule
+            out["prediction"] = output.forward_prediction
+            out["loss"] = output.loss_value
+        return out
+
+    def snapshot(self) -> dict:
+        """This shard's vertices' parameters and optimizer state, copied: {"params":
+        {vertex: {param: array}}, "optimizer": {vertex: Optimizer.state_arrays()}}.
+        Taken between batches, every vertex of every shard at the same batch boundary."""
+        params = {s.name: {k: np.array(v, copy=True) for k, v in s.rule.params.items()}
+                  for s in self.slots.values() if s.rule.params}
+        optimizer = {s.name: s.optimizer.state_arrays() for s in self.slots.values()
+                     if s.optimizer is not None}
+        return {"params": params, "optimizer": optimizer}
+
+    def restore(self, params: Params, optimizer: Mapping[str, np.ndarray] | None,
+                learning: Learning | None) -> None:
+        """Put the vertices back to a snapshot: their own copies of the parameters and a
+        fresh optimizer per vertex loaded with its part of `optimizer` (the checkpoint's
+        layout, `merge_snapshots`; None: fresh optimizers)."""
+        per_vertex: dict[str, dict] = {}
+        if optimizer is not None:
+            step = optimizer["step"]
+            per_vertex = {s: {"step": step} for s in self.slots}
+            for key, value in optimizer.items():
+                parts = key.split("/")
+                if len(parts) == 3 and parts[1] in per_vertex:
+                    per_vertex[parts[1]][key] = value
+        for slot in self.slots.values():
+            mine = params.get(slot.name, {})
+            slot.rule.params = {k: np.array(v, dtype=np.float64, copy=True)
+                                for k, v in mine.items()}
+            slot.optimizer = None
+            if learning is not None and slot.rule.params:
+                slot.optimizer = learning.make_optimizer()
+                state = per_vertex.get(slot.name)
+                if state is not None:
+                    slot.optimizer.load_state_arrays(state, {slot.name: slot.rule.params})
+
+    def flush_log(self) -> None:
+        if self.log is not None:
+            self.log.recorder.flush()
+
+    # --- message plumbing ----------------------------------------------------------------
+
+    def _store(self, message: Message) -> None:
+        _, kind, round_, src, dst, payload, _ = message
+        slot = self.slots[dst]
+        if kind == VALUE:
+            if round_ == 0:
+                slot.values[src] = payload
+            else:
+                slot.moved[src][round_] = payload
+        elif kind == FEEDBACK:
+            slot.store_feedback(src, round_, payload, self.settings.staleness)
+        elif kind == PARTIAL:
+            slot.partials[src] = payload
+        elif kind == PARAM:
+            for param, value in payload:   # the owner's new values, into this vertex's own
+                slot.rule.params[param][...] = value
+            slot.awaiting_params = False
+        else:
+            raise ValueError(f"unknown message kind {kind!r}")
+
+    def _log_received(self, messages: Sequence[Message], t_recv: float) -> None:
+        log, owner = self.log, self.shard_of
+        for batch, kind, round_, src, dst, payload, t_send in messages:
+            s, d = owner[src], owner[dst]
+            log.recorder.record(batch, logged_round(kind, round_), src, dst, kind,
+                                payload_bytes(payload), t_send, t_recv, log.hosts[s],
+                                log.hosts[d], log.actors[s], log.actors[d])
+
+    def _send(self, kind: str, round_: int, src: str, dst: str, payload) -> None:
+        t_send = now() if self.log is not None else 0.0
+        message = (self.settings.batch, kind, round_, src, dst, payload, t_send)
+        if dst in self.slots:
+            self.counts["local_messages"] += 1
+            if self.log is not None:
+                self._log_received([message], t_send)
+            self._store(message)
+        else:
+            self.counts["remote_messages"] += 1
+            self.outbox.setdefault(self.shard_of[dst], []).append(message)
+
+    def _flush(self) -> Outgoing:
+        """One list per destination shard. Asynchronous rounds drop superseded feedback."""
+        outgoing, self.outbox = self.outbox, {}
+        if self.settings.staleness > 0:
+            for dst, messages in outgoing.items():
+                newest = {}
+                for m in messages:
+                    key = (m[1], m[3], m[4])
+                    if m[1] != FEEDBACK or key not in newest or m[2] >= newest[key][2]:
+                        newest[key] = m
+                outgoing[dst] = list(newest.values())
+        self.counts["remote_calls"] += len(outgoing)
+        return outgoing
+
+    # --- the rounds ----------------------------------------------------------------------
+
+    def _advance(self) -> Outgoing:
+        """Step every vertex as far as its messages allow; local messages may unlock more."""
+        progress = True
+        while progress:
+            progress = False
+            for slot in self.slots.values():
+                while not slot.finished and self._step(slot):
+                    progress = True
+                if slot.finished and not slot.learned and slot.heard_partials:
+                    self._learn(slot)
+                    progress = True
+        return self._flush()
+
+    def _feedback_total(self, slot: Slot, update: int):
+        """(ready, summed feedback) for `update`: each child's message of the tag the
+        schedule names, summed in graph order; total None when nobody has spoken."""
+        schedule, staleness = self.schedule, self.settings.staleness
+        chosen = []
+        for child in slot.children:
+            box = slot.inbox[child]
+            if CONSTANT in box:
+                chosen.append((child, box, CONSTANT))
+                continue
+            if staleness > 0:
+                newest = max(box, default=None)
+                if newest is None or newest < update - 1 - staleness:
+                    return False, None
+                chosen.append((child, box, newest))
+                continue
+            tag = schedule.needed(child, update)
+            if tag is None:
+                continue
+            if tag not in box:
+                return False, None
+            chosen.append((child, box, tag))
+        total = None
+        for child, box, tag in chosen:
+            message = box[tag]
+            if staleness == 0 and tag != CONSTANT:
+                for old in [t for t in box if t < tag]:
+                    del box[old]
+            if self.trace:
+                slot.consumed.append((FEEDBACK, child, tag))
+            total = message if total is None else total + message
+        return True, total
+
+    def _input_total(self, slot: Slot):
+        """An input's dL/dx: every child's message of the last round, in graph order."""
+        last = self.schedule.rounds
+        total = None
+        for child in slot.children:
+            box = slot.inbox[child]
+            if last not in box:
+                return False, None
+            if self.trace:
+                slot.consumed.append((FEEDBACK, child, last))
+            total = box[last] if total is None else total + box[last]
+        return True, total
+
+    def _step(self, slot: Slot) -> bool:
+        """One unit of work for one vertex, if its messages allow it. True if it moved."""
+        rule, schedule = slot.rule, self.schedule
+        last = schedule.rounds
+        if slot.round is None:
+            return self._forward(slot)
+        if rule.role == "input":  # waits for the final feedback of every child (dL/dx)
+            ready, total = self._input_total(slot)
+            if not ready:
+                return False
+            batch = rule.value.shape[0]
+            # -dL/dx of the batch-mean loss, the convention of dtheta (docs/rounds.md)
+            self.input_feedback[slot.name] = (np.zeros_like(rule.value) if total is None
+                                              else total * (1.0 / batch))
+            slot.finished = True
+            return True
+        update = slot.round + 1
+        if self.horizon is not None and update > self.horizon:
+            return False
+        if schedule.strict and slot.relaxed:  # phase B: re-predict from the moved values
+            boxes = [slot.moved[p] for p in slot.moving_parents]
+            if not all(update in box for box in boxes):
+                return False
+            current = {p: box.pop(update) for p, box in zip(slot.moving_parents, boxes)}
+            if self.trace:
+                slot.consumed.extend((VALUE, p, update) for p in slot.moving_parents)
+            rule.repredict([current[p] if p in current else slot.values[p]
+                            for p in rule.parents])
+            slot.relaxed = False
+            return self._close_update(slot, update)
+        if rule.role == "hidden" and schedule.relaxes(slot.name, update, slot.children):
+            ready, total = self._feedback_total(slot, update)
+            if not ready:
+                return False
+            if schedule.ipc and rule.params:
+                self._accumulate(slot)
+            rule.relax(total, self.settings.eta)
+        elif rule.role == "output" and schedule.ipc and rule.params:
+            self._accumulate(slot)
+        if schedule.strict:  # phase A over: the value travels to the children
+            if rule.role == "hidden":
+                value = rule.value_message()
+                for child in slot.children:
+                    self._send(VALUE, update, slot.name, child, value)
+            slot.relaxed = True
+            return True
+        return self._close_update(slot, update)
+
+    def _forward(self, slot: Slot) -> bool:
+        rule, last = slot.rule, self.schedule.rounds
+        if rule.role == "input":
+            value = rule.value
+        elif all(p in slot.values for p in slot.parents):
+            if self.trace:
+                slot.consumed.extend((VALUE, p, 0) for p in slot.parents)
+            value = rule.predict([slot.values[p] for p in rule.parents])
+            if not self.schedule.strict:
+                slot.values = {}
+        else:
+            return False
+        for child in slot.children:
+            self._send(VALUE, 0, slot.name, child, value)
+        if rule.role == "input":
+            slot.round, slot.energy = last, [0.0] * (last + 1)
+            slot.finished = not self.settings.read_inputs
+        elif rule.role == "output" and self.schedule.constant_output():
+            slot.round, slot.energy = last, [rule.energy()] * (last + 1)
+            self._send_feedback(slot, CONSTANT)
+            self._finish(slot)
+        else:
+            slot.round, slot.energy = 0, [rule.energy()]
+            self._send_feedback(slot, 0)
+            if last == 0:
+                self._finish(slot)
+        return True
+
+    def _close_update(self, slot: Slot, update: int) -> bool:
+        slot.round = update
+        slot.energy.append(slot.rule.energy())
+        self._send_feedback(slot, update)
+        if update == self.schedule.rounds:
+            self._finish(slot)
+        return True
+
+    def _accumulate(self, slot: Slot) -> None:
+        """ipc: the weight update of this round, from the current errors. Summed into
+        the batch's update (a relaxation reports it; training applies it every round)."""
+        step = slot.rule.hebbian()
+        learning = self.settings.learning
+        if learning is not None:   # training: this round's step, at once
+            self._apply(slot, step, learning)
+            return
+        if slot.accumulated is None:
+            slot.accumulated = {k: np.array(v, copy=True) for k, v in step.items()}
+        else:
+            for k, v in step.items():
+                slot.accumulated[k] += v
+
+    def _finish(self, slot: Slot) -> None:
+        """A vertex's error is final: its Hebbian update is too. A tied-group member
+        sends its partials to the owners now (tag T, logged as round T + 1)."""
+        slot.finished = True
+        if not slot.rule.params:
+            return
+        learning = self.settings.learning
+        if self.schedule.ipc:
+            if learning is not None:   # every round applied its own step already
+                slot.learned = True
+                return
+            slot.update = slot.accumulated or {k: np.zeros_like(v)
+                                               for k, v in slot.rule.params.items()}
+        else:
+            slot.update = slot.rule.hebbian()
+        for owner, partials in slot.rule.partial_messages(slot.update).items():
+            self._send(PARTIAL, self.schedule.rounds, slot.name, owner, partials)
+        if learning is not None and slot.rule.sends:
+            slot.awaiting_params = True   # its shared tensors come back from their owners
+
+    def _learn(self, slot: Slot) -> None:
+        """Training: the vertex's update is final (tied partials summed): its optimizer
+        applies it to its own parameters; an owner sends members the new values."""
+        slot.learned = True
+        update = slot.report()
+        if update:
+            self._apply(slot, update, self.settings.learning)
+        for member, pairs in slot.param_receivers.items():
+            values = [(param, np.array(slot.rule.params[own], copy=True)) for param, own in pairs]
+            self._send(PARAM, self.schedule.rounds, slot.name, member, values)
+
+    @staticmethod
+    def _apply(slot: Slot, update: dict, learning: Learning) -> None:
+        """Gradient descent along +dtheta (= -dL/dtheta): the optimizer takes -dtheta."""
+        gradient = {slot.name: {k: -v for k, v in update.items()}}
+        own = {slot.name: slot.rule.params}
+        for _ in range(learning.updates_per_batch):
+            slot.optimizer.step(own, gradient)
+
+    def _send_feedback(self, slot: Slot, tag: int) -> None:
+        """J^T eps to the parents that read this tag: relaxing parents when the schedule
+        says this vertex speaks (every round when asynchronous: newest wins), inputs
+        after the last round (tagged T whoever sends it)."""
+        settings, schedule = self.settings, self.schedule
+        last = schedule.rounds
+        constant = tag == CONSTANT
+        if settings.staleness > 0:
+            to_hidden = True
+        elif constant:
+            to_hidden = last > 0
+        else:
+            to_hidden = tag < last and schedule.speaks(slot.name, tag)
+        to_inputs = settings.read_inputs and (constant or tag == last)
+        messages = slot.rule.feedback() if to_hidden else {}
+        for parent in slot.parents:
+            if parent in messages:
+                self._send(FEEDBACK, tag, slot.name, parent, messages[parent])
+        if to_inputs:
+            for parent, message in slot.rule.feedback(to_inputs=True).items():
+                self._send(FEEDBACK, last, slot.name, parent, message)
+
+
+def merge_results(graph: Graph, results: Sequence[dict], rounds: int, read_inputs: bool):
+    """The shards' results as one (dtheta, errors, input_feedback, energy per round,
+    loss, prediction, counts): arrays in graph order, energy summed over vertices."""
+    merged = {k: {} for k in ("dtheta", "errors", "input_feedback", "energy")}
+    counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
+    loss = prediction = None
+    for result in results:
+        for key in merged:
+            merged[key].update(result[key])
+        for key in counts:
+            counts[key] += result["counts"][key]
+        if "loss" in result:
+            loss, prediction = result["loss"], result["prediction"]
+    energy = [sum(merged["energy"][n][r] for n in graph.order) for r in range(rounds + 1)]
+    return (
+        {n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
+        {n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
+        {n: merged["input_feedback"][n] for n in graph.inputs} if read_inputs else {},
+        energy, loss, prediction, counts,
+    )
+
+
+def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
+    """A training batch's scalars from its shards' results (`Step`)."""
+    from neurolocal.engines.base import Step
+
+    energy = {}
+    messages = 0
+    for result in results:
+        energy.update(result["energy"])
+        messages += result["counts"]["local_messages"] + result["counts"]["remote_messages"]
+        if "loss" in result:
+            loss, hits = result["loss"], result["hits"]
+    return Step(loss=loss, hits=hits, messages=messages,
+                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)])
+
+
+def merge_snapshots(graph: Graph, parts: Sequence[dict]) -> tuple[Params, dict]:
+    """Shards' snapshots as (parameters in graph order, optimizer state arrays in the
+    checkpoint's layout: "step" and "<slot>/<vertex>/<param>"). Every vertex steps
+    once per batch, so their step counts agree; the first one is the run's."""
+    params: Params = {}
+    optimizer: dict = {}
+    by_vertex = {}
+    for part in parts:
+        params.update(part["params"])
+        by_vertex.update(part["optimizer"])
+    for vertex in graph.order:
+        for key, value in by_vertex.get(vertex, {}).items():
+            if key == "step":
+                optimizer.setdefault("step", value)
+            else:
+                optimizer[key] = value
+    optimizer.setdefault("step", np.array(0, dtype=np.int64))
+    return {n: params[n] for n in graph.order if n in params}, optimizer

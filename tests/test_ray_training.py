@@ -1,0 +1,159 @@
+"""Training with the vertices owning their parameters (docs/rounds.md): the Ray engine and
+the local engine end bitwise equal; the scheduler carries only data, targets and scalars;
+checkpoints move between engines; a worker killed with SIGKILL is restored from the
+driver's snapshot and the run ends as if nothing happened. Real local Ray, no mocks."""
+
+import os
+import signal
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import ray
+
+from neurolocal import training
+from neurolocal.cli import main
+from neurolocal.engines.local import LocalEngine
+from neurolocal.engines.ray import RayEngine, worker_runtime_env
+from neurolocal.topology import load_topology
+from neurolocal.traffic import read_traffic
+from neurolocal.traffic.audit import audit
+from neurolocal.traffic.log import SCHEDULER
+from neurolocal.training.data import load_for_graph
+from neurolocal.training.loop import learning_of
+from conftest import REPO_ROOT
+
+MLP = REPO_ROOT / "topologies" / "mlp.yaml"
+RNN = REPO_ROOT / "topologies" / "rnn.yaml"
+BATCH = 256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
+             runtime_env=worker_runtime_env(), log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run(*args) -> int:
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code
+
+
+def state(out_dir) -> dict[str, np.ndarray]:
+    """Parameters and optimizer state of a run's checkpoint."""
+    with np.load(out_dir / "checkpoint-pc.npz", allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files if k.startswith(("param/", "optimizer/"))}
+
+
+def assert_bitwise(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_mlp_trains_to_bitwise_the_same_weights_on_ray_and_locally(tmp_path, optimizer):
+    common = ["--epochs", 3, "--batch-size", BATCH, "--optimizer", optimizer, "--seed", 2,
+              "--quiet"]
+    assert run("run", MLP, *common, "--engine", "local", "--out", tmp_path / "local",
+               "--no-traffic-log") == 0
+    assert run("run", MLP, *common, "--engine", "ray", "--out", tmp_path / "ray") == 0
+    assert_bitwise(state(tmp_path / "ray"), state(tmp_path / "local"))
+
+    # no parameter travels through the scheduler: per batch it sends the batch's settings,
+    # inputs and target and gets scalars back (snapshots, once per epoch, have batch ids
+    # of their own and carry no scheduler -> actor call)
+    log = read_traffic(tmp_path / "ray" / "traffic")
+    result = audit(log, load_topology(MLP).graph)
+    assert result.ok and result.counts_checked, result.violations
+    c = log.columns
+    per_batch, called = defaultdict(int), set()
+    for i in np.flatnonzero(c["kind"] == "control"):
+        per_batch[int(c["batch"][i])] += int(c["bytes"][i])
+        if c["src"][i] == SCHEDULER:
+            called.add(int(c["batch"][i]))
+    batches = sorted(called)
+    assert len(batches) == 3 * 6
+    data_bytes = BATCH * 64 * 8 + BATCH * 10 * 8    # image and one-hot target, float64
+    assert max(per_batch[b] for b in batches[1:]) <= data_bytes + 1024
+    snapshots = sorted(set(per_batch) - called)
+    assert len(snapshots) == 3   # one per epoch: the checkpoint's state, from the vertices
+
+
+def test_a_tied_rnn_trains_to_bitwise_the_same_weights_on_ray_and_locally(tmp_path):
+    common = ["--epochs", 3, "--batch-size", BATCH, "--seed", 1, "--quiet"]
+    assert run("run", RNN, *common, "--engine", "local", "--out", tmp_path / "local",
+               "--no-traffic-log") == 0
+    assert run("run", RNN, *common, "--engine", "ray", "--vertices-per-actor", 12,
+               "--out", tmp_path / "ray") == 0
+    assert_bitwise(state(tmp_path / "ray"), state(tmp_path / "local"))
+    log = read_traffic(tmp_path / "ray" / "traffic")
+    result = audit(log, load_topology(RNN).graph)
+    assert result.ok and result.counts_checked, result.violations
+    assert (log.columns["kind"] == "param").sum() > 0   # owners sent members their values
+
+
+@pytest.mark.parametrize("first, then", [("ray", "local"), ("local", "ray")])
+def test_a_checkpoint_resumes_on_the_other_engine_bitwise(tmp_path, first, then):
+    common = ["--batch-size", BATCH, "--seed", 4, "--quiet", "--no-traffic-log"]
+    assert run("run", MLP, "--epochs", 2, *common, "--engine", "local",
+               "--out", tmp_path / "whole") == 0
+    assert run("run", MLP, "--epochs", 1, *common, "--engine", first,
+               "--out", tmp_path / "part") == 0
+    assert run("run", MLP, "--resume", tmp_path / "part", "--epochs", 2, "--engine", then,
+               "--quiet", "--no-traffic-log") == 0
+    assert_bitwise(state(tmp_path / "part"), state(tmp_path / "whole"))
+
+
+def test_a_worker_killed_with_sigkill_is_restored_from_the_snapshot():
+    """kill -9 of an actor's worker process between two batches of an epoch: Ray restarts
+    the actor, the driver restores every vertex from its last snapshot (the epoch's
+    start), replays the batches since, and the epoch ends bitwise as the local engine's."""
+    topology = load_topology(MLP)
+    graph = topology.graph
+    data = load_for_graph("digits", graph)
+    settings = training.resolve_settings(topology.training, {"lr": 0.01}, graph)
+    learning = learning_of(settings)
+    params = graph.init_params(3)
+    order = np.random.default_rng(3).permutation(data.train_size)
+    batches = [order[i:i + 128] for i in range(0, 128 * 6, 128)]
+
+    def train(engine, kill=None):
+        engine.restore({v: {k: a.copy() for k, a in p.items()} for v, p in params.items()},
+                       None, learning)
+        restarts = []
+        for b, idx in enumerate(batches):
+            if kill is not None and b == 4:
+                kill(engine)
+            step = engine.train_step({"image": data.train_inputs["image"][idx]},
+                                     data.train_target[idx], eta=1.0, iterations=2)
+            restarts += step.restarts
+        return engine.snapshot(), restarts
+
+    def sigkill(engine):
+        pid = engine.actor_info[2]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                break
+
+    (want, want_optimizer), _ = train(LocalEngine(graph, params))
+    with RayEngine(graph, params, vertices_per_actor=1) as engine:
+        (got, got_optimizer), restarts = train(engine, sigkill)
+    assert [(r.actor, r.vertices, r.replayed) for r in restarts] == [
+        ("actor-2", ("hidden2",), 4)]
+    for vertex, per_param in want.items():
+        for name, value in per_param.items():
+            np.testing.assert_array_equal(got[vertex][name], value)
+    assert got_optimizer.keys() == want_optimizer.keys()
+    for key, value in want_optimizer.items():
+        np.testing.assert_array_equal(got_optimizer[key], value)
