@@ -57,6 +57,8 @@ SUBNET = "198.18.0"
 HEAD_HOST, DRIVER_HOST, FIRST_WORKER_HOST = 2, 100, 11
 GCS_PORT = 6379
 #: how a node's process tree is found again after the harness's own process is gone
+#: every process a cluster starts carries NLNS_CLUSTER=<its tag> in its environment
+CLUSTER_VARIABLE = "NLNS_CLUSTER"
 NAME_PATTERN = re.compile(rf"^{re.escape(PREFIX)}(\d+)-([0-9a-f]+)-(\w+)$")
 
 
@@ -112,6 +114,28 @@ def sweep() -> list[str]:
         if match and not _alive(int(match.group(1))):
             shutil.rmtree(directory, ignore_errors=True)
     return removed
+
+
+def processes_with_env(entry: str, prefix: bool = False) -> list[int]:
+    """Live processes (not this one) whose environment holds `entry` ("NAME=value"), or
+    an entry starting with it when `prefix`."""
+    marker = entry.encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                entries = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(e.startswith(marker) if prefix else e == marker for e in entries):
+                found.append(int(proc.name))
+    return [pid for pid in found if _alive(pid)]
+
+
+def processes_of_owner(pid: int) -> list[int]:
+    """Live processes started by clusters of the harness process `pid` (they carry
+    NLNS_CLUSTER=<pid>-<id> in their environment)."""
+    return processes_with_env(f"{CLUSTER_VARIABLE}={pid}-", prefix=True)
 
 
 @dataclass
@@ -225,7 +249,8 @@ class NetnsCluster:
     def env(self) -> dict[str, str]:
         """Token authentication with this cluster's fresh token; Ray's phone-home off;
         the head's node-death detection as `node_death_seconds` says."""
-        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+        return {**os.environ, CLUSTER_VARIABLE: self.tag,
+                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                 "RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000",
                 "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
                 "RAY_health_check_failure_threshold": str(self.node_death_seconds)}
@@ -353,16 +378,7 @@ class NetnsCluster:
     def carrying_token(self) -> list[int]:
         """Live processes whose environment holds this cluster's token: every process it
         started inherited it, even one that left the process tree and its namespace."""
-        marker = f"RAY_AUTH_TOKEN={self.token}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                try:
-                    if marker in (entry / "environ").read_bytes().split(b"\0"):
-                        found.append(int(entry.name))
-                except OSError:
-                    continue
-        return [pid for pid in found if _alive(pid)]
+        return processes_with_env(f"RAY_AUTH_TOKEN={self.token}")
 
     def stop(self, grace: float = 3.0) -> None:
         """End every process this cluster started (SIGTERM, then SIGKILL after `grace`),

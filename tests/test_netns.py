@@ -21,6 +21,7 @@ Nothing is ever sent outside 198.18.0.0/24: the namespaces have no default route
 """
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -252,3 +253,33 @@ def test_netns_sweep_removes_only_leftovers_of_dead_owners(tmp_path):
         for name in (live_name, dead_name):
             netns.ip("netns", "del", name, check=False)
     assert live_name not in netns.namespaces()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_netns_an_interrupted_harness_leaves_nothing(signum):
+    """`scripts/netns_cluster.py up` holds a cluster; SIGTERM (CI's timeout, systemd) or
+    SIGINT (Ctrl-C) to it tears everything down before it exits: namespaces (with
+    their veths and bridge) and every process it started."""
+    script = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "netns_cluster.py"),
+                               "up", "--workers", "1"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in script.stdout:  # up once it says so (bounded by the harness's timeout)
+            lines.append(line)
+            if line.startswith("Ctrl-C stops"):
+                break
+        assert any(line.startswith("cluster up") for line in lines), "".join(lines)
+        mine = [n for n in netns.namespaces() if n.startswith(f"{netns.PREFIX}{script.pid}-")]
+        assert len(mine) == 4 and netns.processes_of_owner(script.pid)  # sw, head, w1, drv
+        script.send_signal(signum)
+        rest = script.communicate(timeout=120)[0]
+        assert script.returncode == (143 if signum == signal.SIGTERM else 130), rest
+        assert "stopped: nothing left" in rest
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+            netns.sweep()
+    assert not [n for n in netns.namespaces() if n.startswith(f"{netns.PREFIX}{script.pid}-")]
+    assert netns.processes_of_owner(script.pid) == []
