@@ -68,7 +68,7 @@ def unavailable() -> str | None:
         return "network namespaces need Linux"
     if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed: apt-get install -y iproute2"
-    probe = f"{PREFIX}{os.getpid()}-probe{secrets.token_hex(2)}-x"
+    probe = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-probe"  # sweep() spares it
     done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if done.returncode != 0:
         detail = (done.stderr.strip().splitlines() or ["failed"])[-1]
