@@ -4,6 +4,7 @@
     python scripts/bench.py --quick          # about a minute
     python scripts/bench.py                  # the full table in BENCHMARKS.md
     python scripts/bench.py --only local     # one section: local, ray, logging, placement
+    python scripts/bench.py --only traffic   # reading 10 million traffic records
 
 Machines are noisy: each row is the median over repeats, and every time is printed
 next to its baseline (PyTorch backprop for the local engine; Ray's own no-op
@@ -399,11 +400,165 @@ def bench_logging(quick: bool) -> None:
                    times["on"], times["off"])
 
 
+# --- 7. traffic logs at scale: summary, audit, export of 10 million records -------------
+
+def write_traffic_log(directory: Path, records: int, graph: Graph, iterations: int) -> int:
+    """An honest Jacobi log of `graph` (what the Ray engine writes: one stream per actor,
+    the receiver records, the scheduler's control replies and energy), `records` long."""
+    import struct
+
+    import msgpack
+
+    from neurolocal.traffic.log import FIELDS, FORMAT, VERSION
+
+    actors = 8
+    relaxing = [(p, c) for p, c in graph.edges if not graph.is_input(p)]
+    template = [(0, p, c, "value") for p, c in graph.edges]
+    for r in range(1, iterations + 1):
+        template += [(r, c, p, "error") for p, c in relaxing if c != graph.output or r == 1]
+    index = {n: i for i, n in enumerate(graph.order)}
+    actor = {n: f"actor-{index[n] % actors}" for n in graph.order}
+    host = {n: f"node-{index[n] % 2}" for n in graph.order}
+    settings = {"engine": "ray", "mode": "fixed", "schedule": "jacobi", "eta": 1.0,
+                "iterations": iterations, "read_inputs": False}
+    files = {}
+    for w in [f"actor-{i}" for i in range(actors)] + ["scheduler"]:
+        f = open(directory / f"bench.{w}.traffic", "wb")  # noqa: SIM115 - closed below
+        f.write(msgpack.packb({"format": FORMAT, "version": VERSION, "run": "bench",
+                               "writer": w, "fields": list(FIELDS), "graph": graph.name,
+                               "settings": settings}))
+        files[w] = f
+    tails = []  # everything but the batch id and the two times, packed once
+    for round_, src, dst, kind in template:
+        middle = msgpack.packb(round_) + b"".join(msgpack.packb(x) for x in (src, dst, kind,
+                                                                               4096))
+        tail = b"".join(msgpack.packb(x) for x in (host[src], host[dst], actor[src],
+                                                   actor[dst]))
+        tails.append((actor[dst], middle, tail, round_))
+    per_batch = len(template) + actors
+    batches = max(1, records // per_batch)
+    t = 1.8e9
+    pending = {w: [] for w in files}
+    for b in range(batches):
+        head = b"\x9c" + msgpack.packb(b)
+        for writer, middle, tail, round_ in tails:
+            t_send = t + b * 0.05 + round_ * 1e-3
+            pending[writer].append(head + middle + b"\xcb" + struct.pack(">d", t_send)
+                                   + b"\xcb" + struct.pack(">d", t_send + 2e-4) + tail)
+        for i in range(actors):
+            pending["scheduler"].append(msgpack.packb(
+                [b, 0, f"actor-{i}", "scheduler", "control", 65536, t + b * 0.05,
+                 t + b * 0.05 + 1e-3, "node-0", "node-0", f"actor-{i}", "scheduler"]))
+        pending["scheduler"].append(msgpack.packb({"energy": [b, [1.0 / (r + 1) for r in
+                                                                 range(iterations + 1)]]}))
+        if b % 200 == 199 or b == batches - 1:
+            for w, chunks in pending.items():
+                files[w].write(b"".join(chunks))
+                chunks.clear()
+    for f in files.values():
+        f.close()
+    return batches * per_batch
+
+
+def traffic_child(task: str, directory: str, topology: str) -> None:
+    """One measurement in a fresh process: records/s and this process's peak RSS."""
+    import json as _json
+    import resource
+    import tempfile
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from neurolocal.traffic.stream import LogStream
+
+    LogStream(directory)  # compiled kernels warm (numba's cache) before the clock starts
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    if task == "reference":  # the reader before issue 17: one Python list per record
+        import msgpack
+
+        records = []
+        for path in sorted(Path(directory).glob("*.traffic")):
+            with open(path, "rb") as f:
+                unpacker = msgpack.Unpacker(f, raw=False)
+                next(unpacker)
+                records += [item for item in unpacker if isinstance(item, list)]
+        columns = {i: np.array([r[i] for r in records], dtype=object if i in (2, 3, 4, 8, 9,
+                                                                            10, 11) else None)
+                   for i in range(12)}
+        count = len(columns[0])
+    elif task == "decode":
+        count = sum(len(c) for c in LogStream(directory).chunks())
+    elif task == "summary":
+        from neurolocal.traffic.report import summary
+
+        count = summary(directory)["messages"]
+    elif task == "audit":
+        from neurolocal.topology import load_topology
+        from neurolocal.traffic.audit import audit
+
+        result = audit(directory, load_topology(topology).graph)
+        assert result.ok and result.counts_checked, result.violations[:3]
+        count = result.messages
+    elif task in ("parquet", "csv"):
+        from neurolocal.traffic.table import export
+
+        with tempfile.TemporaryDirectory() as tmp:
+            count = export(directory, Path(tmp) / f"messages.{task}")
+    seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0  # load-independent: CPU time this work took
+    print(_json.dumps({"records": count, "seconds": seconds, "cpu_seconds": cpu,
+                       "peak_mb": usage.ru_maxrss / 1024}))
+
+
+def bench_traffic(quick: bool) -> None:
+    import json as _json
+    import subprocess
+    import tempfile
+
+    from neurolocal.generate import tiled_mlp, topology_yaml
+    from neurolocal.topology import load_topology
+
+    records = 1_000_000 if quick else 10_000_000
+    print(f"7. traffic logs at scale: {records:,} records, each step in a fresh process "
+          f"(records/s, peak resident memory); load {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="nl-bench-traffic-") as tmp:
+        topology = Path(tmp) / "tiled.yaml"
+        topology.write_text(topology_yaml(tiled_mlp(vertices=200, layers=4)))
+        graph = load_topology(topology).graph
+        for part, (size, tasks) in enumerate(((1_000_000, ("reference",)),
+                                              (records, ("decode", "summary", "audit",
+                                                         "parquet", "csv")))):
+            directory = Path(tmp) / f"log{part}"
+            directory.mkdir()
+            written = write_traffic_log(directory, size, graph, iterations=graph.depth)
+            megabytes = sum(p.stat().st_size for p in directory.iterdir()) / 1e6
+            print(f"  log of {written:,} records, {megabytes:,.0f} MB on disk")
+            for task in tasks:
+                out = subprocess.run([sys.executable, __file__, "--traffic-child", task,
+                                      str(directory), str(topology)], capture_output=True,
+                                     text=True, check=True)
+                m = _json.loads(out.stdout.strip().splitlines()[-1])
+                rate = m["records"] / m["seconds"]
+                ROWS.append({"section": "traffic", "name": task, **m, "rate": rate})
+                per_cpu = m["records"] / max(m["cpu_seconds"], 1e-9)
+                print(f"  {task:<10} {m['records']:>11,} records {m['seconds']:>8.2f} s "
+                      f"{rate / 1e6:>6.2f} M records/s ({per_cpu / 1e6:.2f} M per CPU-second)"
+                      f"  peak {m['peak_mb']:>7.0f} MB  load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+            for path in directory.iterdir():
+                path.unlink()
+
+
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
-            "placement": bench_placement, "logging": bench_logging}
+            "placement": bench_placement, "logging": bench_logging, "traffic": bench_traffic}
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--traffic-child"]:  # one measurement of section 7, in its own process
+        traffic_child(*sys.argv[2:5])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--only", default=",".join(SECTIONS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -83,6 +84,29 @@ class Step:
     energy: list[float]
     messages: int = 0
     restarts: list[Restart] = field(default_factory=list)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine offers (docs/rounds.md §6); `LocalEngine` and `RayEngine` both
+    are transports over the one round machine."""
+
+    def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
+              read_inputs: bool = False) -> Relaxation:
+        """One batch, nothing learns: every vertex's dtheta, errors, dL/dx."""
+
+    def restore(self, params, optimizer, learning) -> None:
+        """The vertices' parameters and optimizer state (a run's start, a checkpoint)."""
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> "Step":
+        """One batch in which every vertex applies its own update; scalars come back."""
+
+    def snapshot(self) -> tuple[dict, dict]:
+        """(parameters, optimizer state) from the vertices, at a batch boundary."""
+
+    def close(self) -> None:
+        """Stop whatever the engine started."""
 
 
 def default_iterations(graph: Graph, read_inputs: bool = False) -> int:

@@ -77,6 +77,8 @@ def metrics_document(topology_name: str, topology_file: str | None, data: GraphD
             "energy_per_round": run.history.energy_per_round,
             "restarts": run.restarts,
         }
+        if run.engine_report:
+            doc["runs"][algorithm]["engine_report"] = dict(run.engine_report)
     return doc
 
 

@@ -1,5 +1,6 @@
-"""The Ray actor: a thin wrapper over a Ray-free `Shard` (neurolocal/shard.py) that posts
-outgoing messages fire-and-forget to its neighbour actors."""
+"""The Ray actor: a transport over the round machine — a thin wrapper over a Ray-free
+`Shard` (neurolocal/engines/rounds.py, docs/rounds.md) that posts outgoing messages
+fire-and-forget to its neighbour actors. It holds no round logic of its own."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import tempfile
 import ray
 
 import neurolocal
+from neurolocal.engines.ray import lifecycle
 from neurolocal.errors import ConfigError
 
 ADDRESS_LOCAL = "local"
@@ -45,6 +46,7 @@ def start_ray(address: str | None) -> bool:
         return False
     address = address or ADDRESS_LOCAL
     remote = address != ADDRESS_LOCAL
+    lifecycle.quiet_token_notice()  # Ray's notice on every start (token authentication stays on)
     check_reachable(address)
     if remote:  # Ray retries a silent GCS once a second for a minute by default
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
@@ -52,10 +54,13 @@ def start_ray(address: str | None) -> bool:
 
         check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
     try:
-        with stderr_kept_unless_failing():
+        with (contextlib.nullcontext() if remote else lifecycle.starting_embedded()), \
+                stderr_kept_unless_failing():
             ray.init(address=address, include_dashboard=False if not remote else None,
                      runtime_env=worker_runtime_env(remote), logging_level="warning",
                      log_to_driver=False, **driver_node_ip())
+        if remote:
+            lifecycle.quiet_driver_logs()
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None

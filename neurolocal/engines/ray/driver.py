@@ -11,6 +11,7 @@ import numpy as np
 
 import ray
 
+from neurolocal.engines.config import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT
 from neurolocal.engines.base import (
     Relaxation,
     Restart,
@@ -26,6 +27,7 @@ from neurolocal.engines.ray.actor import (
     actor_name,
     host_label,
 )
+from neurolocal.engines.ray import lifecycle
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.nodes import (
     alive_nodes,
@@ -34,6 +36,7 @@ from neurolocal.engines.ray.nodes import (
     restart_cause,
 )
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
 from neurolocal.engines.rounds import (
@@ -52,14 +55,8 @@ from neurolocal.traffic.log import (
     payload_bytes,
 )
 
-#: seconds any driver wait may take (actors starting, one batch) before the run fails
-DEFAULT_TIMEOUT = 300.0
-
-
 #: seconds a late actor has to answer a ping before its node counts as unreachable
 PING_TIMEOUT = 5.0
-#: how often Ray may restart one actor that died before the run gives up
-DEFAULT_MAX_RESTARTS = 3
 
 
 class ActorsLate(EngineError):
@@ -104,20 +101,13 @@ class RayEngine:
         self.staleness = staleness
         self.placement = placement
         self.vertices_per_actor = vertices_per_actor
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}",
-                              field="timeout")
-        self.timeout = float(timeout)
+        self.timeout = number("timeout", timeout, positive=True)
         self.traffic_log = traffic_log
         self.traffic_settings = dict(traffic_settings or {})
         self.recorder: TrafficRecorder | None = None
         self.shards = partition(graph, vertices_per_actor)
         assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
-        if isinstance(max_restarts, bool) or int(max_restarts) != max_restarts \
-                or max_restarts < 0:
-            raise ConfigError(f"expected a whole number >= 0, got {max_restarts}",
-                              field="max_restarts")
-        self.max_restarts = int(max_restarts)
+        self.max_restarts = number("max_restarts", max_restarts, whole=True, minimum=0)
         self.fault = check_fault(fault, len(self.shards))
         self.actors: list = []
         self.actor_info: list[dict] = []
@@ -131,8 +121,11 @@ class RayEngine:
         self._owns_ray = start_ray(address)
         try:
             self._start_actors()
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -213,19 +206,20 @@ class RayEngine:
         """Kill every actor; shut Ray down if this engine started it. Safe to call twice."""
         if self.recorder is not None and self.actors:
             try:  # late messages of an asynchronous batch; a dead actor must not stall this
-                ray.wait([a.flush_log.remote() for a in self.actors],
-                         num_returns=len(self.actors), timeout=10)
+                if lifecycle.healthy():
+                    ray.wait([a.flush_log.remote() for a in self.actors],
+                             num_returns=len(self.actors), timeout=10)
             except Exception:
                 pass
             self.recorder.flush()
-        for actor in self.actors:
+        for actor in self.actors if lifecycle.healthy() else ():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone: nothing left behind
                 pass
         self.actors = []
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._owns_ray:  # ray.shutdown(), then no process of that Ray outlives this
+            lifecycle.shutdown_embedded()
         self._owns_ray = False
 
     def __enter__(self) -> "RayEngine":
@@ -267,7 +261,14 @@ class RayEngine:
                            for v, ps in params.items()},
                           None if optimizer is None else dict(optimizer))
         self._since = []
-        self._load_snapshot()
+        try:
+            self._load_snapshot()
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
+            self.close()
+            if failure is not None:
+                raise failure from None
+            raise
 
     def train_step(self, inputs, target, eta: float = 1.0,
                    iterations: int | None = None) -> Step:
@@ -298,8 +299,11 @@ class RayEngine:
         try:
             parts = gather([a.snapshot.remote() for a in self.actors], self.timeout,
                            self._describe_actors(), "hand over its snapshot")
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
         params, optimizer = merge_snapshots(self.graph, parts)
         if self.recorder is not None:   # a batch id of its own: replies only, no vertex traffic
@@ -329,6 +333,7 @@ class RayEngine:
         index, self._relaxed = self._relaxed, self._relaxed + 1
         restarts: list[Restart] = []
         try:
+            lifecycle.check_embedded()
             while True:  # one attempt per pass; a lost actor makes a replay
                 settings = replace(template, batch=self._batch)
                 self._batch += 1  # numbered from 0, as the local engine's log
@@ -347,8 +352,11 @@ class RayEngine:
                                                          dispatched)
                 except ActorsLate as late:  # a partition, or a node too slow: say which
                     raise EngineError(self._unreachable(late)) from None
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()  # actors are mid-batch, waiting for peers that will never speak
+            if failure is not None:
+                raise failure from None
             raise
 
     def restart_lost_actors(self, lost: ActorLost, index: int, batch: int,
@@ -422,6 +430,7 @@ class RayEngine:
         infos: dict[int, dict] = {}
         replaced: set[int] = set()
         while pending:
+            lifecycle.check_embedded()  # a dead GCS restarts no actor
             refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
             ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                 timeout=max(0.0, deadline - now()))
@@ -597,7 +606,7 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
     try:
         actor, batch = (int(x) for x in fault)
     except (TypeError, ValueError):
-        raise ConfigError(f"expected ACTOR:BATCH (two whole numbers), got {fault!r}",
+        raise ConfigError(f"expected (actor, batch), two whole numbers, got {fault!r}",
                           field="fault") from None
     if not 0 <= actor < actors:
         raise ConfigError(f"actor {actor} does not exist (this run has actors 0..{actors - 1})",
@@ -608,9 +617,7 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
 
 
 def check_staleness(staleness) -> None:
-    if isinstance(staleness, bool) or int(staleness) != staleness or staleness < 0:
-        raise ConfigError(f"staleness must be a whole number >= 0, got {staleness}",
-                          field="staleness")
+    number("staleness", staleness, whole=True, minimum=0)
 
 
 def replace_restart(record: Restart, replayed: int, seconds: float) -> Restart:
