@@ -48,18 +48,25 @@ class Restart:
     abandoned:  the batch id of the failed attempt (the traffic log marks it abandoned)
     actor, vertices: who died
     replayed:   batches replayed from the last snapshot before the interrupted one
-    seconds:    from the failed attempt's dispatch to the replay's"""
+    seconds:    from the failed attempt's dispatch to the replay's
+    cause:      "actor_died" (its process died, Ray restarted it) or "node_lost" (its
+                whole node is gone; re-created on a surviving node, docs/netns.md)
+    node, now_on: the address of the node it ran on before, and after"""
     batch: int
     abandoned: int
     actor: str
     vertices: tuple[str, ...]
     replayed: int
     seconds: float
+    cause: str = "actor_died"
+    node: str | None = None
+    now_on: str | None = None
 
     def as_dict(self) -> dict:
         return {"batch": self.batch, "abandoned_batch_id": self.abandoned, "actor": self.actor,
                 "vertices": list(self.vertices), "replayed": self.replayed,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "cause": self.cause, "node": self.node,
+                "now_on": self.now_on}
 
 
 @dataclass

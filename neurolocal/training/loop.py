@@ -151,10 +151,11 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
                     run.restarts.append({**r.as_dict(), "epoch": epoch + 1,
                                          "batch_in_epoch": b + 1})
                     if log is not None:
-                        log(f"{r.actor} ({', '.join(r.vertices)}) died in epoch {epoch + 1}, "
-                            f"batch {b + 1}; Ray restarted it, its vertices were restored from "
-                            f"the last snapshot and {r.replayed + 1} batch(es) replayed "
-                            f"({r.seconds:.1f} s lost)")
+                        what = (f"was lost with node {r.node}; Ray re-created it on {r.now_on}"
+                                if r.cause == "node_lost" else "died; Ray restarted it")
+                        log(f"{r.actor} ({', '.join(r.vertices)}) {what} in epoch {epoch + 1}, "
+                            f"batch {b + 1}; its vertices were restored from the last snapshot "
+                            f"and {r.replayed + 1} batch(es) replayed ({r.seconds:.1f} s lost)")
                 for key, value in getattr(step, "report", {}).items():   # sim engine counters
                     total = run.engine_report.get(key, 0)
                     run.engine_report[key] = (max(total, value) if key.startswith("max_")

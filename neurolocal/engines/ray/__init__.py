@@ -41,11 +41,22 @@ with an `EngineError` naming it. `fault=(actor, batch)` is a testing aid: the dr
 kills that actor with `ray.kill(..., no_restart=False)` right after dispatching the
 calls of its `batch`-th batch (0-based), once.
 
+Node loss and partitions (issue 16, docs/netns.md). Actors are pinned to their node;
+when a whole node is lost Ray cannot restart them there (ActorUnschedulableError), so
+the driver re-creates each on the surviving node holding the fewest actors
+(engines/ray/nodes.py), connects every actor to the new handles and replays the
+batch; a reply that was stored on the lost node counts as that actor lost. Restart
+records carry `cause` (`node_lost` or `actor_died`), `node` (the address it ran on)
+and `now_on`. A batch that times out (a partition longer than `timeout`) pings the
+late actors: those that do not answer are named by node address in the one-line
+EngineError ("node 198.18.0.11 (actor-2) unreachable: ...").
+
 Traffic log (`traffic_log=DIR`): every actor writes its own stream
 `<run>.actor-<i>.traffic` (in DIR on the machine it runs on) with the messages its
 vertices received, local or remote; the driver writes `<run>.scheduler.traffic`
 with the per-batch control calls' replies and the energy per round. Hosts are
-labelled `hostname/node-id prefix`, so simulated nodes of one machine differ."""
+labelled `hostname@address/node-id prefix`, so hosts that share a name (network
+namespaces) and simulated nodes of one machine differ."""
 
 from neurolocal.engines.ray.connection import (
                                                ADDRESS_LOCAL,

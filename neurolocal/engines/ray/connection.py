@@ -68,13 +68,27 @@ def start_ray(address: str | None) -> bool:
                 stderr_kept_unless_failing():
             ray.init(address=address, logging_level="warning", log_to_driver=False,
                      runtime_env=worker_runtime_env(remote and not same_machine),
-                     **({} if remote else EMBEDDED_OPTIONS))
+                     **({} if remote else EMBEDDED_OPTIONS), **driver_node_ip())
         if remote:
             lifecycle.quiet_driver_logs()
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
     return True
+
+
+#: the address of this machine's own Ray node, when Ray cannot tell (see driver_node_ip)
+NODE_IP_VARIABLE = "NEUROLOCAL_NODE_IP"
+
+
+def driver_node_ip() -> dict:
+    """`ray.init` options naming the raylet this driver belongs to, when
+    $NEUROLOCAL_NODE_IP says. Ray finds "local" raylets by scanning the process table;
+    with several network namespaces on one machine (neurolocal/netns.py) it sees every
+    namespace's raylet and would pick the head's, which this driver cannot reach. The
+    variable names the node IP of the raylet in the driver's own namespace."""
+    node_ip = os.environ.get(NODE_IP_VARIABLE, "").strip()
+    return {"_node_ip_address": node_ip} if node_ip else {}
 
 
 @contextlib.contextmanager
