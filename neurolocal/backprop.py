@@ -27,15 +27,7 @@ class Gradients:
 
 def backprop(graph: Graph, params: Params, inputs, target) -> Gradients:
     inputs, target = prepare_batch(graph, inputs, target)
-    values: dict[str, np.ndarray] = {}
-    caches = {}
-    for n in graph.order:
-        if graph.is_input(n):
-            values[n] = inputs[n]
-        else:
-            spec = graph.vertices[n]
-            values[n], caches[n] = spec.op.forward(params.get(n, {}),
-                                                   [values[p] for p in spec.parents])
+    values, caches = graph.forward(params, inputs)
     prediction = values[graph.output]
     batch = prediction.shape[0]
     cotangent = {n: None for n in graph.order}

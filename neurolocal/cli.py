@@ -7,12 +7,13 @@ check the user asked for failed (e.g. `check-grad --max-rel-error`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 from typing import Callable, Sequence
 
-from neurolocal.errors import ConfigError, EngineError, NeurolocalError
+from neurolocal.errors import ConfigError, NeurolocalError
 from neurolocal.limits import add_budget_option
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
@@ -63,9 +64,8 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_validate(args) -> int:
-    from neurolocal.topology import load_topology
-
     from neurolocal.limits import budget_from
+    from neurolocal.topology import load_topology
     from neurolocal.training.settings import check_training_section
 
     topology = load_topology(args.topology, budget_from(args.budget))
@@ -76,30 +76,33 @@ def cmd_validate(args) -> int:
 
 def cmd_check_grad(args) -> int:
     from neurolocal.engines import relax_once
-    from neurolocal.gradcheck import compare, data_batch, default_iterations, synthetic_batch
+    from neurolocal.gradcheck import (CONVERGENCE_TOLERANCE, compare, data_batch,
+                                      default_iterations, synthetic_batch)
+    from neurolocal.files import writable_directory
     from neurolocal.limits import budget_from, check_batch
     from neurolocal.topology import load_topology
 
     budget = budget_from(args.budget)
     graph = load_topology(args.topology, budget).graph
-    staleness = args.staleness if args.engine == "ray" else 0  # the local engine is synchronous
+    staleness = args.staleness if args.engine in ("ray", "sim") else 0  # local: synchronous
     iterations = (default_iterations(graph, staleness) if args.iterations is None
                   else args.iterations)
     check_batch(graph, budget, args.batch_size, iterations)
-    _check_outputs(args)
+    if args.traffic_log:
+        writable_directory(args.traffic_log, "--traffic-log")
     params = graph.init_params(args.seed)
     if args.data is None:
         inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
     else:
         inputs, target = data_batch(args.data, graph, args.batch_size, args.seed)
-    relaxation = relax_once(args, graph, params, inputs, target, eta=args.eta,
+    relaxation = relax_once(_engine_config(args), graph, params, inputs, target, eta=args.eta,
                             iterations=iterations)
     check = compare(graph, params, relaxation, inputs, target, mode=args.mode, eta=args.eta,
                     iterations=iterations, staleness=staleness)
     failed = args.max_rel_error is not None and not check.max_relative_error <= args.max_rel_error
     if not check.converged:
         print(f"neurolocal: warning: the relaxation has not converged after {iterations} rounds "
-              f"(fixed-point residual {check.residual:.2e} > {check.as_dict()['convergence_tolerance']:g}); "
+              f"(fixed-point residual {check.residual:.2e} > {CONVERGENCE_TOLERANCE:g}); "
               "the updates are not yet its fixed point's: raise --iterations"
               + (" (or use eta 1)" if args.eta != 1.0 and args.mode == "fixed" else ""),
               file=sys.stderr)
@@ -141,64 +144,6 @@ def _print_check(check, args) -> None:
           f"(fixed-point residual {check.residual:.1e})")
 
 
-def cmd_traffic(args) -> int:
-    from neurolocal.traffic import read_traffic
-    from neurolocal.traffic import report
-
-    log = read_traffic(args.directory)
-    if args.traffic_command == "summary":
-        summary = report.summary(log)
-        print(json.dumps(summary) if args.json else report.format_summary(summary))
-    elif args.traffic_command == "edges":
-        rows = report.edges(log)
-        if args.json:
-            print(json.dumps(rows))
-        elif args.csv:
-            print(report.format_edges_csv(rows), end="")
-        else:
-            print(report.format_edges_table(rows))
-    elif args.traffic_command == "timeline":
-        from neurolocal.traffic.timeline import chrome_trace
-
-        _write_atomically(args.output, json.dumps(chrome_trace(log, args.max_messages)))
-        print(f"wrote {args.output} ({min(len(log), args.max_messages)} messages)")
-    elif args.traffic_command == "plot":
-        from neurolocal.traffic.plot import plot_traffic
-
-        from neurolocal.files import writable_file
-
-        writable_file(args.output, "--output")
-        plot_traffic(log, args.output, weight=args.weight)
-        print(f"wrote {args.output}")
-    elif args.traffic_command == "audit":
-        from neurolocal.topology import load_topology
-        from neurolocal.traffic.audit import audit
-
-        from neurolocal.limits import budget_from
-
-        result = audit(log, load_topology(args.topology, budget_from(args.budget)).graph)
-        for line in result.violations:
-            print(f"violation: {line}")
-        counts = "and per-edge counts " if result.counts_checked else ""
-        verdict = "PASS" if result.ok else "FAIL"
-        skipped = (f"; counts skip {len(result.abandoned)} abandoned (replayed) batch(es)"
-                   if result.abandoned and result.counts_checked else "")
-        print(f"{verdict}: {result.messages} messages, locality {counts}checked"
-              + (f"; {result.note}" if result.note else "") + skipped)
-        return EXIT_OK if result.ok else EXIT_CHECK_FAILED
-    return EXIT_OK
-
-
-def _check_outputs(args, out_dir=None) -> None:
-    """Every directory a command will write, proven writable before anything is written."""
-    from neurolocal.files import writable_directory
-
-    if out_dir is not None:
-        writable_directory(out_dir, "--resume" if getattr(args, "resume", None) else "--out")
-    if getattr(args, "traffic_log", None):
-        writable_directory(args.traffic_log, "--traffic-log")
-
-
 def _write_atomically(path: str, text: str) -> None:
     import os
     import tempfile
@@ -226,128 +171,20 @@ RUN_FLAGS = ("engine", "algorithm", "epochs", "batch_size", "eta", "iterations",
 
 
 def cmd_run(args) -> int:
-    import time
-    from pathlib import Path
+    from neurolocal.training.session import RunRequest, run_training
 
-    from neurolocal import training
-    from neurolocal.training import plots
-    from neurolocal.training.data import load_for_graph
-    from neurolocal.topology import load_topology
-
-    from neurolocal.limits import budget_from, check_batch
-
-    budget = budget_from(args.budget)
-    topology = load_topology(args.topology, budget)
-    graph = topology.graph
-    given = {k: getattr(args, k) for k in RUN_FLAGS}
-    if args.resume is not None:
-        out_dir = Path(args.resume)
-        settings = _resumed_settings(out_dir, given, args, graph)
-    else:
-        settings = training.resolve_settings(topology.training, given, graph)
-        out_dir = Path(args.out) if args.out else \
-            Path("runs") / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if any(training.checkpoint_path(out_dir, a).exists() for a in training.ALGORITHMS):
-            raise ConfigError("already holds a run's checkpoints; continue it with --resume "
-                              "or pick another --out", source=str(out_dir))
-    if args.traffic_log is None and not args.no_traffic_log:
-        args.traffic_log = str(out_dir / "traffic")
-    _check_outputs(args, out_dir)
-    data = load_for_graph(settings.data, graph, budget)
-    check_batch(graph, budget, min(settings.batch_size, data.train_size),
-                training.iterations_for(settings, graph))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create output directory: {exc.strerror}",
-                          source=str(out_dir)) from None
-
-    log = None if args.quiet else (lambda line: print(line, flush=True))
-    if log:
-        log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} parameters, "
-            f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
-            f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
-    runs = {}
-
-    def write_metrics(_run=None):
-        doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
-        training.write_json_atomic(out_dir / "metrics.json", doc)
-        return doc
-
-    for algorithm in settings.algorithms:
-        path = training.checkpoint_path(out_dir, algorithm)
-        if args.resume is not None and path.exists():
-            runs[algorithm] = training.load_checkpoint(path, graph, settings)
-        else:
-            runs[algorithm] = training.new_run(algorithm, graph, settings)
-        try:
-            training.train(runs[algorithm], graph, data, settings, checkpoint=path,
-                        progress=training.progress_factory(args.quiet), log=log,
-                        on_epoch=write_metrics,
-                        engine_options={k: getattr(args, k)
-                                        for k in training.ENGINE_OPTION_DEFAULTS},
-                        updates_per_batch=topology.paper.updates_per_batch)
-        except EngineError as exc:  # an actor that did not come back: say how to go on
-            if path.exists():
-                raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
-                                  f"with --resume {out_dir}") from None
-            raise
-    doc = write_metrics()
-    plots.plot_curves(doc, out_dir / "curves.png")
-    plots.plot_energy(doc, out_dir / "energy.png")
-    print(training.final_table(doc))
-    print(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
-    if args.traffic_log and "pc" in settings.algorithms:
-        _print_traffic_digest(args.traffic_log)
+    run_training(RunRequest(
+        topology=args.topology, overrides={k: getattr(args, k) for k in RUN_FLAGS},
+        out=args.out, resume=args.resume, quiet=args.quiet,
+        record_traffic=not args.no_traffic_log, engine=_engine_config(args),
+        budget=_budget(args)))
     return EXIT_OK
 
 
-def _print_traffic_digest(directory: str) -> None:
-    """The last lines of a run: how much the vertices said to each other."""
-    import warnings
-    from pathlib import Path
+def _budget(args):
+    from neurolocal.limits import budget_from
 
-    from neurolocal.traffic import read_traffic, report
-
-    if not any(Path(directory).glob("*.traffic")):
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = report.summary(read_traffic(directory))
-    kinds = ", ".join(f"{k} {v['messages']}" for k, v in summary["by_kind"].items())
-    print(f"traffic: {summary['messages']} messages ({kinds}), {summary['bytes'] / 1e6:.1f} MB "
-          f"over {summary['batches']} batches; latency p50 {summary['latency_ms']['p50']:.3f} ms,"
-          f" p99 {summary['latency_ms']['p99']:.3f} ms")
-    print(f"inspect it: neurolocal traffic summary {directory} (or edges, timeline, audit, plot)")
-
-
-def _resumed_settings(out_dir, given: dict, args, graph):
-    """The checkpoint's settings; only --epochs may change (to train further)."""
-    from neurolocal import training
-
-    if args.out is not None and args.out != str(out_dir):
-        raise ConfigError("--resume continues in its own directory; drop --out")
-    found = [training.checkpoint_path(out_dir, a) for a in training.ALGORITHMS]
-    found = [p for p in found if p.exists()]
-    if not found:
-        raise ConfigError("no checkpoint-pc.npz or checkpoint-bp.npz to resume from",
-                          source=str(out_dir))
-    saved = training.read_checkpoint_settings(found[0])
-    current = {"algorithm": {("pc",): "pc", ("bp",): "bp"}.get(saved.algorithms, "both"),
-               "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
-               "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
-               "lr": saved.lr, "seed": saved.seed, "data": saved.data}
-    movable = ("epochs", "engine")   # where vertices run never changes the numbers
-    for key, value in given.items():
-        if key not in movable and value is not None and value != current[key]:
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
-                              "a resumed run keeps its settings (only --epochs and --engine "
-                              "may change)")
-    changes = {k: given[k] for k in movable if given[k] is not None}
-    if changes:
-        saved = training.Settings.from_saved({**saved.as_dict(), **changes})
-    return saved
+    return budget_from(args.budget)
 
 
 def add_run_parser(commands) -> None:
@@ -462,12 +299,97 @@ def add_generate_parser(commands) -> None:
     generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),
                           default="tanh")
     generate.add_argument("--loss", choices=("mse", "softmax_cross_entropy"), default="mse")
+    generate.add_argument("--seed", type=_non_negative_int, default=0,
+                          help="random: the graph's seed")
     add_budget_option(generate)
-    generate.add_argument("--seed", type=_non_negative_int, default=0, help="random: the graph's seed")
     generate.set_defaults(run=cmd_generate)
 
 
+# --- cluster: a standing local Ray (issue 15) ------------------------------------------------
+
+
+def cmd_cluster(args) -> int:
+    from neurolocal.engines.ray import standing
+
+    if args.cluster_command == "up":
+        record, started = standing.up(cpus=args.cpus,
+                                      object_store_bytes=args.object_store_mb << 20)
+        verb = "started" if started else "already running"
+        print(f"neurolocal cluster {verb} at {record.address} ({record.cpus} CPUs, "
+              f"{len(record.processes)} processes; logs in {record.temp_dir})")
+        print("attach with --address auto, e.g. neurolocal run topologies/mlp.yaml "
+              "--address auto; stop it with neurolocal cluster down")
+    elif args.cluster_command == "status":
+        report = standing.status()
+        if args.json:
+            print(json.dumps(report))
+        elif report is None:
+            print("no neurolocal cluster is running (start one with neurolocal cluster up)")
+        else:
+            nodes = "?" if report["nodes"] is None else report["nodes"]
+            cpus = "?" if report["cpus"] is None else f"{report['cpus']:g}"
+            print(f"neurolocal cluster at {report['address']}: up {_duration(report['uptime_s'])}"
+                  f", {nodes} node(s), {cpus} CPUs, {report['processes']} processes, "
+                  f"{report['rss_bytes'] / 2**20:.0f} MB RSS")
+            print(f"  temp dir {report['temp_dir']}; token {report['token_file']}")
+    else:
+        stopped = standing.down()
+        if stopped is None:
+            print("no neurolocal cluster was running")
+        else:
+            print(f"stopped the neurolocal cluster: {len(stopped)} processes it started")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def add_cluster_parser(commands) -> None:
+    cluster = commands.add_parser(
+        "cluster", help="keep a local Ray running between commands (--address auto attaches)")
+    tools = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    up = tools.add_parser("up", help="start a local Ray head here and leave it running")
+    up.add_argument("--cpus", type=_positive_int, default=None,
+                    help="CPUs it offers (default: this machine's cores)")
+    up.add_argument("--object-store-mb", type=_positive_int, default=200,
+                    help="its object store, in MiB (default 200)")
+    status = tools.add_parser("status", help="what runs: address, nodes, CPUs, uptime, memory")
+    status.add_argument("--json", action="store_true")
+    tools.add_parser("down", help="stop exactly what `cluster up` started")
+    cluster.set_defaults(run=cmd_cluster)
+
+
 # --- wiring --------------------------------------------------------------------------------
+
+
+#: EngineConfig parameters and the flags that set them: the CLI names flags, engines don't
+ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule",
+                "traffic_log": "--traffic-log", "address": "--address",
+                "vertices_per_actor": "--vertices-per-actor", "staleness": "--staleness",
+                "placement": "--placement", "timeout": "--timeout",
+                "max_restarts": "--max-restarts", "fault": "--fault"}
+
+
+def _as_flags(exc: NeurolocalError) -> str:
+    """An error naming an engine parameter, told with the flag that sets it."""
+    if exc.field in ENGINE_FLAGS:
+        return type(exc)(exc.detail, source=exc.source, field=ENGINE_FLAGS[exc.field]).args[0]
+    return str(exc)
+
+
+def _engine_config(args):
+    """The one EngineConfig of a command, from its engine flags (None: the default;
+    `run` leaves engine and mode to the topology's training section)."""
+    from neurolocal.engines import EngineConfig
+
+    from neurolocal.engines.sim.options import sim_options_from_args
+
+    return EngineConfig.from_values({**{k: getattr(args, k, None) for k in ENGINE_FLAGS},
+                                     "sim": sim_options_from_args(args),
+                                     "seed": getattr(args, "seed", None)})
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str | None = "local",
@@ -477,24 +399,30 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     from neurolocal.engines import ENGINE_NAMES, SCHEDULES
 
     parser.add_argument("--engine", choices=ENGINE_NAMES, default=engine_default,
-                        help="where vertices run: local (one process) or ray (actors)"
+                        help="where vertices run: local (one process), ray (actors) or sim "
+                             "(one process, simulated time: delays, loss, stragglers)"
                              + (f"; default {engine_default}" if engine_default else ""))
     parser.add_argument("--mode", choices=("fixed", "strict"), default=mode_default,
                         help="fixed: predictions cached from the forward pass (the paper's, "
                              "equals backprop); strict: recomputed every step")
     parser.add_argument("--schedule", choices=SCHEDULES, default="auto",
-                        help="jacobi: every vertex sends every round; event: only when its "
-                             "error changed (the same numbers; with eta = 1 about one message "
-                             "per edge); backward-in-time: the paper's RNN/LSTM schedule, one "
-                             "time step at a time, last first, T rounds per step (local "
-                             "engine); auto (default): event on the local engine in fixed "
-                             "mode, else jacobi")
+                        help="on both engines (docs/rounds.md). jacobi: every vertex sends "
+                             "every round; event: only in the rounds its error can change (the "
+                             "same numbers; with eta = 1 about one message per path length); "
+                             "backward-in-time: the paper's RNN/LSTM schedule, one time step "
+                             "at a time, last first, T rounds per step; ipc: incremental PC, "
+                             "a weight step every round (strict mode); auto (default): event "
+                             "in fixed mode with synchronous rounds, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    from neurolocal.engines.sim.options import add_sim_options
+
+    add_sim_options(parser)
     ray = parser.add_argument_group("ray engine")
     ray.add_argument("--address", default="local",
                      help="local: start an embedded Ray here and stop it after (default); "
-                          "auto or HOST:PORT: join a running cluster")
+                          "auto: the cluster `neurolocal cluster up` started (else Ray's "
+                          "own auto); HOST:PORT: join a running cluster")
     ray.add_argument("--vertices-per-actor", type=_positive_int, default=1, metavar="K",
                      help="pack K vertices into one actor (default 1: every vertex an actor)")
     ray.add_argument("--staleness", type=_non_negative_int, default=0, metavar="S",
@@ -506,9 +434,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                      help="fail, naming the actor, when actors take longer than this to start, "
                           "to finish a batch or to come back after a crash (default 300)")
     ray.add_argument("--max-restarts", type=_non_negative_int, default=3, metavar="N",
-                     help="Ray restarts an actor that died up to N times; the interrupted "
-                          "batch is replayed from the parameters at its start (default 3; "
-                          "0: the first death ends the run)")
+                     help="Ray restarts an actor that died up to N times; every vertex is "
+                          "restored from the last snapshot and the batches since are replayed "
+                          "(default 3; 0: the first death ends the run)")
     ray.add_argument("--fault", type=_fault, default=None, metavar="ACTOR:BATCH",
                      help="testing aid: kill actor ACTOR (its index, as in actor-3) in the "
                           "middle of batch BATCH (0: the first batch this command relaxes), once")
@@ -551,31 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(check)
     check.set_defaults(run=cmd_check_grad)
 
-    traffic = commands.add_parser("traffic", help="read a message-traffic log")
-    tools = traffic.add_subparsers(dest="traffic_command", required=True, parser_class=_Parser)
-    summary = tools.add_parser("summary", help="totals, per kind, per round, latency")
-    summary.add_argument("directory")
-    summary.add_argument("--json", action="store_true")
-    edges = tools.add_parser("edges", help="per-edge counts, bytes and latency, sorted")
-    edges.add_argument("directory")
-    form = edges.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true")
-    form.add_argument("--csv", action="store_true")
-    timeline = tools.add_parser("timeline", help="Chrome/Perfetto trace: a track per vertex")
-    timeline.add_argument("directory")
-    timeline.add_argument("-o", "--output", required=True)
-    timeline.add_argument("--max-messages", type=_positive_int, default=200_000)
-    audit = tools.add_parser("audit", help="prove locality and per-edge counts (exit 1 if not)")
-    audit.add_argument("directory")
-    audit.add_argument("topology")
-    add_budget_option(audit)
-    plot = tools.add_parser("plot", help="heat map of traffic per edge and round, energy")
-    plot.add_argument("directory")
-    plot.add_argument("-o", "--output", required=True)
-    plot.add_argument("--weight", choices=("messages", "bytes"), default="messages")
-    traffic.set_defaults(run=cmd_traffic)
+    from neurolocal.traffic.commands import add_traffic_parser
+
+    add_traffic_parser(commands, _Parser)  # `neurolocal traffic ...`: traffic/commands.py
     add_run_parser(commands)
     add_generate_parser(commands)
+    add_cluster_parser(commands)
+    from neurolocal.sweep.command import add_sweep_parser
+
+    add_sweep_parser(commands)
+    from neurolocal.engines.sim.replay import add_replay_parser
+
+    add_replay_parser(commands)
     return parser
 
 
@@ -590,32 +505,82 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Stop signals (SIGINT, SIGTERM, SIGHUP) end it in one line with
+    exit 128 + the signal, after the actors and an embedded Ray are stopped and with the
+    last epoch's checkpoint kept (neurolocal/signals.py, docs/lifecycle.md)."""
     import warnings
+
+    from neurolocal import signals
 
     args = build_parser().parse_args(argv)
     run: Callable = args.run
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
-            return run(args)
-    except NeurolocalError as exc:
-        print(f"neurolocal: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `neurolocal traffic edges DIR | head`
-        import os
+    if args.command in ("run", "check-grad") and getattr(args, "engine", None) != "local":
+        from neurolocal.engines.worker_setup import setup
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except OSError as exc:  # a path the user gave that the OS refuses (ENAMETOOLONG...)
-        if exc.filename is None:
+        setup()  # this process is a Ray driver too: no pyarrow in it either
+    with signals.stop_on_signals():
+        try:
+            with warnings.catch_warnings(), _document_only_stdout(getattr(args, "json", False)):
+                warnings.showwarning = _one_line_warning
+                return run(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            stop = signals.received()
+            if stop is None and isinstance(exc, signals.Stopped):
+                stop = exc.signum
+            if stop is not None or isinstance(exc, KeyboardInterrupt):
+                # whatever broke while stopping (a Ray process stopped by the same signal
+                # to the process group), the signal is what happened
+                line = signals.describe(stop if stop is not None else 2)
+                kept = getattr(exc, "checkpoint_kept", None)
+                if kept:
+                    line += f"; the last epoch's checkpoint is kept, continue with --resume {kept}"
+                print(f"neurolocal: {line}", file=sys.stderr)
+                return 128 + (stop if stop is not None else 2)
+            if isinstance(exc, NeurolocalError):
+                print(f"neurolocal: error: {_as_flags(exc)}", file=sys.stderr)
+                return EXIT_USAGE
+            if isinstance(exc, BrokenPipeError):  # e.g. `neurolocal traffic edges DIR | head`
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_OK
+            if isinstance(exc, OSError) and exc.filename is not None:
+                # a path the user gave that the OS refuses (ENAMETOOLONG, EACCES...)
+                print(f"neurolocal: error: {str(exc.filename)[:200]}: "
+                      f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
+                return EXIT_USAGE
             raise
-        name = str(exc.filename)[:200]
-        print(f"neurolocal: error: {name}: {exc.strerror or type(exc).__name__}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("neurolocal: interrupted", file=sys.stderr)
-        return 130
+
+
+@contextlib.contextmanager
+def _document_only_stdout(enabled: bool):
+    """Under --json, stdout carries the one JSON document (issue 12): the command's own
+    prints still reach it, while anything else written to file descriptor 1 (a library's
+    C++ log, a child process) goes to stderr. Off when stdout is no file (a test's capture)."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno() if enabled else None
+        err = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        yield
+        return
+    sys.stdout.flush()
+    original = sys.stdout
+    document = os.fdopen(os.dup(fd), "w")
+    os.dup2(err, fd)
+    sys.stdout = document
+    try:
+        yield
+    finally:
+        try:
+            document.flush()
+        finally:
+            os.dup2(document.fileno(), fd)
+            sys.stdout = original
+            document.close()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ Energy. The free energy sum_v 1/2 ||eps_v||^2 *rises* during a fixed-mode
 relaxation: hidden errors start at zero after the forward pass and grow to their
 backprop values (only the output's error is nonzero at round 0). What settles is
 the state; `energy_change` (|E_r - E_{r-1}| per round) shows it: it falls to zero
-(exactly, at eta = 1, after T(S) rounds) as the errors stop moving.
+as the errors stop moving (at eta = 1 exactly zero once they are all exact: from
+round depth + 1 on with synchronous rounds, by round T(S) + 1 with staleness S).
 """
 
 from __future__ import annotations

@@ -144,6 +144,23 @@ class Graph:
         copy_owner_values(self.tied, params)
         return params
 
+    # --- the forward pass ----------------------------------------------------------------
+
+    def forward(self, params: Params, inputs) -> tuple[dict[str, np.ndarray], dict]:
+        """The one whole-graph forward pass: (value of every vertex, each op's cache for its
+        vjp). `inputs` maps input names to data. Backprop and prediction use it; the
+        engines run the same `op.forward` one vertex at a time (`VertexRule.predict`)."""
+        values: dict[str, np.ndarray] = {}
+        caches: dict = {}
+        for n in self.order:
+            if self.is_input(n):
+                values[n] = inputs[n]
+            else:
+                spec = self.vertices[n]
+                values[n], caches[n] = spec.op.forward(params.get(n, {}),
+                                                       [values[p] for p in spec.parents])
+        return values, caches
+
     def ties_of(self, name: str) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
         """(param -> owner slot this vertex sends partials to, param -> partials it receives)."""
         return member_roles(self.tied, name)

@@ -9,10 +9,11 @@ Each takes contiguous float arrays and works in place where that saves a copy.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from neurolocal.jit import njit_on_first_call
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def relax_step(value, error, prediction, feedback, eta):
     """One fixed-prediction update, fused: v += eta * (-eps + feedback); eps = v - vhat.
 
@@ -41,7 +42,7 @@ def relax_step(value, error, prediction, feedback, eta):
     return changed
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def value_step(value, error, feedback, eta):
     """The strict-mode value update v += eta * (-eps + feedback), errors recomputed later."""
     v = value.reshape(-1)
@@ -51,7 +52,7 @@ def value_step(value, error, feedback, eta):
         v[k] += eta * (f[k] - e[k])
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def scale_by_derivative(error, derivative):
     """delta = eps * f'(z): the error seen through a cached activation derivative."""
     out = np.empty_like(error)

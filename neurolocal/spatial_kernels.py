@@ -12,14 +12,15 @@ Serial and `cache=True`, like `neurolocal.kernels`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from neurolocal.jit import njit_on_first_call
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def im2col(x, kh, kw, sh, sw, ph, pw, oh, ow):
     """Rows (b, i, j) of receptive fields, columns (c, di, dj): shape (B*oh*ow, C*kh*kw)."""
     batch, channels, height, width = x.shape
@@ -40,7 +41,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, oh, ow):
     return cols
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def col2im(cols, batch, channels, height, width, kh, kw, sh, sw, ph, pw, oh, ow):
     """The adjoint of `im2col`: scatter-add every row back onto the image it came from."""
     x = np.zeros((batch, channels, height, width), dtype=cols.dtype)
@@ -60,7 +61,7 @@ def col2im(cols, batch, channels, height, width, kh, kw, sh, sw, ph, pw, oh, ow)
     return x
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def maxpool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     """Window maxima and, per window, the flat index (h * W + w) of the first maximum."""
     batch, channels, height, width = x.shape
@@ -86,7 +87,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     return out, where
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def maxpool_backward(eps, where, height, width):
     """J^T eps: each window's error goes to the input position that won it."""
     batch, channels, oh, ow = eps.shape
@@ -99,7 +100,7 @@ def maxpool_backward(eps, where, height, width):
     return grad.reshape(batch, channels, height, width)
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def avgpool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     """Window means; padded positions count as zeros (torch's count_include_pad=True)."""
     batch, channels, height, width = x.shape
@@ -122,7 +123,7 @@ def avgpool_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit_on_first_call
 def avgpool_backward(eps, height, width, kh, kw, sh, sw, ph, pw):
     """J^T eps: each window's error, divided by the window size, to every position in it."""
     batch, channels, oh, ow = eps.shape

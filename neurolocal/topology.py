@@ -14,6 +14,8 @@ mapping with these keys:
     training:    optional defaults for `neurolocal run` (epochs, eta, ...);
                  `paper_mode` there switches on the paper code's quirks
                  (see `neurolocal.paper`)
+    asynchrony:  optional delays, loss and stragglers for `--engine sim`
+                 (docs/asynchrony.md; checked here, applied by the sim engine)
 
 `graph_from_dict` is the equivalent Python API: it takes the same mapping.
 """
@@ -36,7 +38,7 @@ from neurolocal.recurrence import Recurrence
 from neurolocal.tied import TiedGroup
 
 TOP_LEVEL_KEYS = ("name", "description", "vertices", "recurrence", "tied", "output", "loss",
-                  "training")
+                  "training", "asynchrony")
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,14 @@ def topology_from_dict(document: Any, default_name: str = "graph",
         tied = recurrence.tied_groups(untied.param_shapes()) + tied
     graph = Graph(vertices, output=output, loss=loss, name=name, tied=tied)
     check_graph(graph, budget)
+    if document.get("asynchrony") is not None:
+        from neurolocal.engines.sim.config import parse_section
+        from neurolocal.errors import ConfigError
+
+        try:
+            parse_section(document["asynchrony"], graph)
+        except ConfigError as exc:
+            raise TopologyError(exc.detail, field=exc.field) from None
     return Topology(graph=graph, training=dict(training), source=source, description=description,
                     paper=paper)
 

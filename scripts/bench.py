@@ -3,7 +3,9 @@
 
     python scripts/bench.py --quick          # about a minute
     python scripts/bench.py                  # the full table in BENCHMARKS.md
-    python scripts/bench.py --only local     # one section: local, ray, logging, placement
+    python scripts/bench.py --only local     # one section: local, ray, scale, placement,
+                                             # logging, traffic, startup, memory, epoch
+    python scripts/bench.py --only traffic   # reading 10 million traffic records
 
 Machines are noisy: each row is the median over repeats, and every time is printed
 next to its baseline (PyTorch backprop for the local engine; Ray's own no-op
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,7 +61,8 @@ def report(section: str, name: str, value: float, baseline: float, unit: str = "
     ratio = value / baseline if baseline else float("nan")
     ROWS.append({"section": section, "name": name, "value": value, "baseline": baseline,
                  "ratio": ratio, "unit": unit, "note": note})
-    print(f"  {name:<52} {value * 1e3:>9.3f} {unit}  baseline {baseline * 1e3:>9.3f} {unit}"
+    scale = 1e3 if unit == "ms" else 1.0  # values in seconds print as ms; others as given
+    print(f"  {name:<52} {value * scale:>9.3f} {unit}  baseline {baseline * scale:>9.3f} {unit}"
           f"  ratio {ratio:>6.2f}x  {note}", flush=True)
 
 
@@ -399,11 +403,393 @@ def bench_logging(quick: bool) -> None:
                    times["on"], times["off"])
 
 
+# --- 7. traffic logs at scale: summary, audit, export of 10 million records -------------
+
+def write_traffic_log(directory: Path, records: int, graph: Graph, iterations: int) -> int:
+    """An honest Jacobi log of `graph` (what the Ray engine writes: one stream per actor,
+    the receiver records, the scheduler's control replies and energy), `records` long."""
+    import struct
+
+    import msgpack
+
+    from neurolocal.traffic.log import FIELDS, FORMAT, VERSION
+
+    actors = 8
+    relaxing = [(p, c) for p, c in graph.edges if not graph.is_input(p)]
+    template = [(0, p, c, "value") for p, c in graph.edges]
+    for r in range(1, iterations + 1):
+        template += [(r, c, p, "error") for p, c in relaxing if c != graph.output or r == 1]
+    index = {n: i for i, n in enumerate(graph.order)}
+    actor = {n: f"actor-{index[n] % actors}" for n in graph.order}
+    host = {n: f"node-{index[n] % 2}" for n in graph.order}
+    settings = {"engine": "ray", "mode": "fixed", "schedule": "jacobi", "eta": 1.0,
+                "iterations": iterations, "read_inputs": False}
+    files = {}
+    for w in [f"actor-{i}" for i in range(actors)] + ["scheduler"]:
+        f = open(directory / f"bench.{w}.traffic", "wb")  # noqa: SIM115 - closed below
+        f.write(msgpack.packb({"format": FORMAT, "version": VERSION, "run": "bench",
+                               "writer": w, "fields": list(FIELDS), "graph": graph.name,
+                               "settings": settings}))
+        files[w] = f
+    tails = []  # everything but the batch id and the two times, packed once
+    for round_, src, dst, kind in template:
+        middle = msgpack.packb(round_) + b"".join(msgpack.packb(x) for x in (src, dst, kind,
+                                                                               4096))
+        tail = b"".join(msgpack.packb(x) for x in (host[src], host[dst], actor[src],
+                                                   actor[dst]))
+        tails.append((actor[dst], middle, tail, round_))
+    per_batch = len(template) + actors
+    batches = max(1, records // per_batch)
+    t = 1.8e9
+    pending = {w: [] for w in files}
+    for b in range(batches):
+        head = b"\x9c" + msgpack.packb(b)
+        for writer, middle, tail, round_ in tails:
+            t_send = t + b * 0.05 + round_ * 1e-3
+            pending[writer].append(head + middle + b"\xcb" + struct.pack(">d", t_send)
+                                   + b"\xcb" + struct.pack(">d", t_send + 2e-4) + tail)
+        for i in range(actors):
+            pending["scheduler"].append(msgpack.packb(
+                [b, 0, f"actor-{i}", "scheduler", "control", 65536, t + b * 0.05,
+                 t + b * 0.05 + 1e-3, "node-0", "node-0", f"actor-{i}", "scheduler"]))
+        pending["scheduler"].append(msgpack.packb({"energy": [b, [1.0 / (r + 1) for r in
+                                                                 range(iterations + 1)]]}))
+        if b % 200 == 199 or b == batches - 1:
+            for w, chunks in pending.items():
+                files[w].write(b"".join(chunks))
+                chunks.clear()
+    for f in files.values():
+        f.close()
+    return batches * per_batch
+
+
+def traffic_child(task: str, directory: str, topology: str) -> None:
+    """One measurement in a fresh process: records/s and this process's peak RSS."""
+    import json as _json
+    import resource
+    import tempfile
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from neurolocal.traffic.stream import LogStream
+
+    LogStream(directory)  # compiled kernels warm (numba's cache) before the clock starts
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    if task == "reference":  # the reader before issue 17: one Python list per record
+        import msgpack
+
+        records = []
+        for path in sorted(Path(directory).glob("*.traffic")):
+            with open(path, "rb") as f:
+                unpacker = msgpack.Unpacker(f, raw=False)
+                next(unpacker)
+                records += [item for item in unpacker if isinstance(item, list)]
+        columns = {i: np.array([r[i] for r in records], dtype=object if i in (2, 3, 4, 8, 9,
+                                                                            10, 11) else None)
+                   for i in range(12)}
+        count = len(columns[0])
+    elif task == "decode":
+        count = sum(len(c) for c in LogStream(directory).chunks())
+    elif task == "summary":
+        from neurolocal.traffic.report import summary
+
+        count = summary(directory)["messages"]
+    elif task == "audit":
+        from neurolocal.topology import load_topology
+        from neurolocal.traffic.audit import audit
+
+        result = audit(directory, load_topology(topology).graph)
+        assert result.ok and result.counts_checked, result.violations[:3]
+        count = result.messages
+    elif task in ("parquet", "csv"):
+        from neurolocal.traffic.table import export
+
+        with tempfile.TemporaryDirectory() as tmp:
+            count = export(directory, Path(tmp) / f"messages.{task}")
+    seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0  # load-independent: CPU time this work took
+    print(_json.dumps({"records": count, "seconds": seconds, "cpu_seconds": cpu,
+                       "peak_mb": usage.ru_maxrss / 1024}))
+
+
+def bench_traffic(quick: bool) -> None:
+    import json as _json
+    import subprocess
+    import tempfile
+
+    from neurolocal.generate import tiled_mlp, topology_yaml
+    from neurolocal.topology import load_topology
+
+    records = 1_000_000 if quick else 10_000_000
+    print(f"7. traffic logs at scale: {records:,} records, each step in a fresh process "
+          f"(records/s, peak resident memory); load {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="nl-bench-traffic-") as tmp:
+        topology = Path(tmp) / "tiled.yaml"
+        topology.write_text(topology_yaml(tiled_mlp(vertices=200, layers=4)))
+        graph = load_topology(topology).graph
+        for part, (size, tasks) in enumerate(((1_000_000, ("reference",)),
+                                              (records, ("decode", "summary", "audit",
+                                                         "parquet", "csv")))):
+            directory = Path(tmp) / f"log{part}"
+            directory.mkdir()
+            written = write_traffic_log(directory, size, graph, iterations=graph.depth)
+            megabytes = sum(p.stat().st_size for p in directory.iterdir()) / 1e6
+            print(f"  log of {written:,} records, {megabytes:,.0f} MB on disk")
+            for task in tasks:
+                out = subprocess.run([sys.executable, __file__, "--traffic-child", task,
+                                      str(directory), str(topology)], capture_output=True,
+                                     text=True, check=True)
+                m = _json.loads(out.stdout.strip().splitlines()[-1])
+                rate = m["records"] / m["seconds"]
+                ROWS.append({"section": "traffic", "name": task, **m, "rate": rate})
+                per_cpu = m["records"] / max(m["cpu_seconds"], 1e-9)
+                print(f"  {task:<10} {m['records']:>11,} records {m['seconds']:>8.2f} s "
+                      f"{rate / 1e6:>6.2f} M records/s ({per_cpu / 1e6:.2f} M per CPU-second)"
+                      f"  peak {m['peak_mb']:>7.0f} MB  load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+            for path in directory.iterdir():
+                path.unlink()
+
+
+# --- 8. start-up: time to first batch -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def neurolocal_command(*args) -> list[str]:
+    return [sys.executable, "-m", "neurolocal", *map(str, args)]
+
+
+def first_batch(extra_args: list, env: dict, out: Path) -> dict:
+    """Run `neurolocal run topologies/mlp.yaml` for one epoch; seconds from the command's
+    start to its first batch's dispatch and to that batch's end, read from the run's
+    traffic log (the driver stamps each batch's calls and the actors' replies)."""
+    from neurolocal.traffic import read_traffic
+
+    start = time.time()
+    done = subprocess.run(neurolocal_command("run", ROOT / "topologies/mlp.yaml", "--epochs", 1,
+                                             "--quiet", "--out", out, *extra_args),
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.time() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"neurolocal run failed: {done.stderr.strip()[-500:]}")
+    columns = read_traffic(out / "traffic").columns
+    batch = np.asarray(columns["batch"])
+    first = batch == batch.min()
+    return {"dispatch": float(np.min(np.asarray(columns["t_send"])[first])) - start,
+            "done": float(np.max(np.asarray(columns["t_recv"])[first])) - start, "wall": wall}
+
+
+def bench_startup(quick: bool) -> None:
+    import shutil
+    import tempfile
+
+    print("8. start-up: seconds from the command's start to its first batch's end, "
+          "`neurolocal run topologies/mlp.yaml` (4 actors); baseline: the goal")
+    repeats = 1 if quick else 3
+    work = Path(tempfile.mkdtemp(prefix="nl-bench-"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    for key in ("RAY_ADDRESS",):
+        env.pop(key, None)
+    try:
+        start = time.perf_counter()
+        subprocess.run(neurolocal_command("--version"), cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+        floor = time.perf_counter() - start
+        print(f"  floor: python -m neurolocal --version {floor:.2f} s")
+        # numba's cache: a fresh directory for the cold run, the same one after it
+        cache = {**env, "NUMBA_CACHE_DIR": str(work / "numba-cache")}
+        cold = first_batch([], cache, work / "cold")
+        warm = [first_batch([], cache, work / f"warm{k}") for k in range(repeats)]
+        embedded = statistics.median(w["done"] for w in warm)
+        dispatch = statistics.median(w["dispatch"] for w in warm)
+        report("startup", "embedded Ray: first batch done (numba cache warm)", embedded, 8.0,
+               unit="s", note=f"goal 8 s; Ray + actors up at {dispatch:.1f} s; whole command "
+                              f"{statistics.median(w['wall'] for w in warm):.1f} s")
+        report("startup", "embedded Ray, numba cache cold vs warm", cold["done"], embedded,
+               unit="s", note="first batch, empty NUMBA_CACHE_DIR vs the same after one run")
+        state = {**cache, "NEUROLOCAL_CLUSTER_DIR": str(work / "cluster")}
+        start = time.perf_counter()
+        subprocess.run(neurolocal_command("cluster", "up"), cwd=ROOT, env=state, check=True,
+                       capture_output=True)
+        up = time.perf_counter() - start
+        try:
+            attached = [first_batch(["--address", "auto"], state, work / f"attached{k}")
+                        for k in range(repeats + 1)][1:]  # the first warms the cluster's pool
+        finally:
+            subprocess.run(neurolocal_command("cluster", "down"), cwd=ROOT, env=state,
+                           capture_output=True)
+        report("startup", "attached (--address auto): first batch done", statistics.median(
+            a["done"] for a in attached), 3.0, unit="s",
+            note=f"goal 3 s; actors up at {statistics.median(a['dispatch'] for a in attached):.1f}"
+                 f" s; `neurolocal cluster up` took {up:.1f} s once")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- 9. memory of a whole Ray run -----------------------------------------------------------
+
+
+def bench_memory(quick: bool) -> None:
+    import json
+    import shutil
+    import tempfile
+    from collections import defaultdict
+
+    import proctree
+
+    print("9. memory: `neurolocal run topologies/mlp.yaml` on an embedded Ray, the whole "
+          "process tree (driver, GCS, raylet, agents, actors) at its peak; baseline: the goal")
+    work = Path(tempfile.mkdtemp(prefix="nl-bench-"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    epochs = 2 if quick else 5
+    try:
+        code, peak = proctree.run_and_sample(
+            neurolocal_command("run", ROOT / "topologies/mlp.yaml", "--epochs", epochs,
+                               "--quiet", "--out", work / "ray"), cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if code != 0:
+            raise RuntimeError(f"neurolocal run exited {code}")
+        mb = 1 << 20
+        actors = [m for m in peak["processes"] if proctree.kind(m["name"]) == "actor"]
+        report("memory", f"whole run, sum of RSS ({len(peak['processes'])} processes)",
+               peak["rss"] / mb, 800, unit="MB",
+               note=f"goal 800 MB; PSS {peak['pss'] / mb:.0f} MB; shared pages once "
+                    f"{peak['unique'] / mb:.0f} MB")
+        report("memory", "whole run, shared pages counted once", peak["unique"] / mb, 800,
+               unit="MB", note="private pages + each shared file once")
+        if actors:
+            report("memory", f"one actor, RSS (median of {len(actors)})",
+                   statistics.median(a["rss"] for a in actors) / mb,
+                   statistics.median(a["private"] for a in actors) / mb, unit="MB",
+                   note="baseline: its private pages (the rest is shared: numba's LLVM, Ray)")
+        by_kind = defaultdict(list)
+        for m in peak["processes"]:
+            by_kind[proctree.kind(m["name"])].append(m)
+        print("    " + "; ".join(f"{k} x{len(v)} {sum(m['rss'] for m in v) / mb:.0f} MB"
+                                  for k, v in sorted(by_kind.items(),
+                                                     key=lambda kv: -sum(m['rss'] for m in kv[1]))))
+        # the same command's epoch time, against the local engine's
+        ray_epoch = [e["seconds"] for e in json.loads(
+            (work / "ray" / "metrics.json").read_text())["runs"]["pc"]["epochs"]][1:]
+        subprocess.run(neurolocal_command("run", ROOT / "topologies/mlp.yaml", "--epochs", epochs,
+                                          "--quiet", "--engine", "local", "--no-traffic-log",
+                                          "--out", work / "local"),
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+        local_epoch = [e["seconds"] for e in json.loads(
+            (work / "local" / "metrics.json").read_text())["runs"]["pc"]["epochs"]][1:]
+        report("memory", "Ray `run` per epoch (default packing) vs local engine",
+               statistics.median(ray_epoch), statistics.median(local_epoch), unit="s",
+               note="goal <= 2x (issue 15; epochs after the first)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- 10. standard (strict) PC per epoch: neurolocal, pcx, torch backprop ---------------------
+
+PCX_PYTHON = os.environ.get("PCX_PYTHON", "/work/venv-pcx/bin/python")
+PCX_SETUP = ("python -m venv /work/venv-pcx && /work/venv-pcx/bin/pip install pcx==0.6.3 "
+             "'jax[cpu]>=0.4.33,<0.5' (or set PCX_PYTHON to a python that has pcx)")
+
+
+def digits_batches(batch_size: int = 32):
+    """The digits split neurolocal trains on, in one shuffled order, cut into batches."""
+    from neurolocal.training.data import load_digits
+
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.y_train))
+    bounds = list(range(0, len(order), batch_size)) + [len(order)]
+    return data, data.x_train[order], data.y_train[order], bounds
+
+
+def bench_epoch(quick: bool) -> None:
+    import json
+    import tempfile
+
+    from neurolocal.engines.local import LocalEngine
+
+    print("10. one epoch of the digits MLP (64-128-128-10 tanh, batch 32, 43 batches, one "
+          "thread); baseline: torch backprop, float64, Adam")
+    epochs = 3 if quick else 8
+    data, x, y, bounds = digits_batches()
+    graph = mlp([64, 128, 128, 10], "digits-mlp")
+    batches = list(zip(bounds[:-1], bounds[1:]))
+
+    def pc_epoch(mode, eta, iterations):
+        params = graph.init_params(0)
+        engine = LocalEngine(graph, params, mode=mode, schedule="jacobi")
+
+        def epoch():
+            for lo, hi in batches:
+                relaxation = engine.relax(x[lo:hi], y[lo:hi], eta=eta, iterations=iterations)
+                for vertex, updates in relaxation.dtheta.items():
+                    for name, update in updates.items():
+                        params[vertex][name] += 0.01 / (hi - lo) * update
+        return epoch
+
+    steps = {"fixed": (pc_epoch("fixed", 1.0, graph.depth), epochs),
+             "strict": (pc_epoch("strict", 0.1, 20), epochs)}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("  torch is not installed (pip install -e '.[test]'): PC rows are printed "
+              "against the strict row instead")
+    if torch is not None:
+        torch.set_num_threads(1)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Tanh(),
+                                    torch.nn.Linear(128, 128), torch.nn.Tanh(),
+                                    torch.nn.Linear(128, 10)).double()
+        optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+        tx, ty = torch.tensor(x), torch.tensor(y)
+
+        def torch_epoch():
+            for lo, hi in batches:
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(tx[lo:hi]), ty[lo:hi]).backward()
+                optimizer.step()
+        steps["torch"] = (torch_epoch, epochs)
+    times = interleaved(steps)
+    baseline = times.get("torch", times["strict"])
+    report("epoch", "neurolocal local, fixed PC eta=1 T=2, float64", times["fixed"], baseline,
+           unit="s")
+    report("epoch", "neurolocal local, strict PC eta=0.1 T=20, float64", times["strict"],
+           baseline, unit="s")
+    if not Path(PCX_PYTHON).exists():
+        print(f"  pcx: skipped, no {PCX_PYTHON}. Make it: {PCX_SETUP}")
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "digits.npz"
+        np.savez(path, x_train=x, y_train=y, x_test=data.x_test, y_test=data.y_test,
+                 batches=np.array(bounds))
+        done = subprocess.run([PCX_PYTHON, str(Path(__file__).with_name("pcx_digits.py")),
+                               str(path), "--epochs", str(epochs + 1), "--iterations", "20",
+                               "--eta", "0.1"], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"  pcx: failed: {done.stderr.strip().splitlines()[-1:]}")
+        return
+    pcx = json.loads(done.stdout.strip().splitlines()[-1])
+    report("epoch", f"pcx {pcx['pcx']} strict PC T=20, float32 (JAX {pcx['jax']}, after JIT)",
+           pcx["seconds_per_epoch"], baseline, unit="s",
+           note=f"JIT + first epoch {pcx['first_epoch_seconds']:.1f} s")
+    report("epoch", "neurolocal strict (float64) vs pcx strict (float32)", times["strict"],
+           pcx["seconds_per_epoch"], unit="s", note="goal <= 1x at the same dtype")
+
+
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
-            "placement": bench_placement, "logging": bench_logging}
+            "placement": bench_placement, "logging": bench_logging, "traffic": bench_traffic,
+            "startup": bench_startup, "memory": bench_memory, "epoch": bench_epoch}
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--traffic-child"]:  # one measurement of section 7, in its own process
+        traffic_child(*sys.argv[2:5])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--only", default=",".join(SECTIONS),

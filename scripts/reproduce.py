@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 from neurolocal import training  # noqa: E402
 from neurolocal.backprop import backprop  # noqa: E402
 from neurolocal.training.data import GraphData, OneHotRows, ZeroRows, load_for_graph  # noqa: E402
+from neurolocal.engines import EngineConfig  # noqa: E402
 from neurolocal.engines.local import LocalEngine, exchange_tied_partials  # noqa: E402
 from neurolocal.engines.timewise import time_blocks  # noqa: E402
 from neurolocal.topology import load_topology  # noqa: E402
@@ -270,7 +271,7 @@ def run_task(task: Task) -> dict:
     started = time.perf_counter()
     training.train(run, graph, data, settings,
                 log=lambda line: log(f"  [{task.key}] {line}"),
-                engine_options={"schedule": task.schedule},
+                engine_config=EngineConfig(schedule=task.schedule),
                 updates_per_batch=topology.paper.updates_per_batch)
     seconds = time.perf_counter() - started
     h = run.history

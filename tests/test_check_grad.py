@@ -27,7 +27,7 @@ from neurolocal.gradcheck import (
     fixed_point_residual,
     synthetic_batch,
 )
-from neurolocal.shard import RunSettings, Shard
+from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.topology import load_topology
 
 DAG = REPO_ROOT / "topologies" / "dag.yaml"

@@ -112,7 +112,10 @@ def test_readme_install_sequence_in_a_fresh_venv(tmp_path):
     in_package = _kernel_cache_files(site_packages)  # checked last: the symptom comes first
 
     # the README's second line's install, in the same venv: editable, with the test extra
-    done = _run([python, "-m", "pip", "install", "-e", ".[test]"], src, pip_env, 1800)
+    # --no-compile: no bytecode for torch's thousands of modules (a minute here); the
+    # editable neurolocal itself is never byte-compiled by pip anyway
+    done = _run([python, "-m", "pip", "install", "--no-compile", "-e", ".[test]"], src, pip_env,
+                1800)
     assert done.returncode == 0, _describe("pip install -e '.[test]'", done)
     done = _run([neurolocal, "--version"], src, run_env, 120)
     assert done.returncode == 0, _describe("neurolocal --version (after pip install -e)", done)

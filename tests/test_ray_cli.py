@@ -65,12 +65,13 @@ def test_check_grad_on_ray_is_exact_and_leaves_no_ray_behind(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_strict_mode_on_ray_is_one_line_and_exit_2():
-    result = run_cli("check-grad", "topologies/mlp.yaml", "--engine", "ray", "--mode", "strict")
+def test_a_schedule_the_mode_cannot_run_is_one_line_and_exit_2():
+    result = run_cli("check-grad", "topologies/mlp.yaml", "--engine", "ray", "--mode", "strict",
+                     "--schedule", "event")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "neurolocal: error: mode: the ray engine runs fixed mode only (strict mode would add a "
-        "value exchange to every round); use --engine local for strict"]
+        "neurolocal: error: --schedule: the event schedule needs fixed predictions (fixed mode): "
+        "in strict mode every value moves every round"]
 
 
 
@@ -81,7 +82,7 @@ def test_an_unreachable_address_fails_fast_in_one_line():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "neurolocal: error: address: cannot reach Ray at '127.0.0.1:1'"), result.stderr
+        "neurolocal: error: --address: cannot reach Ray at '127.0.0.1:1'"), result.stderr
 
 
 def test_a_port_that_answers_but_is_not_ray_is_refused_at_once():

@@ -153,7 +153,7 @@ def test_settings_the_engine_cannot_run_are_refused_before_any_actor_starts():
         RayEngine(graph, staleness=-1)
     with pytest.raises(ConfigError, match="placement"):
         RayEngine(graph, placement="everywhere")
-    with pytest.raises(ConfigError, match="vertices per actor"):
+    with pytest.raises(ConfigError, match="vertices_per_actor"):
         RayEngine(graph, vertices_per_actor=0)
 
 

@@ -216,3 +216,32 @@ def test_input_feedback_is_the_batch_mean_convention_of_dtheta():
     reference = torch_input_gradients(graph, params, x, y)
     for n, g in reference.items():
         assert relative_error(-one.input_feedback[n], g) <= 1e-10
+
+
+# --- the typed engine API ----------------------------------------------------------------------
+
+
+def test_engines_share_one_protocol_and_one_frozen_config():
+    import dataclasses
+
+    from neurolocal.engines import EngineConfig
+    from neurolocal.engines.base import Engine
+    from neurolocal.engines.ray import RayEngine
+    from neurolocal.errors import ConfigError
+
+    graph = load_topology(TOPOLOGIES / "mlp.yaml").graph
+    assert isinstance(LocalEngine(graph), Engine)
+    for name in ("relax", "restore", "train_step", "snapshot", "close"):
+        assert callable(getattr(RayEngine, name))
+    config = EngineConfig(engine="ray", vertices_per_actor=4.0, timeout=3)
+    assert (config.vertices_per_actor, config.timeout) == (4, 3.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.staleness = 2
+    assert EngineConfig().resolved_schedule == "event"
+    assert EngineConfig(mode="strict").resolved_schedule == "jacobi"
+    for bad, field in [({"vertices_per_actor": 0}, "vertices_per_actor"),
+                       ({"timeout": float("nan")}, "timeout"), ({"staleness": True}, "staleness"),
+                       ({"max_restarts": -1}, "max_restarts"), ({"schedule": "gauss"}, "schedule")]:
+        with pytest.raises(ConfigError) as error:
+            EngineConfig(**bad)
+        assert error.value.field == field and "--" not in str(error.value)

@@ -1,74 +1,71 @@
 """Engines move messages between vertex rules: in one process, or between Ray actors.
 
-`open_engine` is the one place command-line options become an engine, so every
-command that runs a graph (check-grad, run) accepts the same engine flags. Every
-engine is a context manager: leaving the block stops whatever it started.
+Both are transports over the one round machine (`neurolocal.engines.rounds`,
+docs/rounds.md) and offer the same `Engine` calls (`neurolocal.engines.base`).
+`open_engine` is the one place an `EngineConfig` becomes an engine. Every engine is a
+context manager: leaving the block stops whatever it started.
 """
 
 from __future__ import annotations
 
-ENGINE_NAMES = ("local", "ray")
-SCHEDULES = ("auto", "jacobi", "event", "backward-in-time", "ipc")
+from neurolocal.engines.config import ENGINE_NAMES, SCHEDULES, EngineConfig
+
+__all__ = ["ENGINE_NAMES", "SCHEDULES", "EngineConfig", "open_engine", "relax_once",
+           "traffic_recorder"]
 
 
-def resolve_schedule(options) -> str:
-    """`auto` picks the event schedule where it is exact (fixed mode, synchronous rounds):
-    the same numbers as Jacobi, bit for bit, with far fewer messages; else jacobi."""
-    schedule = getattr(options, "schedule", "auto") or "auto"
-    if schedule != "auto":
-        return schedule
-    synchronous = options.engine == "local" or not getattr(options, "staleness", 0)
-    return "event" if options.mode == "fixed" and synchronous else "jacobi"
-
-
-def traffic_recorder(options, graph, *, writer: str, settings: dict):
-    """A recorder for `--traffic-log DIR`, or None when logging is off."""
-    directory = getattr(options, "traffic_log", None)
-    if not directory:
+def traffic_recorder(config: EngineConfig, graph, *, writer: str, settings: dict):
+    """A recorder for the config's traffic log directory, or None when logging is off."""
+    if not config.traffic_log:
         return None
     from neurolocal.traffic.log import TrafficRecorder, new_run_id
 
-    return TrafficRecorder(directory, new_run_id(), writer, graph=graph.name,
-                           settings={"engine": options.engine, "mode": options.mode,
-                                     "schedule": resolve_schedule(options),
-                                     **settings})
+    return TrafficRecorder(config.traffic_log, new_run_id(), writer, graph=graph.name,
+                           settings={"engine": config.engine, "mode": config.mode,
+                                     "schedule": config.resolved_schedule, **settings})
 
 
-def open_engine(options, graph, params, *, log_settings: dict | None = None):
-    """The engine `options.engine` names, configured from the options' engine flags."""
-    from neurolocal.errors import ConfigError
+def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | None = None):
+    """The engine `config.engine` names, configured from the rest of the config."""
+    schedule = config.resolved_schedule
+    if config.fault is not None and config.engine != "ray":
+        from neurolocal.errors import ConfigError
 
-    schedule = resolve_schedule(options)
-    if getattr(options, "fault", None) is not None and options.engine != "ray":
-        raise ConfigError("--fault kills a Ray actor; it needs --engine ray", field="fault")
-    if options.engine == "local":
+        raise ConfigError("fault injection kills a Ray actor; it needs the ray engine",
+                          field="fault")
+    if config.engine != "sim" and config.sim is not None and config.sim.requested():
+        from neurolocal.errors import ConfigError
+
+        raise ConfigError("delays, loss and stragglers are simulated: they need the sim "
+                          "engine", field=config.sim.requested()[0])
+    if config.engine == "sim":
+        from neurolocal.engines.sim.options import open_sim_engine
+
+        recorder = traffic_recorder(config, graph, writer="sim", settings=log_settings or {})
+        return open_sim_engine(config, graph, params, schedule=schedule, recorder=recorder)
+    if config.engine == "local":
         from neurolocal.engines.local import LocalEngine
 
-        recorder = traffic_recorder(options, graph, writer="local", settings=log_settings or {})
-        return LocalEngine(graph, params, mode=options.mode, recorder=recorder,
+        recorder = traffic_recorder(config, graph, writer="local", settings=log_settings or {})
+        return LocalEngine(graph, params, mode=config.mode, recorder=recorder,
                            schedule=schedule)
-    if options.engine == "ray":
-        from neurolocal.engines.ray import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT, RayEngine
+    from neurolocal.engines.ray import RayEngine
 
-        return RayEngine(graph, params, mode=options.mode, schedule=schedule,
-                         address=options.address,
-                         vertices_per_actor=options.vertices_per_actor,
-                         staleness=options.staleness, placement=options.placement,
-                         timeout=getattr(options, "timeout", None) or DEFAULT_TIMEOUT,
-                         traffic_log=getattr(options, "traffic_log", None),
-                         traffic_settings=log_settings,
-                         max_restarts=getattr(options, "max_restarts", DEFAULT_MAX_RESTARTS),
-                         fault=getattr(options, "fault", None))
-    raise ConfigError(f"unknown engine {options.engine!r}", field="engine")
+    return RayEngine(graph, params, mode=config.mode, schedule=schedule,
+                     address=config.address, vertices_per_actor=config.vertices_per_actor,
+                     staleness=config.staleness, placement=config.placement,
+                     timeout=config.timeout, traffic_log=config.traffic_log,
+                     traffic_settings=log_settings, max_restarts=config.max_restarts,
+                     fault=config.fault)
 
 
-def relax_once(options, graph, params, inputs, target, *, eta: float, iterations: int,
-               read_inputs: bool = False):
-    """Relax one batch on the engine the options name; returns a `Relaxation`."""
+def relax_once(config: EngineConfig, graph, params, inputs, target, *, eta: float,
+               iterations: int, read_inputs: bool = False):
+    """Relax one batch on the engine the config names; returns a `Relaxation`."""
     from neurolocal.engines.base import check_relaxation_settings
 
-    check_relaxation_settings(eta, iterations, options.mode)
+    check_relaxation_settings(eta, iterations, config.mode)
     log_settings = {"eta": eta, "iterations": iterations, "read_inputs": read_inputs}
-    with open_engine(options, graph, params, log_settings=log_settings) as engine:
+    with open_engine(config, graph, params, log_settings=log_settings) as engine:
         return engine.relax(inputs, target, eta=eta, iterations=iterations,
                             read_inputs=read_inputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,18 +48,25 @@ class Restart:
     abandoned:  the batch id of the failed attempt (the traffic log marks it abandoned)
     actor, vertices: who died
     replayed:   batches replayed from the last snapshot before the interrupted one
-    seconds:    from the failed attempt's dispatch to the replay's"""
+    seconds:    from the failed attempt's dispatch to the replay's
+    cause:      "actor_died" (its process died, Ray restarted it) or "node_lost" (its
+                whole node is gone; re-created on a surviving node, docs/netns.md)
+    node, now_on: the address of the node it ran on before, and after"""
     batch: int
     abandoned: int
     actor: str
     vertices: tuple[str, ...]
     replayed: int
     seconds: float
+    cause: str = "actor_died"
+    node: str | None = None
+    now_on: str | None = None
 
     def as_dict(self) -> dict:
         return {"batch": self.batch, "abandoned_batch_id": self.abandoned, "actor": self.actor,
                 "vertices": list(self.vertices), "replayed": self.replayed,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "cause": self.cause, "node": self.node,
+                "now_on": self.now_on}
 
 
 @dataclass
@@ -76,6 +84,29 @@ class Step:
     energy: list[float]
     messages: int = 0
     restarts: list[Restart] = field(default_factory=list)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine offers (docs/rounds.md §6); `LocalEngine` and `RayEngine` both
+    are transports over the one round machine."""
+
+    def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
+              read_inputs: bool = False) -> Relaxation:
+        """One batch, nothing learns: every vertex's dtheta, errors, dL/dx."""
+
+    def restore(self, params, optimizer, learning) -> None:
+        """The vertices' parameters and optimizer state (a run's start, a checkpoint)."""
+
+    def train_step(self, inputs, target, eta: float = 1.0,
+                   iterations: int | None = None) -> "Step":
+        """One batch in which every vertex applies its own update; scalars come back."""
+
+    def snapshot(self) -> tuple[dict, dict]:
+        """(parameters, optimizer state) from the vertices, at a batch boundary."""
+
+    def close(self) -> None:
+        """Stop whatever the engine started."""
 
 
 def default_iterations(graph: Graph, read_inputs: bool = False) -> int:

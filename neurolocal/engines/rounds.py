@@ -65,7 +65,7 @@ every message it consumed, in order, when `trace=True`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -95,11 +95,12 @@ class Learning:
     lr: float | None = None
     options: tuple = ()                      # ((name, value), ...) of the optimizer
     updates_per_batch: int = 1
+    #: builds an optimizer from (name, lr, **options): the trainer's
+    #: (`neurolocal.training.optimizers.make_optimizer`), so engines import nothing above them
+    factory: Callable | None = None
 
     def make_optimizer(self):
-        from neurolocal.training.optimizers import make_optimizer
-
-        return make_optimizer(self.optimizer, self.lr, **dict(self.options))
+        return self.factory(self.optimizer, self.lr, **dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -580,7 +581,6 @@ class Shard:
     def _step(self, slot: Slot) -> bool:
         """One unit of work for one vertex, if its messages allow it. True if it moved."""
         rule, schedule = slot.rule, self.schedule
-        last = schedule.rounds
         if slot.round is None:
             return self._forward(slot)
         if rule.role == "input":  # waits for the final feedback of every child (dL/dx)

@@ -21,10 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from neurolocal.errors import TopologyError
+from neurolocal.ops.activations import Relu, Sigmoid, Tanh
 from neurolocal.ops.base import Op, Shape
 from neurolocal.ops.conv import Conv2d
 from neurolocal.ops.dense import Dense
-from neurolocal.ops.elementwise import Add, Mul, Relu, Sigmoid, Tanh
+from neurolocal.ops.elementwise import Add, Mul
 from neurolocal.ops.embedding import Embedding
 from neurolocal.ops.losses import LOSSES, Loss, make_loss
 from neurolocal.ops.multi_dense import MultiDense

@@ -21,7 +21,7 @@ from neurolocal import kernels
 from neurolocal import spatial_kernels as sk
 from neurolocal.errors import TopologyError
 from neurolocal.ops.base import Op, choice, non_negative_int, positive_int
-from neurolocal.ops.dense import ACTIVATIONS, apply_activation
+from neurolocal.ops.activations import ACTIVATIONS, apply_activation
 
 
 def pair(field: str, value: Any, *, allow_zero: bool = False) -> tuple[int, int]:

@@ -14,14 +14,9 @@ import numpy as np
 
 from neurolocal import kernels
 from neurolocal.errors import TopologyError
+from neurolocal.ops.activations import ACTIVATIONS, apply_activation
 from neurolocal.ops.base import Op, choice, positive_int
 
-ACTIVATIONS = {
-    "identity": None,
-    "tanh": kernels.tanh_with_derivative,
-    "relu": kernels.relu_with_derivative,
-    "sigmoid": kernels.sigmoid_with_derivative,
-}
 INITS = ("xavier", "uniform", "he")
 
 
@@ -36,13 +31,6 @@ def draw_weight(init: str, fan_in: int, fan_out: int, rng: np.random.Generator) 
     if init == "he":
         return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
     raise ValueError(init)
-
-
-def apply_activation(activation: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    kernel = ACTIVATIONS[activation]
-    if kernel is None:
-        return z, None
-    return kernel(np.ascontiguousarray(z))
 
 
 class Dense(Op):

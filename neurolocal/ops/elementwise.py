@@ -1,40 +1,10 @@
-"""Parameter-free elementwise vertices: activations, sums and products of parents."""
+"""Parameter-free elementwise vertices: sums and products of parents (activations are in
+`neurolocal.ops.activations`)."""
 
 from __future__ import annotations
 
-import numpy as np
 
-from neurolocal import kernels
 from neurolocal.ops.base import Op, require_same_shapes
-
-
-class _Activation(Op):
-    """vhat = f(x); cache f'(x); J^T eps = eps * f'(x)."""
-
-    arity = 1
-    kernel = staticmethod(kernels.tanh_with_derivative)
-
-    def forward(self, params, inputs):
-        y, derivative = self.kernel(np.ascontiguousarray(inputs[0]))
-        return y, derivative
-
-    def vjp(self, params, derivative, eps):
-        return [kernels.scale_by_derivative(np.ascontiguousarray(eps), derivative)]
-
-
-class Tanh(_Activation):
-    name = "tanh"
-    kernel = staticmethod(kernels.tanh_with_derivative)
-
-
-class Relu(_Activation):
-    name = "relu"
-    kernel = staticmethod(kernels.relu_with_derivative)
-
-
-class Sigmoid(_Activation):
-    name = "sigmoid"
-    kernel = staticmethod(kernels.sigmoid_with_derivative)
 
 
 class Add(Op):

@@ -16,7 +16,8 @@ import numpy as np
 
 from neurolocal import kernels
 from neurolocal.errors import TopologyError
-from neurolocal.ops.dense import Dense, apply_activation, draw_weight
+from neurolocal.ops.activations import apply_activation
+from neurolocal.ops.dense import Dense, draw_weight
 
 
 class MultiDense(Dense):

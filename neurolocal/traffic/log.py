@@ -24,14 +24,11 @@ import os
 import socket
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
 import numpy as np
-
-from neurolocal.errors import DataError
 
 FORMAT = "neurolocal-traffic"
 VERSION = 1
@@ -129,7 +126,9 @@ def _safe(name: str) -> str:
 
 @dataclass
 class TrafficLog:
-    """Every record of a log directory, as column arrays, plus the writers' headers."""
+    """Every record of a log directory in memory, as column arrays (names as str), plus
+    the writers' headers. For small logs and tests; large logs are read as a stream
+    (`neurolocal.traffic.stream.LogStream`) or as Arrow (`neurolocal.traffic.read_table`)."""
 
     directory: Path
     headers: list[dict]
@@ -151,64 +150,32 @@ class TrafficLog:
 
 
 def read_traffic(directory: str | Path) -> TrafficLog:
-    """Read every stream file in `directory`; a cut tail is reported, not fatal."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError("no such traffic-log directory", source=str(directory))
-    files = sorted(directory.glob(f"*{SUFFIX}"))
-    if not files:
-        raise DataError(f"no *{SUFFIX} files in this directory", source=str(directory))
-    headers, records, energy, truncated = [], [], {}, []
-    for path in files:
-        header, file_records, file_energy, cut = _read_file(path)
-        headers.append(header)
-        records.extend(file_records)
-        for batch, values in file_energy:
-            energy[batch] = values
-        if cut:
-            truncated.append(str(path))
-            warnings.warn(f"{path}: truncated tail after {len(file_records)} whole records; "
-                          "read up to the last whole record", stacklevel=2)
-    columns = {name: np.array([r[i] for r in records], dtype=object if name in
-                              ("src", "dst", "kind", "src_host", "dst_host", "src_actor",
-                               "dst_actor") else None)
-               for i, name in enumerate(FIELDS)}
-    if not records:
-        columns = {name: np.array([]) for name in FIELDS}
-    return TrafficLog(directory, headers, columns, energy, truncated)
+    """Read every stream file in `directory` into memory; a cut tail is warned, not fatal.
+    (`directory` may also be a run directory holding `traffic/`.)"""
+    from neurolocal.traffic.stream import STR_FIELDS, LogStream
 
-
-def _read_file(path: Path):
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=MAX_OBJECT_BYTES,
-                                    strict_map_key=True, use_list=True)
-        try:
-            header = next(unpacker)
-        except StopIteration:
-            raise DataError("empty or truncated before its header", source=str(path)) from None
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise DataError(f"not a traffic log ({exc})", source=str(path)) from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise DataError("not a neurolocal traffic log (bad header)", source=str(path))
-        if header.get("version") != VERSION:
-            raise DataError(f"traffic-log version {header.get('version')} is not supported "
-                            f"(expected {VERSION})", source=str(path))
-        records, energy = [], []
-        try:
-            for item in unpacker:
-                if isinstance(item, dict) and "energy" in item:
-                    energy.append(tuple(item["energy"]))
-                elif isinstance(item, list) and len(item) == len(FIELDS):
-                    records.append(item)
-                else:
-                    raise DataError(f"malformed record after {len(records)} records",
-                                    source=str(path))
-        except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
-            raise DataError(f"corrupt record after {len(records)} records ({exc})",
-                            source=str(path)) from None
-        cut = unpacker.tell() < size
-    return header, records, energy, cut
+    stream = LogStream(directory)
+    parts: dict[str, list[np.ndarray]] = {}
+    runs: list[np.ndarray] = []
+    for chunk in stream.chunks():
+        for name, column in chunk.columns.items():
+            parts.setdefault(name, []).append(column)
+        runs.append(np.full(len(chunk), chunk.run, np.int32))
+    names = list(FIELDS) + stream.extra_fields
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        column = np.concatenate(parts[name]) if name in parts else np.array([])
+        if name in STR_FIELDS or (column.dtype == np.int32 and name not in FIELDS):
+            table = np.array([stream.name(i) if i >= 0 else "" for i in range(len(stream.strings))]
+                             + [""], dtype=object)
+            column = table[column] if column.size else np.array([], dtype=object)
+        columns[name] = column
+    run_ids = np.concatenate(runs) if runs else np.array([], np.int32)
+    columns["run"] = np.array(stream.runs + [""], dtype=object)[run_ids] if runs \
+        else np.array([], dtype=object)
+    energy = {batch: values for (_, batch), values in stream.energy.items()}
+    return TrafficLog(stream.directory, [f.header for f in stream.files], columns, energy,
+                      stream.truncated)
 
 
 def new_run_id() -> str:

@@ -1,86 +1,54 @@
-"""Tables from a traffic log: totals, per kind, per round, per edge, with latencies."""
+"""Tables from a traffic log: totals, per kind, per round, per edge, with latencies.
+
+Both functions stream the log (any size, bounded memory) through
+`aggregate.Totals`; they take a log directory, a run directory, or a `TrafficLog`.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 
-import numpy as np
-
-from neurolocal.traffic.log import TrafficLog
+from neurolocal.traffic.aggregate import totals
 
 
-def _latency_ms(log: TrafficLog) -> np.ndarray:
-    if not len(log):
-        return np.array([])
-    return (log.columns["t_recv"].astype(float) - log.columns["t_send"].astype(float)) * 1e3
+def summary(source) -> dict:
+    return totals(source).summary()
 
 
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
-    if values.size == 0:
-        return float("nan"), float("nan")
-    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
-
-
-def summary(log: TrafficLog) -> dict:
-    c = log.columns
-    latency = _latency_ms(log)
-    p50, p99 = _percentiles(latency)
-    out = {
-        "messages": len(log),
-        "bytes": int(np.sum(c["bytes"])) if len(log) else 0,
-        "batches": len(set(c["batch"].tolist())),
-        "rounds": int(np.max(c["round"])) + 1 if len(log) else 0,
-        "writers": [h.get("writer") for h in log.headers],
-        "hosts": sorted(set(c["src_host"].tolist()) | set(c["dst_host"].tolist())),
-        "latency_ms": {"p50": p50, "p99": p99},
-        "settings": log.settings,
-        "truncated_files": log.truncated,
-        "by_kind": {},
-        "by_round": {},
-    }
-    for key, column in (("by_kind", "kind"), ("by_round", "round")):
-        groups: dict = defaultdict(list)
-        for i, k in enumerate(c[column].tolist()):
-            groups[k].append(i)
-        for k in sorted(groups):
-            idx = np.array(groups[k])
-            out[key][str(k)] = {"messages": len(idx), "bytes": int(np.sum(c["bytes"][idx]))}
-    return out
-
-
-def edges(log: TrafficLog) -> list[dict]:
+def edges(source) -> list[dict]:
     """One row per (src, dst, kind): count, bytes and latency, most messages first."""
-    c = log.columns
-    latency = _latency_ms(log)
-    groups: dict = defaultdict(list)
-    for i, key in enumerate(zip(c["src"].tolist(), c["dst"].tolist(), c["kind"].tolist())):
-        groups[key].append(i)
-    rows = []
-    for (src, dst, kind), idx in groups.items():
-        idx = np.array(idx)
-        p50, p99 = _percentiles(latency[idx])
-        rows.append({"src": src, "dst": dst, "kind": kind, "messages": len(idx),
-                     "bytes": int(np.sum(c["bytes"][idx])), "latency_p50_ms": p50,
-                     "latency_p99_ms": p99})
-    rows.sort(key=lambda r: (-r["messages"], -r["bytes"], r["src"], r["dst"], r["kind"]))
-    return rows
+    return totals(source, edges=True).edge_rows()
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{int(n)} bytes"
 
 
 def format_summary(s: dict) -> str:
+    batches = max(s["batches"], 1)
     lines = [
-        f"{s['messages']} messages, {s['bytes']} bytes, {s['batches']} batches, "
-        f"{s['rounds']} rounds (round 0 = forward pass)",
+        f"{s['messages']} messages, {s['bytes']} bytes sent (payload, not the log's size), "
+        f"{s['batches']} batches in {s['runs']} run(s), {s['rounds']} rounds "
+        "(round 0 = forward pass)",
         f"writers: {', '.join(map(str, s['writers']))}; hosts: {', '.join(s['hosts'])}",
         f"latency p50 {s['latency_ms']['p50']:.3f} ms, p99 {s['latency_ms']['p99']:.3f} ms",
+        f"scheduler (control) bytes per batch: {s['scheduler_bytes_per_batch']:.0f}",
+        "scope: " + ", ".join(f"{k} {v['messages']} messages ({_mb(v['bytes'])})"
+                              for k, v in s["scope"].items()),
         "by kind:",
     ]
-    lines += [f"  {k:<8} {v['messages']:>10} messages {v['bytes']:>14} bytes"
+    lines += [f"  {k:<8} {v['messages']:>10} messages {v['bytes']:>14} bytes "
+              f"{v['bytes'] / batches:>12.0f} bytes/batch"
               for k, v in s["by_kind"].items()]
     lines.append("by round:")
     lines += [f"  {k:>5} {v['messages']:>10} messages {v['bytes']:>14} bytes"
               for k, v in s["by_round"].items()]
+    if s["abandoned_batches"]:
+        shown = ", ".join(s["abandoned_batches"][:10])
+        more = len(s["abandoned_batches"]) - 10
+        lines.append(f"abandoned (replayed) batches, run:batch: {shown}"
+                     + (f" and {more} more" if more > 0 else ""))
     if s["truncated_files"]:
         lines.append(f"truncated (read up to the last whole record): {', '.join(s['truncated_files'])}")
     return "\n".join(lines)

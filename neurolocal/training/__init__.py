@@ -20,7 +20,6 @@ from neurolocal.training.checkpoint import (
 )
 from neurolocal.training.history import History, Run, new_run, predicted_positions
 from neurolocal.training.loop import (
-                                            ENGINE_OPTION_DEFAULTS,
                                             evaluate,
                                             make_engine,
                                             predict,
@@ -37,7 +36,7 @@ from neurolocal.training.settings import (
                                             resolve_settings,
 )
 
-__all__ = ["ALGORITHMS", "ENGINE_OPTION_DEFAULTS", "History", "MODES", "Run", "Settings",
+__all__ = ["ALGORITHMS", "History", "MODES", "Run", "Settings",
            "checkpoint_path", "evaluate", "final_table", "iterations_for", "load_checkpoint",
            "make_engine", "metrics_document", "new_run", "predict", "predicted_positions",
            "progress_factory", "read_checkpoint_settings", "resolve_settings", "save_checkpoint",

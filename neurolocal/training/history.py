@@ -57,6 +57,9 @@ class Run:
     rng: np.random.Generator
     history: History
     restarts: list[dict] = field(default_factory=list)   # actor restarts, see module doc
+    #: an engine's per-batch counters summed over this process's batches (the sim engine:
+    #: simulated time, messages lost and retransmitted; docs/asynchrony.md)
+    engine_report: dict = field(default_factory=dict)
 
 
 def new_run(algorithm: str, graph: Graph, settings: Settings) -> Run:

@@ -1,30 +1,25 @@
 """Training: epochs of shuffled minibatches, predictive coding or backprop, an optimizer.
 
-Engine interface (what the trainer asks of an engine, so a Ray engine can slot in):
-
-    engine.relax(inputs, target, eta=..., iterations=...) -> Relaxation
-        .dtheta  Hebbian updates (= -dL/dtheta at the fixed point); the trainer
-                 hands `-dtheta` to the optimizer (see neurolocal/training/optimizers.py)
-        .loss, .prediction, .energy (free energy after each round)
-    engine.load_params(params)   optional: engines that keep their own copy of the
-                 parameters (actors) receive the updated ones after every optimizer
-                 step. The local engine shares the arrays by reference and has none.
-
-`make_engine` is where `settings.engine` becomes an engine. `--algorithm bp` uses
-`neurolocal.backprop.backprop` on the same parameters, batches and optimizer.
+Predictive coding (docs/rounds.md): the vertices own their parameters and optimizer
+state. The trainer hands the engine the run's state once (`engine.restore`), then per
+batch only data (`engine.train_step(inputs, target, eta=..., iterations=...)` -> `Step`:
+loss, hits of the forward prediction, energy per round) and, at every epoch boundary,
+gathers a consistent snapshot (`engine.snapshot()`) into `run.params` and
+`run.optimizer`: what the epoch's evaluation reads and the checkpoint stores. Both
+engines give bitwise the same run. `--algorithm bp` uses `neurolocal.backprop.backprop`
+with the trainer's own optimizer on the same parameters, batches and settings.
 
 Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
 epoch's permutation. A checkpoint (written atomically after every epoch) holds the
 parameters, the optimizer state, the epoch, the generator's state and the history
-so far, all as plain arrays; resuming from it reproduces the uninterrupted run bitwise.
+so far, all as plain arrays; resuming from it, on either engine, reproduces the
+uninterrupted run bitwise.
 
-Actor faults: the driver holds the parameters and the optimizer state, and the Ray
-engine sends every shard its parameters with each batch, so an actor that dies
-mid-batch is restarted and the batch replayed from the last committed state (the
-parameters at the start of that batch; the epoch checkpoint is its durable copy):
-the run ends bit for bit as an uninterrupted one. Each restart the engine reports
-(`Relaxation.extras["restarts"]`) is kept in `Run.restarts`, the checkpoint and
-metrics.json; an actor that cannot come back raises `EngineError` and the last
+Actor faults: a Ray actor that dies is restarted, every vertex restored from the
+engine's last snapshot and the batches since replayed (docs/rounds.md §5): the run
+ends bit for bit as an uninterrupted one. Each restart the engine reports
+(`Step.restarts`, typed `Restart` records) is kept in `Run.restarts`, the checkpoint
+and metrics.json; an actor that cannot come back raises `EngineError` and the last
 epoch checkpoint stays for `--resume`."""
 
 from __future__ import annotations
@@ -37,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from neurolocal.engines.config import EngineConfig
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph, Params
 from neurolocal.ops.losses import correct_count  # noqa: F401  (the trainer's metric)
@@ -49,32 +45,23 @@ from neurolocal.training.settings import Settings, iterations_for
 EVAL_BATCH = 1024
 
 
-#: engine flags that change where and how vertices run, not what they compute
-ENGINE_OPTION_DEFAULTS = {"schedule": "auto", "traffic_log": None, "address": "local",
-                          "vertices_per_actor": 1, "staleness": 0, "placement": "spread",
-                          "timeout": None, "max_restarts": 3, "fault": None}
-
-
-def make_engine(settings: Settings, graph: Graph, params: Params, engine_options=None):
-    """The engine of `settings.engine`, with the run's engine flags (see ENGINE_OPTION_DEFAULTS)."""
-    from types import SimpleNamespace
-
+def make_engine(settings: Settings, graph: Graph, params: Params,
+                engine_config: EngineConfig | None = None):
+    """The engine of `settings.engine` in `settings.mode`, placed as `engine_config` says
+    (its engine and mode are the settings')."""
     from neurolocal.engines import open_engine
 
-    options = {**ENGINE_OPTION_DEFAULTS, **(engine_options or {})}
-    namespace = SimpleNamespace(engine=settings.engine, mode=settings.mode, **options)
-    return open_engine(namespace, graph, params, log_settings={
+    config = (engine_config or EngineConfig()).with_(engine=settings.engine, mode=settings.mode)
+    if config.seed is None:   # the sim engine's draws follow the run's seed
+        config = config.with_(seed=settings.seed)
+    return open_engine(config, graph, params, log_settings={
         "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False,
         "learning": True})
 
 
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The forward pass alone (the output vertex's prediction)."""
-    values = dict(inputs)
-    for n in graph.order:
-        if not graph.is_input(n):
-            spec = graph.vertices[n]
-            values[n], _ = spec.op.forward(params.get(n, {}), [values[p] for p in spec.parents])
+    values, _ = graph.forward(params, inputs)
     return values[graph.output]
 
 
@@ -109,8 +96,8 @@ def serial_blas():
 def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
           checkpoint: Path | None = None, progress: ProgressFactory | None = None,
           log: Callable[[str], None] | None = None,
-          on_epoch: Callable[[Run], None] | None = None, engine_options: dict | None = None,
-          updates_per_batch: int = 1) -> Run:
+          on_epoch: Callable[[Run], None] | None = None,
+          engine_config: EngineConfig | None = None, updates_per_batch: int = 1) -> Run:
     """Train `run` up to `settings.epochs`, checkpointing after every epoch; `on_epoch`
     is called after each epoch's checkpoint (the CLI rewrites metrics.json there).
 
@@ -122,7 +109,7 @@ def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
         # overflow while training is reported once, as divergence, not as numpy warnings
         with serial_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if run.algorithm == "pc":
-                engine = make_engine(settings, graph, run.params, engine_options)
+                engine = make_engine(settings, graph, run.params, engine_config)
             return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch,
                           engine, updates_per_batch)
     finally:
@@ -134,8 +121,11 @@ def learning_of(settings: Settings, updates_per_batch: int = 1):
     """What every vertex needs to train its own parameters: the run's optimizer settings."""
     from neurolocal.engines.rounds import Learning
 
+    from neurolocal.training.optimizers import make_optimizer
+
     return Learning(settings.optimizer, settings.lr,
-                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch)
+                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch,
+                    make_optimizer)
 
 
 def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,
@@ -162,10 +152,15 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
                     run.restarts.append({**r.as_dict(), "epoch": epoch + 1,
                                          "batch_in_epoch": b + 1})
                     if log is not None:
-                        log(f"{r.actor} ({', '.join(r.vertices)}) died in epoch {epoch + 1}, "
-                            f"batch {b + 1}; Ray restarted it, its vertices were restored from "
-                            f"the last snapshot and {r.replayed + 1} batch(es) replayed "
-                            f"({r.seconds:.1f} s lost)")
+                        what = (f"was lost with node {r.node}; Ray re-created it on {r.now_on}"
+                                if r.cause == "node_lost" else "died; Ray restarted it")
+                        log(f"{r.actor} ({', '.join(r.vertices)}) {what} in epoch {epoch + 1}, "
+                            f"batch {b + 1}; its vertices were restored from the last snapshot "
+                            f"and {r.replayed + 1} batch(es) replayed ({r.seconds:.1f} s lost)")
+                for key, value in getattr(step, "report", {}).items():   # sim engine counters
+                    total = run.engine_report.get(key, 0)
+                    run.engine_report[key] = (max(total, value) if key.startswith("max_")
+                                              else total + value)
                 loss, batch_hits = step.loss, step.hits
                 energy = np.asarray(step.energy, dtype=np.float64)
                 energy_sum = energy if energy_sum is None else energy_sum + energy

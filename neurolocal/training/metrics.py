@@ -19,10 +19,12 @@ from neurolocal.training.settings import Settings, iterations_for
 def versions() -> dict[str, str]:
     import platform
 
+    from importlib import metadata
+
     found = {"python": platform.python_version(), "numpy": np.__version__}
-    for module in ("numba", "ray"):
-        try:
-            found[module] = __import__(module).__version__
+    for module in ("numba", "ray"):  # read from the installed metadata: importing numba
+        try:                           # would load its LLVM into the driver
+            found[module] = metadata.version(module)
         except Exception:                      # not installed: say so rather than fail a run
             found[module] = None
     from neurolocal import __version__
@@ -77,6 +79,8 @@ def metrics_document(topology_name: str, topology_file: str | None, data: GraphD
             "energy_per_round": run.history.energy_per_round,
             "restarts": run.restarts,
         }
+        if run.engine_report:
+            doc["runs"][algorithm]["engine_report"] = dict(run.engine_report)
     return doc
 
 

@@ -80,8 +80,8 @@ def plot_energy(doc: dict, path: Path) -> None:
     """Top: the free energy after each round. It *rises*: with fixed predictions the
     hidden errors start at zero after the forward pass and grow to their backprop
     values (docs/design.md §1). Bottom: its change per round, which falls to zero as
-    the errors settle (at eta = 1: zero from round depth + 1 on; zeros are drawn at
-    the axis floor and marked "settled")."""
+    the errors settle (at eta = 1: zero from round depth + 1 on; zeros are marked on a
+    dotted line below every nonzero change)."""
     plt = _pyplot()
     fig, (ax, ax_change) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
                                         gridspec_kw={"height_ratios": [3, 2]})
@@ -99,13 +99,15 @@ def plot_energy(doc: dict, path: Path) -> None:
         rounds = list(range(1, len(energy)))
         positive = [c for c in change if c > 0]
         if positive:
-            floor = min(positive) / 10
-            ax_change.semilogy(rounds, [max(c, floor) for c in change], "s-",
+            ax_change.semilogy([r for r, c in zip(rounds, change) if c > 0], positive, "s-",
                                color="tab:green")
             settled = [r for r, c in zip(rounds, change) if c == 0]
-            if settled:
+            if settled:  # a log axis has no zero: a marked line well below every change
+                floor = min(positive) / 1000
+                ax_change.axhline(floor, linestyle=":", linewidth=0.8, color="tab:red")
                 ax_change.plot(settled, [floor] * len(settled), "v", color="tab:red",
-                               label="0: settled")
+                               label="exactly 0: settled")
+                ax_change.set_ylim(bottom=floor / 3)
                 ax_change.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no predictive-coding run", ha="center", va="center",

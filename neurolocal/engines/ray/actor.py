@@ -1,9 +1,11 @@
-"""The Ray actor: a thin wrapper over a Ray-free `Shard` (neurolocal/shard.py) that posts
-outgoing messages fire-and-forget to its neighbour actors."""
+"""The Ray actor: a transport over the round machine — a thin wrapper over a Ray-free
+`Shard` (neurolocal/engines/rounds.py, docs/rounds.md) that posts outgoing messages
+fire-and-forget to its neighbour actors. It holds no round logic of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import warnings
@@ -44,8 +46,11 @@ def actor_name(index: int) -> str:
 
 
 def host_label(node: dict) -> str:
-    """hostname/node-id prefix: machines differ by name, simulated nodes by id."""
-    return f"{node.get('NodeManagerHostname') or socket.gethostname()}/{node['NodeID'][:8]}"
+    """hostname@address/node-id prefix: machines differ by name and address (network
+    namespaces on one machine share the name), simulated nodes of one host by id."""
+    name = node.get("NodeManagerHostname") or socket.gethostname()
+    address = node.get("NodeManagerAddress")
+    return f"{name}@{address}/{node['NodeID'][:8]}" if address else f"{name}/{node['NodeID'][:8]}"
 
 
 @ray.remote
@@ -54,13 +59,17 @@ class ShardActor:
     answers `run_batch` once its vertices are done. An asyncio actor: each method
     runs to completion without awaiting in between, so the shard needs no locks."""
 
-    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None):
+    def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None,
+                 replacement: bool = False):
+        """`replacement`: a new actor standing in for one lost with its node (it writes
+        a stream of its own, as a restarted one)."""
         log = None
         self.name = actor_name(owners[names[0]])
         self.traffic = traffic
         with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id here
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            self.restarted = (replacement
+                              or ray.get_runtime_context().was_current_actor_reconstructed)
         if traffic is not None:
             recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
                                        graph=traffic.graph, settings=traffic.settings)
@@ -108,6 +117,17 @@ class ShardActor:
         if self.failure is not None:
             raise self.failure
         return {**self.shard.result(), "t_send": now()}
+
+    async def ping(self) -> int:
+        """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
+        return os.getpid()
+
+    async def set_hosts(self, hosts: tuple[str, ...]) -> None:
+        """The host of every shard index, after actors moved to other nodes (a node was
+        lost): the traffic log names where each message really came from and went."""
+        if self.traffic is not None:
+            self.traffic = dataclasses.replace(self.traffic, hosts=tuple(hosts))
+            self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
 
     async def restore(self, params, optimizer, learning) -> None:
         """Its vertices back to a snapshot held by the driver (`Shard.restore`)."""

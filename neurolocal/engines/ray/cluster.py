@@ -1,6 +1,6 @@
 """Joining a Ray cluster started with `ray start`, and a multi-node cluster on one machine.
 
-Token authentication (Ray 2.60, DESIGN.md §3): `ray start --head` turns it on, and every
+Token authentication (Ray 2.60, docs/design.md §3): `ray start --head` turns it on, and every
 process of the cluster (head, workers, drivers) must carry RAY_AUTH_MODE=token and the
 same token, in RAY_AUTH_TOKEN, in the file RAY_AUTH_TOKEN_PATH names, or in
 ~/.ray/auth_token. A driver without it makes `ray.init` retry for ~20 s, print one
@@ -87,7 +87,7 @@ def _resolve(address: str) -> str:
         except (ConnectionError, ValueError):
             found = None
         if not found:
-            raise ConfigError("--address auto found no running Ray cluster on this machine: "
+            raise ConfigError("address auto found no running Ray cluster on this machine: "
                               "start one with `ray start --head`, or give HOST:PORT",
                               field="address")
         return found

@@ -11,10 +11,18 @@ import tempfile
 import ray
 
 import neurolocal
+from neurolocal.engines.ray import lifecycle
+from neurolocal.engines.ray.standing import attach
 from neurolocal.errors import ConfigError
 
 ADDRESS_LOCAL = "local"
 
+
+#: an embedded Ray, for one command: no dashboard, and no Ray worker processes started
+#: ahead of the actors (Ray prestarts one per CPU; they sat idle, ~85 MB each). See
+#: docs/startup.md for what else an embedded Ray runs and why it stays.
+EMBEDDED_OPTIONS = {"include_dashboard": False,
+                    "_system_config": {"prestart_worker_first_driver": False}}
 
 #: seconds to wait for a cluster's address to accept a connection
 CONNECT_TIMEOUT = 10.0
@@ -30,13 +38,14 @@ def worker_runtime_env(remote: bool = False) -> dict:
     (no copy); on a remote cluster the package is uploaded with `py_modules`.
     NUMBA_CACHE_DIR is passed on when set, so workers share compiled kernels."""
     env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR",) if k in os.environ}
+    hook = {"worker_process_setup_hook": "neurolocal.engines.worker_setup.setup"}
     if remote:
         return {"py_modules": [os.path.dirname(os.path.abspath(neurolocal.__file__))],
-                "env_vars": env}
+                "env_vars": env, **hook}
     path = [package_parent()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                  if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
-    return {"env_vars": env}
+    return {"env_vars": env, **hook}
 
 
 def start_ray(address: str | None) -> bool:
@@ -44,7 +53,10 @@ def start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or ADDRESS_LOCAL
+    resolved = attach(address)  # auto: `neurolocal cluster up`'s cluster, on this machine
     remote = address != ADDRESS_LOCAL
+    address, same_machine = resolved, resolved != address
+    lifecycle.quiet_token_notice()  # Ray's notice on every start (token authentication stays on)
     check_reachable(address)
     if remote:  # Ray retries a silent GCS once a second for a minute by default
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
@@ -52,14 +64,31 @@ def start_ray(address: str | None) -> bool:
 
         check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
     try:
-        with stderr_kept_unless_failing():
-            ray.init(address=address, include_dashboard=False if not remote else None,
-                     runtime_env=worker_runtime_env(remote), logging_level="warning",
-                     log_to_driver=False)
+        with (contextlib.nullcontext() if remote else lifecycle.starting_embedded()), \
+                stderr_kept_unless_failing():
+            ray.init(address=address, logging_level="warning", log_to_driver=False,
+                     runtime_env=worker_runtime_env(remote and not same_machine),
+                     **({} if remote else EMBEDDED_OPTIONS), **driver_node_ip())
+        if remote:
+            lifecycle.quiet_driver_logs()
     except (ConnectionError, ValueError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach Ray at {address!r}: {detail}", field="address") from None
     return True
+
+
+#: the address of this machine's own Ray node, when Ray cannot tell (see driver_node_ip)
+NODE_IP_VARIABLE = "NEUROLOCAL_NODE_IP"
+
+
+def driver_node_ip() -> dict:
+    """`ray.init` options naming the raylet this driver belongs to, when
+    $NEUROLOCAL_NODE_IP says. Ray finds "local" raylets by scanning the process table;
+    with several network namespaces on one machine (neurolocal/netns.py) it sees every
+    namespace's raylet and would pick the head's, which this driver cannot reach. The
+    variable names the node IP of the raylet in the driver's own namespace."""
+    node_ip = os.environ.get(NODE_IP_VARIABLE, "").strip()
+    return {"_node_ip_address": node_ip} if node_ip else {}
 
 
 @contextlib.contextmanager

@@ -10,8 +10,8 @@ from dataclasses import replace
 import numpy as np
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from neurolocal.engines.config import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT
 from neurolocal.engines.base import (
     Relaxation,
     Restart,
@@ -27,8 +27,16 @@ from neurolocal.engines.ray.actor import (
     actor_name,
     host_label,
 )
+from neurolocal.engines.ray import lifecycle
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
+from neurolocal.engines.ray.nodes import (
+    alive_nodes,
+    placement_strategy,
+    replacement_node,
+    restart_cause,
+)
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
 from neurolocal.engines.rounds import (
@@ -47,12 +55,16 @@ from neurolocal.traffic.log import (
     payload_bytes,
 )
 
-#: seconds any driver wait may take (actors starting, one batch) before the run fails
-DEFAULT_TIMEOUT = 300.0
+#: seconds a late actor has to answer a ping before its node counts as unreachable
+PING_TIMEOUT = 5.0
 
 
-#: how often Ray may restart one actor that died before the run gives up
-DEFAULT_MAX_RESTARTS = 3
+class ActorsLate(EngineError):
+    """Actors did not answer within the timeout; `actors` are their shard indices."""
+
+    def __init__(self, message: str, actors: list[int]):
+        super().__init__(message)
+        self.actors = actors
 
 
 class ActorLost(EngineError):
@@ -89,20 +101,13 @@ class RayEngine:
         self.staleness = staleness
         self.placement = placement
         self.vertices_per_actor = vertices_per_actor
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}",
-                              field="timeout")
-        self.timeout = float(timeout)
+        self.timeout = number("timeout", timeout, positive=True)
         self.traffic_log = traffic_log
         self.traffic_settings = dict(traffic_settings or {})
         self.recorder: TrafficRecorder | None = None
         self.shards = partition(graph, vertices_per_actor)
         assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
-        if isinstance(max_restarts, bool) or int(max_restarts) != max_restarts \
-                or max_restarts < 0:
-            raise ConfigError(f"expected a whole number >= 0, got {max_restarts}",
-                              field="max_restarts")
-        self.max_restarts = int(max_restarts)
+        self.max_restarts = number("max_restarts", max_restarts, whole=True, minimum=0)
         self.fault = check_fault(fault, len(self.shards))
         self.actors: list = []
         self.actor_info: list[dict] = []
@@ -116,34 +121,48 @@ class RayEngine:
         self._owns_ray = start_ray(address)
         try:
             self._start_actors()
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def _start_actors(self) -> None:
-        graph, owners = self.graph, shard_of(self.shards)
+        graph = self.graph
         driver_node = ray.get_runtime_context().get_node_id()
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         nodes = [driver_node] * (driver_node in alive) + [n for n in alive if n != driver_node]
         where = assign_nodes(len(self.shards), nodes, self.placement, driver_node)
         traffic = self._traffic_spec(where, driver_node)
-        graph_ref = graph_argument(graph)
-        self._graph_ref = graph_ref  # kept alive: a restarted actor reads it again
-        for names, node in zip(self.shards, where):
-            strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-            # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
-            # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
-            self.actors.append(ShardActor.options(num_cpus=0, scheduling_strategy=strategy,
-                                                  max_restarts=self.max_restarts)
-                               .remote(graph_ref, names, owners, self.mode, traffic))
+        self._graph_ref = graph_argument(graph)  # kept alive: a restarted actor reads it again
+        self._traffic = traffic
+        self.actors = [self._new_actor(i, node) for i, node in enumerate(where)]
         calls = [actor.connect.remote(self._peers(i)) for i, actor in enumerate(self.actors)]
         self.setup_calls = len(calls)
         infos = gather(calls, self.timeout, self._describe_actors(), "start")
         self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
                             "host": traffic.hosts[i] if traffic else None, **info}
                            for i, (names, info) in enumerate(zip(self.shards, infos))]
+
+    def _new_actor(self, index: int, node: str, replacement: bool = False):
+        """Shard `index`'s actor, on `node`."""
+        # num_cpus=0: an actor mostly waits for messages; Ray must not refuse the
+        # hundredth vertex on a 2-core machine for lack of "CPU" tokens.
+        return (ShardActor.options(num_cpus=0, scheduling_strategy=placement_strategy(node),
+                                   max_restarts=self.max_restarts)
+                .remote(self._graph_ref, self.shards[index], shard_of(self.shards), self.mode,
+                        self._traffic, replacement))
+
+    def _replace_actor(self, index: int, alive: dict) -> None:
+        """Node loss: re-create shard `index`'s actor on a surviving node, with the
+        constructor arguments Ray would restart it with. `_recover` connects every actor
+        to it; `restart_lost_actors` then restores it, like every actor, from the
+        driver's last snapshot and replays the batches since."""
+        node = replacement_node(alive, [a["node_id"] for a in self.actor_info])
+        self.actors[index] = self._new_actor(index, node, replacement=True)
 
     def _traffic_spec(self, where: list[str], driver_node: str) -> TrafficSpec | None:
         """The run id, header settings and who-is-where every actor's stream needs; opens
@@ -187,19 +206,20 @@ class RayEngine:
         """Kill every actor; shut Ray down if this engine started it. Safe to call twice."""
         if self.recorder is not None and self.actors:
             try:  # late messages of an asynchronous batch; a dead actor must not stall this
-                ray.wait([a.flush_log.remote() for a in self.actors],
-                         num_returns=len(self.actors), timeout=10)
+                if lifecycle.healthy():
+                    ray.wait([a.flush_log.remote() for a in self.actors],
+                             num_returns=len(self.actors), timeout=10)
             except Exception:
                 pass
             self.recorder.flush()
-        for actor in self.actors:
+        for actor in self.actors if lifecycle.healthy() else ():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone: nothing left behind
                 pass
         self.actors = []
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._owns_ray:  # ray.shutdown(), then no process of that Ray outlives this
+            lifecycle.shutdown_embedded()
         self._owns_ray = False
 
     def __enter__(self) -> "RayEngine":
@@ -241,7 +261,14 @@ class RayEngine:
                            for v, ps in params.items()},
                           None if optimizer is None else dict(optimizer))
         self._since = []
-        self._load_snapshot()
+        try:
+            self._load_snapshot()
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
+            self.close()
+            if failure is not None:
+                raise failure from None
+            raise
 
     def train_step(self, inputs, target, eta: float = 1.0,
                    iterations: int | None = None) -> Step:
@@ -272,8 +299,11 @@ class RayEngine:
         try:
             parts = gather([a.snapshot.remote() for a in self.actors], self.timeout,
                            self._describe_actors(), "hand over its snapshot")
-        except BaseException:
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()
+            if failure is not None:
+                raise failure from None
             raise
         params, optimizer = merge_snapshots(self.graph, parts)
         if self.recorder is not None:   # a batch id of its own: replies only, no vertex traffic
@@ -303,6 +333,7 @@ class RayEngine:
         index, self._relaxed = self._relaxed, self._relaxed + 1
         restarts: list[Restart] = []
         try:
+            lifecycle.check_embedded()
             while True:  # one attempt per pass; a lost actor makes a replay
                 settings = replace(template, batch=self._batch)
                 self._batch += 1  # numbered from 0, as the local engine's log
@@ -319,8 +350,13 @@ class RayEngine:
                 except ActorLost as lost:  # Ray restarts it, unless it may not (max_restarts)
                     restarts += self.restart_lost_actors(lost, index, settings.batch,
                                                          dispatched)
-        except BaseException:
+                except ActorsLate as late:  # a partition, or a node too slow: say which
+                    raise EngineError(self._unreachable(late)) from None
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
             self.close()  # actors are mid-batch, waiting for peers that will never speak
+            if failure is not None:
+                raise failure from None
             raise
 
     def restart_lost_actors(self, lost: ActorLost, index: int, batch: int,
@@ -392,21 +428,33 @@ class RayEngine:
         deadline = now() + self.timeout
         pending = set(range(len(self.actors)))
         infos: dict[int, dict] = {}
+        replaced: set[int] = set()
         while pending:
+            lifecycle.check_embedded()  # a dead GCS restarts no actor
             refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
             ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                 timeout=max(0.0, deadline - now()))
+            fresh = False  # an actor re-created: every actor connects again, to its handle
             for ref in ready:
                 i = refs[ref]
                 try:
                     infos[i] = ray.get(ref)
                     pending.discard(i)
-                except ray.exceptions.ActorDiedError as exc:  # Ray will not restart it
+                except (ray.exceptions.ActorDiedError,  # Ray will not restart it
+                        ray.exceptions.ActorUnschedulableError) as exc:  # nor where it was
+                    alive = alive_nodes()
+                    if self._lost_with_its_node(i, alive) and i not in replaced:
+                        self._replace_actor(i, alive)
+                        replaced.add(i)
+                        fresh = True
+                        break
                     raise EngineError(
                         f"{self._describe_actors()[i]} died and did not come back "
                         f"(max_restarts {self.max_restarts}): {first_line(exc)}") from None
                 except ray.exceptions.RayActorError:  # still restarting: ask again
                     pass
+            if fresh:
+                pending = set(range(len(self.actors)))
             if pending and now() >= deadline:
                 names = [self._describe_actors()[i] for i in sorted(pending)]
                 raise EngineError(f"{len(names)} actor(s) did not come back within "
@@ -414,17 +462,59 @@ class RayEngine:
             if pending:
                 time.sleep(0.1)  # a short pause before asking a restarting actor again
         self.setup_calls += len(self.actors)
-        back = sorted(set(lost.actors) | {i for i, info in infos.items()
-                                          if info["pid"] != self.actor_info[i]["pid"]})
+        back = sorted(set(lost.actors) | replaced | {
+            i for i, info in infos.items() if info["pid"] != self.actor_info[i]["pid"]})
+        alive = alive_nodes()
+        before = {i: dict(self.actor_info[i]) for i in back}  # where each ran
         for i, info in infos.items():
             self.actor_info[i].update(info)
+        self._relabel_moved_actors(alive)
         if self.recorder is not None:  # the audit counts no messages of this batch id
             t = now()
             self.recorder.record(batch, 0, SCHEDULER, SCHEDULER, "control", 0, t, t,
                                  self.scheduler_host, self.scheduler_host, SCHEDULER, SCHEDULER)
             self.recorder.flush()
         return [Restart(index, batch, actor_name(i), tuple(self.shards[i]), 0,
-                        now() - dispatched) for i in back]
+                        now() - dispatched, cause=restart_cause(before[i]["node_id"], alive),
+                        node=before[i].get("ip"), now_on=self.actor_info[i].get("ip"))
+                for i in back]
+
+    def _lost_with_its_node(self, index: int, alive: dict) -> bool:
+        """Did shard `index`'s actor die because its node is gone (and may it be
+        re-created: max_restarts 0 means the first death ends the run)?"""
+        return self.max_restarts > 0 and self.actor_info[index]["node_id"] not in alive
+
+    def _unreachable(self, late: ActorsLate) -> str:
+        """Why a batch timed out, in one line: the nodes whose late actors do not answer
+        even a ping (cut off: a partition, or a node that hangs), else what `gather`
+        said (every late actor answers: the batch itself was too slow)."""
+        probe = min(PING_TIMEOUT, self.timeout)
+        pings = {self.actors[i].ping.remote(): i for i in late.actors}
+        answered, _ = ray.wait(list(pings), num_returns=len(pings), timeout=probe)
+        silent = sorted(set(pings.values()) - {pings[ref] for ref in answered})
+        if not silent:
+            return str(late)
+        by_node: dict[str, list[str]] = {}
+        for i in silent:
+            info = self.actor_info[i]
+            by_node.setdefault(info.get("ip") or info["node_id"][:8], []).append(actor_name(i))
+        nodes = "; ".join(f"node {node} ({', '.join(actors)})" for node, actors in by_node.items())
+        return (f"{nodes} unreachable: no answer within {self.timeout:g} s, the batch could "
+                "not finish")
+
+    def _relabel_moved_actors(self, alive: dict) -> None:
+        """After a node loss, actors run on other nodes: give the traffic log their new
+        host labels (the driver's records and every actor's table of who is where)."""
+        if self.recorder is None:
+            return
+        hosts = [host_label(alive[a["node_id"]]) if a["node_id"] in alive else a["host"]
+                 for a in self.actor_info]
+        if hosts == [a["host"] for a in self.actor_info]:
+            return
+        for a, host in zip(self.actor_info, hosts):
+            a["host"] = host
+        gather([actor.set_hosts.remote(tuple(hosts)) for actor in self.actors], self.timeout,
+               self._describe_actors(), "take the new hosts")
 
     def _log_replies(self, batch: int, results: list[dict], t_recv: float) -> None:
         spec_hosts = [a["host"] for a in self.actor_info]
@@ -490,13 +580,17 @@ def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | Non
         ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - now()))
         if not ready:
             late = [names[index[ref]] for ref in pending]
-            raise EngineError(f"{len(late)} actor(s) did not {doing} within {timeout:g} s: "
-                              + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""))
+            raise ActorsLate(f"{len(late)} actor(s) did not {doing} within {timeout:g} s: "
+                             + "; ".join(late[:5]) + (" ..." if len(late) > 5 else ""),
+                             sorted(index[ref] for ref in pending))
         try:
             ray.get(ready)
         except (ray.exceptions.RayActorError, ActorNotReady) as exc:
             i = index[ready[0]]
             raise ActorLost(f"{names[i]} died: {first_line(exc)}", [i]) from None
+        except ray.exceptions.ObjectLostError as exc:  # its reply was on a node now lost
+            i = index[ready[0]]
+            raise ActorLost(f"{names[i]}'s reply was lost: {first_line(exc)}", [i]) from None
     return ray.get(calls)
 
 
@@ -512,7 +606,7 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
     try:
         actor, batch = (int(x) for x in fault)
     except (TypeError, ValueError):
-        raise ConfigError(f"expected ACTOR:BATCH (two whole numbers), got {fault!r}",
+        raise ConfigError(f"expected (actor, batch), two whole numbers, got {fault!r}",
                           field="fault") from None
     if not 0 <= actor < actors:
         raise ConfigError(f"actor {actor} does not exist (this run has actors 0..{actors - 1})",
@@ -523,9 +617,7 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
 
 
 def check_staleness(staleness) -> None:
-    if isinstance(staleness, bool) or int(staleness) != staleness or staleness < 0:
-        raise ConfigError(f"staleness must be a whole number >= 0, got {staleness}",
-                          field="staleness")
+    number("staleness", staleness, whole=True, minimum=0)
 
 
 def replace_restart(record: Restart, replayed: int, seconds: float) -> Restart:

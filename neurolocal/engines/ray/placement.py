@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph
 
@@ -18,11 +19,7 @@ PLACEMENTS = ("spread", "pack")
 
 
 def partition(graph: Graph, vertices_per_actor: int) -> list[tuple[str, ...]]:
-    if isinstance(vertices_per_actor, bool) or int(vertices_per_actor) != vertices_per_actor \
-            or vertices_per_actor < 1:
-        raise ConfigError(f"vertices per actor must be a whole number >= 1, got "
-                          f"{vertices_per_actor}", field="vertices-per-actor")
-    k = int(vertices_per_actor)
+    k = number("vertices_per_actor", vertices_per_actor, whole=True, minimum=1)
     return [graph.order[i:i + k] for i in range(0, len(graph.order), k)]
 
 

@@ -1,0 +1,88 @@
+"""`EngineConfig`: where and how the vertices run, built once and checked once.
+
+The command line builds it from its flags (`neurolocal/cli.py`), Python callers build it
+directly; either way every engine is opened from one (`neurolocal.engines.open_engine`).
+Errors name the parameter (`ConfigError.field`), never a flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from neurolocal.checks import number
+from neurolocal.errors import ConfigError
+
+ENGINE_NAMES = ("local", "ray", "sim")
+SCHEDULES = ("auto", "jacobi", "event", "backward-in-time", "ipc")
+MODES = ("fixed", "strict")
+PLACEMENTS = ("spread", "pack")
+#: seconds any driver wait may take (actors starting, one batch) before the run fails
+DEFAULT_TIMEOUT = 300.0
+#: how often Ray may restart one actor that died before the run gives up
+DEFAULT_MAX_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """engine: local (one process), ray (actors) or sim (one process, simulated time). mode: fixed or strict predictions.
+    schedule: a policy of the round machine (docs/rounds.md) or auto. traffic_log: a
+    directory to record every message, or None. Ray only: address, vertices_per_actor,
+    staleness (0: synchronous rounds), placement, timeout (seconds), max_restarts,
+    fault (actor, batch): a testing aid that kills an actor once."""
+    engine: str = "local"
+    mode: str = "fixed"
+    schedule: str = "auto"
+    traffic_log: str | None = None
+    address: str = "local"
+    vertices_per_actor: int = 1
+    staleness: int = 0
+    placement: str = "spread"
+    timeout: float = DEFAULT_TIMEOUT
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    fault: tuple[int, int] | None = None
+    #: sim only: the delay, loss and straggler models as given (a SimOptions of
+    #: engines/sim/options.py, checked against the graph when the engine opens), and the
+    #: seed of its random draws (None: the run's seed)
+    sim: Any = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, choices in (("engine", ENGINE_NAMES), ("mode", MODES),
+                              ("schedule", SCHEDULES), ("placement", PLACEMENTS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"expected one of {', '.join(choices)}, got "
+                                  f"{getattr(self, name)!r}", field=name)
+        set_ = object.__setattr__   # frozen: normalise once, here
+        set_(self, "vertices_per_actor", number("vertices_per_actor", self.vertices_per_actor,
+                                                whole=True, minimum=1))
+        set_(self, "staleness", number("staleness", self.staleness, whole=True, minimum=0))
+        set_(self, "timeout", number("timeout", self.timeout, positive=True))
+        set_(self, "max_restarts", number("max_restarts", self.max_restarts, whole=True,
+                                          minimum=0))
+        if self.fault is not None:
+            try:
+                actor, batch = self.fault
+            except (TypeError, ValueError):
+                raise ConfigError(f"expected (actor, batch), got {self.fault!r}",
+                                  field="fault") from None
+            set_(self, "fault", (number("fault", actor, whole=True, minimum=0),
+                                 number("fault", batch, whole=True, minimum=0)))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "EngineConfig":
+        """From a mapping that may hold other keys and None for "the default"."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+    def with_(self, **changes) -> "EngineConfig":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def resolved_schedule(self) -> str:
+        """`auto` picks the event schedule where it is exact (fixed mode, synchronous
+        rounds): the same numbers as Jacobi, bit for bit, with far fewer messages."""
+        if self.schedule != "auto":
+            return self.schedule
+        synchronous = self.engine == "local" or not self.staleness
+        return "event" if self.mode == "fixed" and synchronous else "jacobi"

@@ -1,0 +1,153 @@
+"""A whole `neurolocal run`: settings, data, output directory, training of each algorithm,
+metrics, pictures and the closing lines. The command line (`cli.cmd_run`) and scripts
+(`scripts/reproduce.py`) call `run_training` with a `RunRequest`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from neurolocal.engines.config import EngineConfig
+from neurolocal.errors import ConfigError, EngineError
+
+#: training settings a run may override (None: the topology's training section decides)
+OVERRIDES = ("engine", "algorithm", "epochs", "batch_size", "eta", "iterations", "mode",
+             "optimizer", "lr", "seed", "data")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """topology: a topology file. overrides: training settings (OVERRIDES; None = not
+    given). out: the output directory (default runs/<topology>-<time>). resume: a run's
+    directory to continue (only epochs and engine may change). quiet: no progress bar
+    or per-epoch lines. record_traffic: keep a traffic log (in engine.traffic_log, or
+    OUT/traffic). engine: where the vertices run (its engine and mode are the settings')."""
+    topology: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+    resume: str | None = None
+    quiet: bool = False
+    record_traffic: bool = True
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    budget: Any = None      # neurolocal.limits.Budget; None: the default (NEUROLOCAL_BUDGET)
+
+
+def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Path:
+    """Train as `neurolocal run` does; returns the output directory."""
+    from neurolocal import training
+    from neurolocal.topology import load_topology
+    from neurolocal.training import plots
+    from neurolocal.training.data import load_for_graph
+
+    from neurolocal.files import writable_directory
+    from neurolocal.limits import check_batch, default_budget
+
+    budget = request.budget or default_budget()
+    topology = load_topology(request.topology, budget)
+    graph = topology.graph
+    given = {k: request.overrides.get(k) for k in OVERRIDES}
+    if request.resume is not None:
+        out_dir = Path(request.resume)
+        if request.out is not None and request.out != str(out_dir):
+            raise ConfigError("--resume continues in its own directory; drop --out")
+        settings = resumed_settings(out_dir, given)
+    else:
+        settings = training.resolve_settings(topology.training, given, graph)
+        out_dir = Path(request.out) if request.out else \
+            Path("runs") / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if any(training.checkpoint_path(out_dir, a).exists() for a in training.ALGORITHMS):
+            raise ConfigError("already holds a run's checkpoints; continue it with --resume "
+                              "or pick another --out", source=str(out_dir))
+    engine = request.engine
+    traffic_log = engine.traffic_log
+    if request.record_traffic and traffic_log is None:
+        traffic_log = str(out_dir / "traffic")
+    # every output proven writable before anything is read or written (issue 19)
+    writable_directory(out_dir, "--resume" if request.resume is not None else "--out")
+    if request.record_traffic and traffic_log:
+        writable_directory(traffic_log, "--traffic-log")
+    data = load_for_graph(settings.data, graph, budget)
+    check_batch(graph, budget, min(settings.batch_size, data.train_size),
+                training.iterations_for(settings, graph))
+    engine = replace(engine, traffic_log=traffic_log if request.record_traffic else None,
+                     engine=settings.engine, mode=settings.mode)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory: {exc.strerror}",
+                          source=str(out_dir)) from None
+
+    log = None if request.quiet else (lambda line: say(line))
+    if log:
+        log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} parameters, "
+            f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
+            f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
+    runs = {}
+
+    def write_metrics(_run=None):
+        doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
+        training.write_json_atomic(out_dir / "metrics.json", doc)
+        return doc
+
+    for algorithm in settings.algorithms:
+        path = training.checkpoint_path(out_dir, algorithm)
+        if request.resume is not None and path.exists():
+            runs[algorithm] = training.load_checkpoint(path, graph, settings)
+        else:
+            runs[algorithm] = training.new_run(algorithm, graph, settings)
+        try:
+            training.train(runs[algorithm], graph, data, settings, checkpoint=path,
+                           progress=training.progress_factory(request.quiet), log=log,
+                           on_epoch=write_metrics, engine_config=engine,
+                           updates_per_batch=topology.paper.updates_per_batch)
+        except EngineError as exc:  # an actor that did not come back: say how to go on
+            if path.exists():
+                raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
+                                  f"with --resume {out_dir}") from None
+            raise
+        except KeyboardInterrupt as exc:  # a stop signal: cli.main says how to go on
+            if path.exists():
+                exc.checkpoint_kept = str(out_dir)
+            raise
+    doc = write_metrics()
+    plots.plot_curves(doc, out_dir / "curves.png")
+    plots.plot_energy(doc, out_dir / "energy.png")
+    say(training.final_table(doc))
+    say(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
+    if engine.traffic_log and "pc" in settings.algorithms:
+        from neurolocal.traffic.commands import run_epilogue
+
+        run_epilogue(engine.traffic_log, out_dir)  # bytes sent, and OUT/report.html
+    return out_dir
+
+
+
+
+def resumed_settings(out_dir: Path, given: dict):
+    """The checkpoint's settings; only the epochs and the engine may change (where the
+    vertices run never changes the numbers)."""
+    from neurolocal import training
+
+    found = [training.checkpoint_path(out_dir, a) for a in training.ALGORITHMS]
+    found = [p for p in found if p.exists()]
+    if not found:
+        raise ConfigError("no checkpoint-pc.npz or checkpoint-bp.npz to resume from",
+                          source=str(out_dir))
+    saved = training.read_checkpoint_settings(found[0])
+    current = {"algorithm": {("pc",): "pc", ("bp",): "bp"}.get(saved.algorithms, "both"),
+               "engine": saved.engine, "batch_size": saved.batch_size, "eta": saved.eta,
+               "iterations": saved.iterations, "mode": saved.mode, "optimizer": saved.optimizer,
+               "lr": saved.lr, "seed": saved.seed, "data": saved.data}
+    movable = ("epochs", "engine")
+    for key, value in given.items():
+        if key not in movable and value is not None and value != current[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
+                              "a resumed run keeps its settings (only --epochs and --engine "
+                              "may change)")
+    changes = {k: given[k] for k in movable if given.get(k) is not None}
+    if changes:
+        saved = training.Settings.from_saved({**saved.as_dict(), **changes})
+    return saved
