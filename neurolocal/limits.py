@@ -4,7 +4,7 @@ Every number here is checked *before* the thing it bounds is allocated or parsed
 hostile or mistaken file ends in one line naming the vertex (or file) and the size,
 instead of gigabytes of memory or an endless loop. The defaults fit a machine with a
 few GB to spare and every topology in `topologies/` with a wide margin; raise them on
-purpose with `--budget KEY=N[,KEY=N...]` (validate, check-grad, run, traffic audit) or
+purpose with `--budget KEY=N[,KEY=N...]` (validate, check-grad, run, generate) or
 the environment variable `NEUROLOCAL_BUDGET` in the same form (the flag wins).
 
     parameters       trainable numbers in the whole graph (a tied tensor counts once)
