@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import hostile_cases as H
-from neurolocal.cli import main
 
 SEED = 1990
 MLP = str(H.TOPOLOGIES / "mlp.yaml")
@@ -26,8 +25,9 @@ def finished(tmp_path_factory):
     data = root / "data.npz"
     np.savez(data, x=rng.random((40, 64)), y=np.arange(40) % 10)
     out = root / "run"
-    assert main(["run", MLP, "--engine", "local", "--epochs", "1", "--data", str(data),
-                 "--out", str(out), "--quiet", "--no-traffic-log"]) == 0
+    made = H.run_cli(["run", MLP, "--engine", "local", "--epochs", "1", "--data", str(data),
+                      "--out", str(out), "--quiet", "--no-traffic-log"])
+    assert made["code"] == 0, made
     with np.load(out / "checkpoint-pc.npz", allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
     return out, arrays

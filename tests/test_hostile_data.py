@@ -77,7 +77,7 @@ EXPECTED = {
     "special:fifo.npz": "FIFO", "special:/dev/zero": "device", "special:/dev/urandom": "device",
     "npz:zip-bomb-300MB": "inflates", "npz:pickled-member": "pickled",
     "npz:member-not-npy": "not a .npy", "csv:feature=huge-field": "CSV",
-    "csv:label=int64-min": "labels", "csv:label=1e20": "labels", "npz:y=three-samples": "4 samples",
+    "csv:label=int64-min": "labels", "csv:label=1e20": "labels", "csv:three-rows": "4 samples",
 }
 
 
