@@ -180,7 +180,7 @@ def test_every_numeric_flag_and_output_path(world, tmp_path):
     assert not check_outputs(cases, records)
     by_id = {r["id"]: r for r in records}
     for refused in ("run --out proc", "run --traffic-log proc", "run --out existing-file",
-                    "check-grad --traffic-log proc", "generate -o missing-parent",
+                    "check-grad --traffic-log proc", "generate -o proc",
                     "generate -n=99999999999999999999999", "run --epochs=18446744073709551616",
                     "check-grad -T=99999999999999999999999", "run --budget=bogus=1"):
         assert by_id[refused]["code"] == 2, (refused, by_id[refused])
