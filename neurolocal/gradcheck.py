@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurolocal.backprop import backprop
+from neurolocal.engines.base import default_iterations as engine_default_iterations
 from neurolocal.graph import Graph
 
 #: a relaxation has converged when no hidden error is further than this (relative to the
@@ -46,10 +47,9 @@ _PASS_THROUGH = ("reshape", "flatten", "stack", "concat")
 
 
 def default_iterations(graph: Graph, staleness: int = 0) -> int:
-    """Rounds that make every parameter update exact at eta = 1 in fixed mode, for
-    synchronous rounds (S = 0: the depth) or bounded delay S (module docstring)."""
-    depth = graph.depth
-    return 0 if depth == 0 else 1 + (depth - 1) * (int(staleness) + 1)
+    """check-grad's T: the engines' default for parameter updates under staleness S
+    (`neurolocal.engines.base.default_iterations`; module docstring)."""
+    return engine_default_iterations(graph, staleness=staleness)
 
 
 def relative_error(estimate: np.ndarray, reference: np.ndarray) -> float:

@@ -109,10 +109,13 @@ class Engine(Protocol):
         """Stop whatever the engine started."""
 
 
-def default_iterations(graph: Graph, read_inputs: bool = False) -> int:
-    """T when none is given: the graph's depth (every parameter update exact at eta = 1),
-    and at least the input depth when dL/dx is read (the inputs' feedback exact too)."""
-    return max(graph.depth, graph.input_depth) if read_inputs else graph.depth
+def default_iterations(graph: Graph, read_inputs: bool = False, staleness: int = 0) -> int:
+    """T when none is given: the rounds that make every parameter update exact at eta = 1
+    in fixed mode — the graph's depth d for synchronous rounds, and 1 + (d - 1)(S + 1)
+    when feedback may be S rounds old (docs/design.md §7). When dL/dx is read, d is at
+    least the input depth (the inputs' feedback exact too)."""
+    depth = max(graph.depth, graph.input_depth) if read_inputs else graph.depth
+    return 0 if depth == 0 else 1 + (depth - 1) * (int(staleness) + 1)
 
 
 def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:
