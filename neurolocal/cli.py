@@ -514,10 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     run: Callable = args.run
-    if args.command in ("run", "check-grad") and getattr(args, "engine", None) != "local":
-        from neurolocal.engines.worker_setup import setup
-
-        setup()  # this process is a Ray driver too: no pyarrow in it either
     with signals.stop_on_signals():
         try:
             with warnings.catch_warnings(), _document_only_stdout(getattr(args, "json", False)):

@@ -65,3 +65,21 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
     assert data.x_train.shape == (1347, 64) and len(data.y_test) == 450
     with np.load(path) as saved:                       # replaced by a good one
         assert np.array_equal(saved["x_train"], data.x_train)
+
+
+def test_the_readme_command_on_an_empty_cache_builds_the_split_on_ray(tmp_path):
+    """A fresh machine: no cached split, the Ray engine (the README's first command).
+    sklearn builds the split in the Ray driver's process, which must not have been
+    altered for Ray's sake (a driver that hid pyarrow from itself broke sklearn's
+    train_test_split with a traceback)."""
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "neurolocal", "run", "topologies/mlp.yaml",
+                           "--engine", "ray", "--epochs", "1", "--quiet", "--no-traffic-log",
+                           "--out", str(tmp_path / "run")], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert list((tmp_path / "cache" / "neurolocal").glob("digits-split-sklearn-*.npz"))
+    assert (tmp_path / "run" / "metrics.json").is_file()
