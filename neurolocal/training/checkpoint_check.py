@@ -87,8 +87,8 @@ def check_checkpoint(arrays: dict, graph: Graph, settings: Settings, source: str
     if not 0 <= epoch <= MAX_EPOCHS:
         raise _fail(f"expected 0..{MAX_EPOCHS}, got {epoch}", "epoch", source)
     saved = settings_of(arrays, source)
-    if saved != settings and (saved.as_dict() | {"epochs": 0}) != (settings.as_dict()
-                                                                      | {"epochs": 0}):
+    movable = {"epochs": 0, "engine": ""}  # a resume may change these (session.resumed_settings)
+    if saved != settings and (saved.as_dict() | movable) != (settings.as_dict() | movable):
         raise _fail("differ from the settings of the run being resumed", "settings", source)
     rng = arrays.get("rng")
     if rng is None or rng.dtype != np.uint64 or rng.shape != (6,) or int(rng[4]) not in (0, 1):
