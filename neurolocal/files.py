@@ -11,6 +11,7 @@ unwritable `--out` fails up front and leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -69,7 +70,7 @@ def writable_directory(path: str | Path, flag: str) -> Path:
     directory already, or its nearest existing ancestor is one we can create files in."""
     path = Path(path)
     where = f"{flag} {path}"
-    try:
+    with _writing_to(where):
         existing = path
         while not existing.exists():
             if existing.parent == existing:
@@ -80,6 +81,14 @@ def writable_directory(path: str | Path, flag: str) -> Path:
                 f"{existing} is a file where a directory is expected"
             raise ConfigError(what, field=where)
         _probe(existing)
+    return path
+
+
+@contextlib.contextmanager
+def _writing_to(where: str):
+    """An OSError or a bad path while checking an output becomes one ConfigError line."""
+    try:
+        yield
     except ConfigError:
         raise
     except OSError as exc:
@@ -87,7 +96,6 @@ def writable_directory(path: str | Path, flag: str) -> Path:
                           field=where) from None
     except ValueError:
         raise ConfigError("not a usable path", field=where) from None
-    return path
 
 
 def _probe(directory: Path) -> None:
@@ -101,17 +109,10 @@ def writable_file(path: str | Path, flag: str) -> Path:
     path = Path(path)
     where = f"{flag} {path}"
     parent = path.parent if str(path.parent) else Path(".")
-    try:
+    with _writing_to(where):
         if path.is_dir():
             raise ConfigError("is a directory, expected a file name", field=where)
         if not parent.is_dir():
             raise ConfigError(f"directory {parent} does not exist", field=where)
         _probe(parent)
-    except ConfigError:
-        raise
-    except OSError as exc:
-        raise ConfigError(f"cannot write here: {exc.strerror or type(exc).__name__}",
-                          field=where) from None
-    except ValueError:
-        raise ConfigError("not a usable path", field=where) from None
     return path
