@@ -340,6 +340,10 @@ class Shard:
         self.counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
         self.input_feedback: dict[str, np.ndarray] = {}
         self.target: np.ndarray | None = None
+        #: strict rounds of a closed shard may run fused (`_fusable`); False: always
+        #: the message path (the tests compare the two)
+        self.fuse = True
+        self.fused = False   # did the last batch run fused
 
     # --- entry points --------------------------------------------------------------------
 
@@ -375,6 +379,9 @@ class Shard:
         for message in self.pending.pop(settings.batch, []):
             self._store(message)
         self.pending = {b: m for b, m in self.pending.items() if b > settings.batch}
+        self.fused = self._fusable()
+        if self.fused:
+            return self._fused_strict()
         return self._advance()
 
     def deliver(self, messages: Sequence[Message]) -> Outgoing:
@@ -518,6 +525,89 @@ class Shard:
         return outgoing
 
     # --- the rounds ----------------------------------------------------------------------
+
+    def _fusable(self) -> bool:
+        """Strict rounds may run fused (`_fused_strict`) when this shard holds the whole
+        graph and nobody watches the messages one by one: no traffic log, no trace, no
+        horizon (a transport stepping round by round), synchronous rounds, no tied
+        parameters (their partials are messages between vertices)."""
+        schedule, settings = self.schedule, self.settings
+        return (self.fuse and schedule is not None and schedule.strict and schedule.name in ("jacobi", "ipc") and schedule.rounds > 0
+                and settings.staleness == 0 and self.log is None and not self.trace
+                and self.horizon is None and not self.pending and not self.graph.tied
+                and len(self.slots) == len(self.graph.order))
+
+    def _fused_strict(self) -> Outgoing:
+        """Strict (and ipc) rounds of a shard that holds every vertex, without messages.
+
+        The forward pass runs on the message machine (held at round 0); then each round
+        is two vectorised sweeps over the shard's vertices: phase A (every hidden vertex
+        relaxes from its children's feedback of the previous round, summed in graph
+        order; ipc takes its weight step first) and phase B (every vertex re-predicts
+        from its parents' moved values and computes its feedback). The arithmetic is the
+        message path's, operation for operation, on the same arrays: the results are the
+        same bit for bit (tests/test_strict_fused.py); only the per-message bookkeeping
+        (tuples, inboxes, schedule look-ups) is gone. The last round closes through the
+        machine (`_close_update`): input feedback, Hebbian updates and learning as ever.
+        Message counts are those the message path would have sent, all local.
+
+        A vertex whose parents are all inputs has a prediction that cannot move within
+        a batch (fixed parents, fixed weights): its re-prediction is the same BLAS call
+        on the same arrays, so it is skipped and only its error recomputed (not under
+        ipc, whose weights move every round)."""
+        self.horizon = 0
+        self._advance()                 # the forward pass; nothing leaves a closed shard
+        self.horizon = None
+        slots = [self.slots[n] for n in self.names]
+        hidden = [s for s in slots if s.rule.role == "hidden"]
+        predicting = [s for s in slots if s.rule.role != "input"]
+        ipc = self.schedule.ipc
+        frozen = {s.name for s in predicting if not s.moving_parents and not ipc}
+        # the feedback each hidden vertex holds from each child, tag 0: the forward pass's
+        heard = {s.name: {c: s.inbox[c].pop(0) for c in s.children if 0 in s.inbox[c]}
+                 for s in hidden}
+        eta, last = self.settings.eta, self.schedule.rounds
+        values_sent = sum(len(s.children) for s in hidden)
+        local = 0
+        for update in range(1, last + 1):
+            # phase A: relax every hidden vertex, then its value travels to the children
+            moved = {}
+            for slot in slots:
+                rule = slot.rule
+                if rule.role == "hidden":
+                    total = None
+                    messages = heard[slot.name]
+                    for child in slot.children:
+                        message = messages.get(child)
+                        if message is not None:
+                            total = message if total is None else total + message
+                    if ipc and rule.params:
+                        self._accumulate(slot)
+                    rule.relax(total, eta)
+                    moved[slot.name] = rule.value_message()
+                elif rule.role == "output" and ipc and rule.params:
+                    self._accumulate(slot)
+            local += values_sent
+            # phase B: every vertex re-predicts from the moved values, then speaks
+            for slot in predicting:
+                rule = slot.rule
+                if slot.name in frozen:   # same prediction; a hidden value moved
+                    if rule.role == "hidden":
+                        rule.error = rule.value - rule.prediction
+                else:
+                    rule.repredict([moved[p] if p in moved else slot.values[p]
+                                    for p in rule.parents])
+                if update == last:
+                    self._close_update(slot, update)
+                    continue
+                slot.round = update
+                slot.energy.append(rule.energy())
+                for parent, message in rule.feedback().items():
+                    heard[parent][slot.name] = message
+                    local += 1
+        self.counts["local_messages"] += local
+        return self._advance()
+
 
     def _advance(self) -> Outgoing:
         """Step every vertex as far as its messages allow; local messages may unlock more."""
