@@ -370,7 +370,7 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "traffic_log": "--traffic-log", "address": "--address",
                 "vertices_per_actor": "--vertices-per-actor", "staleness": "--staleness",
                 "placement": "--placement", "timeout": "--timeout",
-                "max_restarts": "--max-restarts", "fault": "--fault"}
+                "max_restarts": "--max-restarts", "fault": "--fault", "dtype": "--dtype"}
 
 
 def _as_flags(exc: NeurolocalError) -> str:
@@ -415,6 +415,10 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                              "in fixed mode with synchronous rounds, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="what the vertices compute in and send: float64 (default) or "
+                             "float32 (half the bytes, faster matmuls; agrees with backprop to "
+                             "float32's rounding); local and ray engines")
     from neurolocal.engines.sim.options import add_sim_options
 
     add_sim_options(parser)

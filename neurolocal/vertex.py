@@ -75,6 +75,8 @@ class VertexRule:
         #: recomputes from values pulled towards the target
         self.forward_prediction: np.ndarray | None = None
         self._cache: Any = None
+        #: what this vertex computes in: data, targets and summed feedback are cast to it
+        self.dtype = np.dtype(np.float64)
 
     @classmethod
     def for_vertex(cls, graph, name: str, params: dict | None = None,
@@ -93,11 +95,11 @@ class VertexRule:
 
     def clamp(self, data: np.ndarray) -> np.ndarray:
         """Input vertices: the value is the data. Returns the message for the children."""
-        self.value = np.ascontiguousarray(data, dtype=np.float64)
+        self.value = np.ascontiguousarray(data, dtype=self.dtype)
         return self.value
 
     def set_target(self, target: np.ndarray) -> None:
-        self.target = np.ascontiguousarray(target, dtype=np.float64)
+        self.target = np.ascontiguousarray(target, dtype=self.dtype)
 
     def predict(self, parent_values: Sequence[np.ndarray]) -> np.ndarray:
         """Forward pass: cache vhat and the Jacobian data, set v = vhat.
@@ -150,7 +152,7 @@ class VertexRule:
         if self.role != "hidden":
             return False
         feedback = (np.zeros_like(self.value) if feedback_total is None
-                    else np.ascontiguousarray(feedback_total, dtype=np.float64))
+                    else np.ascontiguousarray(feedback_total, dtype=self.dtype))
         if self.mode == "fixed":
             return kernels.relax_step(self.value, self.error, self.prediction, feedback,
                                       float(eta))

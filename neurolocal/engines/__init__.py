@@ -38,6 +38,11 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
 
         raise ConfigError("delays, loss and stragglers are simulated: they need the sim "
                           "engine", field=config.sim.requested()[0])
+    if config.engine == "sim" and config.dtype != "float64":
+        from neurolocal.errors import ConfigError
+
+        raise ConfigError("the sim engine computes in float64 only; float32 runs on the "
+                          "local and ray engines", field="dtype")
     if config.engine == "sim":
         from neurolocal.engines.sim.options import open_sim_engine
 
@@ -48,7 +53,7 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
 
         recorder = traffic_recorder(config, graph, writer="local", settings=log_settings or {})
         return LocalEngine(graph, params, mode=config.mode, recorder=recorder,
-                           schedule=schedule)
+                           schedule=schedule, dtype=config.dtype)
     from neurolocal.engines.ray import RayEngine
 
     return RayEngine(graph, params, mode=config.mode, schedule=schedule,
@@ -56,7 +61,7 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
                      staleness=config.staleness, placement=config.placement,
                      timeout=config.timeout, traffic_log=config.traffic_log,
                      traffic_settings=log_settings, max_restarts=config.max_restarts,
-                     fault=config.fault)
+                     fault=config.fault, dtype=config.dtype)
 
 
 def relax_once(config: EngineConfig, graph, params, inputs, target, *, eta: float,

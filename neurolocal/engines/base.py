@@ -129,8 +129,10 @@ def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:
                           field="iterations")
 
 
-def prepare_batch(graph: Graph, inputs, target) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Inputs as a name -> float64 array mapping and the target shaped like the output."""
+def prepare_batch(graph: Graph, inputs, target, dtype="float64"
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Inputs as a name -> array mapping (float64, or the run's `dtype`) and the target
+    shaped like the output."""
     from neurolocal.errors import DataError
 
     if not isinstance(inputs, dict):
@@ -142,7 +144,7 @@ def prepare_batch(graph: Graph, inputs, target) -> tuple[dict[str, np.ndarray], 
     for name in graph.inputs:
         if name not in inputs:
             raise DataError(f"no data for input vertex '{name}'")
-        x = np.ascontiguousarray(inputs[name], dtype=np.float64)
+        x = np.ascontiguousarray(inputs[name], dtype=dtype)
         if x.shape[1:] != graph.shapes[name]:
             raise DataError(f"input '{name}' expects per-sample shape {list(graph.shapes[name])}, "
                             f"got {list(x.shape[1:])}")
@@ -153,4 +155,4 @@ def prepare_batch(graph: Graph, inputs, target) -> tuple[dict[str, np.ndarray], 
     y = graph.loss.prepare_target(target, graph.shapes[graph.output])
     if y.shape[0] != batch:
         raise DataError(f"target has {y.shape[0]} samples, inputs have {batch}")
-    return prepared, np.ascontiguousarray(y, dtype=np.float64)
+    return prepared, np.ascontiguousarray(y, dtype=dtype)

@@ -46,6 +46,8 @@ class EngineConfig:
     #: seed of its random draws (None: the run's seed)
     sim: Any = None
     seed: int | None = None
+    #: float64 (default) or float32: parameters, values and messages (neurolocal/dtypes.py)
+    dtype: str = "float64"
 
     def __post_init__(self) -> None:
         for name, choices in (("engine", ENGINE_NAMES), ("mode", MODES),
@@ -53,6 +55,9 @@ class EngineConfig:
             if getattr(self, name) not in choices:
                 raise ConfigError(f"expected one of {', '.join(choices)}, got "
                                   f"{getattr(self, name)!r}", field=name)
+        from neurolocal.dtypes import check_dtype
+
+        check_dtype(self.dtype)
         set_ = object.__setattr__   # frozen: normalise once, here
         set_(self, "vertices_per_actor", number("vertices_per_actor", self.vertices_per_actor,
                                                 whole=True, minimum=1))

@@ -31,6 +31,7 @@ from neurolocal.engines.rounds import (
     merge_snapshots,
     step_from_results,
 )
+from neurolocal.dtypes import cast_params, check_dtype
 from neurolocal.graph import Graph, Params
 from neurolocal.tied import exchange_tied_partials  # noqa: F401  (re-exported)
 from neurolocal.traffic.log import TrafficRecorder
@@ -57,10 +58,13 @@ class LocalEngine:
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
                  seed: int = 0, recorder: TrafficRecorder | None = None,
-                 schedule: str = "jacobi", shards: int = 1):
+                 schedule: str = "jacobi", shards: int = 1, dtype: str = "float64"):
         check_schedule(schedule, mode, 0, graph)
         self.graph = graph
-        self.params = params if params is not None else graph.init_params(seed)
+        #: float64 parameters are the caller's, by reference; float32 ones the engine's own
+        self.dtype = check_dtype(dtype)
+        self.params = cast_params(params if params is not None else graph.init_params(seed),
+                                  dtype)
         self.mode = mode
         self.schedule = schedule
         self.recorder = recorder
@@ -99,7 +103,7 @@ class LocalEngine:
         iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
         settings = RunSettings(self.batches, float(eta), int(iterations), 0, bool(read_inputs),
-                               self.schedule)
+                               self.schedule, dtype=self.dtype)
         for shard in self.shards:   # relaxing reads the caller's parameters, by reference
             shard.load_params(self.params)
         results, rounds = self._run(settings, inputs, target, on_round)
@@ -121,7 +125,7 @@ class LocalEngine:
         checkpoint); the vertices then train them themselves (`train_step`). The
         vertices work on these very arrays, so `params` stays current in place."""
         self.learning = learning
-        self.params = params
+        self.params = params = cast_params(params, self.dtype)
         for shard in self.shards:
             shard.restore(params, optimizer, learning)
             shard.load_params(params)
@@ -135,7 +139,7 @@ class LocalEngine:
         if self.learning is None:
             raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
         settings = RunSettings(self.batches, float(eta), int(iterations), 0, False,
-                               self.schedule, self.learning)
+                               self.schedule, self.learning, dtype=self.dtype)
         results, rounds = self._run(settings, inputs, target, None)
         step = step_from_results(graph, results, rounds)
         self._log_energy(step.energy)
@@ -151,7 +155,7 @@ class LocalEngine:
 
     def _run(self, settings: RunSettings, inputs, target, on_round):
         graph = self.graph
-        inputs, target = prepare_batch(graph, inputs, target)
+        inputs, target = prepare_batch(graph, inputs, target, self.dtype)
         queue: deque = deque()
         watching = on_round is not None
         for shard in self.shards:

@@ -114,6 +114,8 @@ class RunSettings:
     schedule: str = "jacobi"
     #: None: relax only and report dtheta; else every vertex applies its own update
     learning: Learning | None = None
+    #: what the vertices compute in (neurolocal/dtypes.py): data and feedback cast to it
+    dtype: str = "float64"
 
 
 @dataclass
@@ -366,7 +368,9 @@ class Shard:
         if params is not None:
             self.load_params(params)
         learning = settings.learning
+        dtype = np.dtype(settings.dtype)
         for slot in self.slots.values():
+            slot.rule.dtype = dtype
             slot.reset()
             slot.learned = learning is None or not slot.rule.params
             if learning is not None and slot.rule.params and slot.optimizer is None:
@@ -456,7 +460,8 @@ class Shard:
                     per_vertex[parts[1]][key] = value
         for slot in self.slots.values():
             mine = params.get(slot.name, {})
-            slot.rule.params = {k: np.array(v, dtype=np.float64, copy=True)
+            slot.rule.params = {k: np.array(v, dtype=v.dtype if v.dtype.kind == "f"
+                                            else np.float64, copy=True)
                                 for k, v in mine.items()}
             slot.optimizer = None
             if learning is not None and slot.rule.params:

@@ -51,7 +51,8 @@ class Optimizer:
     def _slot(self, slot: str, vertex: str, name: str, like: np.ndarray) -> np.ndarray:
         per_vertex = self.state[slot].setdefault(vertex, {})
         if name not in per_vertex:
-            per_vertex[name] = np.zeros_like(like, dtype=np.float64)
+            per_vertex[name] = np.zeros_like(like, dtype=like.dtype if like.dtype.kind == "f"
+                                             else np.float64)
         return per_vertex[name]
 
     def _delta(self, g: np.ndarray, **slots: np.ndarray) -> np.ndarray:
@@ -87,7 +88,9 @@ class Optimizer:
                 raise DataError(f"optimizer entry {key!r} has shape {list(a.shape)}, the "
                                 f"parameter has {list(params[vertex][name].shape)}",
                                 field="optimizer")
-            state[slot].setdefault(vertex, {})[name] = np.array(a, dtype=np.float64)
+            like = params[vertex][name].dtype   # float32 parameters keep float32 moments
+            state[slot].setdefault(vertex, {})[name] = np.array(
+                a, dtype=like if like.kind == "f" else np.float64)
         self.state = state
         self.step_count = int(arrays["step"])
 

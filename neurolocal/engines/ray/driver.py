@@ -11,6 +11,7 @@ import numpy as np
 
 import ray
 
+from neurolocal.dtypes import cast_params, check_dtype
 from neurolocal.engines.config import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT
 from neurolocal.engines.base import (
     Relaxation,
@@ -85,7 +86,7 @@ class RayEngine:
                  timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
                  traffic_settings: dict | None = None,
                  max_restarts: int = DEFAULT_MAX_RESTARTS,
-                 fault: tuple[int, int] | None = None):
+                 fault: tuple[int, int] | None = None, dtype: str = "float64"):
         """`timeout`: seconds any wait of the driver may take (actors starting, a batch,
         a restarted actor coming back). `traffic_log`: a directory for the traffic log;
         `traffic_settings` go into its headers (eta, iterations, read_inputs: what the
@@ -96,7 +97,9 @@ class RayEngine:
         check_schedule(schedule, mode, staleness, graph)
         self.schedule = schedule
         self.graph = graph
-        self.params = params if params is not None else graph.init_params(seed)
+        self.dtype = check_dtype(dtype)   # float32: the actors get float32 copies
+        self.params = cast_params(params if params is not None else graph.init_params(seed),
+                                  dtype)
         self.mode = mode
         self.staleness = staleness
         self.placement = placement
@@ -241,9 +244,9 @@ class RayEngine:
         staleness = self.staleness if staleness is None else staleness
         check_staleness(staleness)
         check_schedule(self.schedule, self.mode, staleness)
-        inputs, target = prepare_batch(graph, inputs, target)
+        inputs, target = prepare_batch(graph, inputs, target, self.dtype)
         template = RunSettings(0, float(eta), int(iterations), int(staleness), bool(read_inputs),
-                               self.schedule)
+                               self.schedule, dtype=self.dtype)
         results, settings, restarts = self._run_batch(template, inputs, target, self.params)
         relaxation = self._assemble(results, settings, scheduler_calls=len(self.actors))
         relaxation.restarts = restarts
@@ -257,8 +260,8 @@ class RayEngine:
         or a checkpoint); the driver keeps this as the last snapshot."""
         self._check_open()
         self.learning = learning
-        self._snapshot = ({v: {k: np.array(a, copy=True) for k, a in ps.items()}
-                           for v, ps in params.items()},
+        self._snapshot = ({v: {k: np.array(a, dtype=self.dtype, copy=True)
+                               for k, a in ps.items()} for v, ps in params.items()},
                           None if optimizer is None else dict(optimizer))
         self._since = []
         try:
@@ -280,9 +283,9 @@ class RayEngine:
             raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
         iterations = default_iterations(graph) if iterations is None else iterations
         check_relaxation_settings(eta, iterations, self.mode)
-        inputs, target = prepare_batch(graph, inputs, target)
+        inputs, target = prepare_batch(graph, inputs, target, self.dtype)
         template = RunSettings(0, float(eta), int(iterations), self.staleness, False,
-                               self.schedule, self.learning)
+                               self.schedule, self.learning, dtype=self.dtype)
         results, settings, restarts = self._run_batch(template, inputs, target, None)
         self._since.append((template, inputs, target))
         rounds = len(next(iter(results[0]["energy"].values()))) - 1
