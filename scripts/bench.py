@@ -33,6 +33,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neurolocal.graph import Graph, VertexSpec  # noqa: E402
 
 ROWS: list[dict] = []
+#: the summary table printed last: issue 15's goals, each measured in this run, and the
+#: baselines of its table (goal None)
+GOALS: list[dict] = []
+
+
+def goal(row: str, value: float, baseline: float, unit: str, limit: float | None,
+         at_least: bool = False, goal_text: str = "") -> None:
+    """One row of the summary: ratio = value / baseline, met when ratio <= limit (or
+    >= limit with `at_least`); limit None: a baseline of the issue's table, no goal."""
+    ratio = value / baseline if baseline else float("nan")
+    met = None if limit is None else (ratio >= limit if at_least else ratio <= limit)
+    GOALS.append({"row": row, "value": value, "baseline": baseline, "unit": unit,
+                  "ratio": ratio, "goal": goal_text or ("" if limit is None else
+                                                       f"{'>=' if at_least else '<='} {limit:g}x"),
+                  "met": met})
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value * 1e3:.3f} ms"
+    if unit == "msg/s":
+        return f"{value:,.0f} msg/s"
+    return f"{value:,.0f} {unit}"
+
+
+def print_summary(load_before: tuple) -> None:
+    """The goals of issue 15 and the baselines of its table, measured in this run."""
+    if not GOALS:
+        return
+    load_after = os.getloadavg()
+    print(f"\nsummary (issue 15): load average {load_before[0]:.1f} at the start, "
+          f"{load_after[0]:.1f} at the end ({os.cpu_count()} cores)")
+    print(f"| {'row':<62} | {'measured':>15} | {'baseline':>15} | {'ratio':>8} | {'goal':>8} "
+          f"| {'met':<7} |")
+    print(f"| {'-' * 62} | {'-' * 15}: | {'-' * 15}: | {'-' * 7}: | {'-' * 8} | {'-' * 7} |")
+    for g in GOALS:
+        met = "" if g["met"] is None else ("met" if g["met"] else "not met")
+        print(f"| {g['row']:<62} | {_amount(g['value'], g['unit']):>15} | "
+              f"{_amount(g['baseline'], g['unit']):>15} | {g['ratio']:>7.2f}x | {g['goal']:>8} "
+              f"| {met:<7} |")
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -274,6 +316,17 @@ def bench_ray(quick: bool) -> None:
             per_core = math.ceil(n / 2)
             with RayEngine(graph, params, vertices_per_actor=per_core) as engine:
                 packed_round, packed_batch = timed(engine)
+            if name == "mlp":   # the same packed batch, every message in the traffic log
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="nl-bench-log-") as log, \
+                        RayEngine(graph, params, vertices_per_actor=per_core,
+                                  traffic_log=log) as engine:
+                    _, logged_batch = timed(engine)
+                report("logging", f"Ray {name}: packed batch of {rounds} rounds, logging on vs off",
+                       logged_batch, packed_batch)
+                goal(f"logging overhead: Ray MLP packed batch, {rounds} rounds", logged_batch,
+                     packed_batch, "ms", 1.05)
             report("ray", f"{name}: round, 1 vertex/actor ({n} actors) vs math removed",
                    one_round, silent_round)
             report("ray", f"{name}: round, 1 vertex/actor vs one fire-and-forget hop",
@@ -308,6 +361,7 @@ def bench_scale(quick: bool) -> None:
         cases = ([(16, 1), (1024, 512)] if quick else
                  [(16, 1), (64, 1), (256, 32), (1024, 64), (1024, 512)])
         rounds, repeats = (8, 3) if quick else (16, 5)
+        best = (0.0, 0, 0, 0)   # the best 1k-vertex rate: (msg/s, vertices, actors, K)
         for vertices, per_actor in cases:
             graph = graph_from_dict(tiled_mlp(vertices=vertices, layers=4))
             params = graph.init_params(0)
@@ -326,6 +380,12 @@ def bench_scale(quick: bool) -> None:
                    round_time, hop,
                    note=f"{rate:,.0f} logical msg/s, {rate * bytes_per_message / 2 / 1e6:.1f} "
                         "MB/s per core")
+            if vertices >= 1024:
+                best = max(best, (rate, len(graph.order), actors, per_actor))
+        if best[0]:
+            rate, n, actors, per_actor = best
+            goal(f"logical messages/s, {n}-vertex tiled graph ({actors} actors of {per_actor})",
+                 rate, 1e6, "msg/s", 1.0, at_least=True)
     finally:
         ray.shutdown()
 
@@ -381,9 +441,11 @@ def bench_logging(quick: bool) -> None:
 
     print("5. traffic-logging overhead, local engine (time per relaxed batch, logging off = baseline)")
     repeats = 30 if quick else 200
-    for widths, schedule, eta, iterations in (([64, 128, 128, 10], "jacobi", 0.1, 20),
-                                              ([64, 128, 128, 10], "event", 1.0, 2),
-                                              ([64, 256, 256, 256, 10], "jacobi", 0.1, 20)):
+    for widths, schedule, eta, iterations, mode in (
+            ([64, 128, 128, 10], "jacobi", 0.1, 20, "fixed"),
+            ([64, 128, 128, 10], "event", 1.0, 2, "fixed"),
+            ([64, 256, 256, 256, 10], "jacobi", 0.1, 20, "fixed"),
+            ([64, 128, 128, 10], "jacobi", 0.1, 20, "strict")):
         label = "-".join(map(str, widths))
         graph = mlp(widths, label)
         params = graph.init_params(0)
@@ -392,15 +454,19 @@ def bench_logging(quick: bool) -> None:
         with tempfile.TemporaryDirectory() as directory:
             settings = {"schedule": schedule, "eta": eta, "iterations": iterations}
             engines = {
-                "off": LocalEngine(graph, params, schedule=schedule),
-                "on": LocalEngine(graph, params, schedule=schedule, recorder=TrafficRecorder(
-                    directory, "bench", "local", graph=label, settings=settings)),
+                "off": LocalEngine(graph, params, mode=mode, schedule=schedule),
+                "on": LocalEngine(graph, params, mode=mode, schedule=schedule,
+                                  recorder=TrafficRecorder(directory, "bench", "local",
+                                                           graph=label, settings=settings)),
             }
             times = interleaved({key: (lambda e=engine: e.relax(x, y, eta=eta,
                                                                 iterations=iterations), repeats)
                                  for key, engine in engines.items()})
-            report("logging", f"logging on, {label} {schedule} eta={eta} T={iterations}",
-                   times["on"], times["off"])
+            row = f"{label} {mode} {schedule} eta={eta} T={iterations}"
+            report("logging", f"logging on, {row}", times["on"], times["off"],
+                   note="strict: a logged batch takes the message path, an unlogged one "
+                        "the fused rounds" if mode == "strict" else "")
+            goal(f"logging overhead: local {row}", times["on"], times["off"], "ms", 1.05)
 
 
 # --- 7. traffic logs at scale: summary, audit, export of 10 million records -------------
@@ -607,6 +673,8 @@ def bench_startup(quick: bool) -> None:
         warm = [first_batch([], cache, work / f"warm{k}") for k in range(repeats)]
         embedded = statistics.median(w["done"] for w in warm)
         dispatch = statistics.median(w["dispatch"] for w in warm)
+        goal("time to first batch, embedded Ray (numba cache warm)", embedded, 8.0, "s", 1.0,
+             goal_text="<= 8 s")
         report("startup", "embedded Ray: first batch done (numba cache warm)", embedded, 8.0,
                unit="s", note=f"goal 8 s; Ray + actors up at {dispatch:.1f} s; whole command "
                               f"{statistics.median(w['wall'] for w in warm):.1f} s")
@@ -623,8 +691,11 @@ def bench_startup(quick: bool) -> None:
         finally:
             subprocess.run(neurolocal_command("cluster", "down"), cwd=ROOT, env=state,
                            capture_output=True)
-        report("startup", "attached (--address auto): first batch done", statistics.median(
-            a["done"] for a in attached), 3.0, unit="s",
+        attached_done = statistics.median(a["done"] for a in attached)
+        goal("time to first batch, attached to `neurolocal cluster up`", attached_done, 3.0, "s",
+             1.0, goal_text="<= 3 s")
+        report("startup", "attached (--address auto): first batch done", attached_done, 3.0,
+               unit="s",
             note=f"goal 3 s; actors up at {statistics.median(a['dispatch'] for a in attached):.1f}"
                  f" s; `neurolocal cluster up` took {up:.1f} s once")
     finally:
@@ -663,6 +734,10 @@ def bench_memory(quick: bool) -> None:
                     f"{peak['unique'] / mb:.0f} MB")
         report("memory", "whole run, shared pages counted once", peak["unique"] / mb, 800,
                unit="MB", note="private pages + each shared file once")
+        goal(f"whole-run memory, MLP on Ray, sum of RSS ({len(peak['processes'])} processes)",
+             peak["rss"] / mb, 800, "MB", 1.0, goal_text="<= 800 MB")
+        goal("whole-run memory, MLP on Ray, shared pages once", peak["unique"] / mb, 800, "MB",
+             1.0, goal_text="<= 800 MB")
         if actors:
             report("memory", f"one actor, RSS (median of {len(actors)})",
                    statistics.median(a["rss"] for a in actors) / mb,
@@ -678,14 +753,16 @@ def bench_memory(quick: bool) -> None:
         ray_epoch = [e["seconds"] for e in json.loads(
             (work / "ray" / "metrics.json").read_text())["runs"]["pc"]["epochs"]][1:]
         subprocess.run(neurolocal_command("run", ROOT / "topologies/mlp.yaml", "--epochs", epochs,
-                                          "--quiet", "--engine", "local", "--no-traffic-log",
-                                          "--out", work / "local"),
+                                          "--quiet", "--engine", "local",
+                                          "--out", work / "local"),   # both: run's defaults
                        cwd=ROOT, env=env, check=True, capture_output=True)
         local_epoch = [e["seconds"] for e in json.loads(
             (work / "local" / "metrics.json").read_text())["runs"]["pc"]["epochs"]][1:]
         report("memory", "Ray `run` per epoch (default packing) vs local engine",
                statistics.median(ray_epoch), statistics.median(local_epoch), unit="s",
                note="goal <= 2x (issue 15; epochs after the first)")
+        goal("Ray `run` per epoch, digits MLP, default packing, vs local `run`",
+             statistics.median(ray_epoch), statistics.median(local_epoch), "s", 2.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -707,10 +784,26 @@ def digits_batches(batch_size: int = 32):
     return data, data.x_train[order], data.y_train[order], bounds
 
 
-def bench_epoch(quick: bool) -> None:
+def pcx_epoch(data, x, y, bounds, epochs: int, dtype: str) -> dict | str:
+    """pcx's seconds per epoch (scripts/pcx_digits.py in its own environment), or why not."""
     import json
     import tempfile
 
+    if not Path(PCX_PYTHON).exists():
+        return f"skipped, no {PCX_PYTHON}. Make it: {PCX_SETUP}"
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "digits.npz"
+        np.savez(path, x_train=x, y_train=y, x_test=data.x_test, y_test=data.y_test,
+                 batches=np.array(bounds))
+        done = subprocess.run([PCX_PYTHON, str(Path(__file__).with_name("pcx_digits.py")),
+                               str(path), "--epochs", str(epochs + 1), "--iterations", "20",
+                               "--eta", "0.1", "--dtype", dtype], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"failed: {done.stderr.strip().splitlines()[-1:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_epoch(quick: bool) -> None:
     from neurolocal.engines.local import LocalEngine
 
     print("10. one epoch of the digits MLP (64-128-128-10 tanh, batch 32, 43 batches, one "
@@ -720,9 +813,12 @@ def bench_epoch(quick: bool) -> None:
     graph = mlp([64, 128, 128, 10], "digits-mlp")
     batches = list(zip(bounds[:-1], bounds[1:]))
 
-    def pc_epoch(mode, eta, iterations):
-        params = graph.init_params(0)
-        engine = LocalEngine(graph, params, mode=mode, schedule="jacobi")
+    def pc_epoch(mode, eta, iterations, dtype="float64", fuse=True):
+        engine = LocalEngine(graph, graph.init_params(0), mode=mode, schedule="jacobi",
+                             dtype=dtype)
+        for shard in engine.shards:
+            shard.fuse = fuse
+        params = engine.params   # float32: the engine's own copy
 
         def epoch():
             for lo, hi in batches:
@@ -733,7 +829,9 @@ def bench_epoch(quick: bool) -> None:
         return epoch
 
     steps = {"fixed": (pc_epoch("fixed", 1.0, graph.depth), epochs),
-             "strict": (pc_epoch("strict", 0.1, 20), epochs)}
+             "strict": (pc_epoch("strict", 0.1, 20), epochs),
+             "strict32": (pc_epoch("strict", 0.1, 20, "float32"), epochs),
+             "message": (pc_epoch("strict", 0.1, 20, fuse=False), epochs)}
     try:
         import torch
     except ImportError:
@@ -756,29 +854,36 @@ def bench_epoch(quick: bool) -> None:
         steps["torch"] = (torch_epoch, epochs)
     times = interleaved(steps)
     baseline = times.get("torch", times["strict"])
-    report("epoch", "neurolocal local, fixed PC eta=1 T=2, float64", times["fixed"], baseline,
-           unit="s")
-    report("epoch", "neurolocal local, strict PC eta=0.1 T=20, float64", times["strict"],
-           baseline, unit="s")
-    if not Path(PCX_PYTHON).exists():
-        print(f"  pcx: skipped, no {PCX_PYTHON}. Make it: {PCX_SETUP}")
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "digits.npz"
-        np.savez(path, x_train=x, y_train=y, x_test=data.x_test, y_test=data.y_test,
-                 batches=np.array(bounds))
-        done = subprocess.run([PCX_PYTHON, str(Path(__file__).with_name("pcx_digits.py")),
-                               str(path), "--epochs", str(epochs + 1), "--iterations", "20",
-                               "--eta", "0.1"], capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"  pcx: failed: {done.stderr.strip().splitlines()[-1:]}")
-        return
-    pcx = json.loads(done.stdout.strip().splitlines()[-1])
-    report("epoch", f"pcx {pcx['pcx']} strict PC T=20, float32 (JAX {pcx['jax']}, after JIT)",
-           pcx["seconds_per_epoch"], baseline, unit="s",
-           note=f"JIT + first epoch {pcx['first_epoch_seconds']:.1f} s")
-    report("epoch", "neurolocal strict (float64) vs pcx strict (float32)", times["strict"],
-           pcx["seconds_per_epoch"], unit="s", note="goal <= 1x at the same dtype")
+    if torch is not None:
+        goal("torch 2.13 backprop, float64, Adam, one thread (s/epoch)", times["torch"], baseline,
+             "s", None)
+    for key, row in (("fixed", "neurolocal local, fixed PC eta=1 T=2, float64"),
+                     ("strict", "neurolocal local, strict PC eta=0.1 T=20, float64"),
+                     ("strict32", "neurolocal local, strict PC eta=0.1 T=20, float32"),
+                     ("message", "neurolocal local, strict PC T=20, float64, message path")):
+        report("epoch", row, times[key], baseline, unit="s",
+               note="the rounds as messages (before the fused rounds)" if key == "message" else "")
+        goal(row + " (s/epoch)", times[key], baseline, "s", None)
+    report("epoch", "strict float64: fused rounds vs the message path", times["strict"],
+           times["message"], unit="s")
+    for dtype, mine in (("float32", times["strict32"]), ("float64", times["strict"])):
+        pcx = pcx_epoch(data, x, y, bounds, epochs, dtype)
+        if isinstance(pcx, str):
+            print(f"  pcx {dtype}: {pcx}")
+            GOALS.append({"row": f"strict PC T=20 vs pcx, {dtype}: pcx {pcx[:40]}",
+                          "value": mine, "baseline": float("nan"), "unit": "s",
+                          "ratio": float("nan"), "goal": "<= 1x", "met": None})
+            continue
+        report("epoch", f"pcx {pcx['pcx']} strict PC T=20, {pcx['dtype']} (JAX {pcx['jax']}, "
+               "after JIT)", pcx["seconds_per_epoch"], baseline, unit="s",
+               note=f"JIT + first epoch {pcx['first_epoch_seconds']:.1f} s; test accuracy "
+                    f"{pcx['test_accuracy']:.3f}")
+        report("epoch", f"neurolocal strict vs pcx strict, both {dtype}", mine,
+               pcx["seconds_per_epoch"], unit="s", note="goal <= 1x at the same dtype")
+        goal(f"pcx {pcx['pcx']} strict PC T=20, {pcx['dtype']} (s/epoch)",
+             pcx["seconds_per_epoch"], baseline, "s", None)
+        goal(f"strict PC T=20, digits MLP, vs pcx per epoch, both {dtype}", mine,
+             pcx["seconds_per_epoch"], "s", 1.0)
 
 
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
@@ -798,10 +903,12 @@ def main() -> None:
     for name in args.only.split(","):
         if name not in SECTIONS:
             parser.error(f"unknown section {name!r}")
+    load = os.getloadavg()
     print(f"neurolocal bench: {os.cpu_count()} cores, numpy {np.__version__}, "
-          f"{'quick' if args.quick else 'full'} run")
+          f"{'quick' if args.quick else 'full'} run, load average {load[0]:.1f}")
     for name in args.only.split(","):
         SECTIONS[name](args.quick)
+    print_summary(load)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ batch smaller than the others is skipped (pcx's value nodes hold one batch size)
 the epoch's time scaled by batches / batches run (43 / 42 on digits).
 
     python scripts/pcx_digits.py DATA.npz --epochs 4 --iterations 20 --eta 0.1 --lr 0.1
+
+`--dtype float64` runs JAX with 64-bit floats (JAX_ENABLE_X64), for a comparison with
+neurolocal's float64 at the same dtype; the default is float32, JAX's own.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from importlib import metadata
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "--dtype=float64" in sys.argv or "float64" in sys.argv[sys.argv.index("--dtype") + 1:][:1] \
+        if "--dtype" in sys.argv else "--dtype=float64" in sys.argv:
+    os.environ["JAX_ENABLE_X64"] = "1"   # read when jax is imported
 # one thread, like every other contender of the benchmark
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                       "intra_op_parallelism_threads=1")
@@ -104,11 +111,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--eta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = parser.parse_args()
 
+    dtype = np.dtype(args.dtype)
     data = np.load(args.data)
-    x_train = data["x_train"].astype(np.float32)
-    y_train = np.eye(10, dtype=np.float32)[data["y_train"]]
+    x_train = data["x_train"].astype(dtype)
+    y_train = np.eye(10, dtype=dtype)[data["y_train"]]
     bounds = list(data["batches"])  # the batch boundaries neurolocal uses (same order)
     # pcx's value nodes keep per-sample state of one batch size: a last, smaller batch
     # would not fit them, so it is left out and the epoch's time scaled to all batches
@@ -116,7 +125,7 @@ def main() -> None:
     scale = (len(bounds) - 1) / len(full)
     model = MLP([x_train.shape[1], 128, 128, 10])
     with pxu.step(model, pxc.STATUS.INIT, clear_params=pxc.VodeParam.Cache):
-        forward(np.zeros((int(bounds[1] - bounds[0]), x_train.shape[1]), np.float32), None,
+        forward(np.zeros((int(bounds[1] - bounds[0]), x_train.shape[1]), dtype), None,
                 model=model)
         optim_h = pxu.Optim(lambda: optax.sgd(args.eta),
                             pxu.M_hasnot(pxc.VodeParam, frozen=True)(model))
@@ -131,7 +140,7 @@ def main() -> None:
         jax.block_until_ready(model.layers[-1].nn.weight.get())
         seconds.append((time.perf_counter() - start) * scale)
     size = int(bounds[1] - bounds[0])  # evaluated in batches of the same size
-    x_test, y_test = data["x_test"].astype(np.float32), data["y_test"]
+    x_test, y_test = data["x_test"].astype(dtype), data["y_test"]
     cut = len(y_test) // size * size
     guess = np.concatenate([np.asarray(predict(x_test[k:k + size], model=model))
                             for k in range(0, cut, size)])
@@ -139,7 +148,7 @@ def main() -> None:
         "seconds_per_epoch": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
         "first_epoch_seconds": seconds[0], "epochs": seconds,
         "batches": len(bounds) - 1, "batches_run": len(full), "test_accuracy": float(np.mean(guess == y_test[:cut])),
-        "dtype": "float32", "pcx": metadata.version("pcx"),
+        "dtype": str(model.layers[0].nn.weight.get().dtype), "pcx": metadata.version("pcx"),
         "jax": jax.__version__}))
 
 
