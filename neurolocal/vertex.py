@@ -60,6 +60,8 @@ class VertexRule:
         self.loss = loss
         #: parents clamped to data: they need feedback only when dL/dx is read
         self.input_parents = frozenset(input_parents) & frozenset(parents)
+        #: parents that relax: relaxation's feedback goes to them (computed once, read often)
+        self.relaxing_parents = frozenset(parents) - self.input_parents
         #: tied parameters this vertex shares but does not own: param -> (owner vertex, param)
         self.sends = dict(sends or {})
         #: tied parameters this vertex owns: param -> number of member partials to expect
@@ -132,7 +134,7 @@ class VertexRule:
         """
         if self.role == "input":
             return {}
-        wanted = self.input_parents if to_inputs else frozenset(self.parents) - self.input_parents
+        wanted = self.input_parents if to_inputs else self.relaxing_parents
         if not wanted:
             return {}
         grads = self.op.vjp(self.params, self._cache, self.error)

@@ -17,6 +17,12 @@ the epoch's time scaled by batches / batches run (43 / 42 on digits).
 
     python scripts/pcx_digits.py DATA.npz --epochs 4 --iterations 20 --eta 0.1 --lr 0.1
 
+`--serve` measures on request, so that bench.py can alternate pcx's epochs with its other
+contenders' (a drifting load then hits them alike): after the first epoch (JAX's
+compilation) it prints one JSON line {"ready": seconds}, then runs one epoch per line
+"epoch" on stdin and answers its seconds (scaled as above); end of input: the result
+line as without --serve.
+
 `--dtype float64` runs JAX with 64-bit floats (JAX_ENABLE_X64), for a comparison with
 neurolocal's float64 at the same dtype; the default is float32, JAX's own.
 """
@@ -112,6 +118,8 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--serve", action="store_true",
+                        help="one epoch per 'epoch' line on stdin (after a first one)")
     args = parser.parse_args()
 
     dtype = np.dtype(args.dtype)
@@ -131,14 +139,24 @@ def main() -> None:
                             pxu.M_hasnot(pxc.VodeParam, frozen=True)(model))
         optim_w = pxu.Optim(lambda: optax.sgd(args.lr), pxu.M(pxnn.LayerParam)(model))
 
-    seconds = []
-    for _ in range(args.epochs):
+    def epoch() -> float:
         start = time.perf_counter()
         for lo, hi in full:
             train_on_batch(args.iterations, x_train[lo:hi], y_train[lo:hi], model=model,
                            optim_w=optim_w, optim_h=optim_h)
         jax.block_until_ready(model.layers[-1].nn.weight.get())
-        seconds.append((time.perf_counter() - start) * scale)
+        return (time.perf_counter() - start) * scale
+
+    seconds = []
+    if args.serve:
+        seconds.append(epoch())
+        print(json.dumps({"ready": seconds[0]}), flush=True)
+        for line in sys.stdin:
+            if line.strip() == "epoch":
+                seconds.append(epoch())
+                print(json.dumps({"seconds": seconds[-1]}), flush=True)
+    else:
+        seconds = [epoch() for _ in range(args.epochs)]
     size = int(bounds[1] - bounds[0])  # evaluated in batches of the same size
     x_test, y_test = data["x_test"].astype(dtype), data["y_test"]
     cut = len(y_test) // size * size
