@@ -142,7 +142,9 @@ class VertexRule:
         for parent, g in zip(self.parents, grads):
             if parent not in wanted:
                 continue
-            if np.may_share_memory(g, self.error):
+            # (arrays that own their memory, neither a view, cannot overlap unless one object)
+            if g is self.error or ((g.base is not None or self.error.base is not None)
+                                   and np.may_share_memory(g, self.error)):
                 # the error relaxes in place: a message must not change after sending
                 g = g.copy()
             messages[parent] = messages[parent] + g if parent in messages else g

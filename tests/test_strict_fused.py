@@ -89,3 +89,30 @@ def test_a_watched_or_logged_relaxation_takes_the_message_path():
     assert seen == list(range(6)) and not e.shards[0].fused
     plain = engine(graph, params, "jacobi", True).relax(x, y, eta=0.1, iterations=5)
     assert watched.energy == plain.energy
+
+
+@pytest.mark.parametrize("schedule", ["jacobi", "ipc"])
+def test_a_logged_fused_relaxation_records_every_message_the_message_path_does(tmp_path,
+                                                                             schedule):
+    from collections import Counter
+
+    from neurolocal.traffic import TrafficRecorder, read_traffic
+
+    graph = load_topology(TOPOLOGIES / "dag.yaml").graph
+    params = graph.init_params(0)
+    x, y = synthetic_batch(graph, 4, seed=0)
+    records, results = [], []
+    for fuse in (True, False):
+        directory = tmp_path / str(fuse)
+        recorder = TrafficRecorder(directory, "run", "local", graph=graph.name,
+                                   settings={"eta": 0.2, "iterations": 5, "read_inputs": True})
+        e = LocalEngine(graph, params, mode="strict", schedule=schedule, recorder=recorder)
+        e.shards[0].fuse = fuse
+        results.append(e.relax(x, y, eta=0.2, iterations=5, read_inputs=True))
+        assert e.shards[0].fused is fuse
+        e.close()
+        c = read_traffic(directory).columns
+        records.append(Counter(zip(*(list(c[k]) for k in ("batch", "round", "src", "dst",
+                                                           "kind", "bytes")))))
+    assert records[0] == records[1] and sum(records[0].values()) == results[0].messages
+    assert results[0].energy == results[1].energy

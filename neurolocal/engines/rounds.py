@@ -533,12 +533,12 @@ class Shard:
 
     def _fusable(self) -> bool:
         """Strict rounds may run fused (`_fused_strict`) when this shard holds the whole
-        graph and nobody watches the messages one by one: no traffic log, no trace, no
-        horizon (a transport stepping round by round), synchronous rounds, no tied
-        parameters (their partials are messages between vertices)."""
+        graph and nobody steps its messages one by one: no trace, no horizon (a transport
+        stepping round by round), synchronous rounds, no tied parameters (their partials
+        are messages between vertices). A traffic log still gets every message."""
         schedule, settings = self.schedule, self.settings
         return (self.fuse and schedule is not None and schedule.strict and schedule.name in ("jacobi", "ipc") and schedule.rounds > 0
-                and settings.staleness == 0 and self.log is None and not self.trace
+                and settings.staleness == 0 and not self.trace
                 and self.horizon is None and not self.pending and not self.graph.tied
                 and len(self.slots) == len(self.graph.order))
 
@@ -554,7 +554,9 @@ class Shard:
         same bit for bit (tests/test_strict_fused.py); only the per-message bookkeeping
         (tuples, inboxes, schedule look-ups) is gone. The last round closes through the
         machine (`_close_update`): input feedback, Hebbian updates and learning as ever.
-        Message counts are those the message path would have sent, all local.
+        Message counts are those the message path would have sent, all local, and a
+        traffic log records each of them as the message path does (local messages are
+        recorded when sent).
 
         A vertex whose parents are all inputs has a prediction that cannot move within
         a batch (fixed parents, fixed weights): its re-prediction is the same BLAS call
@@ -574,6 +576,8 @@ class Shard:
         eta, last = self.settings.eta, self.schedule.rounds
         values_sent = sum(len(s.children) for s in hidden)
         local = 0
+        logged = self._log_received if self.log is not None else None
+        batch = self.settings.batch
         for update in range(1, last + 1):
             # phase A: relax every hidden vertex, then its value travels to the children
             moved = {}
@@ -589,7 +593,11 @@ class Shard:
                     if ipc and rule.params:
                         self._accumulate(slot)
                     rule.relax(total, eta)
-                    moved[slot.name] = rule.value_message()
+                    moved[slot.name] = value = rule.value_message()
+                    if logged is not None:
+                        t = now()
+                        logged([(batch, VALUE, update, slot.name, child, value, t)
+                                for child in slot.children], t)
                 elif rule.role == "output" and ipc and rule.params:
                     self._accumulate(slot)
             local += values_sent
@@ -610,6 +618,9 @@ class Shard:
                 for parent, message in rule.feedback().items():
                     heard[parent][slot.name] = message
                     local += 1
+                    if logged is not None:
+                        t = now()
+                        logged([(batch, FEEDBACK, update, slot.name, parent, message, t)], t)
         self.counts["local_messages"] += local
         return self._advance()
 
