@@ -67,12 +67,12 @@ def print_summary(load_before: tuple) -> None:
     load_after = os.getloadavg()
     print(f"\nsummary (issue 15): load average {load_before[0]:.1f} at the start, "
           f"{load_after[0]:.1f} at the end ({os.cpu_count()} cores)")
-    print(f"| {'row':<62} | {'measured':>15} | {'baseline':>15} | {'ratio':>8} | {'goal':>8} "
+    print(f"| {'row':<68} | {'measured':>15} | {'baseline':>15} | {'ratio':>8} | {'goal':>8} "
           f"| {'met':<7} |")
-    print(f"| {'-' * 62} | {'-' * 15}: | {'-' * 15}: | {'-' * 7}: | {'-' * 8} | {'-' * 7} |")
+    print(f"| {'-' * 68} | {'-' * 15}: | {'-' * 15}: | {'-' * 7}: | {'-' * 8} | {'-' * 7} |")
     for g in GOALS:
         met = "" if g["met"] is None else ("met" if g["met"] else "not met")
-        print(f"| {g['row']:<62} | {_amount(g['value'], g['unit']):>15} | "
+        print(f"| {g['row']:<68} | {_amount(g['value'], g['unit']):>15} | "
               f"{_amount(g['baseline'], g['unit']):>15} | {g['ratio']:>7.2f}x | {g['goal']:>8} "
               f"| {met:<7} |")
 
