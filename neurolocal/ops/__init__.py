@@ -107,18 +107,19 @@ def _function_op(name, forward, vjp, param_vjp, param_defaults, output_shape, ar
             return out
 
         def forward(self, params, inputs):
-            out = np.asarray(forward(*inputs, **params), dtype=np.float64)
+            # the run's dtype, read off the inputs (float64, or float32 with --dtype)
+            out = np.asarray(forward(*inputs, **params), dtype=np.result_type(*inputs))
             return out, (list(inputs), out)
 
         def vjp(self, params, cache, eps):
             inputs, out = cache
-            return [np.asarray(g, dtype=np.float64) for g in vjp(eps, inputs, out, **params)]
+            return [np.asarray(g, dtype=eps.dtype) for g in vjp(eps, inputs, out, **params)]
 
         def param_vjp(self, params, cache, eps):
             if param_vjp is None:
                 return {}
             inputs, out = cache
-            return {k: np.asarray(v, dtype=np.float64)
+            return {k: np.asarray(v, dtype=eps.dtype)
                     for k, v in param_vjp(eps, inputs, out, **params).items()}
 
     FunctionOp.name = name
