@@ -77,24 +77,40 @@ def print_summary(load_before: tuple) -> None:
               f"| {met:<7} |")
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
+#: CPU seconds (this process's, or a contender's own) of the last `interleaved` steps:
+#: what a step costs whatever the load, next to its wall time
+CPU: dict[str, float] = {}
+
+
+def median_time(fn, repeats: int, warmup: int = 2, cpu: list | None = None) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        own = fn()   # a contender timing itself (another process) returns its seconds
-        times.append(own if isinstance(own, float) else time.perf_counter() - start)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        own = fn()   # a contender timing itself (another process): (seconds, CPU seconds)
+        if isinstance(own, tuple):
+            times.append(own[0])
+            if cpu is not None:
+                cpu.append(own[1])
+            continue
+        times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return statistics.median(times)
 
 
 def interleaved(steps: dict, chunks: int = 3) -> dict[str, float]:
     """Median time of each step, measured in alternating chunks so that a noisy
-    machine's drift falls on every contender alike. `steps`: name -> (fn, repeats)."""
+    machine's drift falls on every contender alike. `steps`: name -> (fn, repeats).
+    The median CPU seconds of each step go to `CPU`."""
     samples: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(chunks):
         for name, (fn, repeats) in steps.items():
-            samples[name].append(median_time(fn, max(1, repeats // chunks), warmup=1))
+            samples[name].append(median_time(fn, max(1, repeats // chunks), warmup=1,
+                                             cpu=cpu[name]))
+    CPU.update({name: statistics.median(values) for name, values in cpu.items()})
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -818,7 +834,8 @@ class Pcx:
 
         self.process.stdin.write("epoch\n")
         self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())["seconds"]
+        answer = json.loads(self.process.stdout.readline())
+        return answer["seconds"], answer["cpu_seconds"]
 
     def close(self) -> dict:
         import json
@@ -914,9 +931,15 @@ def bench_epoch(quick: bool) -> None:
                     f"{result['test_accuracy']:.3f}")
         report("epoch", f"neurolocal strict vs pcx strict, both {dtype}", mine, theirs,
                unit="s", note="goal <= 1x at the same dtype")
+        mine_cpu, theirs_cpu = CPU["strict32" if dtype == "float32" else "strict"], \
+            CPU[f"pcx-{dtype}"]
+        report("epoch", f"  the same in CPU seconds per epoch (load-independent), {dtype}",
+               mine_cpu, theirs_cpu, unit="s", note="each process's own CPU time")
         goal(label + " (s/epoch)", theirs, baseline, "s", None)
         goal(f"strict PC T=20, digits MLP, vs pcx per epoch, both {dtype}", mine, theirs, "s",
              1.0)
+        goal(f"  the same, CPU seconds per epoch (each process's own), {dtype}", mine_cpu,
+             theirs_cpu, "s", 1.0)
 
 
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,

@@ -20,7 +20,7 @@ the epoch's time scaled by batches / batches run (43 / 42 on digits).
 `--serve` measures on request, so that bench.py can alternate pcx's epochs with its other
 contenders' (a drifting load then hits them alike): after the first epoch (JAX's
 compilation) it prints one JSON line {"ready": seconds}, then runs one epoch per line
-"epoch" on stdin and answers its seconds (scaled as above); end of input: the result
+"epoch" on stdin and answers its seconds and this process's CPU seconds (all threads; scaled as above); end of input: the result
 line as without --serve.
 
 `--dtype float64` runs JAX with 64-bit floats (JAX_ENABLE_X64), for a comparison with
@@ -140,11 +140,12 @@ def main() -> None:
         optim_w = pxu.Optim(lambda: optax.sgd(args.lr), pxu.M(pxnn.LayerParam)(model))
 
     def epoch() -> float:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for lo, hi in full:
             train_on_batch(args.iterations, x_train[lo:hi], y_train[lo:hi], model=model,
                            optim_w=optim_w, optim_h=optim_h)
         jax.block_until_ready(model.layers[-1].nn.weight.get())
+        epoch.cpu = (time.process_time() - start_cpu) * scale   # every thread of this process
         return (time.perf_counter() - start) * scale
 
     seconds = []
@@ -154,7 +155,8 @@ def main() -> None:
         for line in sys.stdin:
             if line.strip() == "epoch":
                 seconds.append(epoch())
-                print(json.dumps({"seconds": seconds[-1]}), flush=True)
+                print(json.dumps({"seconds": seconds[-1], "cpu_seconds": epoch.cpu}),
+                      flush=True)
     else:
         seconds = [epoch() for _ in range(args.epochs)]
     size = int(bounds[1] - bounds[0])  # evaluated in batches of the same size
