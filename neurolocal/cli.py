@@ -48,7 +48,16 @@ def _non_negative_int(text: str) -> int:
 
 def _packing(text: str) -> int | str:
     """--vertices-per-actor: auto, or a whole number >= 1."""
-    return "auto" if text == "auto" else _positive_int(text)
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got "
+                                         f"{text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got {value}")
+    return value
 
 
 def _fault(text: str) -> tuple[int, int]:
