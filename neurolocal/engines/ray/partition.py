@@ -156,7 +156,14 @@ def min_cut(weights: Weights, k: int, imbalance: float = IMBALANCE) -> Partition
                    for (a, b), x in weights.edge.items() if a != b and x > 0)
     prefix = np.concatenate([[0.0], np.cumsum(w)])
     bound = balanced_bound(prefix, k) * (1.0 + imbalance)
-    candidates = [_split_dp(prefix, edges, n, k, bound)]
+    candidates = []
+    for other in (np.arange(n), _depth_first(n, edges)):   # two topological orders
+        split = _split_dp(np.concatenate([[0.0], np.cumsum(w[other])]),
+                          _renumbered(edges, other), n, k, bound)
+        if split is not None:
+            part = np.empty(n, dtype=np.int64)
+            part[other] = split
+            candidates.append(part)
     equal = [len(s) for s in contiguous(order, k)]
     equal_part = np.repeat(np.arange(k), equal)
     if max(np.bincount(equal_part, weights=w, minlength=k)) <= bound:
@@ -243,8 +250,8 @@ def _split_dp(prefix: np.ndarray, edges, n: int, k: int, bound: float) -> np.nda
                 new[j] = cost[i] + crossing[j]
                 choice[m, j] = i
         cost = new
-    if not cost[n] < inf:  # cannot happen: bound >= B*, the balanced split fits
-        raise AssertionError("no contiguous split meets the balance bound")
+    if not cost[n] < inf:  # another order than the one B* was found in: no split fits
+        return None
     part = np.zeros(n, dtype=np.int64)
     j = n
     for m in range(k, 0, -1):
@@ -252,6 +259,35 @@ def _split_dp(prefix: np.ndarray, edges, n: int, k: int, bound: float) -> np.nda
         part[i:j] = m - 1
         j = i
     return part
+
+
+def _depth_first(n: int, edges) -> np.ndarray:
+    """Another topological order: depth first from the earliest vertices, a vertex's
+    children right after it once their other parents are placed, so a branch stays
+    together (the graph's own order is breadth-like for wide graphs). Ties by index."""
+    children: list[list[int]] = [[] for _ in range(n)]
+    waiting = np.zeros(n, dtype=np.int64)
+    for a, b, _ in edges:
+        children[a].append(b)
+        waiting[b] += 1
+    stack = [v for v in range(n - 1, -1, -1) if waiting[v] == 0]
+    out = []
+    while stack:
+        v = stack.pop()
+        out.append(v)
+        for c in sorted(children[v], reverse=True):   # each pair once (merged weights)
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                stack.append(c)
+    return np.array(out, dtype=np.int64)
+
+
+def _renumbered(edges, order: np.ndarray) -> list:
+    """The edges with vertices numbered by their position in `order` (lower end first)."""
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return sorted((int(min(position[a], position[b])), int(max(position[a], position[b])), x)
+                  for a, b, x in edges)
 
 
 def _adjacency(n: int, edges) -> list[list[tuple[int, float]]]:
