@@ -18,8 +18,8 @@ Nodes are chosen per shard:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from neurolocal.checks import number
 from neurolocal.engines.config import AUTO, check_vertices_per_actor
