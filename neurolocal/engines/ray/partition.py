@@ -12,10 +12,11 @@ it), and returns k shards such that
 - the cut (the weight of edges between shards) is as small as the two steps below
   find it:
 
-1. the best contiguous split of the topological order under B, by dynamic
-   programming over split points (O(n k), a sliding-window minimum). Its objective
-   is the sum over split points of the weight of edges crossing each: the cut
-   itself when no edge skips a whole shard, an upper bound otherwise;
+1. the best contiguous split under B of two topological orders (the graph's own and a
+   depth-first one that keeps branches together), by dynamic programming over split
+   points (O(n k), a sliding-window minimum). Its objective is the sum over split
+   points of the weight of edges crossing each: the cut itself when no edge skips a
+   whole shard, an upper bound otherwise;
 2. Fiduccia–Mattheyses passes on the exact cut: vertices move, one at a time and
    each at most once per pass, to the neighbouring shard that gains most while
    every shard stays within B and non-empty, accepting losing moves on the way;
