@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """neurolocal benchmarks: every figure is a ratio to a baseline measured in the same run.
 
-    python scripts/bench.py --quick          # about a minute
+    python scripts/bench.py --quick          # every section, fewer repeats (~5-10 min)
     python scripts/bench.py                  # the full table in BENCHMARKS.md
     python scripts/bench.py --only local     # one section: local, ray, scale, placement,
                                              # logging, traffic, startup, memory, epoch
@@ -10,6 +10,9 @@
 Machines are noisy: each row is the median over repeats, and every time is printed
 next to its baseline (PyTorch backprop for the local engine; Ray's own no-op
 messaging floor for the Ray engine; logging off for the logging overhead).
+Every run ends with issue 15's summary table: each goal measured in that run (row,
+measured, baseline, ratio, goal, met / not met), the baselines of the issue's table,
+and the load average at the run's start and end (BENCHMARKS.md §0).
 """
 
 from __future__ import annotations
