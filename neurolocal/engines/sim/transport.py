@@ -330,7 +330,7 @@ class SimEngine:
             name = graph.order[i]
             self._call(lane, i, t, lambda: shard.begin(
                 settings, None, {name: inputs[name]} if name in inputs else {},
-                target if name == graph.output else None))
+                target if name == graph.output else None), begin=True)
 
     def _event(self) -> None:
         t, event = self._queue.pop()
@@ -390,12 +390,16 @@ class SimEngine:
         return (not slot.finished and slot.round is not None
                 and self.lanes[lane][i].horizon == slot.round + 1)
 
-    def _call(self, lane: int, i: int, t: float, call) -> bool:
+    def _call(self, lane: int, i: int, t: float, call, begin: bool = False) -> bool:
         """Call into vertex i's shard of `lane` at time t; account for what it did.
-        True if the vertex stepped (it is then busy for its compute time)."""
+        True if the vertex stepped (it is then busy for its compute time). `begin`: the
+        call starts a batch, so the state to compare with is a fresh slot's (not the
+        previous batch's: resetting is not an update and costs no compute time)."""
         slot = self._slots[lane][i]
         before = (slot.round, slot.relaxed, slot.finished)
         learned = slot.learned
+        if begin:
+            before, learned = (None, False, False), True
         out = call()
         return self._after(lane, i, t, out, before, learned)
 
