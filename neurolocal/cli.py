@@ -233,6 +233,11 @@ def add_run_parser(commands) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     run.add_argument("--no-traffic-log", action="store_true",
                      help="do not record messages (by default they go to OUT/traffic)")
+    run.add_argument("--pipeline", type=_positive_int, default=None, metavar="K",
+                     help="K batches in flight through the graph at once, every vertex "
+                          "applying its update when its error for a batch is final (weight "
+                          "staleness <= K - 1; sim engine only, not with ipc; "
+                          "docs/asynchrony.md §7). Default 1: batch after batch")
     add_budget_option(run)
     add_engine_options(run, engine_default=None, mode_default=None)
     run.set_defaults(run=cmd_run)
@@ -370,7 +375,7 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "traffic_log": "--traffic-log", "address": "--address",
                 "vertices_per_actor": "--vertices-per-actor", "staleness": "--staleness",
                 "placement": "--placement", "timeout": "--timeout",
-                "max_restarts": "--max-restarts", "fault": "--fault"}
+                "max_restarts": "--max-restarts", "fault": "--fault", "pipeline": "--pipeline"}
 
 
 def _as_flags(exc: NeurolocalError) -> str:

@@ -28,6 +28,7 @@ def traffic_recorder(config: EngineConfig, graph, *, writer: str, settings: dict
 def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | None = None):
     """The engine `config.engine` names, configured from the rest of the config."""
     schedule = config.resolved_schedule
+    config.check_pipeline()
     if config.fault is not None and config.engine != "ray":
         from neurolocal.errors import ConfigError
 

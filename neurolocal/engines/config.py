@@ -46,6 +46,9 @@ class EngineConfig:
     #: seed of its random draws (None: the run's seed)
     sim: Any = None
     seed: int | None = None
+    #: training: batches in flight through the graph at once (docs/asynchrony.md §7);
+    #: 1 is batch after batch. Built on the sim engine only.
+    pipeline: int = 1
 
     def __post_init__(self) -> None:
         for name, choices in (("engine", ENGINE_NAMES), ("mode", MODES),
@@ -60,6 +63,7 @@ class EngineConfig:
         set_(self, "timeout", number("timeout", self.timeout, positive=True))
         set_(self, "max_restarts", number("max_restarts", self.max_restarts, whole=True,
                                           minimum=0))
+        set_(self, "pipeline", number("pipeline", self.pipeline, whole=True, minimum=1))
         if self.fault is not None:
             try:
                 actor, batch = self.fault
@@ -77,6 +81,17 @@ class EngineConfig:
 
     def with_(self, **changes) -> "EngineConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def check_pipeline(self) -> None:
+        """Refuse K > 1 where it is not built or means nothing (called once the engine is
+        known: `run` takes it from the topology's training section)."""
+        if self.pipeline > 1 and self.engine != "sim":
+            raise ConfigError(f"pipelining runs on the sim engine only (its throughput is "
+                              f"measured in simulated time); the {self.engine} engine trains "
+                              "one batch at a time", field="pipeline")
+        if self.pipeline > 1 and self.resolved_schedule == "ipc":
+            raise ConfigError("iPC moves every weight every round, so a batch has no single "
+                              "update whose staleness a pipeline could bound", field="pipeline")
 
     @property
     def resolved_schedule(self) -> str:
