@@ -460,7 +460,7 @@ class SimEngine:
         stepped = (slot.round, slot.relaxed, slot.finished) != before
         if stepped:
             begin = max(t, self._busy[i])
-            done = begin + self._compute_time(i)
+            done = begin + (self._compute_time(i) if self._works(lane, i, before) else 0.0)
             self._busy[i] = done
             self._generation[i] += 1
             if any(not self._slots[k][i].finished for k in self._lanes_in_flight()):
@@ -504,6 +504,19 @@ class SimEngine:
             slot = self._slots[after][i]
             if slot.finished and not slot.learned:
                 self._call(after, i, t, shard.resume)
+
+    def _works(self, lane: int, i: int, before) -> bool:
+        """Did the step just taken compute anything? The forward pass, a strict phase, a
+        relaxing update and a vertex's last update when it has weights (its Hebbian
+        update) do; an update the schedule idles through (event or backward-in-time: no
+        child spoke, not its block) is bookkeeping and takes no simulated time."""
+        slot = self._slots[lane][i]
+        if before[0] is None or self.mode == "strict" or slot.rule.role != "hidden":
+            return True
+        schedule = self.lanes[lane][i].schedule
+        update = slot.round
+        return (schedule.relaxes(slot.name, update, slot.children)
+                or (update == schedule.rounds and bool(slot.rule.params)))
 
     def _compute_time(self, i: int) -> float:
         if self.is_input[i]:
