@@ -81,15 +81,23 @@ def test_pipeline_one_on_the_command_line_changes_nothing(tmp_path, engine_name)
         np.testing.assert_array_equal(outs[0][key], outs[1][key])
 
 
-def test_pipelined_runs_are_reproducible_and_staleness_is_bounded():
-    """K = 3 under random delays, reordering and a straggler: the same seed twice gives
-    the same run bit for bit, another seed another run; every recorded update's weight
-    staleness is <= K - 1 = 2, and 2 occurs (batches really overlap)."""
+@pytest.mark.parametrize("mode,schedule,staleness", [("fixed", "event", 0),
+                                                     ("strict", "jacobi", 0),
+                                                     ("fixed", "jacobi", 2)])
+def test_pipelined_runs_are_reproducible_and_staleness_is_bounded(mode, schedule, staleness):
+    """K = 3 under random delays, reordering and a straggler (fixed, strict, and fixed
+    with asynchronous rounds): the same seed twice gives the same run bit for bit,
+    another seed another run; every recorded update's weight staleness is <= K - 1 = 2,
+    and 2 occurs (batches really overlap)."""
     graph, batches = mlp_batches(n=8)
     runs = []
     for seed in (4, 4, 5):
-        sim = engine(graph, NOISY, seed=seed)
-        losses = [s.loss for s in sim.train_batches(batches, eta=1.0, iterations=2,
+        sim = SimEngine(graph, graph.init_params(0), mode=mode, schedule=schedule,
+                        staleness=staleness, seed=seed, asynchrony=parse_section(NOISY))
+        sim.restore(graph.init_params(0), None, LEARNING)
+        sim.weight_staleness = []
+        eta = 1.0 if mode == "fixed" else 0.2
+        losses = [s.loss for s in sim.train_batches(batches, eta=eta, iterations=3,
                                                     pipeline=3)]
         runs.append((sim, losses))
     (a, la), (b, lb), (c, lc) = runs
