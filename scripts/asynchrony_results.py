@@ -22,7 +22,8 @@ batches per simulated second against depth on `generate chain` graphs
 interrupted one). The CSVs and plots are copied to results/asynchrony/; the section is
 written between the markers <!-- asynchrony:begin --> and <!-- asynchrony:end -->
 (appended when absent), the depth table into docs/asynchrony.md between
-<!-- pipeline-depth:begin --> and <!-- pipeline-depth:end -->.
+<!-- pipeline-depth:begin --> and <!-- pipeline-depth:end -->. `--render` rewrites both
+from a finished run's outputs (`--out`/run.json and the CSVs) without running anything.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import time
@@ -129,20 +131,8 @@ def load_average() -> str:
         return "unknown"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=4, help="MLP epochs")
-    parser.add_argument("--cnn-epochs", type=int, default=4, help="CNN epochs")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=None)
-    parser.add_argument("--lr", default="0.002")
-    parser.add_argument("--out", default="runs/asynchrony")
-    parser.add_argument("--results", default="RESULTS.md")
-    parser.add_argument("--docs", default="docs/asynchrony.md")
-    parser.add_argument("--depth-vertices", default="4,8,16,32,64",
-                        help="chain sizes of the depth table (scripts/pipeline_depth.py)")
-    args = parser.parse_args()
-    out = Path(args.out)
+def measure(args, out: Path) -> dict:
+    """Run the sweeps, the bound check and the depth table; what the section needs."""
     started = time.time()
     loads = [load_average()]
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
@@ -159,6 +149,37 @@ def main() -> None:
     depth_table = run_script("pipeline_depth.py", ["--vertices", args.depth_vertices])
     depth_seconds = time.time() - depth_started
     loads.append(load_average())
+    return {"bound_table": bound_table, "depth_table": depth_table,
+            "depth_seconds": depth_seconds, "seconds": time.time() - started,
+            "loads": loads, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=4, help="MLP epochs")
+    parser.add_argument("--cnn-epochs", type=int, default=4, help="CNN epochs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--lr", default="0.002")
+    parser.add_argument("--out", default="runs/asynchrony")
+    parser.add_argument("--results", default="RESULTS.md")
+    parser.add_argument("--docs", default="docs/asynchrony.md")
+    parser.add_argument("--depth-vertices", default="4,8,16,32,64",
+                        help="chain sizes of the depth table (scripts/pipeline_depth.py)")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the section and the depth table from what a "
+                             "finished run saved in --out (its tables, runtime and load)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    saved = out / "run.json"
+    if args.render:
+        run = json.loads(saved.read_text())
+    else:
+        run = measure(args, out)
+        saved.write_text(json.dumps(run, indent=1))
+    bound_table, depth_table = run["bound_table"], run["depth_table"]
+    depth_seconds, seconds, loads, when = (run["depth_seconds"], run["seconds"], run["loads"],
+                                           run["when"])
     figures = Path("results/asynchrony")
     figures.mkdir(parents=True, exist_ok=True)
     for name in GRIDS:
@@ -172,8 +193,6 @@ def main() -> None:
     per_epoch = -(-train // 32)
     batches = {"mlp": args.epochs * per_epoch, "cnn": args.cnn_epochs * per_epoch}
     rows = {name: rows_of(out / name / "sweep.csv") for name in GRIDS}
-    seconds = time.time() - started
-    when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     command = (f"nice python scripts/asynchrony_results.py --epochs {args.epochs} "
                f"--cnn-epochs {args.cnn_epochs} --seeds {args.seeds}")
     depth_text = f"""{DEPTH_BEGIN}
