@@ -13,7 +13,8 @@ pipelining table of docs/asynchrony.md §7.
                  mean delay exp:0.5, exp:2, synchronous rounds (S = 0)
   pipeline       MLP, fixed / strict x pipeline depth 1,2,4,8, delay exp:1
   cnn-staleness  CNN, fixed: staleness 0,1,2 x T = depth (8) or the bound, delay exp:1
-  cnn-loss       CNN, fixed / strict / iPC x drop 0, 0.05, delay exp:1 (S = 0)
+  cnn-loss       CNN, fixed / strict / iPC x eta 1, 0.2 x drop 0, 0.05, delay exp:1
+                 (S = 0)
   cnn-pipeline   CNN, fixed x pipeline depth 1,2,4,8, delay exp:1
 
 then the round-bound check of docs/asynchrony.md §3 (scripts/asynchrony_bound.py) and
@@ -55,8 +56,8 @@ GRIDS = {
                               "--delay", "exp:1"]),
     "cnn-staleness": (CNN, "cnn", ["--vary", "staleness=0,1,2", "--vary",
                                    "iterations=depth,bound", "--delay", "exp:1"]),
-    "cnn-loss": (CNN, "cnn", ["--vary", "variant=fixed,strict,ipc", "--vary", "drop=0,0.05",
-                              "--delay", "exp:1"]),
+    "cnn-loss": (CNN, "cnn", ["--vary", "variant=fixed,strict,ipc", "--vary", "eta=1,0.2",
+                              "--vary", "drop=0,0.05", "--delay", "exp:1"]),
     "cnn-pipeline": (CNN, "cnn", ["--vary", "pipeline=1,2,4,8", "--delay", "exp:1"]),
 }
 
@@ -249,9 +250,12 @@ CNN (delay exp:1):
 
 ### Fixed, strict and iPC under message loss and delay (S = 0, no retransmission)
 
-eta = 1 and T = depth for all three; strict mode and iPC do not compute backprop's
-gradient (their error is >= 1 even without loss), so their column measures how far
-they are from it. A lost message is replaced by the last one the receiver got on that
+eta = 1 (the CNN also 0.2) and T = depth for all three; strict mode and iPC do not
+compute backprop's gradient (their error is >= 1 even without loss), so their column
+measures how far they are from it. On the CNN at eta = 1 strict PC and iPC do not
+learn (accuracy near chance, first-batch update 20-35x off backprop's): the strict
+relaxation at full step overshoots on the 8-deep convolutional graph; at eta = 0.2
+both learn, iPC fastest (it takes a weight step in every one of the T = 8 rounds). A lost message is replaced by the last one the receiver got on that
 edge (zeros for a first message; docs/asynchrony.md §4). The mean delay changes only
 the simulated time at S = 0 (the numbers are the synchronous sweep's); with
 retransmission (not shown) every run equals the loss-free one bit for bit
@@ -263,7 +267,7 @@ MLP:
 
 CNN (delay exp:1):
 
-{table(rows["cnn-loss"], ["variant", "drop"], batches["cnn"])}
+{table(rows["cnn-loss"], ["variant", "eta", "drop"], batches["cnn"])}
 
 ![drop](results/asynchrony/loss-drop.png)
 ![cnn drop](results/asynchrony/cnn-loss-drop.png)
@@ -278,8 +282,12 @@ own updates staler than the weights its batch's forward pass used ("max weight
 staleness" reaches K - 1 in every run). "grad rel. error" is the first batch's, before
 any update, so it does not change with K. iPC is refused with K > 1 (its weights move
 every round: no per-batch update to bound). The simulated rounds per batch fall with K
-while accuracy holds; the digits graphs are shallow (MLP depth 2, CNN depth 8), so the
-gain saturates early — the chain table below is the depth study.
+until the pipeline is full: the digits graphs are shallow (MLP depth 2, CNN depth 8),
+so past K of about the depth a deeper pipeline adds weight staleness and no
+throughput — and staleness costs accuracy at this learning rate (Adam, 0.002): fixed
+mode holds at K = 2, loses a few points at K = 4 and much more at K = 8; strict mode
+degrades sooner. K about the graph's depth (or a smaller learning rate) is the
+setting to use; the chain table below is the depth study.
 
 MLP:
 
@@ -295,11 +303,14 @@ CNN (fixed mode):
 ### Throughput against depth, with and without pipelining
 
 `generate chain` graphs, event schedule, eta = 1, T = depth, unit compute time
-(docs/asynchrony.md §7; {depth_seconds:.0f} s of the command). Without pipelining a
-batch takes about 2 x depth rounds (down and back up the chain); with K = depth batches
-in flight the rounds per batch stay roughly flat as depth grows: every vertex does a
+(docs/asynchrony.md §7; {depth_seconds:.0f} s of the command; "K=..." columns: simulated
+rounds per batch in the steady state). Without pipelining a batch takes about
+2 x depth rounds (down and back up the chain), so batches per simulated second fall as
+1 / depth; with K = depth batches in flight the rounds per batch stay roughly flat as
+depth grows (about 2-3 without delay, 5-9 with exp:1 delays): every vertex does a
 constant amount of work per batch (its forward pass, its one relaxing update, its
-weight update), and the pipeline keeps it busy.
+weight update) and the pipeline keeps it busy; the latency of one batch still grows
+with depth.
 
 {depth_table}
 
