@@ -7,10 +7,10 @@
 train on synthetic batches of 2 samples on the sim engine: event schedule, eta = 1,
 T = depth, unit compute time per update, no delay or exp:1 (mean one round), Adam.
 For each pipeline depth K (1: batch after batch; K = the graph's depth) the table gives
-the simulated rounds per batch in the steady state (2K + `--batches` batches are
-trained; measured from the K-th completion to the last, over batches that all entered
-after the start) and the mean latency of a batch (from entering the graph to its last
-vertex's update).
+the simulated rounds per batch in the steady state (3K + `--batches` batches are
+trained; measured over `--batches` completions from the 2K-th on, once the pipeline has
+filled and turned over and before it drains) and the mean latency of a batch (from
+entering the graph to its last vertex's update).
 Batches per simulated second = 1000 / (rounds per batch x round_ms), round_ms = 1.
 Simulated time is deterministic: the numbers do not depend on the machine.
 """
@@ -45,8 +45,10 @@ def measure(vertices: int, delay: str, pipeline: int, batches: int, seed: int = 
                                       pipeline=pipeline))
     done = np.cumsum([s.report["sim_time"] for s in steps])   # completion times
     latency = [s.report.get("latency", s.report["sim_time"]) for s in steps]
-    # after the first `pipeline` batches (the pipeline filling), one batch every ...
-    return {"depth": graph.depth, "steady": (done[-1] - done[pipeline - 1]) / (batches - pipeline),
+    # steady state: from the 2K-th completion (the pipeline has filled and turned over)
+    # to the (N - K)-th (before the last K drain with nothing entering behind them)
+    start, end = 2 * pipeline - 1, batches - pipeline - 1
+    return {"depth": graph.depth, "steady": (done[end] - done[start]) / (end - start),
             "total": engine.clock / batches, "latency": float(np.mean(latency)),
             "staleness": max(engine.staleness_histogram, default=0)}
 
@@ -59,9 +61,9 @@ def table(vertices=(4, 8, 16, 32, 64), batches: int = 24, pipelines=(1, 4)) -> s
     for n in vertices:
         for delay in DELAYS:
             depth = graph_from_dict(deep_chain(n)).depth
-            # the steady state: from the K-th completion on, over K + `batches` batches
-            # that all entered after the start
-            runs = {k: measure(n, delay, k, 2 * k + batches)
+            # the steady state: from the 2K-th completion on (those batches entered
+            # after the first K were out), over K + `batches` completions
+            runs = {k: measure(n, delay, k, 3 * k + batches)
                     for k in (*pipelines, max(1, depth))}
             one, deep = runs[1], runs[max(1, depth)]
             lines.append("| " + " | ".join(
