@@ -255,7 +255,10 @@ compute backprop's gradient (their error is >= 1 even without loss), so their co
 measures how far they are from it. On the CNN at eta = 1 strict PC and iPC do not
 learn (accuracy near chance, first-batch update 20-35x off backprop's): the strict
 relaxation at full step overshoots on the 8-deep convolutional graph; at eta = 0.2
-both learn, iPC fastest (it takes a weight step in every one of the T = 8 rounds). A lost message is replaced by the last one the receiver got on that
+both learn, better than fixed mode in these 4 epochs (iPC takes a weight step in every
+one of the T = 8 rounds), but a 5% message loss hurts them far more than it hurts
+fixed mode (a lost value makes a strict child re-predict from stale or zero inputs in
+every later round; fixed mode loses at most one cached prediction). A lost message is replaced by the last one the receiver got on that
 edge (zeros for a first message; docs/asynchrony.md §4). The mean delay changes only
 the simulated time at S = 0 (the numbers are the synchronous sweep's); with
 retransmission (not shown) every run equals the loss-free one bit for bit
