@@ -257,8 +257,9 @@ learn (accuracy near chance, first-batch update 20-35x off backprop's): the stri
 relaxation at full step overshoots on the 8-deep convolutional graph; at eta = 0.2
 both learn, better than fixed mode in these 4 epochs (iPC takes a weight step in every
 one of the T = 8 rounds), but a 5% message loss hurts them far more than it hurts
-fixed mode (a lost value makes a strict child re-predict from stale or zero inputs in
-every later round; fixed mode loses at most one cached prediction). A lost message is replaced by the last one the receiver got on that
+fixed mode (strict values travel every round, so more messages can be lost and each
+lost value makes a child re-predict from a stale or zero input; fixed mode sends each
+value once and relaxes linearly). A lost message is replaced by the last one the receiver got on that
 edge (zeros for a first message; docs/asynchrony.md §4). The mean delay changes only
 the simulated time at S = 0 (the numbers are the synchronous sweep's); with
 retransmission (not shown) every run equals the loss-free one bit for bit
