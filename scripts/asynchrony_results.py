@@ -312,7 +312,7 @@ rounds per batch in the steady state). Without pipelining a batch takes about
 2 x depth rounds (down and back up the chain), so batches per simulated second fall as
 1 / depth; with K = depth batches in flight the rounds per batch stay roughly flat as
 depth grows (about 3 without delay — a chain vertex's forward pass, its one relaxing
-update and its weight update, one round each — and 5-6 with exp:1 delays, where a
+update and its weight update, one round each — and 5-7 with exp:1 delays, where a
 pipeline of depth K = depth is not quite full: K = 4 on the depth-2 chain reaches 3.4):
 every vertex does a constant amount of work per batch and the pipeline keeps it busy;
 the latency of one batch still grows with depth.
