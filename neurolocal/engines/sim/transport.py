@@ -19,6 +19,11 @@ such messages are counted as lost.
 
 Everything random comes from one seeded generator, drawn in event order, and ties in
 time are broken first scheduled, first served: a seed reproduces a run bit for bit.
+
+Pipelining (`train_batches(..., pipeline=K)`, docs/asynchrony.md §7): K batches in
+flight, each in its own lane (a shard per vertex), the lanes of a vertex sharing its
+weights and optimizer; a vertex computes one update at a time, oldest batch first, and
+applies its updates in batch order, so each is at most K - 1 updates stale.
 """
 
 from __future__ import annotations
