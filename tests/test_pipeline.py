@@ -111,6 +111,10 @@ def test_pipelined_runs_are_reproducible_and_staleness_is_bounded(mode, schedule
         assert [bt for bt, v, _ in a.weight_staleness if v == vertex] == list(range(8))
     assert max(staleness) == 2 and min(staleness) == 0
     assert sum(a.staleness_histogram.values()) == len(staleness)
+    # one set of weights and one optimizer per vertex, whatever the lane: every batch
+    # stepped the same Adam (8 steps), not one Adam per lane (8 / 3)
+    _, adam = a.snapshot()
+    assert int(adam["step"]) == len(batches)
 
 
 def test_pipelined_training_learns_the_digits_mlp(tmp_path):
