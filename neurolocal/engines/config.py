@@ -105,10 +105,10 @@ class EngineConfig:
     def check_pipeline(self) -> None:
         """Refuse K > 1 where it is not built or means nothing (called once the engine is
         known: `run` takes it from the topology's training section)."""
-        if self.pipeline > 1 and self.engine != "sim":
-            raise ConfigError(f"pipelining runs on the sim engine only (its throughput is "
-                              f"measured in simulated time); the {self.engine} engine trains "
-                              "one batch at a time", field="pipeline")
+        if self.pipeline > 1 and self.engine == "ray":
+            raise ConfigError("pipelining runs on the sim and local engines (throughput is "
+                              "measured in simulated time); the Ray engine trains one batch "
+                              "at a time", field="pipeline")
         if self.pipeline > 1 and self.resolved_schedule == "ipc":
             raise ConfigError("iPC moves every weight every round, so a batch has no single "
                               "update whose staleness a pipeline could bound", field="pipeline")

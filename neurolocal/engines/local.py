@@ -73,6 +73,11 @@ class LocalEngine:
         self.shards = [Shard(graph, names, owners, mode, log) for names in groups]
         for shard in self.shards:
             shard.load_params(self.params)
+        #: pipelining (train_batches): lane 0 is `shards`; weight staleness of every update
+        #: applied, as (batch, vertex, staleness) when a list, and counted always
+        self._lane_shards = [self.shards]
+        self.weight_staleness: list | None = None
+        self.staleness_histogram: dict[int, int] = {}
 
     @property
     def rules(self):
@@ -140,6 +145,106 @@ class LocalEngine:
         step = step_from_results(graph, results, rounds)
         self._log_energy(step.energy)
         return step
+
+    def train_batches(self, batches, eta: float = 1.0, iterations: int | None = None,
+                      pipeline: int = 1):
+        """Train on `batches` ((inputs, target) pairs, read lazily) with up to `pipeline`
+        batches in flight, interleaved deterministically (docs/asynchrony.md §7): each
+        batch in flight has its own lane of shards (sharing the vertices' weights and
+        optimizers); a batch's forward pass runs when it enters, then every tick moves
+        every batch in flight on by one round, oldest first; a batch enters when the
+        oldest leaves. Yields each batch's `Step` in order. `pipeline = 1` is
+        `train_step` batch after batch."""
+        if pipeline == 1:
+            for inputs, target in batches:
+                yield self.train_step(inputs, target, eta=eta, iterations=iterations)
+            return
+        graph = self.graph
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        if self.learning is None:
+            raise RuntimeError("train_batches needs restore() first (parameters and optimizer)")
+        lanes = self._lanes(pipeline)
+        names = [n for shard in self.shards for n in shard.names]
+        updates = dict.fromkeys(names, 0)      # updates each vertex applied in this run
+        at_forward: dict[tuple, int] = {}
+        source, free, flight = iter(batches), list(range(pipeline)), []
+
+        def step(lane: int, batch: int, call, fresh: bool = False) -> None:
+            """Run `call` on every shard of the lane and deliver until quiet; record the
+            weight staleness of every update applied (`fresh`: the call begins the batch,
+            so compare with a reset slot, not the lane's previous batch)."""
+            slots = [(shard, shard.slots[n]) for shard in lanes[lane] for n in shard.names]
+            before = [((None, False) if fresh else (slot.round, slot.learned))
+                      for _, slot in slots]
+            queue = deque()
+            for shard in lanes[lane]:
+                queue.extend(call(shard).items())
+            while queue:
+                destination, messages = queue.popleft()
+                queue.extend(lanes[lane][destination].deliver(messages).items())
+            for (shard, slot), (round_, learned) in zip(slots, before):
+                if round_ is None and slot.round is not None:
+                    at_forward[(batch, slot.name)] = updates[slot.name]
+                if slot.learned and not learned and slot.rule.params:
+                    staleness = updates[slot.name] - at_forward.pop((batch, slot.name))
+                    updates[slot.name] += 1
+                    self.staleness_histogram[staleness] = \
+                        self.staleness_histogram.get(staleness, 0) + 1
+                    if self.weight_staleness is not None:
+                        self.weight_staleness.append((batch, slot.name, staleness))
+
+        def enter() -> None:
+            item = next(source, None)
+            if item is None:
+                return
+            inputs, target = prepare_batch(graph, *item)
+            lane, batch = free.pop(0), self.batches
+            self.batches += 1
+            settings = RunSettings(batch, float(eta), int(iterations), 0, False,
+                                   self.schedule, self.learning)
+
+            def begin(shard):
+                shard.horizon = 0
+                return shard.begin(settings, None,
+                                   {n: inputs[n] for n in shard.names if n in inputs},
+                                   target if graph.output in shard.names else None)
+
+            step(lane, batch, begin, fresh=True)
+            flight.append((batch, lane))
+
+        for _ in range(pipeline):
+            enter()
+        while flight:
+            for batch, lane in list(flight):       # one tick: one round each, oldest first
+                def advance(shard):
+                    shard.horizon += 1
+                    return shard.resume()
+                step(lane, batch, advance)
+            while flight and all(shard.done for shard in lanes[flight[0][1]]):
+                batch, lane = flight.pop(0)
+                result = step_from_results(graph, [s.result() for s in lanes[lane]],
+                                           lanes[lane][0].schedule.rounds)
+                if self.recorder is not None:
+                    self.recorder.record_energy(batch, result.energy)
+                    self.recorder.flush()
+                free.append(lane)
+                enter()
+                yield result
+
+    def _lanes(self, pipeline: int) -> list:
+        """K sets of shards; the vertices of every lane share lane 0's weights and
+        optimizers (one vertex, several batches)."""
+        while len(self._lane_shards) < pipeline:
+            log = self.shards[0].log
+            self._lane_shards.append([Shard(self.graph, shard.names, shard.shard_of,
+                                            self.mode, log) for shard in self.shards])
+        for lane in self._lane_shards[1:pipeline]:
+            for shard, own in zip(lane, self.shards):
+                for n in shard.names:
+                    shard.slots[n].rule.params = own.slots[n].rule.params
+                    shard.slots[n].optimizer = own.slots[n].optimizer
+        return self._lane_shards[:pipeline]
 
     def snapshot(self) -> tuple[Params, dict]:
         """(parameters, optimizer state arrays) gathered from the vertices, in the
