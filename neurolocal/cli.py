@@ -252,7 +252,7 @@ def add_run_parser(commands) -> None:
     run.add_argument("--pipeline", type=_positive_int, default=None, metavar="K",
                      help="K batches in flight through the graph at once, every vertex "
                           "applying its update when its error for a batch is final (weight "
-                          "staleness <= K - 1; sim engine only, not with ipc; "
+                          "staleness <= K - 1; sim and local engines, not with ipc; "
                           "docs/asynchrony.md §7). Default 1: batch after batch")
     add_budget_option(run)
     add_engine_options(run, engine_default=None, mode_default=None,

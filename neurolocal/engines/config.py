@@ -64,7 +64,7 @@ class EngineConfig:
     sim: Any = None
     seed: int | None = None
     #: training: batches in flight through the graph at once (docs/asynchrony.md §7);
-    #: 1 is batch after batch. Built on the sim engine only.
+    #: 1 is batch after batch. Built on the sim and local engines.
     pipeline: int = 1
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@ batch only data (`engine.train_step(inputs, target, eta=..., iterations=...)` ->
 loss, hits of the forward prediction, energy per round) and, at every epoch boundary,
 gathers a consistent snapshot (`engine.snapshot()`) into `run.params` and
 `run.optimizer`: what the epoch's evaluation reads and the checkpoint stores. Both
-engines give bitwise the same run. With `EngineConfig.pipeline` K > 1 (`run --pipeline K`, sim engine
-only) an epoch's batches go to `engine.train_batches`, K in flight at once, and drain at
+engines give bitwise the same run. With `EngineConfig.pipeline` K > 1 (`run --pipeline K`, sim and
+local engines) an epoch's batches go to `engine.train_batches`, K in flight at once, and drain at
 the epoch's end (docs/asynchrony.md §7). `--algorithm bp` uses `neurolocal.backprop.backprop`
 with the trainer's own optimizer on the same parameters, batches and settings.
 
