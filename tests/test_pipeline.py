@@ -100,7 +100,7 @@ def test_pipelined_runs_are_reproducible_and_staleness_is_bounded(mode, schedule
         losses = [s.loss for s in sim.train_batches(batches, eta=eta, iterations=3,
                                                     pipeline=3)]
         runs.append((sim, losses))
-    (a, la), (b, lb), (c, lc) = runs
+    (a, la), (b, lb), (c, _) = runs
     assert la == lb and a.clock == b.clock and a.weight_staleness == b.weight_staleness
     assert_same_state(a, b)
     assert a.clock != c.clock
@@ -148,8 +148,8 @@ def test_pipelining_a_depth_16_chain_doubles_batches_per_simulated_second():
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--engine", "ray", "--pipeline", "2"], "--pipeline: pipelining runs on the sim and "
-                                             "local engines"),
+    (["--engine", "ray", "--pipeline", "2"],
+     "--pipeline: pipelining runs on the sim and local engines"),
     (["--engine", "sim", "--mode", "strict", "--schedule", "ipc", "--pipeline", "2"],
      "--pipeline: iPC moves every weight every round"),
     (["--engine", "sim", "--pipeline", "0"], "argument --pipeline"),
@@ -203,6 +203,7 @@ def test_the_local_engine_interleaves_batches_deterministically():
         return engine, losses
 
     (a, la), (b, lb), (c, lc), (one, l1) = local(3), local(3), local(3, shards=3), local(1)
+    assert c.staleness_histogram == a.staleness_histogram
     assert la == lb == lc and la != l1
     assert_same_state(a, b)
     assert_same_state(a, c)

@@ -38,6 +38,12 @@ from neurolocal.traffic.log import TrafficRecorder
 SCHEDULES = ("jacobi", "event", "backward-in-time", "ipc")
 
 
+def _next_round(shard: Shard):
+    """One more round for every vertex of the shard (a pipelining tick)."""
+    shard.horizon += 1
+    return shard.resume()
+
+
 def split(graph: Graph, shards: int) -> list[tuple[str, ...]]:
     """`shards` runs of consecutive vertices in topological order."""
     n = len(graph.order)
@@ -216,11 +222,8 @@ class LocalEngine:
         for _ in range(pipeline):
             enter()
         while flight:
-            for batch, lane in list(flight):       # one tick: one round each, oldest first
-                def advance(shard):
-                    shard.horizon += 1
-                    return shard.resume()
-                step(lane, batch, advance)
+            for batch, lane in flight:       # one tick: one round each, oldest first
+                step(lane, batch, _next_round)
             while flight and all(shard.done for shard in lanes[flight[0][1]]):
                 batch, lane = flight.pop(0)
                 result = step_from_results(graph, [s.result() for s in lanes[lane]],

@@ -333,7 +333,7 @@ class SimEngine:
             shard.horizon = 0
             shard.hold_learning = bool(self.has_params[i] and self._applied[i] < batch - 1)
             name = graph.order[i]
-            self._call(lane, i, t, lambda: shard.begin(
+            self._call(lane, i, t, lambda shard=shard, name=name: shard.begin(
                 settings, None, {name: inputs[name]} if name in inputs else {},
                 target if name == graph.output else None), begin=True)
 
@@ -585,4 +585,4 @@ def check_pipeline(pipeline, schedule: str) -> None:
                           field="pipeline")
 
 
-__all__ = ["SimEngine", "SimStep", "COUNTERS", "check_pipeline"]
+__all__ = ["COUNTERS", "SimEngine", "SimStep", "check_pipeline"]
