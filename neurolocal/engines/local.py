@@ -170,11 +170,13 @@ class LocalEngine:
         check_relaxation_settings(eta, iterations, self.mode)
         if self.learning is None:
             raise RuntimeError("train_batches needs restore() first (parameters and optimizer)")
-        lanes = self._lanes(pipeline)
+        lanes = self._lane_shards
+        for lane in range(1, len(lanes)):   # restore() may have replaced lane 0's
+            self._link(lane)
         names = [n for shard in self.shards for n in shard.names]
         updates = dict.fromkeys(names, 0)      # updates each vertex applied in this run
         at_forward: dict[tuple, int] = {}
-        source, free, flight = iter(batches), list(range(pipeline)), []
+        source, free, flight, made = iter(batches), [], [], [0]
 
         def step(lane: int, batch: int, call, fresh: bool = False) -> None:
             """Run `call` on every shard of the lane and deliver until quiet; record the
@@ -200,12 +202,17 @@ class LocalEngine:
                     if self.weight_staleness is not None:
                         self.weight_staleness.append((batch, slot.name, staleness))
 
-        def enter() -> None:
+        def enter() -> bool:
             item = next(source, None)
             if item is None:
-                return
+                return False
             inputs, target = prepare_batch(graph, *item)
-            lane, batch = free.pop(0), self.batches
+            if free:
+                lane = free.pop(0)
+            else:                       # lanes are made as batches enter
+                lane, made[0] = made[0], made[0] + 1
+                self._make_lane(lane)
+            batch = self.batches
             self.batches += 1
             settings = RunSettings(batch, float(eta), int(iterations), 0, False,
                                    self.schedule, self.learning)
@@ -218,9 +225,10 @@ class LocalEngine:
 
             step(lane, batch, begin, fresh=True)
             flight.append((batch, lane))
+            return True
 
-        for _ in range(pipeline):
-            enter()
+        while len(flight) < pipeline and enter():
+            pass
         while flight:
             for batch, lane in flight:       # one tick: one round each, oldest first
                 step(lane, batch, _next_round)
@@ -235,19 +243,22 @@ class LocalEngine:
                 enter()
                 yield result
 
-    def _lanes(self, pipeline: int) -> list:
-        """K sets of shards; the vertices of every lane share lane 0's weights and
-        optimizers (one vertex, several batches)."""
-        while len(self._lane_shards) < pipeline:
+    def _make_lane(self, lane: int) -> None:
+        """Lane `lane` exists (a set of shards like `shards`) and shares lane 0's weights."""
+        if lane == len(self._lane_shards):
             log = self.shards[0].log
             self._lane_shards.append([Shard(self.graph, shard.names, shard.shard_of,
                                             self.mode, log) for shard in self.shards])
-        for lane in self._lane_shards[1:pipeline]:
-            for shard, own in zip(lane, self.shards):
+        self._link(lane)
+
+    def _link(self, lane: int) -> None:
+        """One vertex, several batches: the lane's vertices use lane 0's weights and
+        optimizers."""
+        if lane:
+            for shard, own in zip(self._lane_shards[lane], self.shards):
                 for n in shard.names:
                     shard.slots[n].rule.params = own.slots[n].rule.params
                     shard.slots[n].optimizer = own.slots[n].optimizer
-        return self._lane_shards[:pipeline]
 
     def snapshot(self) -> tuple[Params, dict]:
         """(parameters, optimizer state arrays) gathered from the vertices, in the

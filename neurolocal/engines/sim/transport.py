@@ -276,13 +276,15 @@ class SimEngine:
         per-vertex shards per batch in flight, sharing the vertices' weights and
         optimizers); the simulated clock goes on from where the last run ended."""
         n = len(self.graph.order)
-        self._lanes_ready(pipeline)
+        for lane in range(1, len(self.lanes)):   # restore() may have replaced lane 0's
+            self._link(lane)
         self.pipeline = pipeline
         self._queue = EventQueue()
         self._busy = [self.clock] * n        # when each vertex's current update is done
         self._generation = [0] * n           # invalidates superseded FREE events
-        self._seen = [[0] * n for _ in range(pipeline)]   # consumed entries inspected
-        self._free_lanes = list(range(pipeline))
+        self._seen: dict[int, list] = {}     # lane -> consumed entries inspected per vertex
+        self._free_lanes: list[int] = []     # lanes made and free (made when first needed)
+        self._made = 0
         self._lane_of: dict[int, int] = {}   # batch in flight -> its lane
         self._flight: dict[int, dict] = {}   # batch in flight -> its transport state
         self._finished: dict[int, tuple] = {}
@@ -293,15 +295,26 @@ class SimEngine:
         self._at_forward: dict[tuple, int] = {}
         self.has_params = [bool(slot.rule.params) for slot in self.slots]
 
-    def _lanes_ready(self, pipeline: int) -> None:
+    def _lane(self) -> int:
+        """A free lane for a batch entering: one that finished, else a new one (lanes are
+        made as batches enter, so a large K costs nothing until batches fill it)."""
+        if self._free_lanes:
+            return self._free_lanes.pop(0)
+        lane, self._made = self._made, self._made + 1
         graph = self.graph
-        while len(self.lanes) < pipeline:
-            lane = [Shard(graph, (n,), self.index, self.mode, self._log, trace=True)
-                    for n in graph.order]
-            self.lanes.append(lane)
-            self._slots.append([shard.slots[n] for shard, n in zip(lane, graph.order)])
-        for slots in self._slots[1:pipeline]:   # one vertex, several batches: one set of
-            for slot, own in zip(slots, self.slots):   # weights, one optimizer
+        if lane == len(self.lanes):
+            shards = [Shard(graph, (n,), self.index, self.mode, self._log, trace=True)
+                      for n in graph.order]
+            self.lanes.append(shards)
+            self._slots.append([shard.slots[n] for shard, n in zip(shards, graph.order)])
+        self._link(lane)
+        return lane
+
+    def _link(self, lane: int) -> None:
+        """One vertex, several batches: the lane's vertices use lane 0's weights and
+        optimizers."""
+        if lane:
+            for slot, own in zip(self._slots[lane], self.slots):
                 slot.rule.params = own.rule.params
                 slot.optimizer = own.optimizer
 
@@ -321,7 +334,7 @@ class SimEngine:
         graph = self.graph
         inputs, target = prepare_batch(graph, inputs, target)
         batch = settings.batch
-        lane = self._free_lanes.pop(0)
+        lane = self._lane()
         self._lane_of[batch] = lane
         self._flight[batch] = {"entry": t, "done_at": [None] * len(graph.order),
                                "held": {}, "arrival": {}, "lost": 0, "retransmitted": 0,
