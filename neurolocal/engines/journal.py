@@ -39,7 +39,7 @@ STREAM_VERSION = 2
 
 
 def pack_array(a) -> dict:
-    a = np.ascontiguousarray(a)
+    a = np.array(a, order="C", copy=True)   # (ascontiguousarray makes a 0-d array 1-d)
     return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
 
 

@@ -241,7 +241,7 @@ class Receiver:
                 same = held is not None and held[0] == batch
                 message = (batch, kind, tag, src, dst,
                            held[2] if same else payload.zeros(), t_send)
-                if journal is not None and current is not None and batch >= current:
+                if journal is not None and (current is None or batch >= current):
                     journal.lost(batch, [kind, src, dst, tag, held[1] if same else None])
             else:
                 self.held[(kind, src, dst)] = (batch, tag, payload)
