@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT, run_cli
+from shuffled import drive
 from torch_graph import max_relative_error, torch_gradients
 
 from neurolocal import graph_from_dict
 from neurolocal.engines.base import prepare_batch
 from neurolocal.engines.ray.placement import partition, shard_of
+from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.generate import random_dag
 from neurolocal.gradcheck import (
     CONVERGENCE_TOLERANCE,
@@ -27,7 +29,6 @@ from neurolocal.gradcheck import (
     fixed_point_residual,
     synthetic_batch,
 )
-from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.topology import load_topology
 
 DAG = REPO_ROOT / "topologies" / "dag.yaml"
@@ -53,23 +54,10 @@ def relax_on_shards(graph, params, inputs, target, settings, shards_count, rng):
     inputs, target = prepare_batch(graph, inputs, target)
     groups = partition(graph, shards_count)
     shards = [Shard(graph, names, shard_of(groups)) for names in groups]
-    calls, not_begun = [], list(shards)
-    rng.shuffle(not_begun)
-    while not_begun or calls:
-        if not_begun and (not calls or rng.random() < 0.3):
-            shard = not_begun.pop()
-            out = shard.begin(settings, params,
-                              {n: inputs[n] for n in shard.names if n in inputs},
-                              target if graph.output in shard.names else None)
-        else:
-            dst, messages = calls.pop(rng.randrange(len(calls)))
-            out = shards[dst].deliver(messages)
-        calls += list(out.items())
-    assert all(s.done for s in shards)
     merged = {"dtheta": {}, "errors": {}}
-    for result in (s.result() for s in shards):
-        for key in merged:
-            merged[key].update(result[key])
+    for result in drive(shards, graph, settings, params, inputs, target, rng):
+        for key, part in merged.items():
+            part.update(result[key])
     return merged
 
 

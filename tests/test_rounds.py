@@ -6,6 +6,9 @@ import random
 
 import numpy as np
 import pytest
+from conftest import TOPOLOGIES
+from shuffled import drive
+from torch_graph import evaluate, relative_error
 
 from neurolocal import training
 from neurolocal.engines.base import prepare_batch
@@ -16,8 +19,6 @@ from neurolocal.generate import random_dag
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import graph_from_dict, load_topology
 from neurolocal.training.data import load_for_graph
-from conftest import TOPOLOGIES
-from torch_graph import evaluate, relative_error
 
 #: (schedule, mode, eta, rounds beyond depth) of every synchronous policy
 POLICIES = [("jacobi", "fixed", 0.7, 2), ("event", "fixed", 1.0, 1), ("event", "fixed", 0.6, 2),
@@ -29,20 +30,8 @@ def run_shuffled(graph, params, inputs, target, settings, mode, k, rng):
     groups = split(graph, -(-len(graph.order) // k))
     owners = {n: i for i, names in enumerate(groups) for n in names}
     shards = [Shard(graph, names, owners, mode) for names in groups]
-    calls, not_begun = [], list(shards)
-    rng.shuffle(not_begun)
-    while not_begun or calls:
-        if not_begun and (not calls or rng.random() < 0.3):
-            shard = not_begun.pop()
-            out = shard.begin(settings, params, {n: inputs[n] for n in shard.names if n in inputs},
-                              target if graph.output in shard.names else None)
-        else:
-            dst, messages = calls.pop(rng.randrange(len(calls)))
-            out = shards[dst].deliver(messages)
-        calls += list(out.items())
-    assert all(s.done for s in shards)
-    return merge_results(graph, [s.result() for s in shards], shards[0].schedule.rounds,
-                         settings.read_inputs)
+    results = drive(shards, graph, settings, params, inputs, target, rng)
+    return merge_results(graph, results, shards[0].schedule.rounds, settings.read_inputs)
 
 
 def assert_same(got, want):

@@ -9,15 +9,16 @@ import random
 
 import numpy as np
 import pytest
+from shuffled import drive
+from torch_graph import max_relative_error, torch_gradients
 
 from neurolocal import graph_from_dict
 from neurolocal.engines.base import prepare_batch
 from neurolocal.engines.local import LocalEngine
-from neurolocal.gradcheck import synthetic_batch
 from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
 from neurolocal.engines.rounds import RunSettings, Shard
+from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
-from torch_graph import max_relative_error, torch_gradients
 
 TOPOLOGIES = ["topologies/mlp.yaml", "topologies/dag.yaml"]
 #: with tied groups (weights shared over time): partial messages to the owner
@@ -27,23 +28,10 @@ TIED = ["topologies/rnn.yaml", "topologies/lstm.yaml"]
 def run_shards(shards, graph, params, inputs, target, settings, rng):
     """Begin every shard (in random order, interleaved with deliveries) and deliver all calls."""
     inputs, target = prepare_batch(graph, inputs, target)
-    calls = []
-    not_begun = list(shards)
-    rng.shuffle(not_begun)
-    while not_begun or calls:
-        if not_begun and (not calls or rng.random() < 0.3):
-            shard = not_begun.pop()
-            out = shard.begin(settings, params, {n: inputs[n] for n in shard.names if n in inputs},
-                              target if graph.output in shard.names else None)
-        else:
-            dst, messages = calls.pop(rng.randrange(len(calls)))
-            out = shards[dst].deliver(messages)
-        calls += list(out.items())
-    assert all(s.done for s in shards)
     merged = {"dtheta": {}, "input_feedback": {}, "energy": {}, "errors": {}}
-    for result in (s.result() for s in shards):
-        for key in merged:
-            merged[key].update(result[key])
+    for result in drive(shards, graph, settings, params, inputs, target, rng):
+        for key, part in merged.items():
+            part.update(result[key])
     merged["energy"] = [sum(merged["energy"][n][r] for n in graph.order)
                         for r in range(settings.iterations + 1)]
     return merged

@@ -92,6 +92,11 @@ def cmd_traffic(args) -> int:
     from neurolocal.traffic.aggregate import open_stream
 
     command = args.traffic_command
+    output = getattr(args, "output", None)
+    if output is not None:  # a directory, a missing parent or /proc: one line before any reading
+        from neurolocal.files import writable_file
+
+        writable_file(output, "-o")
     if command == "summary":
         summary = report.summary(args.directory)
         print(json.dumps(summary) if args.json else report.format_summary(summary))
