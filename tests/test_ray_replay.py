@@ -60,6 +60,22 @@ def check_grad(capsys, out, *flags) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.fixture(scope="module")
+def relaxations(tmp_path_factory):
+    """The same asynchronous Ray relaxation, recorded three times: (log dir, report)."""
+    import io
+    from contextlib import redirect_stdout
+
+    runs = []
+    for k in range(3):
+        out = tmp_path_factory.mktemp(f"relax{k}")
+        with redirect_stdout(io.StringIO()) as printed:
+            assert main(["check-grad", str(DAG), "--engine", "ray", "--traffic-log", str(out),
+                         "--json", *ASYNC, "-T", "14", "--eta", "0.5"]) == 0
+        runs.append((out, json.loads(printed.getvalue())))
+    return runs
+
+
 def replay_cli(capsys, directory) -> tuple[int, str]:
     capsys.readouterr()
     code = main(["replay", str(directory)])
@@ -74,15 +90,13 @@ def recorded_reads(directory) -> list:
 
 @pytest.mark.slow
 def test_three_asynchronous_ray_runs_differ_and_each_replays_bit_for_bit(
-        tmp_path, capsys, small_regression):
+        tmp_path, capsys, relaxations, small_regression):
     """The must-show: the same asynchronous Ray relaxation and training run, three times.
     Their real consumption orders differ (else this test would show nothing), and each
     is replayed from its log bit for bit: dtheta, errors and energies of the relaxation,
     every training batch and the final weights and optimizer state."""
     relax_orders, train_orders = [], []
-    for k in range(3):
-        out = tmp_path / f"relax{k}"
-        report = check_grad(capsys, out, *ASYNC, "-T", 14, "--eta", 0.5)
+    for k, (out, report) in enumerate(relaxations):
         assert report["staleness"] == 2 and report["max_feedback_age"] >= 1
         code, text = replay_cli(capsys, out)
         assert code == 0 and "replayed bit for bit" in text and "ray run" in text, text
@@ -117,11 +131,13 @@ def test_three_asynchronous_ray_runs_differ_and_each_replays_bit_for_bit(
     assert len({repr(o) for o in train_orders}) >= 2
 
 
-def test_a_journal_with_one_read_altered_is_reported(tmp_path, capsys):
+def test_a_journal_with_one_read_altered_is_reported(tmp_path, capsys, relaxations):
     """Make one recorded read an older (still allowed) tag: the replay computes something
     else and names the batch and the first differing vertex (exit 1)."""
+    import shutil
+
     out = tmp_path / "run"
-    check_grad(capsys, out, *ASYNC, "-T", 14, "--eta", 0.5)
+    shutil.copytree(relaxations[0][0], out)
     assert replay_cli(capsys, out)[0] == 0
     candidates = []
     for path in sorted(out.glob("*.actor-*.replay")):

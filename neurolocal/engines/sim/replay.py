@@ -343,13 +343,18 @@ def replay_batch(graph, document: dict, batch: dict):
 def cmd_replay(args) -> int:
     import sys
 
+    from tqdm import tqdm
+
     failed = 0
     for journal in read_journals(args.directory):
         header = journal.header
         for name in journal.cut:
             print(f"neurolocal: warning: {name} ends in a cut record (its writer was killed); "
                   "read up to its last whole batch", file=sys.stderr)
-        outcome = replay(journal)
+        batches = sum(e["event"] == "batch" for e in journal.events)
+        with tqdm(total=batches, desc=f"replay {journal.source.name}", unit="batch",
+                  disable=None, leave=False) as bar:   # a bar on a terminal only
+            outcome = replay(journal, on_batch=lambda: bar.update(1))
         engine = header.get("engine", "sim")
         what = (f"{journal.source.name}: {engine} run, {outcome.batches} batch(es)"
                 f" ({outcome.training} training), {outcome.reads} recorded reads, "
