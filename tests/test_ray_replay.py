@@ -199,3 +199,26 @@ def test_compute_times_are_refused_on_ray_in_one_line(tmp_path, capsys):
     assert main(["check-grad", str(DAG), "--engine", "ray", "--asynchrony", str(side)]) == 2
     err = capsys.readouterr().err
     assert "asynchrony.compute" in err and "slow:" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_an_actor_killed_in_an_asynchronous_training_run_is_replayed_too(
+        tmp_path, capsys, small_regression):
+    """The restart path restores every vertex and replays the batches since the last
+    snapshot: the journal records that restore and those batches, so the replay still
+    ends on the run's final weights, bit for bit."""
+    run = tmp_path / "run"
+    assert main([str(a) for a in (
+        "run", DAG, "--engine", "ray", *ASYNC, "-T", 8, "--epochs", 1, "--batch-size", 32,
+        "--data", small_regression, "--out", run, "--quiet", "--fault", "3:2")]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())["runs"]["pc"]
+    assert len(metrics["restarts"]) == 1 and metrics["restarts"][0]["replayed"] == 2
+    [journal] = read_journals(str(run / "traffic"))
+    assert [e["event"] for e in journal.events].count("restore") == 2
+    code, text = replay_cli(capsys, run / "traffic")
+    assert code == 0 and "5 batch(es) (5 training)" in text and "replayed bit for bit" in text
+    outcome = replay(journal)
+    with np.load(run / "checkpoint-pc.npz") as checkpoint:
+        for key in (k for k in checkpoint.files if k.startswith("param/")):
+            _, vertex, name = key.split("/")
+            np.testing.assert_array_equal(outcome.params[vertex][name], checkpoint[key])
