@@ -222,3 +222,24 @@ def test_an_actor_killed_in_an_asynchronous_training_run_is_replayed_too(
         for key in (k for k in checkpoint.files if k.startswith("param/")):
             _, vertex, name = key.split("/")
             np.testing.assert_array_equal(outcome.params[vertex][name], checkpoint[key])
+
+
+def test_an_incomplete_journal_is_one_line(tmp_path, capsys, relaxations):
+    """A missing actor stream, or a driver stream cut before its first batch ended: exit
+    2 and one line naming the file, never a replay that claims success."""
+    import shutil
+
+    missing = tmp_path / "missing"
+    shutil.copytree(relaxations[0][0], missing)
+    next(missing.glob("*.actor-3.replay")).unlink()
+    cut = tmp_path / "cut"
+    shutil.copytree(relaxations[0][0], cut)
+    driver = next(cut.glob("*.scheduler.replay"))
+    driver.write_bytes(driver.read_bytes()[:-100])
+    for directory, message in ((missing, "the journal of actor-3 is missing"),
+                               (cut, "holds no whole batch")):
+        capsys.readouterr()
+        assert main(["replay", str(directory)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().splitlines()[-1].startswith("neurolocal: error")
+        assert err.count("neurolocal: error") == 1

@@ -58,6 +58,7 @@ class DriverJournal:
             "topology": os.path.abspath(topology) if topology else None,
             "topology_text": text, "mode": engine.mode, "schedule": engine.schedule,
             "staleness": engine.staleness, "vertices_per_actor": engine.vertices_per_actor,
+            "actors": len(engine.shards),
             "asynchrony": None if injection is None else injection.summary()})
         self.batches = 0
 

@@ -99,6 +99,16 @@ def read_journals(directory: str) -> list[Journal]:
     for path, header, events, cut in drivers:
         run = header["run"]
         mine = [s for s in streams if s[0].name.startswith(run + ".")]
+        writers = {h.get("writer", "").split("-restart-")[0] for _, h, _, _ in mine}
+        missing = [f"actor-{i}" for i in range(header.get("actors", 0))
+                   if f"actor-{i}" not in writers]
+        if missing:
+            raise ConfigError(f"the journal of {', '.join(missing[:5])} is missing "
+                              f"({run}.actor-N.replay): the run cannot be replayed",
+                              source=str(path))
+        if not any(e.get("event") == "batch" for e in events):
+            raise ConfigError("the journal holds no whole batch (the run stopped before its "
+                              "first batch ended): nothing to replay", source=str(path))
         reads: dict[int, dict] = {}
         for p, h, entries, _ in mine:
             for entry in entries if h.get("writer") != "scheduler" else ():
