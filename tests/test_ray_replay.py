@@ -113,7 +113,7 @@ def test_three_asynchronous_ray_runs_differ_and_each_replays_bit_for_bit(
         outcome = replay(journal)
         assert outcome.difference is None
         with np.load(run / "checkpoint-pc.npz") as checkpoint:   # the run's final weights
-            keys = [k for k in checkpoint.files if k.startswith(("param/", "optimizer/"))]
+            keys = [n for n in checkpoint.files if n.startswith(("param/", "optimizer/"))]
             assert any(k.startswith("param/") for k in keys)
             for key in keys:
                 part, rest = key.split("/", 1)
