@@ -162,7 +162,8 @@ def test_drops_without_retransmission_complete_and_count_the_losses(tmp_path, ca
     """Really lost (the payload never leaves the sender): the receivers go on with what
     they hold after the timeout; the run completes, reports its losses, replays."""
     out = tmp_path / "lossy"
-    report = check_grad(capsys, out, "--drop", 0.15, "--delay", "exp:1", "--seed", 3)
+    report = check_grad(capsys, out, "--drop", 0.15, "--delay", "exp:1", "--seed", 3,
+                        "--vertices-per-actor", 3)   # 4 actors: fewer to start
     assert report["messages_lost"] > 0 and report["messages_retransmitted"] == 0
     code, text = replay_cli(capsys, out)
     assert code == 0 and "replayed bit for bit" in text, text
@@ -178,8 +179,8 @@ def test_with_retransmission_the_ray_run_equals_the_lossless_run(tmp_path):
         want = local.relax(inputs, target, eta=1.0, read_inputs=True)
     spec = Asynchrony(delay=parse_distribution("exp:1", "delay"), drop=0.25, retransmit=True,
                       reorder=True)
-    with RayEngine(graph, params, schedule="jacobi", asynchrony=Injection(spec, seed=7)) \
-            as engine:   # (the module's Ray: the engine uses it)
+    with RayEngine(graph, params, schedule="jacobi", asynchrony=Injection(spec, seed=7),
+                   vertices_per_actor=3) as engine:   # (the module's Ray: the engine uses it)
         got = engine.relax(inputs, target, eta=1.0, read_inputs=True)
     report = got.extras["report"]
     assert report["messages_retransmitted"] > 0 and report["messages_lost"] == 0
