@@ -46,6 +46,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _packing(text: str) -> int | str:
+    """--vertices-per-actor: auto, or a whole number >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got "
+                                         f"{text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got {value}")
+    return value
+
+
 def _fault(text: str) -> tuple[int, int]:
     actor, sep, batch = text.partition(":")
     if not sep:
@@ -84,6 +98,8 @@ def cmd_check_grad(args) -> int:
 
     budget = budget_from(args.budget)
     graph = load_topology(args.topology, budget).graph
+    if args.vertices_per_actor is None:   # a gradient check puts every edge across actors
+        args.vertices_per_actor = "auto" if args.placement_from else 1
     staleness = args.staleness if args.engine in ("ray", "sim") else 0  # local: synchronous
     iterations = (default_iterations(graph, staleness) if args.iterations is None
                   else args.iterations)
@@ -234,7 +250,8 @@ def add_run_parser(commands) -> None:
     run.add_argument("--no-traffic-log", action="store_true",
                      help="do not record messages (by default they go to OUT/traffic)")
     add_budget_option(run)
-    add_engine_options(run, engine_default=None, mode_default=None)
+    add_engine_options(run, engine_default=None, mode_default=None,
+                       packing="default auto (the packing every run on Ray gets unless told)")
     run.set_defaults(run=cmd_run)
 
 # --- end of run block ------------------------------------------------------------------------
@@ -369,6 +386,7 @@ def add_cluster_parser(commands) -> None:
 ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule",
                 "traffic_log": "--traffic-log", "address": "--address",
                 "vertices_per_actor": "--vertices-per-actor", "staleness": "--staleness",
+                "placement_from": "--placement-from",
                 "placement": "--placement", "timeout": "--timeout",
                 "max_restarts": "--max-restarts", "fault": "--fault"}
 
@@ -393,9 +411,10 @@ def _engine_config(args):
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str | None = "local",
-                       mode_default: str | None = "fixed") -> None:
+                       mode_default: str | None = "fixed", packing: str | None = None) -> None:
     """The flags of every command that runs a graph. A None default means "the
-    topology's training section decides" (for `run`)."""
+    topology's training section decides" (for `run`). `packing`: how the command's
+    --vertices-per-actor default reads in its help (run: auto; check-grad: 1)."""
     from neurolocal.engines import ENGINE_NAMES, SCHEDULES
 
     parser.add_argument("--engine", choices=ENGINE_NAMES, default=engine_default,
@@ -423,8 +442,16 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                      help="local: start an embedded Ray here and stop it after (default); "
                           "auto: the cluster `neurolocal cluster up` started (else Ray's "
                           "own auto); HOST:PORT: join a running cluster")
-    ray.add_argument("--vertices-per-actor", type=_positive_int, default=1, metavar="K",
-                     help="pack K vertices into one actor (default 1: every vertex an actor)")
+    ray.add_argument("--vertices-per-actor", type=_packing, default=None, metavar="auto|K",
+                     help="auto: about one actor (shard) per core of each node (its CPUs in "
+                          "Ray's node resources, at most one per vertex), the shards chosen by a "
+                          "balanced min-cut of the graph (docs/placement.md); K: runs of K "
+                          "vertices in topological order; "
+                          + (packing or "default auto"))
+    ray.add_argument("--placement-from", metavar="LOGDIR", default=None,
+                     help="with auto: weigh the min-cut by the bytes per edge of a previous "
+                          "run's traffic log (a run directory or its traffic/) instead of the "
+                          "graph's shapes")
     ray.add_argument("--staleness", type=_non_negative_int, default=0, metavar="S",
                      help="0: synchronous rounds (the local engine's sweep); S > 0: a vertex "
                           "may use feedback up to S rounds old (asynchronous)")
@@ -476,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--all", action="store_true",
                        help="list every parameter (by default graphs with more than "
                             f"{CHECK_TABLE_ROWS} tensors get a summary and the worst rows)")
-    add_engine_options(check)
+    add_engine_options(check, packing="default 1: every vertex its own actor, so every edge "
+                                      "is checked across actors (auto with --placement-from)")
     check.set_defaults(run=cmd_check_grad)
 
     from neurolocal.traffic.commands import add_traffic_parser

@@ -44,6 +44,7 @@ def test_run_help_says_where_epochs_batch_size_and_lr_come_from():
     assert "default: training.epochs, else 10" in text
     assert "default: training.batch_size, else 32" in text
     assert "adam 0.001" in text and "sgd 0.01" in text
+    assert "Ray's node resources" in text and "default auto" in text   # docs/placement.md
 
 
 def test_design_notes_are_cited_from_the_repository():

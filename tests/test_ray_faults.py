@@ -31,7 +31,7 @@ from test_ray_cli import processes_mentioning
 MLP = REPO_ROOT / "topologies" / "mlp.yaml"
 #: 2 epochs x 6 batches; batch 7 (0-based) is the second batch of epoch 2
 RUN = ["run", MLP, "--engine", "ray", "--data", "digits", "--epochs", 2, "--batch-size", 256,
-       "--seed", 5, "--quiet"]
+       "--seed", 5, "--quiet", "--vertices-per-actor", 1]   # actor i: vertex i
 FAULT_BATCH = 7
 
 
@@ -69,7 +69,8 @@ def assert_same_weights(got: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("k, victim, vertices", [(1, 2, ["hidden2"]),
-                                                 (2, 1, ["hidden2", "logits"])])
+                                                 (2, 1, ["hidden2", "logits"]),
+                                                 ("auto", 1, ["hidden2", "logits"])])
 def test_a_killed_actor_is_restarted_and_the_run_ends_as_if_nothing_happened(
         tmp_path, uninterrupted, k, victim, vertices):
     out = tmp_path / "run"

@@ -33,6 +33,11 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
 
         raise ConfigError("fault injection kills a Ray actor; it needs the ray engine",
                           field="fault")
+    if config.placement_from is not None and config.engine != "ray":
+        from neurolocal.errors import ConfigError
+
+        raise ConfigError("a traffic log places the shards of Ray actors; it needs the ray "
+                          "engine", field="placement_from")
     if config.engine == "local" and config.sim is not None and config.sim.requested():
         from neurolocal.errors import ConfigError
 
@@ -55,6 +60,7 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
     return RayEngine(graph, params, mode=config.mode, schedule=schedule,
                      address=config.address, vertices_per_actor=config.vertices_per_actor,
                      staleness=config.staleness, placement=config.placement,
+                     placement_from=config.placement_from,
                      timeout=config.timeout, traffic_log=config.traffic_log,
                      traffic_settings=log_settings, max_restarts=config.max_restarts,
                      fault=config.fault, asynchrony=injection_from_config(config, graph),
@@ -67,7 +73,17 @@ def relax_once(config: EngineConfig, graph, params, inputs, target, *, eta: floa
     from neurolocal.engines.base import check_relaxation_settings
 
     check_relaxation_settings(eta, iterations, config.mode)
-    log_settings = {"eta": eta, "iterations": iterations, "read_inputs": read_inputs}
+    log_settings = {"eta": eta, "iterations": iterations, "read_inputs": read_inputs,
+                    "batch_size": batch_size_of(inputs)}
     with open_engine(config, graph, params, log_settings=log_settings) as engine:
         return engine.relax(inputs, target, eta=eta, iterations=iterations,
                             read_inputs=read_inputs)
+
+
+def batch_size_of(inputs) -> int | None:
+    """The samples in a batch of input arrays (the partition weighs bytes per batch)."""
+    for value in dict(inputs).values():
+        shape = getattr(value, "shape", None)
+        if shape:
+            return int(shape[0])
+    return None

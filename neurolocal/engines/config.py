@@ -21,21 +21,38 @@ PLACEMENTS = ("spread", "pack")
 DEFAULT_TIMEOUT = 300.0
 #: how often Ray may restart one actor that died before the run gives up
 DEFAULT_MAX_RESTARTS = 3
+#: `vertices_per_actor` meaning "about one shard per core, by a min-cut partition"
+#: (docs/placement.md)
+AUTO = "auto"
+
+
+def check_vertices_per_actor(value: Any) -> int | str:
+    """`auto` or a whole number >= 1 (vertices per actor, packed in topological order)."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, str):
+        raise ConfigError(f"expected auto or a whole number >= 1, got {value!r}",
+                          field="vertices_per_actor")
+    return number("vertices_per_actor", value, whole=True, minimum=1)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     """engine: local (one process), ray (actors) or sim (one process, simulated time). mode: fixed or strict predictions.
     schedule: a policy of the round machine (docs/rounds.md) or auto. traffic_log: a
-    directory to record every message, or None. Ray only: address, vertices_per_actor,
-    staleness (0: synchronous rounds), placement, timeout (seconds), max_restarts,
-    fault (actor, batch): a testing aid that kills an actor once."""
+    directory to record every message, or None. Ray only: address, vertices_per_actor
+    (auto: about one shard per core, chosen by a min-cut partition, docs/placement.md;
+    K: runs of K vertices in topological order), placement_from (a traffic log whose
+    bytes per edge weigh that partition), staleness (0: synchronous rounds), placement,
+    timeout (seconds), max_restarts, fault (actor, batch): a testing aid that kills an
+    actor once."""
     engine: str = "local"
     mode: str = "fixed"
     schedule: str = "auto"
     traffic_log: str | None = None
     address: str = "local"
-    vertices_per_actor: int = 1
+    vertices_per_actor: int | str = AUTO
+    placement_from: str | None = None
     staleness: int = 0
     placement: str = "spread"
     timeout: float = DEFAULT_TIMEOUT
@@ -55,8 +72,11 @@ class EngineConfig:
                 raise ConfigError(f"expected one of {', '.join(choices)}, got "
                                   f"{getattr(self, name)!r}", field=name)
         set_ = object.__setattr__   # frozen: normalise once, here
-        set_(self, "vertices_per_actor", number("vertices_per_actor", self.vertices_per_actor,
-                                                whole=True, minimum=1))
+        set_(self, "vertices_per_actor", check_vertices_per_actor(self.vertices_per_actor))
+        if self.placement_from is not None and self.vertices_per_actor != AUTO:
+            raise ConfigError("a traffic log weighs the min-cut partition of "
+                              f"vertices_per_actor {AUTO}, not runs of "
+                              f"{self.vertices_per_actor} vertices", field="placement_from")
         set_(self, "staleness", number("staleness", self.staleness, whole=True, minimum=0))
         set_(self, "timeout", number("timeout", self.timeout, positive=True))
         set_(self, "max_restarts", number("max_restarts", self.max_restarts, whole=True,

@@ -56,7 +56,7 @@ def make_engine(settings: Settings, graph: Graph, params: Params,
         config = config.with_(seed=settings.seed)
     return open_engine(config, graph, params, log_settings={
         "eta": settings.eta, "iterations": iterations_for(settings, graph), "read_inputs": False,
-        "learning": True})
+        "learning": True, "batch_size": settings.batch_size})
 
 
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:

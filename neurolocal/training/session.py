@@ -68,6 +68,8 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     writable_directory(out_dir, "--resume" if request.resume is not None else "--out")
     if request.record_traffic and traffic_log:
         writable_directory(traffic_log, "--traffic-log")
+    if engine.placement_from is not None:   # a bad log: one line before anything is written
+        check_placement_log(engine.placement_from, settings.engine, graph, settings.batch_size)
     data = load_for_graph(settings.data, graph, budget)
     check_batch(graph, budget, min(settings.batch_size, data.train_size),
                 training.iterations_for(settings, graph))
@@ -123,6 +125,17 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     return out_dir
 
 
+
+
+def check_placement_log(directory: str, engine: str, graph, batch_size: int) -> None:
+    """`--placement-from` reads a traffic log of this graph, on the Ray engine
+    (docs/placement.md)."""
+    if engine != "ray":
+        raise ConfigError("a traffic log places the shards of Ray actors; it needs the ray "
+                          "engine", field="--placement-from")
+    from neurolocal.engines.ray.placement import weights_from_log
+
+    weights_from_log(directory, graph, batch_size)
 
 
 def resumed_settings(out_dir: Path, given: dict):

@@ -11,7 +11,8 @@ import numpy as np
 
 import ray
 
-from neurolocal.engines.config import DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT
+from neurolocal.engines.config import (AUTO, DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT,
+                                       check_vertices_per_actor)
 from neurolocal.engines.base import (
     Relaxation,
     Restart,
@@ -37,7 +38,8 @@ from neurolocal.engines.ray.nodes import (
     replacement_node,
     restart_cause,
 )
-from neurolocal.engines.ray.placement import assign_nodes, partition, shard_of
+from neurolocal.engines.ray.placement import (check_placement, plan, shard_of,
+                                              weights_from_log)
 from neurolocal.checks import number
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.graph import Graph, Params
@@ -83,7 +85,8 @@ class RayEngine:
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
                  seed: int = 0, *, schedule: str = "jacobi", address: str | None = ADDRESS_LOCAL,
-                 vertices_per_actor: int = 1, staleness: int = 0, placement: str = "spread",
+                 vertices_per_actor: int | str = 1, staleness: int = 0,
+                 placement: str = "spread", placement_from: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
                  traffic_settings: dict | None = None,
                  max_restarts: int = DEFAULT_MAX_RESTARTS,
@@ -94,10 +97,13 @@ class RayEngine:
         `traffic_settings` go into its headers (eta, iterations, read_inputs: what the
         audit needs to count). `max_restarts`: how often Ray may restart each actor.
         `fault=(actor, batch)`: a testing aid, kill actor `actor` (its shard index)
-        mid-batch in the `batch`-th relaxation (0-based), once. `asynchrony`: delays,
-        loss and stragglers injected for real in the actors (engines/ray/asynchrony.py);
-        an asynchronous run (it, or staleness > 0) with a traffic log also writes replay
-        journals (docs/asynchrony.md §6), naming `topology` (the file) for the replay."""
+        mid-batch in the `batch`-th relaxation (0-based), once. `vertices_per_actor`:
+        K (runs of K vertices) or auto (about one shard per core, a min-cut partition
+        weighed by the graph's shapes, or by the traffic log `placement_from`:
+        placement.py, docs/placement.md). `asynchrony`: delays, loss and stragglers
+        injected for real in the actors (engines/ray/asynchrony.py); an asynchronous run
+        (it, or staleness > 0) with a traffic log also writes replay journals
+        (docs/asynchrony.md §6), naming `topology` (the file) for the replay."""
         check_staleness(staleness)
         check_schedule(schedule, mode, staleness, graph)
         self.schedule = schedule
@@ -106,7 +112,7 @@ class RayEngine:
         self.mode = mode
         self.staleness = staleness
         self.placement = placement
-        self.vertices_per_actor = vertices_per_actor
+        self.vertices_per_actor = check_vertices_per_actor(vertices_per_actor)
         self.timeout = number("timeout", timeout, positive=True)
         self.traffic_log = traffic_log
         self.traffic_settings = dict(traffic_settings or {})
@@ -114,10 +120,21 @@ class RayEngine:
         self.asynchrony = asynchrony
         self.topology = topology
         self.journal: DriverJournal | None = None   # opened with the traffic log
-        self.shards = partition(graph, vertices_per_actor)
-        assign_nodes(len(self.shards), ["-"], placement, "-")  # reject a bad name before Ray starts
+        check_placement(placement)  # reject a bad name before Ray starts
         self.max_restarts = number("max_restarts", max_restarts, whole=True, minimum=0)
-        self.fault = check_fault(fault, len(self.shards))
+        if placement_from is not None and self.vertices_per_actor != AUTO:
+            raise ConfigError(f"weighs the partition of vertices_per_actor {AUTO}, not runs of "
+                              f"{self.vertices_per_actor}", field="placement_from")
+        batch = self.traffic_settings.get("batch_size")
+        self._weights = (None if placement_from is None else   # a bad log: before Ray starts
+                         weights_from_log(placement_from, graph, batch))
+        self._placement_from = placement_from
+        self.partition: dict = {}
+        self.shards: list = []   # known once the cluster's nodes are (auto: their cores)
+        if self.vertices_per_actor != AUTO:
+            self.shards = plan(graph, self.vertices_per_actor, ["-"], {}, placement, "-",
+                               batch_size=batch).shards
+        self.fault = check_fault(fault, len(self.shards)) if self.shards else fault
         self.actors: list = []
         self.actor_info: list[dict] = []
         self.setup_calls = 0
@@ -144,7 +161,12 @@ class RayEngine:
         driver_node = ray.get_runtime_context().get_node_id()
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         nodes = [driver_node] * (driver_node in alive) + [n for n in alive if n != driver_node]
-        where = assign_nodes(len(self.shards), nodes, self.placement, driver_node)
+        cpus = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes()}
+        chosen = plan(graph, self.vertices_per_actor, nodes, cpus, self.placement, driver_node,
+                      self._weights, self.traffic_settings.get("batch_size"),
+                      self._placement_from)
+        self.shards, where, self.partition = chosen.shards, chosen.nodes, chosen.info
+        self.fault = check_fault(self.fault, len(self.shards))
         traffic = self._traffic_spec(where, driver_node)
         self._graph_ref = graph_argument(graph)  # kept alive: a restarted actor reads it again
         self._traffic = traffic
@@ -183,7 +205,7 @@ class RayEngine:
                     # asynchronous rounds have no fixed per-round count: the audit then
                     # checks locality only
                     "schedule": self.schedule if self.staleness == 0 else "async",
-                    "staleness": self.staleness, "vertices_per_actor": self.vertices_per_actor,
+                    "staleness": self.staleness, **self.partition,
                     "placement": self.placement, **self.traffic_settings}
         directory = os.path.abspath(self.traffic_log)
         run = new_run_id()
@@ -569,6 +591,7 @@ class RayEngine:
             "actors": self.actor_info,
             "nodes": len({a["node_id"] for a in self.actor_info}),
             "vertices_per_actor": self.vertices_per_actor,
+            "partition": self.partition,
             "placement": self.placement,
             "staleness": settings.staleness,
             "scheduler_calls": {"setup": self.setup_calls, "per_batch": scheduler_calls},

@@ -104,8 +104,12 @@
   const settings = D.settings || {};
   const chips = make("div", { class: "chips" });
   for (const key of ["engine", "schedule", "mode", "eta", "iterations", "staleness",
-    "vertices_per_actor", "placement"]) {
+    "vertices_per_actor", "placement", "partition", "shards"]) {
     if (settings[key] != null) chips.append(make("span", { class: "chip" }, key + " " + settings[key]));
+  }
+  if (settings.cut_bytes != null) {   // the partition's cut: bytes per batch between shards
+    chips.append(make("span", { class: "chip" }, "cut " + settings.cut_bytes.toLocaleString() +
+      " B/batch (" + (100 * (settings.cut_fraction || 0)).toFixed(1) + "% of edge bytes)"));
   }
   chips.append(make("span", { class: "chip" }, D.writers.length + " writer" + (D.writers.length === 1 ? "" : "s")));
   app.append(make("header", { class: "top" },
