@@ -22,7 +22,8 @@ shard wants posted, and this module decides when (and whether) each really leave
   real time, so a `compute:` setting is refused here (one line: use `slow:`).
 
 Messages between vertices of one actor are local calls and are not delayed or lost
-(`--vertices-per-actor 1`, the default, makes every message remote). Every random
+(with anything injected, the driver's `auto` packing puts one vertex in each actor, so
+every message is remote; an explicit K packs K). Every random
 draw comes from the actor's own `PCG64((seed, actor index))` generator; the real
 timing still varies from run to run, which is why such runs are journaled for replay.
 """

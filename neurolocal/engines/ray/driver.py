@@ -120,6 +120,10 @@ class RayEngine:
         self.asynchrony = asynchrony
         self.topology = topology
         self.journal: DriverJournal | None = None   # opened with the traffic log
+        if asynchrony is not None and self.vertices_per_actor == AUTO and placement_from is None:
+            # injected delays and losses act on messages between actors: with auto, one
+            # vertex per actor makes every message one (docs/asynchrony.md §6)
+            self.vertices_per_actor = 1
         check_placement(placement)  # reject a bad name before Ray starts
         self.max_restarts = number("max_restarts", max_restarts, whole=True, minimum=0)
         if placement_from is not None and self.vertices_per_actor != AUTO:
