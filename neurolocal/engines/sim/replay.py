@@ -25,19 +25,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-import numpy as np
 
 from neurolocal.engines.journal import (
     FORMAT,
     SUFFIX,
-    pack_array as _array,
     read_stream,
-    relaxation_digest as digest,
     state_digest,
     step_digest,
-    unpack_array as _from,
     unpack_params,
     vertex_digests,
+)
+from neurolocal.engines.journal import (
+    pack_array as _array,
+)
+from neurolocal.engines.journal import (
+    relaxation_digest as digest,
+)
+from neurolocal.engines.journal import (
+    unpack_array as _from,
 )
 from neurolocal.errors import ConfigError
 
@@ -245,6 +250,7 @@ def _first_vertex(graph, want: dict | None, got: dict) -> str:
 
 def replay(journal: Journal, on_batch=None) -> Outcome:
     """Re-execute every event of a journal; stop at the first difference."""
+    from neurolocal.engines.base import Relaxation
     from neurolocal.engines.rounds import (
         Learning,
         RunSettings,
@@ -253,7 +259,6 @@ def replay(journal: Journal, on_batch=None) -> Outcome:
         merge_snapshots,
         step_from_results,
     )
-    from neurolocal.engines.base import Relaxation
 
     graph = graph_of(journal)
     header = journal.header
@@ -309,7 +314,7 @@ def replay(journal: Journal, on_batch=None) -> Outcome:
         if training:
             same = step_digest(step_from_results(graph, results, rounds)) == event["digest"]
         else:
-            dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
+            dtheta, errors, input_feedback, energy, loss, prediction, _ = merge_results(
                 graph, results, rounds, settings.read_inputs)
             relaxation = Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
                                     energy=energy, loss=loss, prediction=prediction)
