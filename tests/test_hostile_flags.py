@@ -119,8 +119,8 @@ def output_cases(world: Path, work: Path) -> list[dict]:
               "existing-file": str(world / "a-file"), "missing-parent": None,
               "read-only": str(world / "readonly" / "out"), "root": "/",
               "too-long": str(world / ("n" * 5000))}
-    if os.geteuid() == 0:  # root may write to /: the runs would litter the machine's root
-        del places["root"]
+    if os.geteuid() == 0:  # root writes anywhere: / would be littered, read-only is not
+        del places["root"], places["read-only"]
     cases = []
     for label, place in places.items():
         target = place or str(work / f"missing{len(cases)}" / "deeper" / "out")
