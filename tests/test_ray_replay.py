@@ -146,9 +146,10 @@ def test_a_journal_with_one_read_altered_is_reported(tmp_path, capsys, relaxatio
             previous = {}
             for i, (vertex, update, child, tag) in enumerate(entry["reads"]):
                 older = tag - 1   # still allowed (S = 2), non-decreasing for that child
-                if tag >= 2 and older >= update - 3 and older >= previous.get(child, -1):
+                if tag >= 2 and older >= update - 3 and \
+                        older >= previous.get((vertex, child), -1):
                     candidates.append((path, o, i))
-                previous[child] = tag
+                previous[(vertex, child)] = tag
     assert candidates
     path, o, i = candidates[-1]
     objects, _ = read_stream(path)
