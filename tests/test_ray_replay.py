@@ -168,6 +168,11 @@ def test_drops_without_retransmission_complete_and_count_the_losses(tmp_path, ca
     assert report["messages_lost"] > 0 and report["messages_retransmitted"] == 0
     code, text = replay_cli(capsys, out)
     assert code == 0 and "replayed bit for bit" in text, text
+    capsys.readouterr()   # the table says so too
+    assert main(["check-grad", str(DAG), "--engine", "ray", "--drop", "0.15", "--seed", "3",
+                 "--vertices-per-actor", "3"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("asynchrony: ") and "message(s) lost, 0 retransmitted" in line
 
 
 def test_with_retransmission_the_ray_run_equals_the_lossless_run(tmp_path):
