@@ -1,6 +1,7 @@
 """Three simulated nodes (ray.cluster_utils.Cluster), each with its own custom resource:
 spread placement puts vertices on all three and the gradients do not change; the
-traffic log records the three nodes as hosts and still passes the audit."""
+traffic log records the three nodes as hosts and still passes the audit; `auto` gives
+each node as many shards as its cores."""
 
 from collections import Counter
 
@@ -84,3 +85,24 @@ def test_pack_keeps_every_actor_on_the_driver_node(cluster):
     for v, grads in local.dtheta.items():
         for k, g in grads.items():
             np.testing.assert_allclose(got.dtheta[v][k], g, rtol=0, atol=1e-12)
+
+
+def test_auto_gives_each_node_as_many_shards_as_its_cores(cluster):
+    """docs/placement.md: one CPU per node here, so `auto` makes three shards, one per
+    node (pack: one shard, the driver's node's one core); the numbers do not change."""
+    graph = load_topology("topologies/dag.yaml").graph
+    params = graph.init_params(3)
+    inputs, target = synthetic_batch(graph, 8, seed=3)
+    local = LocalEngine(graph, params).relax(inputs, target, eta=1.0)
+    names = resource_name_of_node()
+    for placement, shards in (("spread", 3), ("pack", 1)):
+        with RayEngine(graph, params, vertices_per_actor="auto",
+                       placement=placement) as engine:
+            got = engine.relax(inputs, target, eta=1.0)
+        report = got.extras["report"]
+        on = [names[a["node_id"]] for a in report["actors"]]
+        assert len(on) == shards == report["partition"]["shards"]
+        assert len(set(on)) == shards   # spread: every node its one shard
+        for v, grads in local.dtheta.items():
+            for k, g in grads.items():
+                np.testing.assert_array_equal(got.dtheta[v][k], g, err_msg=f"{v}.{k}")

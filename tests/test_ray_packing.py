@@ -26,7 +26,9 @@ from neurolocal.engines.ray import worker_runtime_env
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
+from neurolocal.traffic.aggregate import totals
 from neurolocal.traffic.audit import audit
+from neurolocal.traffic.report import format_summary
 from conftest import TOPOLOGIES
 from test_ray_training import assert_bitwise, state
 
@@ -75,6 +77,8 @@ def test_run_with_the_default_packing_trains_bitwise_like_one_vertex_per_actor(t
     assert len({h["writer"] for h in log.headers}) == CPUS + 1   # the actors and the scheduler
     result = audit(log, load_topology(MLP).graph)
     assert result.ok and result.counts_checked, result.violations
+    summary = format_summary(totals(tmp_path / "auto" / "traffic").summary())
+    assert f"partition: min-cut, {CPUS} shards (vertices per actor auto), cut " in summary
     # the report page lists the partition with the other settings
     page = (tmp_path / "auto" / "report.html").read_text()
     assert '"partition":"min-cut"' in page and '"cut_bytes":' in page

@@ -38,6 +38,9 @@ def format_summary(s: dict) -> str:
                               for k, v in s["scope"].items()),
         "by kind:",
     ]
+    shards = _partition_line(s.get("settings") or {})
+    if shards:
+        lines.insert(4, shards)
     lines += [f"  {k:<8} {v['messages']:>10} messages {v['bytes']:>14} bytes "
               f"{v['bytes'] / batches:>12.0f} bytes/batch"
               for k, v in s["by_kind"].items()]
@@ -52,6 +55,18 @@ def format_summary(s: dict) -> str:
     if s["truncated_files"]:
         lines.append(f"truncated (read up to the last whole record): {', '.join(s['truncated_files'])}")
     return "\n".join(lines)
+
+
+def _partition_line(settings: dict) -> str | None:
+    """The Ray run's shards as its header recorded them (docs/placement.md), or None."""
+    if "shards" not in settings or "cut_bytes" not in settings:
+        return None
+    share = settings.get("cut_fraction")
+    share = f" ({100 * share:.1f}% of edge bytes)" if isinstance(share, (int, float)) else ""
+    return (f"partition: {settings.get('partition', '?')}, {settings['shards']} shards "
+            f"(vertices per actor {settings.get('vertices_per_actor', '?')}), "
+            f"cut {settings['cut_bytes']} bytes/batch between shards as it weighed the "
+            f"edges{share}")
 
 
 def format_edges_table(rows: list[dict]) -> str:

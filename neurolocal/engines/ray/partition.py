@@ -12,10 +12,11 @@ it), and returns k shards such that
 - the cut (the weight of edges between shards) is as small as the two steps below
   find it:
 
-1. the best contiguous split of the topological order under B, by dynamic
-   programming over split points (O(n k), a sliding-window minimum). Its objective
-   is the sum over split points of the weight of edges crossing each: the cut
-   itself when no edge skips a whole shard, an upper bound otherwise;
+1. the best contiguous split under B of two topological orders (the graph's own and a
+   depth-first one that keeps branches together), by dynamic programming over split
+   points (O(n k), a sliding-window minimum). Its objective is the sum over split
+   points of the weight of edges crossing each: the cut itself when no edge skips a
+   whole shard, an upper bound otherwise;
 2. Fiduccia–Mattheyses passes on the exact cut: vertices move, one at a time and
    each at most once per pass, to the neighbouring shard that gains most while
    every shard stays within B and non-empty, accepting losing moves on the way;
@@ -35,8 +36,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -304,79 +305,92 @@ def _cut(part: np.ndarray, edges) -> float:
 
 def _refine(part: np.ndarray, w: np.ndarray, neighbours, k: int, bound: float) -> np.ndarray:
     """Fiduccia–Mattheyses passes (k-way, one vertex at a time) on the exact cut."""
-    n = len(part)
-    load = np.bincount(part, weights=w, minlength=k).astype(float)
-    size = np.bincount(part, minlength=k)
-    # conn[v][s]: weight of v's edges into shard s
-    conn = [dict() for _ in range(n)]
-    for v in range(n):
-        for u, x in neighbours[v]:
-            s = int(part[u])
-            conn[v][s] = conn[v].get(s, 0.0) + x
+    state = _Moves(part, w, neighbours, k, bound)
     for _ in range(MAX_PASSES):
+        if not state.one_pass():
+            break
+    return state.part
+
+
+class _Moves:
+    """The state of the refinement: shards, their loads and sizes, and per vertex the
+    weight of its edges into each shard (`conn[v][s]`)."""
+
+    def __init__(self, part, w, neighbours, k: int, bound: float):
+        self.part, self.w, self.neighbours, self.bound = part, w, neighbours, bound
+        self.load = np.bincount(part, weights=w, minlength=k).astype(float)
+        self.size = np.bincount(part, minlength=k)
+        self.conn: list[dict[int, float]] = [{} for _ in range(len(part))]
+        for v, row in enumerate(self.conn):
+            for u, x in neighbours[v]:
+                s = int(part[u])
+                row[s] = row.get(s, 0.0) + x
+
+    def best_move(self, v: int):
+        """(gain, shard) of v's best move that keeps the bound and leaves no shard empty."""
+        here = int(self.part[v])
+        if self.size[here] <= 1:
+            return None
+        inside = self.conn[v].get(here, 0.0)
+        best = None
+        for s in sorted(self.conn[v]):
+            if s == here or self.load[s] + self.w[v] > self.bound:
+                continue
+            gain = self.conn[v][s] - inside
+            if best is None or gain > best[0]:
+                best = (gain, s)
+        return best
+
+    def move(self, v: int, target: int) -> int:
+        """Move v to `target`; returns the shard it left."""
+        here = int(self.part[v])
+        self.part[v] = target
+        self.load[here] -= self.w[v]
+        self.load[target] += self.w[v]
+        self.size[here] -= 1
+        self.size[target] += 1
+        for u, x in self.neighbours[v]:
+            _shift(self.conn[u], here, target, x)
+        return here
+
+    def one_pass(self) -> bool:
+        """One pass: best moves first (losing ones too), each vertex at most once, then
+        back to the best prefix. True when it lowered the cut."""
+        n = len(self.part)
         locked = np.zeros(n, dtype=bool)
         version = np.zeros(n, dtype=np.int64)
         heap: list = []
 
-        def best_move(v: int):
-            here = int(part[v])
-            if size[here] <= 1:
-                return None
-            inside = conn[v].get(here, 0.0)
-            best = None
-            for s in sorted(conn[v]):
-                if s == here or load[s] + w[v] > bound:
-                    continue
-                gain = conn[v][s] - inside
-                if best is None or gain > best[0]:
-                    best = (gain, s)
-            return best
-
         def push(v: int) -> None:
-            move = best_move(v)
-            if move is not None:
-                heapq.heappush(heap, (-move[0], v, move[1], int(version[v])))
+            found = self.best_move(v)
+            if found is not None:
+                heapq.heappush(heap, (-found[0], v, found[1], int(version[v])))
 
         for v in range(n):
             push(v)
-        moves: list[tuple[int, int, int]] = []
+        moves: list[tuple[int, int]] = []
         total = best_total = 0.0
         best_len = 0
         while heap and len(moves) - best_len <= PATIENCE:
-            neg, v, s, ver = heapq.heappop(heap)
+            neg, v, target, ver = heapq.heappop(heap)
             if locked[v] or ver != version[v]:
                 continue
-            here = int(part[v])
-            if size[here] <= 1 or load[s] + w[v] > bound:   # loads moved since: ask again
-                version[v] += 1
+            if self.size[self.part[v]] <= 1 or self.load[target] + self.w[v] > self.bound:
+                version[v] += 1   # loads moved since it was pushed: ask again
                 push(v)
                 continue
-            part[v] = s
-            load[here] -= w[v]
-            load[s] += w[v]
-            size[here] -= 1
-            size[s] += 1
+            moves.append((v, self.move(v, target)))
             locked[v] = True
-            moves.append((v, here, s))
             total += -neg
             if total > best_total + 1e-9 * max(1.0, abs(best_total)):
                 best_total, best_len = total, len(moves)
-            for u, x in neighbours[v]:
-                _shift(conn[u], here, s, x)
+            for u, _ in self.neighbours[v]:
                 if not locked[u]:
                     version[u] += 1
                     push(u)
-        for v, here, s in reversed(moves[best_len:]):   # back to the best prefix
-            part[v] = here
-            load[s] -= w[v]
-            load[here] += w[v]
-            size[s] -= 1
-            size[here] += 1
-            for u, x in neighbours[v]:
-                _shift(conn[u], s, here, x)
-        if best_len == 0:
-            break
-    return part
+        for v, source in reversed(moves[best_len:]):   # back to the best prefix
+            self.move(v, source)
+        return best_len > 0
 
 
 def _shift(row: dict, source: int, target: int, x: float) -> None:

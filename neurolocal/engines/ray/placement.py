@@ -18,8 +18,8 @@ Nodes are chosen per shard:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from neurolocal.checks import number
 from neurolocal.engines.config import AUTO, check_vertices_per_actor
@@ -117,7 +117,7 @@ def plan(graph: Graph, vertices_per_actor, nodes: Sequence[str], cpus: dict[str,
         cut = mincut.cut_of(shards, model)
         total = float(sum(model.edge.values()))
     info = {"vertices_per_actor": k_given, "partition": how, "shards": len(shards),
-            "cut_bytes": int(round(cut)),
+            "cut_bytes": round(cut),
             "cut_fraction": round(cut / total, 4) if total else 0.0}
     return Plan(shards, where, info)
 
@@ -141,7 +141,7 @@ def weights_from_log(directory: str, graph: Graph, batch_size: int | None = None
         raise exc.located(field="placement_from") from None
     names = {f.graph for f in measured.stream.files if f.graph}
     if names - {graph.name}:
-        raise refuse(f"a traffic log of graph {sorted(names - {graph.name})[0]!r}, "
+        raise refuse(f"a traffic log of graph {min(names - {graph.name})!r}, "
                      f"not of {graph.name!r}")
     neighbours = {mincut.pair(p, c) for p, c in graph.edges}
     for group in graph.tied:
