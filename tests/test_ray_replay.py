@@ -164,6 +164,7 @@ def test_drops_without_retransmission_complete_and_count_the_losses(tmp_path, ca
     they hold after the timeout; the run completes, reports its losses, replays."""
     out = tmp_path / "lossy"
     report = check_grad(capsys, out, "--drop", 0.15, "--delay", "exp:1", "--seed", 3,
+                        "--straggler", "trunk:pause:1:5",   # and trunk's actor pauses
                         "--vertices-per-actor", 3)   # 4 actors: fewer to start
     assert report["messages_lost"] > 0 and report["messages_retransmitted"] == 0
     code, text = replay_cli(capsys, out)

@@ -102,7 +102,7 @@ class ShardActor:
             path = (os.path.join(traffic.directory, f"{traffic.run}.{writer}.replay")
                     if journal else None)
             self.journal = ActorJournal(path, writer or self.name, self.shard.names)
-        self._deferred: list = []          # deliveries held back while the actor pauses
+        self._paused = False               # a pause caps the shard's rounds (horizon)
 
     def writer_name(self) -> str:
         """A restarted actor opens a stream of its own (`actor-3-restart-1`): its dead
@@ -136,6 +136,8 @@ class ShardActor:
         self.finished = finished = asyncio.Event()
         if self.pacer is not None:
             self.pacer.begin_batch()
+            self.shard.horizon, self._paused = None, False
+            self._pause(fresh=True)   # a pause from the batch's start: no update yet
         if self.journal is not None:
             self.journal.begin(settings.batch)
         self._post(self._step(lambda: self.shard.begin(settings, params, inputs, target)))
@@ -179,25 +181,33 @@ class ShardActor:
             self.journal.flush()
 
     async def deliver(self, messages) -> None:
-        if self.pacer is not None and (self._deferred or self.pacer.paused_for() > 0):
-            self._deferred.extend(messages)   # paused: the actor takes them when it resumes
-            if len(self._deferred) == len(messages):
-                self._wake_later()
-            return
         self._receive(messages)
 
-    def _wake_later(self) -> None:
-        asyncio.get_running_loop().call_later(self.pacer.paused_for(), self._resume)
-
-    def _resume(self) -> None:
-        if self.pacer.paused_for() > 0:
-            self._wake_later()
+    def _pause(self, fresh: bool = False) -> None:
+        """A pause (Pacer): no update begins while it lasts. The shard's `horizon` is
+        capped at the rounds its vertices have reached (0 for a batch not begun yet;
+        forward passes still happen, as on the sim engine) and raised again when the
+        pause is over."""
+        wait = self.pacer.paused_for()
+        if wait <= 0 or self._paused:
             return
-        messages, self._deferred = self._deferred, []
+        self._paused = True
+        self.shard.horizon = 0 if fresh else min(s.round or 0
+                                                 for s in self.shard.slots.values())
+        asyncio.get_running_loop().call_later(wait, self._unpause)
+
+    def _unpause(self) -> None:
+        self._paused = False
+        if self.pacer.paused_for() > 0:   # (a timer that fired a little early)
+            self._pause()
+            return
+        self.shard.horizon = None
         try:
-            self._receive(messages)
-        except Exception:   # reported by run_batch (self.failure)
-            pass
+            self._post(self._step(self.shard.resume))
+        except Exception as exc:   # nobody awaits this callback: wake run_batch
+            self.failure = exc
+            if self.finished is not None:
+                self.finished.set()
 
     def _receive(self, messages) -> None:
         try:
@@ -211,7 +221,10 @@ class ShardActor:
             raise
 
     def _step(self, call):
-        """One shard step (paced when a straggler), then its reads into the journal."""
+        """One shard step (paced when a straggler or pausing), then its reads into the
+        journal."""
+        if self.pacer is not None:
+            self._pause()
         out = self.pacer.step(call) if self.pacer is not None else call()
         if self.journal is not None:
             self.journal.collect(self.shard)

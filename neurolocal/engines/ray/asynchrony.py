@@ -16,8 +16,9 @@ shard wants posted, and this module decides when (and whether) each really leave
   that edge and kind in this batch, or zeros (`Receiver.substitute`).
 * Stragglers: an actor hosting a vertex with `slow: K` sleeps (K - 1) x the measured
   duration of each of its shard's steps, so each step takes K times its real compute
-  time; a `pause` defers every delivery to the actor while it lasts (rounds from
-  the batch's start, x `round_ms`). An actor is as slow as its slowest vertex.
+  time; during a `pause` (rounds from the batch's start, x `round_ms`) no update of
+  the actor's vertices begins (the shard's `horizon` is capped; forward passes still
+  happen, as on the sim engine). An actor is as slow as its slowest vertex.
 * `compute:` is the sim's model of an update's duration; on Ray an update takes its
   real time, so a `compute:` setting is refused here (one line: use `slow:`).
 
