@@ -129,6 +129,11 @@ def cmd_check_grad(args) -> int:
         print(json.dumps(report))
     else:
         _print_check(check, args)
+        report = relaxation.extras.get("report", {})
+        if "messages_lost" in report:   # sim, or Ray with injected asynchrony
+            print(f"asynchrony: {report['messages_lost']} message(s) lost, "
+                  f"{report['messages_retransmitted']} retransmitted, oldest feedback used "
+                  f"{report['max_feedback_age']:g} round(s) old")
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 

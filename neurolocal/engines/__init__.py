@@ -39,11 +39,11 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
 
         raise ConfigError("a traffic log places the shards of Ray actors; it needs the ray "
                           "engine", field="placement_from")
-    if config.engine != "sim" and config.sim is not None and config.sim.requested():
+    if config.engine == "local" and config.sim is not None and config.sim.requested():
         from neurolocal.errors import ConfigError
 
         raise ConfigError("delays, loss and stragglers are simulated: they need the sim "
-                          "engine", field=config.sim.requested()[0])
+                          "engine (or the ray engine, which injects them for real)", field=config.sim.requested()[0])
     if config.engine == "sim":
         from neurolocal.engines.sim.options import open_sim_engine
 
@@ -56,6 +56,7 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
         return LocalEngine(graph, params, mode=config.mode, recorder=recorder,
                            schedule=schedule)
     from neurolocal.engines.ray import RayEngine
+    from neurolocal.engines.ray.asynchrony import injection_from_config
 
     return RayEngine(graph, params, mode=config.mode, schedule=schedule,
                      address=config.address, vertices_per_actor=config.vertices_per_actor,
@@ -63,7 +64,8 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
                      placement_from=config.placement_from,
                      timeout=config.timeout, traffic_log=config.traffic_log,
                      traffic_settings=log_settings, max_restarts=config.max_restarts,
-                     fault=config.fault)
+                     fault=config.fault, asynchrony=injection_from_config(config, graph),
+                     topology=getattr(config.sim, "topology", None))
 
 
 def relax_once(config: EngineConfig, graph, params, inputs, target, *, eta: float,

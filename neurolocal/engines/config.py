@@ -58,9 +58,10 @@ class EngineConfig:
     timeout: float = DEFAULT_TIMEOUT
     max_restarts: int = DEFAULT_MAX_RESTARTS
     fault: tuple[int, int] | None = None
-    #: sim only: the delay, loss and straggler models as given (a SimOptions of
-    #: engines/sim/options.py, checked against the graph when the engine opens), and the
-    #: seed of its random draws (None: the run's seed)
+    #: sim and ray: the delay, loss and straggler models as given (a SimOptions of
+    #: engines/sim/options.py, checked against the graph when the engine opens; the ray
+    #: engine injects them for real, engines/ray/asynchrony.py), and the seed of their
+    #: random draws (None: the run's seed)
     sim: Any = None
     seed: int | None = None
     #: training: batches in flight through the graph at once (docs/asynchrony.md §7);
