@@ -129,6 +129,11 @@ def cmd_check_grad(args) -> int:
         print(json.dumps(report))
     else:
         _print_check(check, args)
+        report = relaxation.extras.get("report", {})
+        if "messages_lost" in report:   # sim, or Ray with injected asynchrony
+            print(f"asynchrony: {report['messages_lost']} message(s) lost, "
+                  f"{report['messages_retransmitted']} retransmitted, oldest feedback used "
+                  f"{report['max_feedback_age']:g} round(s) old")
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 
@@ -249,6 +254,11 @@ def add_run_parser(commands) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     run.add_argument("--no-traffic-log", action="store_true",
                      help="do not record messages (by default they go to OUT/traffic)")
+    run.add_argument("--pipeline", type=_positive_int, default=None, metavar="K",
+                     help="K batches in flight through the graph at once, every vertex "
+                          "applying its update when its error for a batch is final (weight "
+                          "staleness <= K - 1; sim and local engines, not with ipc; "
+                          "docs/asynchrony.md §7). Default 1: batch after batch")
     add_budget_option(run)
     add_engine_options(run, engine_default=None, mode_default=None,
                        packing="default auto (the packing every run on Ray gets unless told)")
@@ -388,7 +398,8 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "vertices_per_actor": "--vertices-per-actor", "staleness": "--staleness",
                 "placement_from": "--placement-from",
                 "placement": "--placement", "timeout": "--timeout",
-                "max_restarts": "--max-restarts", "fault": "--fault", "dtype": "--dtype"}
+                "max_restarts": "--max-restarts", "fault": "--fault", "pipeline": "--pipeline",
+                "dtype": "--dtype"}
 
 
 def _as_flags(exc: NeurolocalError) -> str:

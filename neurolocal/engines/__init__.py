@@ -28,6 +28,7 @@ def traffic_recorder(config: EngineConfig, graph, *, writer: str, settings: dict
 def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | None = None):
     """The engine `config.engine` names, configured from the rest of the config."""
     schedule = config.resolved_schedule
+    config.check_pipeline()
     if config.fault is not None and config.engine != "ray":
         from neurolocal.errors import ConfigError
 
@@ -38,11 +39,11 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
 
         raise ConfigError("a traffic log places the shards of Ray actors; it needs the ray "
                           "engine", field="placement_from")
-    if config.engine != "sim" and config.sim is not None and config.sim.requested():
+    if config.engine == "local" and config.sim is not None and config.sim.requested():
         from neurolocal.errors import ConfigError
 
         raise ConfigError("delays, loss and stragglers are simulated: they need the sim "
-                          "engine", field=config.sim.requested()[0])
+                          "engine (or the ray engine, which injects them for real)", field=config.sim.requested()[0])
     if config.engine == "sim" and config.dtype != "float64":
         from neurolocal.errors import ConfigError
 
@@ -60,6 +61,7 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
         return LocalEngine(graph, params, mode=config.mode, recorder=recorder,
                            schedule=schedule, dtype=config.dtype)
     from neurolocal.engines.ray import RayEngine
+    from neurolocal.engines.ray.asynchrony import injection_from_config
 
     return RayEngine(graph, params, mode=config.mode, schedule=schedule,
                      address=config.address, vertices_per_actor=config.vertices_per_actor,
@@ -67,7 +69,8 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
                      placement_from=config.placement_from,
                      timeout=config.timeout, traffic_log=config.traffic_log,
                      traffic_settings=log_settings, max_restarts=config.max_restarts,
-                     fault=config.fault, dtype=config.dtype)
+                     fault=config.fault, asynchrony=injection_from_config(config, graph),
+                     topology=getattr(config.sim, "topology", None), dtype=config.dtype)
 
 
 def relax_once(config: EngineConfig, graph, params, inputs, target, *, eta: float,

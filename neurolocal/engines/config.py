@@ -58,11 +58,15 @@ class EngineConfig:
     timeout: float = DEFAULT_TIMEOUT
     max_restarts: int = DEFAULT_MAX_RESTARTS
     fault: tuple[int, int] | None = None
-    #: sim only: the delay, loss and straggler models as given (a SimOptions of
-    #: engines/sim/options.py, checked against the graph when the engine opens), and the
-    #: seed of its random draws (None: the run's seed)
+    #: sim and ray: the delay, loss and straggler models as given (a SimOptions of
+    #: engines/sim/options.py, checked against the graph when the engine opens; the ray
+    #: engine injects them for real, engines/ray/asynchrony.py), and the seed of their
+    #: random draws (None: the run's seed)
     sim: Any = None
     seed: int | None = None
+    #: training: batches in flight through the graph at once (docs/asynchrony.md §7);
+    #: 1 is batch after batch. Built on the sim and local engines.
+    pipeline: int = 1
     #: float64 (default) or float32: parameters, values and messages (neurolocal/dtypes.py)
     dtype: str = "float64"
 
@@ -85,6 +89,7 @@ class EngineConfig:
         set_(self, "timeout", number("timeout", self.timeout, positive=True))
         set_(self, "max_restarts", number("max_restarts", self.max_restarts, whole=True,
                                           minimum=0))
+        set_(self, "pipeline", number("pipeline", self.pipeline, whole=True, minimum=1))
         if self.fault is not None:
             try:
                 actor, batch = self.fault
@@ -102,6 +107,17 @@ class EngineConfig:
 
     def with_(self, **changes) -> "EngineConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def check_pipeline(self) -> None:
+        """Refuse K > 1 where it is not built or means nothing (called once the engine is
+        known: `run` takes it from the topology's training section)."""
+        if self.pipeline > 1 and self.engine == "ray":
+            raise ConfigError("pipelining runs on the sim and local engines (throughput is "
+                              "measured in simulated time); the Ray engine trains one batch "
+                              "at a time", field="pipeline")
+        if self.pipeline > 1 and self.resolved_schedule == "ipc":
+            raise ConfigError("iPC moves every weight every round, so a batch has no single "
+                              "update whose staleness a pipeline could bound", field="pipeline")
 
     @property
     def resolved_schedule(self) -> str:

@@ -39,6 +39,12 @@ from neurolocal.traffic.log import TrafficRecorder
 SCHEDULES = ("jacobi", "event", "backward-in-time", "ipc")
 
 
+def _next_round(shard: Shard):
+    """One more round for every vertex of the shard (a pipelining tick)."""
+    shard.horizon += 1
+    return shard.resume()
+
+
 def split(graph: Graph, shards: int) -> list[tuple[str, ...]]:
     """`shards` runs of consecutive vertices in topological order."""
     n = len(graph.order)
@@ -77,6 +83,11 @@ class LocalEngine:
         self.shards = [Shard(graph, names, owners, mode, log) for names in groups]
         for shard in self.shards:
             shard.load_params(self.params)
+        #: pipelining (train_batches): lane 0 is `shards`; weight staleness of every update
+        #: applied, as (batch, vertex, staleness) when a list, and counted always
+        self._lane_shards = [self.shards]
+        self.weight_staleness: list | None = None
+        self.staleness_histogram: dict[int, int] = {}
 
     @property
     def rules(self):
@@ -144,6 +155,114 @@ class LocalEngine:
         step = step_from_results(graph, results, rounds)
         self._log_energy(step.energy)
         return step
+
+    def train_batches(self, batches, eta: float = 1.0, iterations: int | None = None,
+                      pipeline: int = 1):
+        """Train on `batches` ((inputs, target) pairs, read lazily) with up to `pipeline`
+        batches in flight, interleaved deterministically (docs/asynchrony.md §7): each
+        batch in flight has its own lane of shards (sharing the vertices' weights and
+        optimizers); a batch's forward pass runs when it enters, then every tick moves
+        every batch in flight on by one round, oldest first; a batch enters when the
+        oldest leaves. Yields each batch's `Step` in order. `pipeline = 1` is
+        `train_step` batch after batch."""
+        if pipeline == 1:
+            for inputs, target in batches:
+                yield self.train_step(inputs, target, eta=eta, iterations=iterations)
+            return
+        graph = self.graph
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        if self.learning is None:
+            raise RuntimeError("train_batches needs restore() first (parameters and optimizer)")
+        lanes = self._lane_shards
+        for lane in range(1, len(lanes)):   # restore() may have replaced lane 0's
+            self._link(lane)
+        names = [n for shard in self.shards for n in shard.names]
+        updates = dict.fromkeys(names, 0)      # updates each vertex applied in this run
+        at_forward: dict[tuple, int] = {}
+        source, free, flight, made = iter(batches), [], [], [0]
+
+        def step(lane: int, batch: int, call, fresh: bool = False) -> None:
+            """Run `call` on every shard of the lane and deliver until quiet; record the
+            weight staleness of every update applied (`fresh`: the call begins the batch,
+            so compare with a reset slot, not the lane's previous batch)."""
+            slots = [(shard, shard.slots[n]) for shard in lanes[lane] for n in shard.names]
+            before = [((None, False) if fresh else (slot.round, slot.learned))
+                      for _, slot in slots]
+            queue = deque()
+            for shard in lanes[lane]:
+                queue.extend(call(shard).items())
+            while queue:
+                destination, messages = queue.popleft()
+                queue.extend(lanes[lane][destination].deliver(messages).items())
+            for (shard, slot), (round_, learned) in zip(slots, before):
+                if round_ is None and slot.round is not None:
+                    at_forward[(batch, slot.name)] = updates[slot.name]
+                if slot.learned and not learned and slot.rule.params:
+                    staleness = updates[slot.name] - at_forward.pop((batch, slot.name))
+                    updates[slot.name] += 1
+                    self.staleness_histogram[staleness] = \
+                        self.staleness_histogram.get(staleness, 0) + 1
+                    if self.weight_staleness is not None:
+                        self.weight_staleness.append((batch, slot.name, staleness))
+
+        def enter() -> bool:
+            item = next(source, None)
+            if item is None:
+                return False
+            inputs, target = prepare_batch(graph, *item, dtype=self.dtype)
+            if free:
+                lane = free.pop(0)
+            else:                       # lanes are made as batches enter
+                lane, made[0] = made[0], made[0] + 1
+                self._make_lane(lane)
+            batch = self.batches
+            self.batches += 1
+            settings = RunSettings(batch, float(eta), int(iterations), 0, False,
+                                   self.schedule, self.learning, dtype=self.dtype)
+
+            def begin(shard):
+                shard.horizon = 0
+                return shard.begin(settings, None,
+                                   {n: inputs[n] for n in shard.names if n in inputs},
+                                   target if graph.output in shard.names else None)
+
+            step(lane, batch, begin, fresh=True)
+            flight.append((batch, lane))
+            return True
+
+        while len(flight) < pipeline and enter():
+            pass
+        while flight:
+            for batch, lane in flight:       # one tick: one round each, oldest first
+                step(lane, batch, _next_round)
+            while flight and all(shard.done for shard in lanes[flight[0][1]]):
+                batch, lane = flight.pop(0)
+                result = step_from_results(graph, [s.result() for s in lanes[lane]],
+                                           lanes[lane][0].schedule.rounds)
+                if self.recorder is not None:
+                    self.recorder.record_energy(batch, result.energy)
+                    self.recorder.flush()
+                free.append(lane)
+                enter()
+                yield result
+
+    def _make_lane(self, lane: int) -> None:
+        """Lane `lane` exists (a set of shards like `shards`) and shares lane 0's weights."""
+        if lane == len(self._lane_shards):
+            log = self.shards[0].log
+            self._lane_shards.append([Shard(self.graph, shard.names, shard.shard_of,
+                                            self.mode, log) for shard in self.shards])
+        self._link(lane)
+
+    def _link(self, lane: int) -> None:
+        """One vertex, several batches: the lane's vertices use lane 0's weights and
+        optimizers."""
+        if lane:
+            for shard, own in zip(self._lane_shards[lane], self.shards):
+                for n in shard.names:
+                    shard.slots[n].rule.params = own.slots[n].rule.params
+                    shard.slots[n].optimizer = own.slots[n].optimizer
 
     def snapshot(self) -> tuple[Params, dict]:
         """(parameters, optimizer state arrays) gathered from the vertices, in the

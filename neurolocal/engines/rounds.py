@@ -337,6 +337,10 @@ class Shard:
         self._schedules: dict[tuple, Schedule] = {}
         #: the highest round any vertex may reach now (None: no cap); see the module doc
         self.horizon: int | None = None
+        #: a pipelining transport holds a finished vertex's update back (True) until the
+        #: vertex has applied the previous batch's: updates land in batch order
+        #: (docs/asynchrony.md §7)
+        self.hold_learning = False
         self.pending: dict[int, list[Message]] = {}   # messages for a batch not begun yet
         self.outbox: Outgoing = {}
         self.counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
@@ -633,7 +637,8 @@ class Shard:
             for slot in self.slots.values():
                 while not slot.finished and self._step(slot):
                     progress = True
-                if slot.finished and not slot.learned and slot.heard_partials:
+                if slot.finished and not slot.learned and slot.heard_partials \
+                        and not self.hold_learning:
                     self._learn(slot)
                     progress = True
         return self._flush()

@@ -10,7 +10,7 @@ from neurolocal.errors import ConfigError
 
 #: sweep flags that fix a quantity for every point (a --vary of the same key wins)
 FIXED = ("epochs", "eta", "iterations", "mode", "schedule", "lr", "batch_size", "optimizer",
-         "staleness", "delay", "drop", "retransmit", "reorder", "straggler")
+         "staleness", "pipeline", "delay", "drop", "retransmit", "reorder", "straggler")
 
 
 def add_sweep_parser(commands) -> None:

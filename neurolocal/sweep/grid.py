@@ -13,6 +13,7 @@ from neurolocal.errors import ConfigError
 #: what a sweep can vary, and what each value must be
 KEYS = {
     "staleness": "a whole number >= 0",
+    "pipeline": "a whole number >= 1 (batches in flight, docs/asynchrony.md §7)",
     "delay": "a duration such as 0, exp:1, uniform:0,2, lognormal:1,0.5",
     "drop": "a probability in [0, 1)",
     "retransmit": "true or false",
@@ -41,7 +42,7 @@ def parse_value(key: str, text: str, field: str | None = None):
     bad = ConfigError(f"expected {KEYS[key]}, got {text!r}", field=field)
     text = text.strip()
     try:
-        if key in ("staleness", "batch_size", "epochs"):
+        if key in ("staleness", "pipeline", "batch_size", "epochs"):
             value = int(text)
             if value < (0 if key == "staleness" else 1):
                 raise bad

@@ -9,10 +9,10 @@ import time
 #: iterations=bound; never the name of a varied key)
 RESULTS = ("test_accuracy", "test_loss", "train_loss", "grad_rel_error", "messages",
            "messages_lost", "messages_retransmitted", "sim_time", "max_feedback_age",
-           "rounds_T", "wall_seconds")
+           "rounds_T", "wall_seconds", "max_weight_staleness")
 TRAINING = ("epochs", "eta", "iterations", "mode", "lr", "batch_size", "optimizer", "data")
-ENGINE = ("staleness", "delay", "drop", "retransmit", "reorder", "straggler", "schedule",
-          "asynchrony")
+ENGINE = ("staleness", "pipeline", "delay", "drop", "retransmit", "reorder", "straggler",
+          "schedule", "asynchrony")
 
 
 #: a PC variant as (mode, schedule)
@@ -40,6 +40,7 @@ def check_point(topology, options: dict) -> None:
     settings = resolve_settings(topology.training, _overrides(options, 0, graph), graph)
     config = _config(options, settings, topology.source)
     check_schedule(config.resolved_schedule, settings.mode, config.staleness, graph)
+    config.check_pipeline()
     asynchrony_from_options(config.sim, graph)
 
 
@@ -77,7 +78,7 @@ def _config(options: dict, settings, topology_path, stats: dict | None = None):
     return EngineConfig(engine="sim", mode=settings.mode,
                         schedule=options.get("schedule") or "auto",
                         staleness=int(options.get("staleness") or 0), sim=sim,
-                        seed=settings.seed)
+                        seed=settings.seed, pipeline=int(options.get("pipeline") or 1))
 
 
 def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
@@ -123,4 +124,5 @@ def run_job(topology_path: str, base: dict, point: dict, seed: int) -> dict:
         "messages_retransmitted": stats.get("retransmitted", 0),
         "sim_time": stats.get("sim_time", 0.0), "max_feedback_age": stats.get("max_age", 0),
         "rounds_T": iterations, "wall_seconds": time.perf_counter() - started,
+        "max_weight_staleness": run.engine_report.get("max_weight_staleness", 0),
     }

@@ -16,6 +16,9 @@ messages that update t consumes. `kind` is one of KINDS. Times are Unix seconds
 Records are buffered in memory and written per batch of rounds, never one file
 write per message. A file whose tail was cut (a killed writer) reads up to its
 last whole record, with a warning.
+
+Asynchronous runs also write replay journals (`*.replay`) beside the streams, read by
+`neurolocal replay`, not by these readers (docs/traffic.md §5, engines/journal.py).
 """
 
 from __future__ import annotations

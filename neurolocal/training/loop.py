@@ -6,7 +6,9 @@ batch only data (`engine.train_step(inputs, target, eta=..., iterations=...)` ->
 loss, hits of the forward prediction, energy per round) and, at every epoch boundary,
 gathers a consistent snapshot (`engine.snapshot()`) into `run.params` and
 `run.optimizer`: what the epoch's evaluation reads and the checkpoint stores. Both
-engines give bitwise the same run. `--algorithm bp` uses `neurolocal.backprop.backprop`
+engines give bitwise the same run. With `EngineConfig.pipeline` K > 1 (`run --pipeline K`, sim and
+local engines) an epoch's batches go to `engine.train_batches`, K in flight at once, and drain at
+the epoch's end (docs/asynchrony.md §7). `--algorithm bp` uses `neurolocal.backprop.backprop`
 with the trainer's own optimizer on the same parameters, batches and settings.
 
 Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
@@ -110,8 +112,9 @@ def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
         with serial_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if run.algorithm == "pc":
                 engine = make_engine(settings, graph, run.params, engine_config)
+            pipeline = engine_config.pipeline if engine_config is not None else 1
             return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch,
-                          engine, updates_per_batch)
+                          engine, updates_per_batch, pipeline)
     finally:
         if engine is not None:
             engine.close()
@@ -129,7 +132,7 @@ def learning_of(settings: Settings, updates_per_batch: int = 1):
 
 
 def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,
-           updates_per_batch) -> Run:
+           updates_per_batch, pipeline: int = 1) -> Run:
     iterations = iterations_for(settings, graph)
     n = data.train_size
     batches = math.ceil(n / settings.batch_size)
@@ -142,12 +145,21 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
         bar = progress(total=batches, desc=f"{run.algorithm} epoch {epoch + 1}/{settings.epochs}") \
             if progress else None
         losses, hits, energy_sum = [], 0, None
-        for b in range(batches):
+
+        def batch_data(b, order=order):
             idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-            inputs = {k: v[idx] for k, v in data.train_inputs.items()}
-            target = data.train_target[idx]
+            return {k: v[idx] for k, v in data.train_inputs.items()}, data.train_target[idx]
+
+        # pipelining (sim engine): the epoch's batches flow through the graph K at a time,
+        # and drain at the epoch's end, where the snapshot is taken (docs/asynchrony.md §7)
+        steps = (engine.train_batches((batch_data(b) for b in range(batches)), eta=settings.eta,
+                                      iterations=iterations, pipeline=pipeline)
+                 if engine is not None and pipeline > 1 else None)
+        for b in range(batches):
+            inputs, target = batch_data(b)
             if engine is not None:
-                step = engine.train_step(inputs, target, eta=settings.eta, iterations=iterations)
+                step = next(steps) if steps is not None else \
+                    engine.train_step(inputs, target, eta=settings.eta, iterations=iterations)
                 for r in step.restarts:
                     run.restarts.append({**r.as_dict(), "epoch": epoch + 1,
                                          "batch_in_epoch": b + 1})

@@ -75,6 +75,7 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
                 training.iterations_for(settings, graph))
     engine = replace(engine, traffic_log=traffic_log if request.record_traffic else None,
                      engine=settings.engine, mode=settings.mode)
+    engine.check_pipeline()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

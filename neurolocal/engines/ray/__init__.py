@@ -56,7 +56,15 @@ Traffic log (`traffic_log=DIR`): every actor writes its own stream
 vertices received, local or remote; the driver writes `<run>.scheduler.traffic`
 with the per-batch control calls' replies and the energy per round. Hosts are
 labelled `hostname@address/node-id prefix`, so hosts that share a name (network
-namespaces) and simulated nodes of one machine differ."""
+namespaces) and simulated nodes of one machine differ.
+
+Asynchrony (docs/asynchrony.md §6): the sim engine's delay, loss, straggler and
+reordering models are injected for real in the actors (`asynchrony.py`: a round is
+`round_ms` real milliseconds). An asynchronous run (staleness > 0, or anything
+injected) with a traffic log also writes replay journals: `<run>.actor-<i>.replay`
+(which tag of each child every update read, stale drops, lost messages) and the
+driver's `<run>.scheduler.replay` (settings, parameters, data, digests;
+`replay_log.py`), which `neurolocal replay` re-executes bit for bit."""
 
 from neurolocal.engines.ray.connection import (
                                                ADDRESS_LOCAL,

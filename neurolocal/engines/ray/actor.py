@@ -1,6 +1,12 @@
 """The Ray actor: a transport over the round machine — a thin wrapper over a Ray-free
 `Shard` (neurolocal/engines/rounds.py, docs/rounds.md) that posts outgoing messages
-fire-and-forget to its neighbour actors. It holds no round logic of its own."""
+fire-and-forget to its neighbour actors. It holds no round logic of its own.
+
+With injected asynchrony (engines/ray/asynchrony.py, docs/asynchrony.md §6) its
+outgoing messages go through an `Outbox` (real delays, losses, retransmissions,
+reordering), its steps through a `Pacer` (stragglers, pauses) and its incoming ones
+through a `Receiver` (lost messages substituted); an asynchronous run with a traffic
+log also writes the actor's replay journal stream (`<run>.actor-<i>.replay`)."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 import ray
 
 from neurolocal.graph import Graph
+from neurolocal.engines.ray.asynchrony import ActorJournal, Injection, Outbox, Pacer, Receiver
 from neurolocal.engines.rounds import RunSettings, Shard, ShardLog
 from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, now, payload_bytes
 
@@ -32,6 +39,8 @@ class TrafficSpec:
     actors: tuple[str, ...]   # actor name per shard index
     hosts: tuple[str, ...]    # host label per shard index
     scheduler_host: str
+    #: write a replay journal stream next to the traffic stream (asynchronous runs)
+    journal: bool = False
 
 
 def settings_bytes(settings: RunSettings) -> int:
@@ -60,9 +69,10 @@ class ShardActor:
     runs to completion without awaiting in between, so the shard needs no locks."""
 
     def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None,
-                 replacement: bool = False):
+                 replacement: bool = False, injection: Injection | None = None):
         """`replacement`: a new actor standing in for one lost with its node (it writes
-        a stream of its own, as a restarted one)."""
+        a stream of its own, as a restarted one). `injection`: the asynchrony to inject
+        for real (None: post every message at once)."""
         log = None
         self.name = actor_name(owners[names[0]])
         self.traffic = traffic
@@ -70,14 +80,29 @@ class ShardActor:
             warnings.simplefilter("ignore", DeprecationWarning)
             self.restarted = (replacement
                               or ray.get_runtime_context().was_current_actor_reconstructed)
+        writer = None
         if traffic is not None:
-            recorder = TrafficRecorder(traffic.directory, traffic.run, self.writer_name(),
+            writer = self.writer_name()
+            recorder = TrafficRecorder(traffic.directory, traffic.run, writer,
                                        graph=traffic.graph, settings=traffic.settings)
             log = ShardLog(recorder, traffic.actors, traffic.hosts)
-        self.shard = Shard(graph, names, owners, mode, log)
+        journal = traffic is not None and traffic.journal
+        watched = journal or injection is not None
+        self.shard = Shard(graph, names, owners, mode, log, trace=watched)
         self.peers: dict | None = None   # None until the driver connects this incarnation
         self.finished: asyncio.Event | None = None
         self.failure: BaseException | None = None
+        # asynchrony (engines/ray/asynchrony.py): all None when nothing is injected
+        self.outbox = (Outbox(injection, owners[names[0]], self._send)
+                       if injection is not None else None)
+        self.pacer = Pacer(injection, names) if injection is not None else None
+        self.receiver = Receiver() if watched else None
+        self.journal = None
+        if watched:
+            path = (os.path.join(traffic.directory, f"{traffic.run}.{writer}.replay")
+                    if journal else None)
+            self.journal = ActorJournal(path, writer or self.name, self.shard.names)
+        self._paused = False               # a pause caps the shard's rounds (horizon)
 
     def writer_name(self) -> str:
         """A restarted actor opens a stream of its own (`actor-3-restart-1`): its dead
@@ -109,14 +134,26 @@ class ShardActor:
                 payload_bytes([params, inputs, target]) + settings_bytes(settings), t_send, now(),
                 self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
         self.finished = finished = asyncio.Event()
-        self._post(self.shard.begin(settings, params, inputs, target))
+        if self.pacer is not None:
+            self.pacer.begin_batch()
+            self.shard.horizon, self._paused = None, False
+            self._pause(fresh=True)   # a pause from the batch's start: no update yet
+        if self.journal is not None:
+            self.journal.begin(settings.batch)
+        self._post(self._step(lambda: self.shard.begin(settings, params, inputs, target)))
         await finished.wait()
         if self.finished is not finished:  # superseded: the driver no longer waits for it
             return {"abandoned": settings.batch}
         self.shard.flush_log()
         if self.failure is not None:
             raise self.failure
-        return {**self.shard.result(), "t_send": now()}
+        result = {**self.shard.result(), "t_send": now()}
+        if self.journal is not None:
+            counts = (self.outbox.take_counts(settings.batch) if self.outbox is not None
+                      else {"messages_lost": 0, "messages_retransmitted": 0})
+            result["asynchrony"] = {**counts, "max_feedback_age": self.journal.max_age}
+            self.journal.end(settings.batch)
+        return result
 
     async def ping(self) -> int:
         """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
@@ -138,20 +175,69 @@ class ShardActor:
         return self.shard.snapshot()
 
     async def flush_log(self) -> None:
-        """Late messages of an asynchronous batch reach the log too."""
+        """Late messages of an asynchronous batch reach the log (and the journal) too."""
         self.shard.flush_log()
+        if self.journal is not None:
+            self.journal.flush()
 
     async def deliver(self, messages) -> None:
+        self._receive(messages)
+
+    def _pause(self, fresh: bool = False) -> None:
+        """A pause (Pacer): no update begins while it lasts. The shard's `horizon` is
+        capped at the rounds its vertices have reached (0 for a batch not begun yet;
+        forward passes still happen, as on the sim engine) and raised again when the
+        pause is over."""
+        wait = self.pacer.paused_for()
+        if wait <= 0 or self._paused:
+            return
+        self._paused = True
+        self.shard.horizon = 0 if fresh else min(s.round or 0
+                                                 for s in self.shard.slots.values())
+        asyncio.get_running_loop().call_later(wait, self._unpause)
+
+    def _unpause(self) -> None:
+        self._paused = False
+        if self.pacer.paused_for() > 0:   # (a timer that fired a little early)
+            self._pause()
+            return
+        self.shard.horizon = None
         try:
-            self._post(self.shard.deliver(messages))
+            self._post(self._step(self.shard.resume))
+        except Exception as exc:   # nobody awaits this callback: wake run_batch
+            self.failure = exc
+            if self.finished is not None:
+                self.finished.set()
+
+    def _receive(self, messages) -> None:
+        try:
+            if self.receiver is not None:
+                messages = self.receiver.prepare(self.shard, messages, self.journal)
+            self._post(self._step(lambda: self.shard.deliver(messages)))
         except Exception as exc:  # nobody awaits this call: wake run_batch to report it
             self.failure = exc
             if self.finished is not None:
                 self.finished.set()
             raise
 
+    def _step(self, call):
+        """One shard step (paced when a straggler or pausing), then its reads into the
+        journal."""
+        if self.pacer is not None:
+            self._pause()
+        out = self.pacer.step(call) if self.pacer is not None else call()
+        if self.journal is not None:
+            self.journal.collect(self.shard)
+        return out
+
+    def _send(self, destination: int, messages) -> None:
+        self.peers[destination].deliver.remote(messages)
+
     def _post(self, outgoing) -> None:
-        for destination, messages in outgoing.items():
-            self.peers[destination].deliver.remote(messages)
+        if self.outbox is not None:
+            self.outbox.post(outgoing)
+        else:
+            for destination, messages in outgoing.items():
+                self._send(destination, messages)
         if self.finished is not None and self.shard.done:
             self.finished.set()

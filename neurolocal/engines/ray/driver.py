@@ -30,6 +30,8 @@ from neurolocal.engines.ray.actor import (
     host_label,
 )
 from neurolocal.engines.ray import lifecycle
+from neurolocal.engines.ray.asynchrony import Injection
+from neurolocal.engines.ray.replay_log import DriverJournal, RayStep, asynchrony_report
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.nodes import (
     alive_nodes,
@@ -89,7 +91,9 @@ class RayEngine:
                  timeout: float = DEFAULT_TIMEOUT, traffic_log: str | None = None,
                  traffic_settings: dict | None = None,
                  max_restarts: int = DEFAULT_MAX_RESTARTS,
-                 fault: tuple[int, int] | None = None, dtype: str = "float64"):
+                 fault: tuple[int, int] | None = None,
+                 asynchrony: Injection | None = None, topology: str | None = None,
+                 dtype: str = "float64"):
         """`timeout`: seconds any wait of the driver may take (actors starting, a batch,
         a restarted actor coming back). `traffic_log`: a directory for the traffic log;
         `traffic_settings` go into its headers (eta, iterations, read_inputs: what the
@@ -98,7 +102,10 @@ class RayEngine:
         mid-batch in the `batch`-th relaxation (0-based), once. `vertices_per_actor`:
         K (runs of K vertices) or auto (about one shard per core, a min-cut partition
         weighed by the graph's shapes, or by the traffic log `placement_from`:
-        placement.py, docs/placement.md)."""
+        placement.py, docs/placement.md). `asynchrony`: delays, loss and stragglers
+        injected for real in the actors (engines/ray/asynchrony.py); an asynchronous run
+        (it, or staleness > 0) with a traffic log also writes replay journals
+        (docs/asynchrony.md §6), naming `topology` (the file) for the replay."""
         check_staleness(staleness)
         check_schedule(schedule, mode, staleness, graph)
         self.schedule = schedule
@@ -114,6 +121,13 @@ class RayEngine:
         self.traffic_log = traffic_log
         self.traffic_settings = dict(traffic_settings or {})
         self.recorder: TrafficRecorder | None = None
+        self.asynchrony = asynchrony
+        self.topology = topology
+        self.journal: DriverJournal | None = None   # opened with the traffic log
+        if asynchrony is not None and self.vertices_per_actor == AUTO and placement_from is None:
+            # injected delays and losses act on messages between actors: with auto, one
+            # vertex per actor makes every message one (docs/asynchrony.md §6)
+            self.vertices_per_actor = 1
         check_placement(placement)  # reject a bad name before Ray starts
         self.max_restarts = number("max_restarts", max_restarts, whole=True, minimum=0)
         if placement_from is not None and self.vertices_per_actor != AUTO:
@@ -179,7 +193,7 @@ class RayEngine:
         return (ShardActor.options(num_cpus=0, scheduling_strategy=placement_strategy(node),
                                    max_restarts=self.max_restarts)
                 .remote(self._graph_ref, self.shards[index], shard_of(self.shards), self.mode,
-                        self._traffic, replacement))
+                        self._traffic, replacement, self.asynchrony))
 
     def _replace_actor(self, index: int, alive: dict) -> None:
         """Node loss: re-create shard `index`'s actor on a surviving node, with the
@@ -207,9 +221,13 @@ class RayEngine:
                                         settings=settings)
         self.recorder.flush()  # the header, even if no batch ever runs
         self.scheduler_host = labels[driver_node]
+        journal = self.staleness > 0 or self.asynchrony is not None
+        if journal:
+            self.journal = DriverJournal(directory, run, self)
         return TrafficSpec(directory, run, self.graph.name, settings,
                            tuple(actor_name(i) for i in range(len(where))),
-                           tuple(labels[node] for node in where), labels[driver_node])
+                           tuple(labels[node] for node in where), labels[driver_node],
+                           journal)
 
     def _describe_actors(self) -> list[str]:
         return [f"{actor_name(i)} (vertices {', '.join(names)})"
@@ -237,6 +255,8 @@ class RayEngine:
             except Exception:
                 pass
             self.recorder.flush()
+        if self.journal is not None:
+            self.journal.close()
         for actor in self.actors if lifecycle.healthy() else ():
             try:
                 ray.kill(actor, no_restart=True)
@@ -273,6 +293,8 @@ class RayEngine:
         relaxation = self._assemble(results, settings, scheduler_calls=len(self.actors))
         relaxation.restarts = restarts
         self._log_batch(settings.batch, results, relaxation.energy)
+        if self.journal is not None:
+            self.journal.relaxed(settings, self.params, inputs, target, relaxation, results)
         return relaxation
 
     # --- training: the vertices own their parameters (docs/rounds.md) --------------------
@@ -286,6 +308,8 @@ class RayEngine:
                                for k, a in ps.items()} for v, ps in params.items()},
                           None if optimizer is None else dict(optimizer))
         self._since = []
+        if self.journal is not None:
+            self.journal.restored(*self._snapshot, learning)
         try:
             self._load_snapshot()
         except BaseException as exc:
@@ -314,7 +338,13 @@ class RayEngine:
         step = step_from_results(graph, results, rounds)
         step.restarts = restarts
         self._log_batch(settings.batch, results, step.energy)
-        return step
+        if self.journal is not None:
+            self.journal.trained(settings, inputs, target, step, results)
+        report = asynchrony_report(results)
+        if report is None:
+            return step
+        return RayStep(loss=step.loss, hits=step.hits, energy=step.energy,
+                       messages=step.messages, restarts=step.restarts, report=report)
 
     def snapshot(self) -> tuple[Params, dict]:
         """(parameters, optimizer state) gathered from every actor at this batch
@@ -342,6 +372,8 @@ class RayEngine:
             self.recorder.flush()
         self._snapshot = (params, optimizer)
         self._since = []
+        if self.journal is not None:
+            self.journal.snapshot(params, optimizer)
         return ({v: {k: np.array(a, copy=True) for k, a in ps.items()} for v, ps in params.items()},
                 dict(optimizer))
 
@@ -397,12 +429,19 @@ class RayEngine:
             while True:
                 try:
                     self._load_snapshot()
+                    if self.journal is not None:   # the replay restarts from there too
+                        self.journal.restored(*self._snapshot, self.learning)
                     for template, inputs, target in self._since:
                         settings = replace(template, batch=self._batch)
                         self._batch += 1
                         results = gather(self._dispatch(settings, inputs, target, None),
                                          self.timeout, self._describe_actors(), "replay a batch")
                         self._log_batch(settings.batch, results, None)
+                        if self.journal is not None:
+                            rounds = len(next(iter(results[0]["energy"].values()))) - 1
+                            self.journal.trained(settings, inputs, target,
+                                                 step_from_results(self.graph, results, rounds),
+                                                 results)
                     replayed = len(self._since)
                     break
                 except ActorLost as again:   # lost once more while replaying: start over
@@ -566,6 +605,9 @@ class RayEngine:
             "scheduler_calls": {"setup": self.setup_calls, "per_batch": scheduler_calls},
             "message_counts": counts,
         }
+        injected = asynchrony_report(results)
+        if injected is not None:
+            report.update(injected)
         extras = {"report": report}
         if self.schedule == "backward-in-time":
             extras.update(schedule=self.schedule, rounds=rounds)

@@ -43,7 +43,8 @@ class SimOptions:
         return [key for key in _FAULT_FLAGS if getattr(self, key) not in (None, False, ())]
 
 
-#: flags that change timing or faults: only the sim engine injects them
+#: flags that change timing or faults: the sim engine simulates them, the ray engine
+#: injects them for real (engines/ray/asynchrony.py), the local engine refuses them
 _FAULT_FLAGS = ("delay", "drop", "retransmit", "straggler", "reorder", "asynchrony")
 
 
@@ -72,7 +73,8 @@ def _probability(text: str) -> float:
 
 def add_sim_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "sim engine (simulated time: delays, loss, stragglers; docs/asynchrony.md)")
+        "asynchrony (sim engine: simulated time; ray engine: injected for real; "
+        "docs/asynchrony.md)")
     group.add_argument("--delay", type=_delay, default=None, metavar="DIST",
                        help="delay of every message in rounds: 0, const:2, uniform:0,2, "
                             "exp:1 (mean 1), lognormal:1,0.5; a trailing ms means "

@@ -1,54 +1,52 @@
-"""Record and replay of simulated relaxations (docs/asynchrony.md §6).
+"""Record and replay of asynchronous runs (docs/asynchrony.md §6).
 
-A sim engine with a traffic log (`--traffic-log DIR`) also writes `DIR/<run>.replay`
-(msgpack): per relaxed batch, the parameters, inputs and target, which tag of each
-child every update of every hidden vertex read (asynchronous rounds), the messages
-lost and the tag of the payload that replaced each, and a digest of the outcome
-(updates, errors, input feedback, energies). `neurolocal replay DIR` re-executes each
-batch in one process *without any timing*: every vertex is its own shard, and before
-update u of a vertex the replay delivers exactly the messages that update read,
-re-created by the replayed senders. It then checks the digest: bit for bit or exit 1.
+A sim engine with a traffic log (`--traffic-log DIR`) also writes `DIR/<run>.sim.replay`
+(one msgpack map, version 1): per relaxed batch, the parameters, inputs and target,
+which tag of each child every update of every hidden vertex read (asynchronous
+rounds), the messages lost and the tag of the payload that replaced each, and a digest
+of the outcome (updates, errors, input feedback, energies). An asynchronous Ray run
+writes the same facts as streams (version 2, engines/journal.py): the driver's
+`<run>.scheduler.replay` (settings, parameters, data, digests, training's restores and
+snapshots) and each actor's `<run>.actor-<i>.replay` (its vertices' reads, stale drops
+and lost messages per batch).
+
+`neurolocal replay DIR` re-executes each batch in one process *without any timing*:
+every vertex is its own shard, and before update u of a vertex the replay delivers
+exactly the messages that update read, re-created by the replayed senders. Training
+batches run on shards that keep their parameters and optimizers from batch to batch,
+as the vertices did. Nothing here depends on which transport wrote the journal. It
+then checks the digests: bit for bit (exit 0) or the first differing batch and
+vertex (exit 1).
 """
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-import numpy as np
 
+from neurolocal.engines.journal import (
+    FORMAT,
+    SUFFIX,
+    read_stream,
+    state_digest,
+    step_digest,
+    unpack_params,
+    vertex_digests,
+)
+from neurolocal.engines.journal import (
+    pack_array as _array,
+)
+from neurolocal.engines.journal import (
+    relaxation_digest as digest,
+)
+from neurolocal.engines.journal import (
+    unpack_array as _from,
+)
 from neurolocal.errors import ConfigError
 
-FORMAT, VERSION, SUFFIX = "neurolocal-replay", 1, ".replay"
-
-
-def _array(a) -> dict:
-    a = np.ascontiguousarray(a)
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
-
-
-def _from(d) -> np.ndarray:
-    return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
-
-
-def digest(graph, relaxation) -> str:
-    """sha256 of a relaxation's numbers in graph order (what a replay must reproduce)."""
-    h = hashlib.sha256()
-
-    def add(label: str, value) -> None:
-        h.update(label.encode())
-        h.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
-
-    for name in graph.order:
-        for key, value in sorted(relaxation.dtheta.get(name, {}).items()):
-            add(f"dtheta {name}.{key}", value)
-        if name in relaxation.errors:
-            add(f"error {name}", relaxation.errors[name])
-        if name in relaxation.input_feedback:
-            add(f"input {name}", relaxation.input_feedback[name])
-    add("energy", relaxation.energy)
-    return h.hexdigest()
+VERSION = 1   # the sim engine's single-map journal; Ray's streams are version 2
 
 
 def write_journal(path: Path, engine, topology: str | None, relaxations: list) -> None:
@@ -70,45 +68,91 @@ def write_journal(path: Path, engine, topology: str | None, relaxations: list) -
     path.write_bytes(msgpack.packb(document, use_bin_type=True))
 
 
-def read_journals(directory: str) -> list[tuple[Path, dict]]:
-    found = sorted(Path(directory).glob(f"*{SUFFIX}"))
+@dataclass
+class Journal:
+    """One recorded run, whatever wrote it: the header and its events in order (restore,
+    batch, snapshot), each batch with the reads and lost messages of every vertex."""
+    source: Path
+    header: dict
+    events: list
+    cut: list = field(default_factory=list)    # streams whose tail was cut
+
+
+def read_journals(directory: str) -> list[Journal]:
     if not Path(directory).is_dir():
         raise ConfigError("no such directory", source=directory)
+    found = sorted(Path(directory).glob(f"*{SUFFIX}"))
     if not found:
-        raise ConfigError("no replay journal (*.replay): record one with --engine sim "
-                          "--traffic-log DIR on check-grad", source=directory)
-    journals = []
+        raise ConfigError("no replay journal (*.replay): record one with --traffic-log DIR on "
+                          "an asynchronous run (--engine sim, or --engine ray with "
+                          "--staleness or injected delays)", source=directory)
+    journals, streams = [], []
     for path in found:
         try:
-            document = msgpack.unpackb(path.read_bytes(), raw=False)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise ConfigError(f"not a replay journal: {exc}", source=str(path)) from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            objects, cut = read_stream(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+        first = objects[0] if objects else None
+        if not isinstance(first, dict) or first.get("format") != FORMAT:
             raise ConfigError("not a replay journal", source=str(path))
-        journals.append((path, document))
+        if first.get("version") == VERSION:     # a sim journal: one map
+            events = [{"event": "batch", "training": False, **b} for b in first["batches"]]
+            journals.append(Journal(path, first, events))
+        else:
+            streams.append((path, first, objects[1:], cut))
+    drivers = [s for s in streams if s[1].get("writer") == "scheduler"]
+    for path, header, events, cut in drivers:
+        run = header["run"]
+        mine = [s for s in streams if s[0].name.startswith(run + ".")]
+        writers = {h.get("writer", "").split("-restart-")[0] for _, h, _, _ in mine}
+        missing = [f"actor-{i}" for i in range(header.get("actors", 0))
+                   if f"actor-{i}" not in writers]
+        if missing:
+            raise ConfigError(f"the journal of {', '.join(missing[:5])} is missing "
+                              f"({run}.actor-N.replay): the run cannot be replayed",
+                              source=str(path))
+        if not any(e.get("event") == "batch" for e in events):
+            raise ConfigError("the journal holds no whole batch (the run stopped before its "
+                              "first batch ended): nothing to replay", source=str(path))
+        reads: dict[int, dict] = {}
+        for p, h, entries, _ in mine:
+            for entry in entries if h.get("writer") != "scheduler" else ():
+                part = reads.setdefault(entry["batch"], {"reads": [], "lost": [], "stale": []})
+                for key in part:
+                    part[key].extend(entry.get(key, []))
+        for event in events:
+            if event.get("event") == "batch":
+                event.update(reads.get(event["batch"], {"reads": [], "lost": [], "stale": []}))
+        journals.append(Journal(path, header, events, [p.name for p, _, _, c in mine if c]))
+    if not journals:
+        raise ConfigError("only actor journals, no scheduler journal (<run>.scheduler.replay)",
+                          source=directory)
     return journals
 
 
-def replay_batch(graph, document: dict, batch: dict):
-    """Re-execute one journaled batch; returns its Relaxation."""
-    from neurolocal.engines.base import Relaxation
-    from neurolocal.engines.rounds import (
-        CONSTANT,
-        FEEDBACK,
-        RunSettings,
-        Shard,
-        merge_results,
-    )
+def graph_of(journal: Journal):
+    """The recorded graph: the topology text the journal holds, else its file."""
+    from neurolocal.topology import load_topology, topology_from_dict
+
+    header, source = journal.header, str(journal.source)
+    text = header.get("topology_text")
+    if text:
+        import yaml
+
+        return topology_from_dict(yaml.safe_load(text), default_name=header["graph"]).graph
+    if not header.get("topology"):
+        raise ConfigError("the journal names no topology file", source=source)
+    return load_topology(header["topology"]).graph
+
+
+def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, inputs, target):
+    """Re-execute one journaled batch on `shards` (one per vertex, in graph order; they
+    keep their parameters and optimizers when training). Returns the shards' results."""
+    from neurolocal.engines.rounds import CONSTANT, FEEDBACK
     from neurolocal.engines.sim.transport import _zeros_like
 
-    staleness = int(document["staleness"])
+    staleness = settings.staleness
     index = {n: i for i, n in enumerate(graph.order)}
-    shards = [Shard(graph, (n,), index, document["mode"]) for n in graph.order]
-    params = {v: {k: _from(a) for k, a in ps.items()} for v, ps in batch["params"].items()}
-    inputs = {n: _from(a) for n, a in batch["inputs"].items()}
-    target = _from(batch["target"])
-    settings = RunSettings(batch["batch"], batch["eta"], batch["iterations"], staleness,
-                           batch["read_inputs"], document["schedule"])
     plan: dict[str, dict[int, list]] = {}
     for vertex, update, child, tag in batch["reads"]:
         plan.setdefault(vertex, {}).setdefault(update, []).append((child, tag))
@@ -144,7 +188,6 @@ def replay_batch(graph, document: dict, batch: dict):
     for i, shard in enumerate(shards):
         name = graph.order[i]
         shard.horizon = 0 if staleness > 0 else None
-        shard.load_params(params)
         post(shard.begin(settings, None, {name: inputs[name]} if name in inputs else {},
                          target if name == graph.output else None))
     while True:
@@ -178,34 +221,173 @@ def replay_batch(graph, document: dict, batch: dict):
     if not all(shard.done for shard in shards):
         raise ConfigError("the journal does not describe a complete run (was it written by "
                           "another version?)", field=f"batch {batch['batch']}")
+    return [shard.result() for shard in shards]
+
+
+@dataclass
+class Outcome:
+    """What replaying one journal found: counts, and the first difference (None: bit for
+    bit). `params`/`optimizer`: the replayed vertices' final state (training)."""
+    batches: int = 0
+    training: int = 0
+    reads: int = 0
+    lost: int = 0
+    stale: int = 0
+    snapshots: int = 0
+    difference: str | None = None
+    params: dict | None = None
+    optimizer: dict | None = None
+
+
+def _first_vertex(graph, want: dict | None, got: dict) -> str:
+    if not want:
+        return ""
+    for name in graph.order:
+        if want.get(name) != got.get(name):
+            return f", vertex {name}"
+    return ""
+
+
+def replay(journal: Journal, on_batch=None) -> Outcome:
+    """Re-execute every event of a journal; stop at the first difference."""
+    from neurolocal.engines.base import Relaxation
+    from neurolocal.engines.rounds import (
+        Learning,
+        RunSettings,
+        Shard,
+        merge_results,
+        merge_snapshots,
+        step_from_results,
+    )
+
+    graph = graph_of(journal)
+    header = journal.header
+    mode, schedule = header["mode"], header["schedule"]
+    index = {n: i for i, n in enumerate(graph.order)}
+    shards = [Shard(graph, (n,), index, mode) for n in graph.order]
+    learning = None
+    outcome = Outcome()
+    for event in journal.events:
+        kind = event["event"]
+        if kind == "restore":
+            from neurolocal.training.optimizers import make_optimizer
+
+            spec = event["learning"]
+            learning = Learning(spec["optimizer"], spec["lr"],
+                                tuple(tuple(o) for o in spec["options"]),
+                                spec["updates_per_batch"], make_optimizer)
+            params = unpack_params(event["params"])
+            optimizer = (None if event["optimizer"] is None else
+                         {k: _from(v) for k, v in event["optimizer"].items()})
+            for shard in shards:
+                shard.restore(params, optimizer, learning)
+            continue
+        if kind == "snapshot":
+            outcome.snapshots += 1
+            params, optimizer = merge_snapshots(graph, [s.snapshot() for s in shards])
+            if state_digest(params, optimizer) != event["digest"]:
+                got = {v: state_digest({v: ps}, None) for v, ps in params.items()}
+                outcome.difference = (f"the weights after batch {outcome.batches}"
+                                      + _first_vertex(graph, event.get("vertices"), got))
+                return outcome
+            continue
+        training = event.get("training", False)
+        staleness = event.get("staleness", header.get("staleness", 0))
+        settings = RunSettings(event["batch"], event["eta"], event["iterations"], staleness,
+                               event["read_inputs"], schedule, learning if training else None)
+        if training and learning is None:
+            raise ConfigError("a training batch before any restore event",
+                              source=str(journal.source))
+        if not training:
+            params = unpack_params(event["params"])
+            for shard in shards:
+                shard.load_params(params)
+        inputs = {n: _from(a) for n, a in event["inputs"].items()}
+        target = _from(event["target"])
+        results = run_batch(graph, mode, schedule, settings, shards, event, inputs, target)
+        rounds = shards[0].schedule.rounds
+        outcome.batches += 1
+        outcome.training += training
+        outcome.reads += len(event["reads"])
+        outcome.lost += len(event["lost"])
+        outcome.stale += len(event.get("stale", []))
+        if training:
+            same = step_digest(step_from_results(graph, results, rounds)) == event["digest"]
+        else:
+            dtheta, errors, input_feedback, energy, loss, prediction, _ = merge_results(
+                graph, results, rounds, settings.read_inputs)
+            relaxation = Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
+                                    energy=energy, loss=loss, prediction=prediction)
+            same = digest(graph, relaxation) == event["digest"]
+        if on_batch is not None:
+            on_batch()
+        if not same:
+            outcome.difference = (f"batch {event['batch']}"
+                                  + _first_vertex(graph, event.get("vertices"),
+                                                  vertex_digests(results)))
+            return outcome
+    if learning is not None:
+        outcome.params, outcome.optimizer = merge_snapshots(graph, [s.snapshot() for s in shards])
+    return outcome
+
+
+def replay_batch(graph, document: dict, batch: dict):
+    """Re-execute one batch of a sim journal (version 1); returns its Relaxation."""
+    from neurolocal.engines.base import Relaxation
+    from neurolocal.engines.rounds import RunSettings, Shard, merge_results
+
+    index = {n: i for i, n in enumerate(graph.order)}
+    shards = [Shard(graph, (n,), index, document["mode"]) for n in graph.order]
+    params = unpack_params(batch["params"])
+    for shard in shards:
+        shard.load_params(params)
+    settings = RunSettings(batch["batch"], batch["eta"], batch["iterations"],
+                           int(document["staleness"]), batch["read_inputs"],
+                           document["schedule"])
+    results = run_batch(graph, document["mode"], document["schedule"], settings, shards, batch,
+                        {n: _from(a) for n, a in batch["inputs"].items()},
+                        _from(batch["target"]))
     rounds = shards[0].schedule.rounds
     dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
-        graph, [shard.result() for shard in shards], rounds, batch["read_inputs"])
+        graph, results, rounds, batch["read_inputs"])
     return Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
                       energy=energy, loss=loss, prediction=prediction,
                       messages=counts["local_messages"] + counts["remote_messages"])
 
 
 def cmd_replay(args) -> int:
-    from neurolocal.topology import load_topology
+    import sys
+
+    from tqdm import tqdm
 
     failed = 0
-    for path, document in read_journals(args.directory):
-        if not document.get("topology"):
-            raise ConfigError("the journal names no topology file", source=str(path))
-        graph = load_topology(document["topology"]).graph
-        for batch in document["batches"]:
-            relaxation = replay_batch(graph, document, batch)
-            same = digest(graph, relaxation) == batch["digest"]
-            failed += not same
-            print(f"{path.name} batch {batch['batch']}: {len(batch['reads'])} recorded reads, "
-                  f"{len(batch['lost'])} lost messages, staleness {document['staleness']}: "
-                  + ("replayed bit for bit" if same else "DIFFERS from the recorded run"))
+    for journal in read_journals(args.directory):
+        header = journal.header
+        for name in journal.cut:
+            print(f"neurolocal: warning: {name} ends in a cut record (its writer was killed); "
+                  "read up to its last whole batch", file=sys.stderr)
+        batches = sum(e["event"] == "batch" for e in journal.events)
+        with tqdm(total=batches, desc=f"replay {journal.source.name}", unit="batch",
+                  disable=None, leave=False) as bar:   # a bar on a terminal only
+            outcome = replay(journal, on_batch=lambda: bar.update(1))
+        engine = header.get("engine", "sim")
+        what = (f"{journal.source.name}: {engine} run, {outcome.batches} batch(es)"
+                f" ({outcome.training} training), {outcome.reads} recorded reads, "
+                f"{outcome.lost} lost messages, {outcome.stale} stale drops, "
+                f"{outcome.snapshots} weight snapshot(s), staleness {header.get('staleness', 0)}")
+        if outcome.difference is None:
+            print(f"{what}: replayed bit for bit")
+        else:
+            failed += 1
+            print(f"{what}: DIFFERS from the recorded run at {outcome.difference}")
     return 1 if failed else 0
 
 
 def add_replay_parser(commands) -> None:
-    replay = commands.add_parser(
-        "replay", help="re-execute a recorded simulated run in one process, bit for bit")
-    replay.add_argument("directory", help="the --traffic-log DIR of a `--engine sim` run")
-    replay.set_defaults(run=cmd_replay)
+    replay_ = commands.add_parser(
+        "replay", help="re-execute a recorded asynchronous run (sim or ray) in one process, "
+                       "bit for bit")
+    replay_.add_argument("directory", help="the --traffic-log DIR of an asynchronous run "
+                                           "(--engine sim, or --engine ray with --staleness "
+                                           "or injected delays)")
+    replay_.set_defaults(run=cmd_replay)
