@@ -399,7 +399,7 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "placement_from": "--placement-from",
                 "placement": "--placement", "timeout": "--timeout",
                 "max_restarts": "--max-restarts", "fault": "--fault", "pipeline": "--pipeline",
-                "dtype": "--dtype"}
+                "post_ahead": "--post-ahead", "dtype": "--dtype"}
 
 
 def _as_flags(exc: NeurolocalError) -> str:
@@ -479,6 +479,10 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                      help="Ray restarts an actor that died up to N times; every vertex is "
                           "restored from the last snapshot and the batches since are replayed "
                           "(default 3; 0: the first death ends the run)")
+    ray.add_argument("--post-ahead", type=_positive_int, default=None, metavar="P",
+                     help="training: keep P batches posted to the actors at once, each actor "
+                          "running them in order (same numbers bit for bit; docs/rounds.md "
+                          "§6; default 3; 1: wait for each batch's results)")
     ray.add_argument("--fault", type=_fault, default=None, metavar="ACTOR:BATCH",
                      help="testing aid: kill actor ACTOR (its index, as in actor-3) in the "
                           "middle of batch BATCH (0: the first batch this command relaxes), once")

@@ -157,3 +157,91 @@ def test_a_worker_killed_with_sigkill_is_restored_from_the_snapshot():
     assert got_optimizer.keys() == want_optimizer.keys()
     for key, value in want_optimizer.items():
         np.testing.assert_array_equal(got_optimizer[key], value)
+
+
+# --- posting ahead (docs/rounds.md §6) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology, packing", [(MLP, "auto"), (MLP, 1), (RNN, 12)])
+def test_posting_batches_ahead_trains_bitwise_as_batch_after_batch(tmp_path, topology, packing):
+    """The driver keeps 4 batches posted (small batches: many per epoch, so they really
+    overlap) and the weights and optimizer state end bitwise equal to waiting for every
+    batch and to the local engine: default packing, one vertex per actor, and the tied
+    RNN, whose members begin a batch only once their owners' new values are in."""
+    common = ["--epochs", 2, "--batch-size", 64, "--seed", 3, "--quiet"]
+    assert run("run", topology, *common, "--engine", "local", "--out", tmp_path / "local",
+               "--no-traffic-log") == 0
+    for ahead in (1, 4):
+        assert run("run", topology, *common, "--engine", "ray", "--vertices-per-actor", packing,
+                   "--post-ahead", ahead, "--out", tmp_path / f"ray-{ahead}") == 0
+    want = state(tmp_path / "local")
+    assert_bitwise(state(tmp_path / "ray-1"), want)
+    assert_bitwise(state(tmp_path / "ray-4"), want)
+
+    # the scheduler really posted ahead: the calls of batches 1..3 left it before the
+    # replies of batch 0 came back (with 1, never: each call waits for the last reply)
+    for ahead in (1, 4):
+        log = read_traffic(tmp_path / f"ray-{ahead}" / "traffic")
+        assert audit(log, load_topology(topology).graph).ok
+        c = log.columns
+        control = c["kind"] == "control"
+        calls = control & (c["src"] == SCHEDULER) & (c["dst"] != SCHEDULER)
+        replies = control & (c["dst"] == SCHEDULER) & (c["src"] != SCHEDULER)
+        first = min(int(b) for b in c["batch"][calls])
+        ids = sorted({int(b) for b in c["batch"][calls]})
+        second = ids[1]
+        reply_first = c["t_recv"][replies & (c["batch"] == first)].max()
+        call_second = c["t_send"][calls & (c["batch"] == second)].min()
+        assert (call_second < reply_first) == (ahead > 1), (ahead, call_second, reply_first)
+
+
+def test_a_worker_killed_while_batches_are_posted_ahead_is_restored_and_replayed():
+    """kill -9 of an actor's worker while batches are in flight (posted ahead): every
+    batch in flight is abandoned, the actor restarted, every vertex restored from the
+    snapshot, the collected batches replayed and the ones in flight posted again; the
+    epoch ends bitwise as the local engine's."""
+    topology = load_topology(MLP)
+    graph = topology.graph
+    data = load_for_graph("digits", graph)
+    settings = training.resolve_settings(topology.training, {"lr": 0.01}, graph)
+    learning = learning_of(settings)
+    params = graph.init_params(3)
+    order = np.random.default_rng(5).permutation(data.train_size)
+    batches = [order[i:i + 64] for i in range(0, 64 * 10, 64)]
+
+    def train(engine, kill=None):
+        engine.restore({v: {k: a.copy() for k, a in p.items()} for v, p in params.items()},
+                       None, learning)
+
+        def read():
+            for b, idx in enumerate(batches):
+                if kill is not None and b == 6:   # batches 3..5 are in flight now
+                    kill(engine)
+                yield {"image": data.train_inputs["image"][idx]}, data.train_target[idx]
+
+        steps = list(engine.train_batches(read(), eta=1.0, iterations=2))
+        return engine.snapshot(), [r for s in steps for r in s.restarts], steps
+
+    def sigkill(engine):
+        pid = engine.actor_info[2]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                break
+
+    (want, want_optimizer), _, want_steps = train(LocalEngine(graph, params))
+    with RayEngine(graph, params, vertices_per_actor=1, post_ahead=3) as engine:
+        assert engine.ahead == 3
+        (got, got_optimizer), restarts, steps = train(engine, sigkill)
+    assert [(r.actor, r.vertices) for r in restarts] == [("actor-2", ("hidden2",))]
+    assert [s.loss for s in steps] == [s.loss for s in want_steps]
+    for vertex, per_param in want.items():
+        for name, value in per_param.items():
+            np.testing.assert_array_equal(got[vertex][name], value)
+    assert got_optimizer.keys() == want_optimizer.keys()
+    for key, value in want_optimizer.items():
+        np.testing.assert_array_equal(got_optimizer[key], value)

@@ -70,7 +70,8 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
                      timeout=config.timeout, traffic_log=config.traffic_log,
                      traffic_settings=log_settings, max_restarts=config.max_restarts,
                      fault=config.fault, asynchrony=injection_from_config(config, graph),
-                     topology=getattr(config.sim, "topology", None), dtype=config.dtype)
+                     topology=getattr(config.sim, "topology", None), dtype=config.dtype,
+                     post_ahead=config.post_ahead)
 
 
 def relax_once(config: EngineConfig, graph, params, inputs, target, *, eta: float,

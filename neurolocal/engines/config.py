@@ -21,6 +21,8 @@ PLACEMENTS = ("spread", "pack")
 DEFAULT_TIMEOUT = 300.0
 #: how often Ray may restart one actor that died before the run gives up
 DEFAULT_MAX_RESTARTS = 3
+#: training batches the Ray driver keeps posted to the actors at once (docs/rounds.md §6)
+DEFAULT_POST_AHEAD = 3
 #: `vertices_per_actor` meaning "about one shard per core, by a min-cut partition"
 #: (docs/placement.md)
 AUTO = "auto"
@@ -67,6 +69,9 @@ class EngineConfig:
     #: training: batches in flight through the graph at once (docs/asynchrony.md §7);
     #: 1 is batch after batch. Built on the sim and local engines.
     pipeline: int = 1
+    #: ray, training: batches posted to the actors before the first one's results are
+    #: collected (docs/rounds.md §6); 1 waits for every batch. Same numbers bit for bit.
+    post_ahead: int = DEFAULT_POST_AHEAD
     #: float64 (default) or float32: parameters, values and messages (neurolocal/dtypes.py)
     dtype: str = "float64"
 
@@ -90,6 +95,7 @@ class EngineConfig:
         set_(self, "max_restarts", number("max_restarts", self.max_restarts, whole=True,
                                           minimum=0))
         set_(self, "pipeline", number("pipeline", self.pipeline, whole=True, minimum=1))
+        set_(self, "post_ahead", number("post_ahead", self.post_ahead, whole=True, minimum=1))
         if self.fault is not None:
             try:
                 actor, batch = self.fault

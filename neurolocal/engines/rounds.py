@@ -290,7 +290,8 @@ class Slot:
         self.partials: dict[str, list] = {}                # member -> [(param, partial)]
         self.accumulated: dict[str, np.ndarray] | None = None   # ipc: summed round updates
         self.learned = False                               # training: own update applied
-        self.awaiting_params = False                       # training: a member's new values
+        #: training: owners whose new values of tied parameters this member still awaits
+        self.awaiting_params = 0
         self.consumed = []
 
     @property
@@ -342,6 +343,8 @@ class Shard:
         #: (docs/asynchrony.md §7)
         self.hold_learning = False
         self.pending: dict[int, list[Message]] = {}   # messages for a batch not begun yet
+        #: messages of batch ids up to this one are dropped (`abandon`)
+        self.abandoned = -1
         self.outbox: Outgoing = {}
         self.counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
         self.input_feedback: dict[str, np.ndarray] = {}
@@ -392,12 +395,23 @@ class Shard:
             return self._fused_strict()
         return self._advance()
 
+    def abandon(self) -> None:
+        """Stop the current batch (a restore from a snapshot supersedes it): no vertex
+        steps on, and late messages of it, or of any batch id before it, are dropped.
+        Messages of later ids stay pending; a replay runs under fresh, higher ids."""
+        if self.settings is not None:
+            self.abandoned = max(self.abandoned, self.settings.batch)
+            self.settings = None
+        self.pending = {b: m for b, m in self.pending.items() if b > self.abandoned}
+
     def deliver(self, messages: Sequence[Message]) -> Outgoing:
         current = None if self.settings is None else self.settings.batch
         if self.log is not None:
             self._log_received(messages, now())
         for message in messages:
             batch = message[0]
+            if batch <= self.abandoned:
+                continue   # a late message of an abandoned batch
             if current is None or batch > current:
                 self.pending.setdefault(batch, []).append(message)
             elif batch == current:
@@ -495,7 +509,7 @@ class Shard:
         elif kind == PARAM:
             for param, value in payload:   # the owner's new values, into this vertex's own
                 slot.rule.params[param][...] = value
-            slot.awaiting_params = False
+            slot.awaiting_params -= 1   # one `param` message per owner
         else:
             raise ValueError(f"unknown message kind {kind!r}")
 
@@ -804,7 +818,11 @@ class Shard:
         for owner, partials in slot.rule.partial_messages(slot.update).items():
             self._send(PARTIAL, self.schedule.rounds, slot.name, owner, partials)
         if learning is not None and slot.rule.sends:
-            slot.awaiting_params = True   # its shared tensors come back from their owners
+            # its shared tensors come back from their owners, one `param` message each:
+            # the vertex (and so its shard) is done only when every one has arrived, so a
+            # transport that begins the next batch once a shard is done (Ray posting
+            # batches ahead) never predicts with a stale copy
+            slot.awaiting_params = len({owner for owner, _ in slot.rule.sends.values()})
 
     def _learn(self, slot: Slot) -> None:
         """Training: the vertex's update is final (tied partials summed): its optimizer

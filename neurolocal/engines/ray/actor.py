@@ -103,6 +103,11 @@ class ShardActor:
                     if journal else None)
             self.journal = ActorJournal(path, writer or self.name, self.shard.names)
         self._paused = False               # a pause caps the shard's rounds (horizon)
+        # posting ahead (run_batch's `after`): the last batch id done here, an event set
+        # whenever one is, and the era a restore ends (it abandons every waiting batch)
+        self.last_done: int | None = None
+        self.turn = asyncio.Event()
+        self.era = 0
 
     def writer_name(self) -> str:
         """A restarted actor opens a stream of its own (`actor-3-restart-1`): its dead
@@ -122,9 +127,23 @@ class ShardActor:
                 "pid": os.getpid(), "restarted": self.restarted}
 
     async def run_batch(self, settings: RunSettings, params, inputs, target,
-                        t_send: float = 0.0) -> dict:
+                        t_send: float = 0.0, after: int | None = None) -> dict:
+        """Run one batch and answer its scalars once this shard's vertices are done.
+
+        `after`: posting ahead (docs/rounds.md §6), the batch id this actor must finish
+        first; the call waits for it (whatever order Ray starts the calls in), so
+        batches run strictly in order and a batch begins only once every vertex here
+        has applied its update for the previous one. None: begin now, superseding a
+        batch a dead peer left unfinished (a replay). A `restore` abandons every batch
+        running or waiting here."""
         if self.peers is None:
             raise ActorNotReady(f"{self.name} was restarted and is not connected yet")
+        if after is not None:
+            era = self.era
+            while self.last_done != after and self.era == era:
+                await self.turn.wait()
+            if self.era != era:   # a restore came first: the driver no longer waits for it
+                return {"abandoned": settings.batch}
         if self.finished is not None and not self.finished.is_set():
             self.finished.set()  # a replay supersedes a batch a dead peer left unfinished
         if self.traffic is not None:  # the scheduler's call is a control message
@@ -148,6 +167,9 @@ class ShardActor:
         if self.failure is not None:
             raise self.failure
         result = {**self.shard.result(), "t_send": now()}
+        self.last_done = settings.batch   # a batch posted after this one may begin
+        self.turn.set()
+        self.turn = asyncio.Event()
         if self.journal is not None:
             counts = (self.outbox.take_counts(settings.batch) if self.outbox is not None
                       else {"messages_lost": 0, "messages_retransmitted": 0})
@@ -167,7 +189,17 @@ class ShardActor:
             self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
 
     async def restore(self, params, optimizer, learning) -> None:
-        """Its vertices back to a snapshot held by the driver (`Shard.restore`)."""
+        """Its vertices back to a snapshot held by the driver (`Shard.restore`). A batch
+        still running here (its peer died) is abandoned first, so no late message of it
+        moves a restored weight, and so is every batch posted ahead and waiting."""
+        self.shard.abandon()
+        if self.finished is not None and not self.finished.is_set():
+            self.finished.set()   # its run_batch answers "abandoned"
+        self.finished = None
+        self.era += 1
+        self.last_done = None
+        self.turn.set()
+        self.turn = asyncio.Event()
         self.shard.restore(params, optimizer, learning)
 
     async def snapshot(self) -> dict:

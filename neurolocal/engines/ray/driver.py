@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from collections import deque
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 import ray
 
 from neurolocal.dtypes import cast_params, check_dtype
-from neurolocal.engines.config import (AUTO, DEFAULT_MAX_RESTARTS, DEFAULT_TIMEOUT,
-                                       check_vertices_per_actor)
+from neurolocal.engines.config import (AUTO, DEFAULT_MAX_RESTARTS, DEFAULT_POST_AHEAD,
+                                       DEFAULT_TIMEOUT, check_vertices_per_actor)
 from neurolocal.engines.base import (
     Relaxation,
     Restart,
@@ -93,7 +94,7 @@ class RayEngine:
                  max_restarts: int = DEFAULT_MAX_RESTARTS,
                  fault: tuple[int, int] | None = None,
                  asynchrony: Injection | None = None, topology: str | None = None,
-                 dtype: str = "float64"):
+                 dtype: str = "float64", post_ahead: int = DEFAULT_POST_AHEAD):
         """`timeout`: seconds any wait of the driver may take (actors starting, a batch,
         a restarted actor coming back). `traffic_log`: a directory for the traffic log;
         `traffic_settings` go into its headers (eta, iterations, read_inputs: what the
@@ -105,7 +106,10 @@ class RayEngine:
         placement.py, docs/placement.md). `asynchrony`: delays, loss and stragglers
         injected for real in the actors (engines/ray/asynchrony.py); an asynchronous run
         (it, or staleness > 0) with a traffic log also writes replay journals
-        (docs/asynchrony.md §6), naming `topology` (the file) for the replay."""
+        (docs/asynchrony.md §6), naming `topology` (the file) for the replay.
+        `post_ahead`: training batches `train_batches` keeps posted to the actors at once
+        (docs/rounds.md §6; 1 where the run is asynchronous)."""
+        self.post_ahead = number("post_ahead", post_ahead, whole=True, minimum=1)
         check_staleness(staleness)
         check_schedule(schedule, mode, staleness, graph)
         self.schedule = schedule
@@ -346,6 +350,125 @@ class RayEngine:
         return RayStep(loss=step.loss, hits=step.hits, energy=step.energy,
                        messages=step.messages, restarts=step.restarts, report=report)
 
+    @property
+    def ahead(self) -> int:
+        """Batches `train_batches` keeps posted: `post_ahead`, or 1 for an asynchronous
+        run (staleness, injected asynchrony), whose replay journals follow one batch at
+        a time (docs/asynchrony.md §6)."""
+        if self.staleness > 0 or self.asynchrony is not None or self.journal is not None:
+            return 1
+        return self.post_ahead
+
+    def train_batches(self, batches, eta: float = 1.0, iterations: int | None = None,
+                      pipeline: int = 1):
+        """Train on `batches` ((inputs, target) pairs, read lazily), yielding each batch's
+        `Step` in order: the same steps, bit for bit, as `train_step` batch after batch.
+
+        Posting ahead (docs/rounds.md §6): up to `ahead` batches are posted to the actors
+        at once instead of waiting for one batch's results before posting the next.
+        Every actor runs its batches strictly in order (`run_batch`'s `after`) and
+        begins the next only when its own vertices are done with the previous one:
+        updates applied, and the new values of tied copies received from their owners.
+        Each vertex owns its weights, so they are then exactly the synchronous ones.
+        An actor lost under a batch: every batch in flight is abandoned, the lost actor
+        restarted and every actor restored and replayed (`restart_lost_actors`), and
+        the batches in flight posted again under fresh ids. `--fault`'s batch runs alone
+        (the batches before it collected first, none posted before it is), so the actor
+        dies under exactly that batch and it is the one batch abandoned, as with 1."""
+        if pipeline != 1:
+            raise ConfigError("the Ray engine posts batches ahead instead of pipelining",
+                              field="pipeline")
+        ahead = self.ahead
+        if ahead == 1:
+            for inputs, target in batches:
+                yield self.train_step(inputs, target, eta=eta, iterations=iterations)
+            return
+        graph = self.graph
+        self._check_open()
+        if self.learning is None:
+            raise RuntimeError("train_batches needs restore() first (parameters and optimizer)")
+        iterations = default_iterations(graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        source = iter(batches)
+        flight: deque[_Posted] = deque()
+        waiting: list = []   # a batch read but held back (the fault's batch waits for a drain)
+        alone = None if self.fault is None else self.fault[1]
+        try:
+            lifecycle.check_embedded()
+            while True:
+                while len(flight) < ahead:
+                    if not waiting:
+                        item = next(source, None)
+                        if item is None:
+                            break
+                        inputs, target = prepare_batch(graph, *item, dtype=self.dtype)
+                        template = RunSettings(0, float(eta), int(iterations), self.staleness,
+                                               False, self.schedule, self.learning,
+                                               dtype=self.dtype)
+                        waiting.append(_Posted(template, inputs, target, self._relaxed))
+                        self._relaxed += 1
+                    if flight and alone in (waiting[0].index, flight[-1].index):
+                        break   # the fault's batch runs alone: after a drain, none after it
+                    self._post(waiting.pop(), flight)
+                if not flight:
+                    return
+                oldest = flight[0]
+                try:
+                    results = gather(oldest.calls, self.timeout, self._describe_actors(),
+                                     "finish its batch")
+                except ActorLost as lost:
+                    oldest.restarts += self.restart_lost_actors(lost, oldest.index,
+                                                                oldest.settings.batch,
+                                                                oldest.dispatched)
+                    again = list(flight)
+                    flight.clear()
+                    self._mark_abandoned([p.settings.batch for p in again[1:]])
+                    for posted in again:   # fresh ids, in order, after the replay
+                        self._post(posted, flight)
+                    continue
+                except ActorsLate as late:  # a partition, or a node too slow: say which
+                    raise EngineError(self._unreachable(late)) from None
+                flight.popleft()
+                self._since.append((oldest.template, oldest.inputs, oldest.target))
+                rounds = len(next(iter(results[0]["energy"].values()))) - 1
+                step = step_from_results(graph, results, rounds)
+                step.restarts = oldest.restarts
+                self._log_batch(oldest.settings.batch, results, step.energy)
+                yield step
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            failure = lifecycle.ray_failure(exc)  # a dead GCS or raylet: one line, exit 2
+            self.close()  # actors are mid-batch, waiting for peers that will never speak
+            if failure is not None:
+                raise failure from None
+            raise
+
+    def _post(self, posted: "_Posted", flight: deque) -> None:
+        """Post one batch under a fresh id, after the newest batch in flight; kill the
+        fault's victim right after its batch is posted."""
+        after = flight[-1].settings.batch if flight else None
+        posted.settings = replace(posted.template, batch=self._batch)
+        self._batch += 1
+        posted.dispatched = now()
+        posted.calls = self._dispatch(posted.settings, posted.inputs, posted.target, None, after)
+        flight.append(posted)
+        if self.fault is not None and self.fault[1] == posted.index:
+            victim = self.fault[0]
+            self.fault = None  # once: the replay must not be killed again
+            ray.kill(self.actors[victim], no_restart=False)
+
+    def _mark_abandoned(self, batches: list[int]) -> None:
+        """Batch ids posted ahead and given up after a restart: marked abandoned in the
+        traffic log, as `_recover` marks the one that failed."""
+        if self.recorder is None or not batches:
+            return
+        t = now()
+        for batch in batches:
+            self.recorder.record(batch, 0, SCHEDULER, SCHEDULER, "control", 0, t, t,
+                                 self.scheduler_host, self.scheduler_host, SCHEDULER, SCHEDULER)
+        self.recorder.flush()
+
     def snapshot(self) -> tuple[Params, dict]:
         """(parameters, optimizer state) gathered from every actor at this batch
         boundary, in the checkpoint's layout; kept on the driver as the state a restarted
@@ -472,16 +595,19 @@ class RayEngine:
             self.recorder.record_energy(batch, energy)
         self.recorder.flush()
 
-    def _dispatch(self, settings: RunSettings, inputs, target, params) -> list:
+    def _dispatch(self, settings: RunSettings, inputs, target, params,
+                  after: int | None = None) -> list:
         """One `run_batch` call per actor: its inputs' data, the target if the output is
-        its, and (relaxing only) its vertices' parameters."""
+        its, and (relaxing only) its vertices' parameters. `after`: the batch id posted
+        before this one and not yet collected (posting ahead), which every actor
+        finishes first."""
         calls = []
         for actor, names in zip(self.actors, self.shards):
             mine = None if params is None else {n: params[n] for n in names if n in params}
             data = {n: inputs[n] for n in names if n in inputs}
             calls.append(actor.run_batch.remote(settings, mine, data,
                                                 target if self.graph.output in names else None,
-                                                now()))
+                                                now(), after))
         return calls
 
     def _recover(self, lost: ActorLost, index: int, batch: int, dispatched: float) -> list[dict]:
@@ -615,6 +741,20 @@ class RayEngine:
                           energy=energy, loss=loss, prediction=prediction,
                           messages=counts["local_messages"] + counts["remote_messages"],
                           extras=extras)
+
+
+@dataclass
+class _Posted:
+    """A training batch `train_batches` has read: its data, its relaxation index (what
+    `fault` counts) and, once posted, its settings (batch id), calls and restarts."""
+    template: RunSettings
+    inputs: dict
+    target: object
+    index: int
+    settings: RunSettings | None = None
+    calls: list = field(default_factory=list)
+    dispatched: float = 0.0
+    restarts: list = field(default_factory=list)
 
 
 #: a graph pickled smaller than this travels inside each actor's creation call
