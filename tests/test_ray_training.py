@@ -159,7 +159,7 @@ def test_a_worker_killed_with_sigkill_is_restored_from_the_snapshot():
         np.testing.assert_array_equal(got_optimizer[key], value)
 
 
-# --- posting ahead (docs/rounds.md §6) -------------------------------------------------------
+# --- posting ahead (docs/rounds.md §7) -------------------------------------------------------
 
 
 @pytest.mark.parametrize("topology, packing", [(MLP, "auto"), (MLP, 1), (RNN, 12)])

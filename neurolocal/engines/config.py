@@ -21,7 +21,7 @@ PLACEMENTS = ("spread", "pack")
 DEFAULT_TIMEOUT = 300.0
 #: how often Ray may restart one actor that died before the run gives up
 DEFAULT_MAX_RESTARTS = 3
-#: training batches the Ray driver keeps posted to the actors at once (docs/rounds.md §6)
+#: training batches the Ray driver keeps posted to the actors at once (docs/rounds.md §7)
 DEFAULT_POST_AHEAD = 3
 #: `vertices_per_actor` meaning "about one shard per core, by a min-cut partition"
 #: (docs/placement.md)
@@ -70,7 +70,7 @@ class EngineConfig:
     #: 1 is batch after batch. Built on the sim and local engines.
     pipeline: int = 1
     #: ray, training: batches posted to the actors before the first one's results are
-    #: collected (docs/rounds.md §6); 1 waits for every batch. Same numbers bit for bit.
+    #: collected (docs/rounds.md §7); 1 waits for every batch. Same numbers bit for bit.
     post_ahead: int = DEFAULT_POST_AHEAD
     #: float64 (default) or float32: parameters, values and messages (neurolocal/dtypes.py)
     dtype: str = "float64"

@@ -9,7 +9,7 @@ gathers a consistent snapshot (`engine.snapshot()`) into `run.params` and
 engines give bitwise the same run. With `EngineConfig.pipeline` K > 1 (`run --pipeline K`, sim and
 local engines) an epoch's batches go to `engine.train_batches`, K in flight at once, and drain at
 the epoch's end (docs/asynchrony.md §7); the Ray engine's `train_batches` posts batches
-ahead (`EngineConfig.post_ahead`, docs/rounds.md §6). `--algorithm bp` uses `neurolocal.backprop.backprop`
+ahead (`EngineConfig.post_ahead`, docs/rounds.md §7). `--algorithm bp` uses `neurolocal.backprop.backprop`
 with the trainer's own optimizer on the same parameters, batches and settings.
 
 Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
@@ -154,7 +154,7 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
         # pipelining (sim engine): the epoch's batches flow through the graph K at a time,
         # and drain at the epoch's end, where the snapshot is taken (docs/asynchrony.md §7)
         # posting ahead (Ray engine): up to `post_ahead` batches posted to the actors at
-        # once, the same numbers bit for bit (docs/rounds.md §6)
+        # once, the same numbers bit for bit (docs/rounds.md §7)
         ahead = getattr(engine, "ahead", 1) if engine is not None else 1
         steps = (engine.train_batches((batch_data(b) for b in range(batches)), eta=settings.eta,
                                       iterations=iterations, pipeline=pipeline)

@@ -130,7 +130,7 @@ class ShardActor:
                         t_send: float = 0.0, after: int | None = None) -> dict:
         """Run one batch and answer its scalars once this shard's vertices are done.
 
-        `after`: posting ahead (docs/rounds.md §6), the batch id this actor must finish
+        `after`: posting ahead (docs/rounds.md §7), the batch id this actor must finish
         first; the call waits for it (whatever order Ray starts the calls in), so
         batches run strictly in order and a batch begins only once every vertex here
         has applied its update for the previous one. None: begin now, superseding a

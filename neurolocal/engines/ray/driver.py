@@ -108,7 +108,7 @@ class RayEngine:
         (it, or staleness > 0) with a traffic log also writes replay journals
         (docs/asynchrony.md §6), naming `topology` (the file) for the replay.
         `post_ahead`: training batches `train_batches` keeps posted to the actors at once
-        (docs/rounds.md §6; 1 where the run is asynchronous)."""
+        (docs/rounds.md §7; 1 where the run is asynchronous)."""
         self.post_ahead = number("post_ahead", post_ahead, whole=True, minimum=1)
         check_staleness(staleness)
         check_schedule(schedule, mode, staleness, graph)
@@ -364,7 +364,7 @@ class RayEngine:
         """Train on `batches` ((inputs, target) pairs, read lazily), yielding each batch's
         `Step` in order: the same steps, bit for bit, as `train_step` batch after batch.
 
-        Posting ahead (docs/rounds.md §6): up to `ahead` batches are posted to the actors
+        Posting ahead (docs/rounds.md §7): up to `ahead` batches are posted to the actors
         at once instead of waiting for one batch's results before posting the next.
         Every actor runs its batches strictly in order (`run_batch`'s `after`) and
         begins the next only when its own vertices are done with the previous one:
