@@ -482,7 +482,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
     ray.add_argument("--post-ahead", type=_positive_int, default=None, metavar="P",
                      help="training: keep P batches posted to the actors at once, each actor "
                           "running them in order (same numbers bit for bit; docs/rounds.md "
-                          "§6; default 3; 1: wait for each batch's results)")
+                          "§7; default 3; 1: wait for each batch's results)")
     ray.add_argument("--fault", type=_fault, default=None, metavar="ACTOR:BATCH",
                      help="testing aid: kill actor ACTOR (its index, as in actor-3) in the "
                           "middle of batch BATCH (0: the first batch this command relaxes), once")
