@@ -256,6 +256,14 @@ def test_netns_sweep_removes_only_leftovers_of_dead_owners(tmp_path):
     assert live_name not in netns.namespaces()
 
 
+def default_stop_signals() -> None:
+    """As at a terminal: a suite started in the background (`cmd &` in a script) ignores
+    SIGINT, and a child started ignoring a signal keeps ignoring it, so Ctrl-C would
+    never reach the harness (the CI's SIGINT case hung for 120 s that way)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_netns_an_interrupted_harness_leaves_nothing(signum):
     """`scripts/netns_cluster.py up` holds a cluster; SIGTERM (CI's timeout, systemd) or
@@ -263,7 +271,7 @@ def test_netns_an_interrupted_harness_leaves_nothing(signum):
     their veths and bridge) and every process it started."""
     script = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "netns_cluster.py"),
                                "up", "--workers", "1"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True, preexec_fn=default_stop_signals)
     try:
         lines = []
         for line in script.stdout:  # up once it says so (bounded by the harness's timeout)
