@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,3 +28,31 @@ def run_cli(*args, timeout=300, env=None, popen=False, cwd=REPO_ROOT):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@contextlib.contextmanager
+def module_ray(num_cpus: int = 2, **options):
+    """One embedded Ray for a test module (the house rule: one per module), stopped at its
+    end. The workers run this checkout (worker_runtime_env); their logs stay off the
+    driver unless `log_to_driver=True`."""
+    import ray
+
+    from neurolocal.engines.ray import worker_runtime_env
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             logging_level="warning", runtime_env=worker_runtime_env(),
+             **{"log_to_driver": False, **options})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cli_code(*args) -> int:
+    """`neurolocal ARGS` in this process; its exit code (argparse's SystemExit included)."""
+    from neurolocal.cli import main
+
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code

@@ -15,13 +15,13 @@ import ray
 import neurolocal.engines.ray.driver as ray_engine
 from neurolocal.engines.base import default_iterations
 from neurolocal.engines.local import LocalEngine
-from neurolocal.engines.ray import RayEngine, worker_runtime_env
+from neurolocal.engines.ray import RayEngine
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
 from neurolocal.traffic import TrafficRecorder, read_traffic
 from neurolocal.traffic.audit import audit
-from conftest import run_cli
+from conftest import run_cli, module_ray
 from torch_graph import max_relative_error, torch_gradients
 
 TOPOLOGIES = ["topologies/mlp.yaml", "topologies/dag.yaml"]
@@ -42,10 +42,8 @@ ASYNC_ROUNDS = 60
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env=worker_runtime_env())
-    yield
-    ray.shutdown()
+    with module_ray(log_to_driver=True):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,15 @@ import numpy as np
 import pytest
 import ray
 
-from neurolocal.cli import main
 from neurolocal.engines.base import prepare_batch
 from neurolocal.engines.local import LocalEngine
-from neurolocal.engines.ray import worker_runtime_env
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.engines.ray.placement import partition, shard_of
 from neurolocal.engines.rounds import RunSettings, Shard
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
 from neurolocal.traffic.audit import audit
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, run_cli, module_ray, cli_code as run_in_process
 from test_ray_cli import processes_mentioning
 
 MLP = REPO_ROOT / "topologies" / "mlp.yaml"
@@ -37,17 +35,8 @@ FAULT_BATCH = 7
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env=worker_runtime_env(), log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def run_in_process(*args) -> int:
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
+    with module_ray():
+        yield
 
 
 def final_params(out_dir) -> dict[str, np.ndarray]:

@@ -16,20 +16,17 @@ import json
 
 import numpy as np
 import pytest
-import ray
 
-from neurolocal.cli import main
 from neurolocal.engines import EngineConfig, relax_once
 from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray.placement import plan
-from neurolocal.engines.ray import worker_runtime_env
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
 from neurolocal.traffic.aggregate import totals
 from neurolocal.traffic.audit import audit
 from neurolocal.traffic.report import format_summary
-from conftest import TOPOLOGIES
+from conftest import TOPOLOGIES, module_ray, cli_code as run
 from test_ray_training import assert_bitwise, state
 
 CPUS = 3
@@ -40,17 +37,8 @@ BASELINE = {"mlp": 1, "dag": 1, "cnn": 1, "rnn": 1, "lstm": 30}
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=CPUS, include_dashboard=False, logging_level="warning",
-             runtime_env=worker_runtime_env(), log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def run(*args) -> int:
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
+    with module_ray(num_cpus=CPUS):
+        yield
 
 
 def header_settings(directory) -> dict:

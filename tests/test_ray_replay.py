@@ -12,18 +12,17 @@ import json
 import msgpack
 import numpy as np
 import pytest
-import ray
 
 from neurolocal.cli import main
 from neurolocal.engines.journal import read_stream
 from neurolocal.engines.local import LocalEngine
-from neurolocal.engines.ray import RayEngine, worker_runtime_env
+from neurolocal.engines.ray import RayEngine
 from neurolocal.engines.ray.asynchrony import Injection
 from neurolocal.engines.sim.models import Asynchrony, parse_distribution
 from neurolocal.engines.sim.replay import read_journals, replay
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, module_ray
 
 DAG = REPO_ROOT / "topologies" / "dag.yaml"
 #: S = 2, random real delays (exp, mean 2 rounds of 1 ms), a straggler: the real
@@ -35,10 +34,8 @@ ASYNC = ["--staleness", "2", "--delay", "exp:2", "--straggler", "trunk:2", "--se
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env=worker_runtime_env(), log_to_driver=False)
-    yield
-    ray.shutdown()
+    with module_ray():
+        yield
 
 
 @pytest.fixture(scope="module")

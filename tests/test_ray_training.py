@@ -10,19 +10,17 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-import ray
 
 from neurolocal import training
-from neurolocal.cli import main
 from neurolocal.engines.local import LocalEngine
-from neurolocal.engines.ray import RayEngine, worker_runtime_env
+from neurolocal.engines.ray import RayEngine
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic
 from neurolocal.traffic.audit import audit
 from neurolocal.traffic.log import SCHEDULER
 from neurolocal.training.data import load_for_graph
 from neurolocal.training.loop import learning_of
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, module_ray, cli_code as run
 
 MLP = REPO_ROOT / "topologies" / "mlp.yaml"
 RNN = REPO_ROOT / "topologies" / "rnn.yaml"
@@ -31,17 +29,8 @@ BATCH = 256
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env=worker_runtime_env(), log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def run(*args) -> int:
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
+    with module_ray():
+        yield
 
 
 def state(out_dir) -> dict[str, np.ndarray]:
@@ -110,18 +99,23 @@ def test_a_checkpoint_resumes_on_the_other_engine_bitwise(tmp_path, first, then)
     assert_bitwise(state(tmp_path / "part"), state(tmp_path / "whole"))
 
 
-def test_a_worker_killed_with_sigkill_is_restored_from_the_snapshot():
-    """kill -9 of an actor's worker process between two batches of an epoch: Ray restarts
-    the actor, the driver restores every vertex from its last snapshot (the epoch's
-    start), replays the batches since, and the epoch ends bitwise as the local engine's."""
+def digits_mlp(seed: int, size: int, count: int):
+    """The MLP on digits, Adam at lr 0.01, its initial parameters (seed 3) and `count`
+    batches of `size` training indices (a permutation seeded by `seed`)."""
     topology = load_topology(MLP)
     graph = topology.graph
     data = load_for_graph("digits", graph)
     settings = training.resolve_settings(topology.training, {"lr": 0.01}, graph)
-    learning = learning_of(settings)
-    params = graph.init_params(3)
-    order = np.random.default_rng(3).permutation(data.train_size)
-    batches = [order[i:i + 128] for i in range(0, 128 * 6, 128)]
+    order = np.random.default_rng(seed).permutation(data.train_size)
+    batches = [order[i:i + size] for i in range(0, size * count, size)]
+    return graph, data, learning_of(settings), graph.init_params(3), batches
+
+
+def test_a_worker_killed_with_sigkill_is_restored_from_the_snapshot():
+    """kill -9 of an actor's worker process between two batches of an epoch: Ray restarts
+    the actor, the driver restores every vertex from its last snapshot (the epoch's
+    start), replays the batches since, and the epoch ends bitwise as the local engine's."""
+    graph, data, learning, params, batches = digits_mlp(seed=3, size=128, count=6)
 
     def train(engine, kill=None):
         engine.restore({v: {k: a.copy() for k, a in p.items()} for v, p in params.items()},
@@ -200,14 +194,7 @@ def test_a_worker_killed_while_batches_are_posted_ahead_is_restored_and_replayed
     batch in flight is abandoned, the actor restarted, every vertex restored from the
     snapshot, the collected batches replayed and the ones in flight posted again; the
     epoch ends bitwise as the local engine's."""
-    topology = load_topology(MLP)
-    graph = topology.graph
-    data = load_for_graph("digits", graph)
-    settings = training.resolve_settings(topology.training, {"lr": 0.01}, graph)
-    learning = learning_of(settings)
-    params = graph.init_params(3)
-    order = np.random.default_rng(5).permutation(data.train_size)
-    batches = [order[i:i + 64] for i in range(0, 64 * 10, 64)]
+    graph, data, learning, params, batches = digits_mlp(seed=5, size=64, count=10)
 
     def train(engine, kill=None):
         engine.restore({v: {k: a.copy() for k, a in p.items()} for v, p in params.items()},
