@@ -225,6 +225,11 @@ def test_a_worker_killed_while_batches_are_posted_ahead_is_restored_and_replayed
         assert engine.ahead == 3
         (got, got_optimizer), restarts, steps = train(engine, sigkill)
     assert [(r.actor, r.vertices) for r in restarts] == [("actor-2", ("hidden2",))]
+    # the batches posted behind the failed one were given up with it: the next ids
+    behind = restarts[0].abandoned_ahead
+    assert len(behind) <= 2 and behind == tuple(range(restarts[0].abandoned + 1,
+                                                      restarts[0].abandoned + 1 + len(behind)))
+    assert restarts[0].as_dict()["abandoned_ahead"] == list(behind)
     assert [s.loss for s in steps] == [s.loss for s in want_steps]
     for vertex, per_param in want.items():
         for name, value in per_param.items():

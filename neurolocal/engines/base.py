@@ -51,7 +51,9 @@ class Restart:
     seconds:    from the failed attempt's dispatch to the replay's
     cause:      "actor_died" (its process died, Ray restarted it) or "node_lost" (its
                 whole node is gone; re-created on a surviving node, docs/netns.md)
-    node, now_on: the address of the node it ran on before, and after"""
+    node, now_on: the address of the node it ran on before, and after
+    abandoned_ahead: the batch ids posted ahead behind the failed one (docs/rounds.md §7),
+                given up with it and posted again after the replay (also marked abandoned)"""
     batch: int
     abandoned: int
     actor: str
@@ -61,12 +63,13 @@ class Restart:
     cause: str = "actor_died"
     node: str | None = None
     now_on: str | None = None
+    abandoned_ahead: tuple[int, ...] = ()
 
     def as_dict(self) -> dict:
         return {"batch": self.batch, "abandoned_batch_id": self.abandoned, "actor": self.actor,
                 "vertices": list(self.vertices), "replayed": self.replayed,
                 "seconds": self.seconds, "cause": self.cause, "node": self.node,
-                "now_on": self.now_on}
+                "now_on": self.now_on, "abandoned_ahead": list(self.abandoned_ahead)}
 
 
 @dataclass

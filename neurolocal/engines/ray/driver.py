@@ -417,12 +417,13 @@ class RayEngine:
                     results = gather(oldest.calls, self.timeout, self._describe_actors(),
                                      "finish its batch")
                 except ActorLost as lost:
-                    oldest.restarts += self.restart_lost_actors(lost, oldest.index,
-                                                                oldest.settings.batch,
-                                                                oldest.dispatched)
+                    records = self.restart_lost_actors(lost, oldest.index,
+                                                       oldest.settings.batch, oldest.dispatched)
                     again = list(flight)
                     flight.clear()
-                    self._mark_abandoned([p.settings.batch for p in again[1:]])
+                    behind = tuple(p.settings.batch for p in again[1:])
+                    self._mark_abandoned(list(behind))
+                    oldest.restarts += [replace(r, abandoned_ahead=behind) for r in records]
                     for posted in again:   # fresh ids, in order, after the replay
                         self._post(posted, flight)
                     continue
