@@ -555,7 +555,8 @@ class Shard:
         stepping round by round), synchronous rounds, no tied parameters (their partials
         are messages between vertices). A traffic log still gets every message."""
         schedule, settings = self.schedule, self.settings
-        return (self.fuse and schedule is not None and schedule.strict and schedule.name in ("jacobi", "ipc") and schedule.rounds > 0
+        return (self.fuse and schedule is not None and schedule.strict
+                and schedule.name in ("jacobi", "ipc") and schedule.rounds > 0
                 and settings.staleness == 0 and not self.trace
                 and self.horizon is None and not self.pending and not self.graph.tied
                 and len(self.slots) == len(self.graph.order))
@@ -641,7 +642,6 @@ class Shard:
                         logged([(batch, FEEDBACK, update, slot.name, parent, message, t)], t)
         self.counts["local_messages"] += local
         return self._advance()
-
 
     def _advance(self) -> Outgoing:
         """Step every vertex as far as its messages allow; local messages may unlock more."""
