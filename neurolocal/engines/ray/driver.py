@@ -394,8 +394,8 @@ class RayEngine:
         waiting: list = []   # a batch read but held back (the fault's batch waits for a drain)
         alone = None if self.fault is None else self.fault[1]
         try:
-            lifecycle.check_embedded()
             while True:
+                lifecycle.check_embedded()  # per batch, as train_step: a dead GCS or raylet
                 while len(flight) < ahead:
                     if not waiting:
                         item = next(source, None)
