@@ -99,6 +99,19 @@ def test_a_checkpoint_resumes_on_the_other_engine_bitwise(tmp_path, first, then)
     assert_bitwise(state(tmp_path / "part"), state(tmp_path / "whole"))
 
 
+def sigkill(engine) -> None:
+    """kill -9 of actor 2's worker process, returning once the process is gone."""
+    pid = engine.actor_info[2]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        except ProcessLookupError:
+            break
+
+
 def digits_mlp(seed: int, size: int, count: int):
     """The MLP on digits, Adam at lr 0.01, its initial parameters (seed 3) and `count`
     batches of `size` training indices (a permutation seeded by `seed`)."""
@@ -128,17 +141,6 @@ def test_a_worker_killed_with_sigkill_is_restored_from_the_snapshot():
                                      data.train_target[idx], eta=1.0, iterations=2)
             restarts += step.restarts
         return engine.snapshot(), restarts
-
-    def sigkill(engine):
-        pid = engine.actor_info[2]["pid"]
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            except ProcessLookupError:
-                break
 
     (want, want_optimizer), _ = train(LocalEngine(graph, params))
     with RayEngine(graph, params, vertices_per_actor=1) as engine:
@@ -208,17 +210,6 @@ def test_a_worker_killed_while_batches_are_posted_ahead_is_restored_and_replayed
 
         steps = list(engine.train_batches(read(), eta=1.0, iterations=2))
         return engine.snapshot(), [r for s in steps for r in s.restarts], steps
-
-    def sigkill(engine):
-        pid = engine.actor_info[2]["pid"]
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            except ProcessLookupError:
-                break
 
     (want, want_optimizer), _, want_steps = train(LocalEngine(graph, params))
     with RayEngine(graph, params, vertices_per_actor=1, post_ahead=3) as engine:

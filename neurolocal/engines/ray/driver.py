@@ -328,11 +328,7 @@ class RayEngine:
         """One batch in which every vertex applies its own update. The driver sends the
         batch id and settings, the inputs' data and the target; scalars come back."""
         graph = self.graph
-        self._check_open()
-        if self.learning is None:
-            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
-        iterations = default_iterations(graph) if iterations is None else iterations
-        check_relaxation_settings(eta, iterations, self.mode)
+        iterations = self._training_iterations(eta, iterations)
         inputs, target = prepare_batch(graph, inputs, target, self.dtype)
         template = RunSettings(0, float(eta), int(iterations), self.staleness, False,
                                self.schedule, self.learning, dtype=self.dtype)
@@ -384,11 +380,7 @@ class RayEngine:
                 yield self.train_step(inputs, target, eta=eta, iterations=iterations)
             return
         graph = self.graph
-        self._check_open()
-        if self.learning is None:
-            raise RuntimeError("train_batches needs restore() first (parameters and optimizer)")
-        iterations = default_iterations(graph) if iterations is None else iterations
-        check_relaxation_settings(eta, iterations, self.mode)
+        iterations = self._training_iterations(eta, iterations)
         source = iter(batches)
         flight: deque[_Posted] = deque()
         waiting: list = []   # a batch read but held back (the fault's batch waits for a drain)
@@ -444,6 +436,15 @@ class RayEngine:
             if failure is not None:
                 raise failure from None
             raise
+
+    def _training_iterations(self, eta: float, iterations: int | None) -> int:
+        """The checks every training call makes first; the rounds per batch it runs."""
+        self._check_open()
+        if self.learning is None:
+            raise RuntimeError("training needs restore() first (parameters and optimizer)")
+        iterations = default_iterations(self.graph) if iterations is None else iterations
+        check_relaxation_settings(eta, iterations, self.mode)
+        return iterations
 
     def _post(self, posted: "_Posted", flight: deque) -> None:
         """Post one batch under a fresh id, after the newest batch in flight; kill the
