@@ -8,6 +8,8 @@ Each takes contiguous float arrays and works in place where that saves a copy.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from neurolocal.jit import njit_on_first_call
@@ -96,3 +98,31 @@ def sigmoid_with_derivative(z):
 def relu_with_derivative(z):
     derivative = (z > 0).astype(z.dtype)
     return z * derivative, derivative
+
+
+@njit_on_first_call
+def gelu_with_derivative(z):
+    """GELU with erf, as torch's default: y = z Phi(z), y' = Phi(z) + z phi(z).
+
+    A numba loop: numpy has no erf, and this is one pass for value and derivative."""
+    y = np.empty_like(z)
+    d = np.empty_like(z)
+    zf = z.reshape(-1)
+    yf = y.reshape(-1)
+    df = d.reshape(-1)
+    for k in range(zf.size):
+        x = zf[k]
+        cdf = 0.5 * (1.0 + math.erf(x * 0.7071067811865476))
+        yf[k] = x * cdf
+        df[k] = cdf + x * 0.3989422804014327 * math.exp(-0.5 * x * x)
+    return y, d
+
+
+def gelu_tanh_with_derivative(z):
+    """GELU's tanh approximation (torch's approximate='tanh')."""
+    c = z.dtype.type(np.sqrt(2.0 / np.pi))
+    u = c * (z + 0.044715 * z ** 3)
+    t = np.tanh(u)
+    y = 0.5 * z * (1.0 + t)
+    derivative = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * z * z)
+    return y, derivative

@@ -21,15 +21,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from neurolocal.errors import TopologyError
-from neurolocal.ops.activations import Relu, Sigmoid, Tanh
+from neurolocal.ops.activations import Gelu, Relu, Sigmoid, Tanh
 from neurolocal.ops.base import Op, Shape
 from neurolocal.ops.conv import Conv2d
 from neurolocal.ops.dense import Dense
-from neurolocal.ops.elementwise import Add, Mul
+from neurolocal.ops.elementwise import Add, Mul, Scale, Sub
 from neurolocal.ops.embedding import Embedding
+from neurolocal.ops.linalg import MatMul, Transpose
 from neurolocal.ops.losses import LOSSES, Loss, make_loss
 from neurolocal.ops.multi_dense import MultiDense
+from neurolocal.ops.normalization import LayerNorm, Softmax
 from neurolocal.ops.pool import AvgPool2d, MaxPool2d
+from neurolocal.ops.reduce import Mean
 from neurolocal.ops.shape import Flatten, Reshape, Stack
 from neurolocal.ops.silent import SilentDense
 from neurolocal.ops.structure import Concat, Input
@@ -131,7 +134,7 @@ def _function_op(name, forward, vjp, param_vjp, param_defaults, output_shape, ar
 
 for _op in (Input, Dense, Tanh, Relu, Sigmoid, Add, Mul, Concat,
             Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Stack, Embedding, MultiDense,
-            SilentDense):
+            SilentDense, MatMul, Transpose, Softmax, LayerNorm, Gelu, Scale, Mean, Sub):
     register_op(_op)
 
 __all__ = ["OPS", "LOSSES", "Loss", "Op", "get_op", "make_loss", "register_op"]

@@ -1,13 +1,13 @@
 """Activations, in one place: the fused activation of dense, multi_dense and conv2d
 vertices (`apply_activation`) and the parameter-free activation vertices (tanh, relu,
-sigmoid). Each kernel returns f(z) and f'(z) together (neurolocal/kernels.py)."""
+sigmoid, gelu). Each kernel returns f(z) and f'(z) together (neurolocal/kernels.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from neurolocal import kernels
-from neurolocal.ops.base import Op
+from neurolocal.ops.base import Op, choice
 
 ACTIVATIONS = {
     "identity": None,
@@ -47,6 +47,20 @@ class Tanh(_Activation):
 class Relu(_Activation):
     name = "relu"
     kernel = staticmethod(kernels.relu_with_derivative)
+
+
+class Gelu(_Activation):
+    """GELU, exact (erf; torch's default) or its tanh approximation."""
+
+    name = "gelu"
+
+    def __init__(self, approximate: str = "none"):
+        self.approximate = choice("approximate", approximate, ("none", "tanh"))
+
+    def forward(self, params, inputs):
+        if self.approximate == "tanh":
+            return kernels.gelu_tanh_with_derivative(np.ascontiguousarray(inputs[0]))
+        return kernels.gelu_with_derivative(np.ascontiguousarray(inputs[0]))
 
 
 class Sigmoid(_Activation):

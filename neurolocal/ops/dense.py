@@ -5,7 +5,9 @@
     param_vjp: dW = x^T (eps * f'(z)),   db = sum_b eps * f'(z)
 
 With a fused activation the Hebbian update must include f'(z): leaving it out
-breaks the equivalence with backprop (docs/design.md §1).
+breaks the equivalence with backprop (docs/design.md §1). Like torch's nn.Linear,
+dense applies to the last axis of a per-sample tensor of any rank ([tokens, features]
+-> [tokens, units]); the Hebbian update then also sums over the leading axes.
 """
 
 from __future__ import annotations
@@ -52,14 +54,10 @@ class Dense(Op):
 
     def output_shape(self, parent_shapes):
         (shape,) = parent_shapes
-        if len(shape) != 1:
-            raise TopologyError(
-                f"dense takes a flat parent (one axis), got shape {list(shape)}; add a flatten vertex"
-            )
-        return (self.units,)
+        return (*shape[:-1], self.units)   # the last axis, as torch's nn.Linear
 
     def init_params(self, parent_shapes, rng):
-        fan_in = parent_shapes[0][0]
+        fan_in = parent_shapes[0][-1]
         params = {"weight": draw_weight(self.init, fan_in, self.units, rng)}
         if self.bias:
             if self.init == "uniform":
@@ -70,7 +68,7 @@ class Dense(Op):
         return params
 
     def param_shapes(self, parent_shapes):
-        shapes = {"weight": (parent_shapes[0][0], self.units)}
+        shapes = {"weight": (parent_shapes[0][-1], self.units)}
         if self.bias:
             shapes["bias"] = (self.units,)
         return shapes
@@ -94,9 +92,10 @@ class Dense(Op):
 
     def param_vjp(self, params, cache, eps):
         x, _ = cache
-        weight_update, bias_update = kernels.dense_hebbian(
-            self._delta(cache, eps), np.ascontiguousarray(x)
-        )
+        delta = self._delta(cache, eps)
+        if x.ndim > 2:   # leading per-sample axes (tokens) sum like the batch
+            x, delta = x.reshape(-1, x.shape[-1]), delta.reshape(-1, delta.shape[-1])
+        weight_update, bias_update = kernels.dense_hebbian(delta, np.ascontiguousarray(x))
         out = {"weight": weight_update}
         if self.bias:
             out["bias"] = bias_update
