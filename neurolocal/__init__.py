@@ -26,6 +26,7 @@ _LAZY = {
     "Op": "neurolocal.ops", "register_op": "neurolocal.ops",
     "graph_from_dict": "neurolocal.topology", "load_topology": "neurolocal.topology",
     "VertexRule": "neurolocal.vertex",
+    "from_torch": "neurolocal.imports.torch_fx",
 }
 
 __all__ = sorted(_LAZY)

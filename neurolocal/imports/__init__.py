@@ -1,0 +1,1 @@
+"""Models written elsewhere, as neurolocal graphs (PyTorch by torch.fx: `torch_fx`)."""
