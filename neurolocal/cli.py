@@ -106,7 +106,12 @@ def cmd_check_grad(args) -> int:
     check_batch(graph, budget, args.batch_size, iterations)
     if args.traffic_log:
         writable_directory(args.traffic_log, "--traffic-log")
-    params = graph.init_params(args.seed)
+    if args.params is not None:   # e.g. what `neurolocal import` wrote
+        from neurolocal.params_file import load_params
+
+        params = load_params(args.params, graph, budget)
+    else:
+        params = graph.init_params(args.seed)
     if args.data is None:
         inputs, target = synthetic_batch(graph, args.batch_size, args.seed)
     else:
@@ -198,7 +203,7 @@ def cmd_run(args) -> int:
         topology=args.topology, overrides={k: getattr(args, k) for k in RUN_FLAGS},
         out=args.out, resume=args.resume, quiet=args.quiet,
         record_traffic=not args.no_traffic_log, engine=_engine_config(args),
-        budget=_budget(args)))
+        budget=_budget(args), params=args.params))
     return EXIT_OK
 
 
@@ -251,6 +256,9 @@ def add_run_parser(commands) -> None:
                      help="output directory (default: runs/<topology>-<timestamp>)")
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the run in DIR exactly where it stopped")
+    run.add_argument("--params", default=None, metavar="FILE",
+                     help="initial parameters (a .npz of vertex/param arrays, as `neurolocal "
+                          "import` writes) instead of drawing them from --seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     run.add_argument("--no-traffic-log", action="store_true",
                      help="do not record messages (by default they go to OUT/traffic)")
@@ -518,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="take the batch from a data set, as `run --data` does (digits, "
                             "text, or a .npz / .csv / text file); default: a synthetic batch "
                             "of each input's kind")
+    check.add_argument("--params", default=None, metavar="FILE",
+                       help="the parameters to check at (a .npz of vertex/param arrays, as "
+                            "`neurolocal import` writes); default: drawn from --seed")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--all", action="store_true",
                        help="list every parameter (by default graphs with more than "
@@ -525,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(check, packing="default 1: every vertex its own actor, so every edge "
                                       "is checked across actors (auto with --placement-from)")
     check.set_defaults(run=cmd_check_grad)
+
+    from neurolocal.imports.command import add_import_parser
+    add_import_parser(commands, add_budget_option)
 
     from neurolocal.traffic.commands import add_traffic_parser
 

@@ -32,6 +32,7 @@ class RunRequest:
     record_traffic: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
     budget: Any = None      # neurolocal.limits.Budget; None: the default (NEUROLOCAL_BUDGET)
+    params: str | None = None   # a parameter file to start from (neurolocal/params_file.py)
 
 
 def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Path:
@@ -70,6 +71,13 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
         writable_directory(traffic_log, "--traffic-log")
     if engine.placement_from is not None:   # a bad log: one line before anything is written
         check_placement_log(engine.placement_from, settings.engine, graph, settings.batch_size)
+    initial = None
+    if request.params is not None:
+        if request.resume is not None:
+            raise ConfigError("--resume continues from its checkpoint; drop --params")
+        from neurolocal.params_file import load_params
+
+        initial = load_params(request.params, graph, budget)
     data = load_for_graph(settings.data, graph, budget)
     check_batch(graph, budget, min(settings.batch_size, data.train_size),
                 training.iterations_for(settings, graph))
@@ -100,6 +108,9 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
             runs[algorithm] = training.load_checkpoint(path, graph, settings)
         else:
             runs[algorithm] = training.new_run(algorithm, graph, settings)
+            if initial is not None:
+                runs[algorithm].params = {v: {k: a.copy() for k, a in ps.items()}
+                                          for v, ps in initial.items()}
         try:
             training.train(runs[algorithm], graph, data, settings, checkpoint=path,
                            progress=training.progress_factory(request.quiet), log=log,
