@@ -27,12 +27,19 @@ _LAZY = {
     "graph_from_dict": "neurolocal.topology", "load_topology": "neurolocal.topology",
     "VertexRule": "neurolocal.vertex",
     "from_torch": "neurolocal.imports.torch_fx",
+    "train": "neurolocal.api", "check_grad": "neurolocal.api",
+    "EngineConfig": "neurolocal.api", "open_engine": "neurolocal.api", "export_state_dict": "neurolocal.exports",
 }
 
-__all__ = sorted(_LAZY)
+#: submodules that are part of the API (`neurolocal.traffic.read_table`, `.query`)
+_SUBMODULES = ("traffic",)
+
+__all__ = sorted([*_LAZY, *_SUBMODULES])
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"neurolocal.{name}")
     if name not in _LAZY:  # a submodule not imported yet, or a typo
         raise AttributeError(f"module 'neurolocal' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -41,7 +48,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 class _Package(types.ModuleType):

@@ -14,12 +14,12 @@
     commands.py   `neurolocal traffic ...` and the end of `neurolocal run`
 
 Engines and actors import only log.py: nothing here pulls pyarrow or DuckDB into a
-worker. `read_table` is imported on first use.
+worker. `read_table` and `query` are imported on first use.
 """
 
 from neurolocal.traffic.log import KINDS, TrafficLog, TrafficRecorder, read_traffic
 
-__all__ = ["KINDS", "TrafficLog", "TrafficRecorder", "read_table", "read_traffic"]
+__all__ = ["KINDS", "TrafficLog", "TrafficRecorder", "query", "read_table", "read_traffic"]
 
 
 def __getattr__(name):
@@ -27,4 +27,8 @@ def __getattr__(name):
         from neurolocal.traffic.table import read_table
 
         return read_table
+    if name == "query":   # DuckDB, the optional extra `neurolocal[analysis]`
+        from neurolocal.traffic.query import query
+
+        return query
     raise AttributeError(f"module 'neurolocal.traffic' has no attribute {name!r}")
