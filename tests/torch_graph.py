@@ -58,6 +58,23 @@ def _vertex(op, p, xs):
         return torch.stack(xs, dim=1)
     if name == "embedding":
         return F.embedding(xs[0].long(), p["weight"])
+    if name == "matmul":
+        return xs[0] @ xs[1]
+    if name == "softmax":
+        return torch.softmax(xs[0], dim=op.axis % (xs[0].dim() - 1) + 1)
+    if name == "layernorm":
+        shape = tuple(xs[0].shape[xs[0].dim() - op.axes:])
+        return F.layer_norm(xs[0], shape, p.get("weight"), p.get("bias"), op.epsilon)
+    if name == "gelu":
+        return F.gelu(xs[0], approximate=op.approximate)
+    if name == "transpose":
+        return xs[0].permute(0, *(a % (xs[0].dim() - 1) + 1 for a in op.axes))
+    if name == "scale":
+        return xs[0] * op.factor
+    if name == "mean":
+        return xs[0].mean(dim=[a % (xs[0].dim() - 1) + 1 for a in op.axis], keepdim=op.keepdims)
+    if name == "sub":
+        return xs[0] - xs[1]
     raise NotImplementedError(name)
 
 
