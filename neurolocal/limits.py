@@ -17,6 +17,13 @@ the environment variable `NEUROLOCAL_BUDGET` in the same form (the flag wins).
     document_depth   nesting depth of a topology file
     data_bytes       size of a data file or checkpoint, and of an .npz once inflated
 
+`parameters` and `activations` scale with the machine: each is the memory this process
+may use (`machine_memory`: the least of the physical memory, the cgroup's limit and
+RLIMIT_AS) divided by BYTES_PER_VALUE, clamped to [MIN_DERIVED, MAX_DERIVED]. Under
+1 GB that is 4,194,304 (the old fixed default); on a 24 GB machine about 100 million,
+so a ResNet-18 or a 12-block, 256-wide transformer loads without `--budget`. The other
+keys bound files and loops and stay fixed.
+
 See `docs/limits.md` for the reasoning behind each default.
 """
 
@@ -30,10 +37,57 @@ from typing import Any
 from neurolocal.errors import ConfigError, TopologyError
 
 ENVIRONMENT = "NEUROLOCAL_BUDGET"
+#: bytes of memory per parameter (and per activation value) the derived budget reserves:
+#: a PC run holds ~6 float64 copies of each (value, update, Adam's two moments, the
+#: engine's and a snapshot's), of activations as many (values, predictions, errors,
+#: caches), and the two budgets may both be full: 256 leaves room for all of it
+BYTES_PER_VALUE = 256
+MIN_DERIVED = 1 << 20
+MAX_DERIVED = 1 << 31
+FALLBACK_MEMORY = 1 << 30    # when nothing says how much memory there is
+
+
+def _read_small(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+
+
+def machine_memory() -> int:
+    """Bytes this process may use: the least of physical memory, a cgroup limit (v2
+    memory.max or v1 limit_in_bytes) and the address-space rlimit; 1 GB if none is known."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        text = _read_small(path)
+        if text and text.isdigit():
+            limits.append(int(text))
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limits.append(soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    limits = [m for m in limits if m > 0]
+    return min(limits) if limits else FALLBACK_MEMORY
+
+
+def derived_size(memory: int | None = None) -> int:
+    """The parameters (and activation values) budget for `memory` bytes."""
+    memory = machine_memory() if memory is None else memory
+    return max(MIN_DERIVED, min(MAX_DERIVED, memory // BYTES_PER_VALUE))
 
 
 @dataclass(frozen=True)
 class Budget:
+    # the values for 1 GB; `memory_budget()` (every command's default) derives both
     parameters: int = 1 << 22            # 4,194,304: 32 MB per float64 copy
     activations: int = 1 << 22           # values per batch, summed over vertices
     vertices: int = 20_000
@@ -46,7 +100,7 @@ class Budget:
     @classmethod
     def parse(cls, text: str, base: "Budget | None" = None, where: str = "--budget") -> "Budget":
         """`parameters=1e8,vertices=50000` on top of `base` (default: the built-in budget)."""
-        budget = base or cls()
+        budget = base or memory_budget()
         known = [f.name for f in fields(cls)]
         changes: dict[str, int] = {}
         for item in str(text).split(","):
@@ -75,10 +129,16 @@ def _count(text: str, where: str) -> int:
     return int(value)
 
 
+def memory_budget() -> Budget:
+    """The built-in budget: parameters and activations from this machine's memory."""
+    size = derived_size()
+    return Budget(parameters=size, activations=size)
+
+
 def default_budget() -> Budget:
     """The built-in budget, adjusted by NEUROLOCAL_BUDGET when it is set."""
     text = os.environ.get(ENVIRONMENT)
-    return Budget.parse(text, where=ENVIRONMENT) if text else Budget()
+    return Budget.parse(text, where=ENVIRONMENT) if text else memory_budget()
 
 
 def budget_from(flag: str | None) -> Budget:
