@@ -539,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from neurolocal.imports.command import add_import_parser
     add_import_parser(commands, add_budget_option)
+    from neurolocal.imports.export_command import add_export_parser
+    add_export_parser(commands)
 
     from neurolocal.traffic.commands import add_traffic_parser
 

@@ -80,3 +80,42 @@ def test_export_into_a_module_the_graph_was_not_imported_from(imported):
     _, _, graph, params, _ = imported
     with pytest.raises(TopologyError, match="was not imported from this module"):
         neurolocal.export_state_dict(graph, params, Encoder())
+
+
+def test_cli_import_run_export_round_trip(tmp_path, cli):
+    """neurolocal import -> run --params (2 epochs by PC) -> export --to torch FILE.pt:
+    the module loaded from the file computes the run's predictions."""
+    import sys
+
+    from neurolocal.limits import default_budget
+    from neurolocal.params_file import load_params
+    from neurolocal.topology import load_topology
+    from neurolocal.training import checkpoint_path, load_checkpoint, read_checkpoint_settings
+    topo = tmp_path / "cnn.yaml"
+    assert cli("import", "examples/models.py:SmallCNN", "--input-shape", "1,8,8",
+               "-o", topo).returncode == 0
+    run = tmp_path / "run"
+    done = cli("run", topo, "--params", tmp_path / "cnn.params.npz", "--engine", "local",
+               "--epochs", "2", "--out", run, "--quiet", "--no-traffic-log")
+    assert done.returncode == 0, done.stderr
+    weights = tmp_path / "w.pt"
+    done = cli("export", run, "--to", "torch", weights)
+    assert done.returncode == 0, done.stderr
+    sys.path.insert(0, "examples")
+    from models import SmallCNN
+    module = SmallCNN().double()
+    module.load_state_dict(torch.load(weights))
+    graph = load_topology(topo).graph
+    path = checkpoint_path(run, "pc")
+    trained = load_checkpoint(path, graph, read_checkpoint_settings(path)).params
+    initial = load_params(tmp_path / "cnn.params.npz", graph, default_budget())
+    assert not np.array_equal(trained["head"]["weight"], initial["head"]["weight"])
+    data = load_for_graph("digits", graph)
+    ours = predict(graph, trained, {"x": data.test_inputs["x"]})
+    with torch.no_grad():
+        theirs = module(torch.tensor(data.test_inputs["x"])).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-10)
+    # a run whose topology was not imported: one line, nothing written
+    other = cli("export", tmp_path, "--to", "torch", tmp_path / "x.pt")
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert not (tmp_path / "x.pt").exists()

@@ -1,6 +1,7 @@
 """`neurolocal import FILE.py:NAME --input-shape ... -o topo.yaml`: a PyTorch module as a
 topology file and its initial parameters (`topo.params.npz` next to it unless
-`--params-out`), which `run --params` and `check-grad --params` take.
+`--params-out`), which `run --params` and `check-grad --params` take, and the module's
+state_dict keys per parameter (`topo.torch.json`, read by `neurolocal export`).
 
 NAME is an nn.Module instance, or a class or function that makes one with no arguments.
 FILE.py is run to find it (it is the user's own code). The module is converted to
@@ -129,6 +130,9 @@ def cmd_import(args) -> int:
     tmp.write_text(f"# written by `neurolocal import {args.source}`; parameters: "
                    f"{params_out.name}\n" + text)
     save_params(params_out, imported.params)
+    from neurolocal.imports.export_command import keys_path_for, write_keys
+
+    write_keys(keys_path_for(out), args.source, imported.state_keys)
     tmp.replace(out)
     graph = imported.graph
     print(f"wrote {out} ({len(graph.order)} vertices, {graph.parameter_count()} parameters, "
