@@ -98,9 +98,10 @@ def cmd_check_grad(args) -> int:
 
     budget = budget_from(args.budget)
     graph = load_topology(args.topology, budget).graph
-    if args.vertices_per_actor is None:   # a gradient check puts every edge across actors
+    if args.vertices_per_actor is None and args.engine == "ray":
+        # a gradient check puts every edge across actors
         args.vertices_per_actor = "auto" if args.placement_from else 1
-    staleness = args.staleness if args.engine in ("ray", "sim") else 0  # local: synchronous
+    staleness = args.staleness   # an engine that cannot run it refuses it (capabilities.py)
     iterations = (default_iterations(graph, staleness) if args.iterations is None
                   else args.iterations)
     check_batch(graph, budget, args.batch_size, iterations)

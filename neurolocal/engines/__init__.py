@@ -56,8 +56,7 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
         from neurolocal.engines.local import LocalEngine
 
         recorder = traffic_recorder(config, graph, writer="local", settings=log_settings or {})
-        return LocalEngine(graph, params, mode=config.mode, recorder=recorder,
-                           schedule=schedule, dtype=config.dtype)
+        return LocalEngine(graph, params, recorder=recorder, config=config)
     from neurolocal.engines.ray import RayEngine
     from neurolocal.engines.ray.asynchrony import injection_from_config
 
