@@ -148,8 +148,7 @@ def graph_of(journal: Journal):
 def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, inputs, target):
     """Re-execute one journaled batch on `shards` (one per vertex, in graph order; they
     keep their parameters and optimizers when training). Returns the shards' results."""
-    from neurolocal.engines.rounds import CONSTANT, FEEDBACK
-    from neurolocal.engines.sim.transport import _zeros_like
+    from neurolocal.engines.rounds import CONSTANT, FEEDBACK, zeros_like_payload as _zeros_like
 
     staleness = settings.staleness
     index = {n: i for i, n in enumerate(graph.order)}
@@ -199,10 +198,11 @@ def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, in
                 progress = True
         if staleness > 0:
             for name in graph.order:
-                shard, slot = shards[index[name]], shards[index[name]].slots[name]
-                if name not in hidden or slot.finished or slot.round is None:
+                shard = shards[index[name]]
+                round_, finished = shard.progress(name)
+                if name not in hidden or finished or round_ is None:
                     continue
-                update = slot.round + 1
+                update = round_ + 1
                 if shard.horizon is not None and shard.horizon >= update:
                     continue
                 keys = [(FEEDBACK, child, name, tag)

@@ -169,6 +169,14 @@ def feedback_age(update: int, tag: int) -> int:
     return update - 1 - tag
 
 
+def zeros_like_payload(payload):
+    """Zeros in the shape of a message's payload (what a receiver goes on with when a
+    message is lost and it holds nothing older on that edge)."""
+    if isinstance(payload, list):         # tied partials / new values: [(param, array), ...]
+        return [(key, np.zeros_like(value)) for key, value in payload]
+    return np.zeros_like(payload)
+
+
 def logged_round(kind: str, round_: int) -> int:
     """The traffic log's round of a message: the update that consumes it."""
     if kind == VALUE:
