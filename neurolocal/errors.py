@@ -58,3 +58,9 @@ class DataError(NeurolocalError):
 
 class EngineError(NeurolocalError):
     """A distributed run that could not finish: an actor died or did not answer in time."""
+
+
+class TrainingDiverged(NeurolocalError):
+    """Training produced a non-finite loss, energy or parameter (issue 19): no setting was
+    out of its range, the run blew up (try a smaller lr or eta). `field` names the
+    algorithm (pc or bp); the CLI prints the one line and exits 2 like every other error."""

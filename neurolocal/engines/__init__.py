@@ -1,9 +1,10 @@
-"""Engines move messages between vertex rules: in one process, or between Ray actors.
+"""Engines run predictive coding on a graph: the one `Engine` (engines/engine.py) over a
+transport that moves the round machine's messages — in one process (`local`), in
+simulated time (`sim`) or between Ray actors (`ray`) — docs/rounds.md §6.
 
-Both are transports over the one round machine (`neurolocal.engines.rounds`,
-docs/rounds.md) and offer the same `Engine` calls (`neurolocal.engines.base`).
-`open_engine` is the one place an `EngineConfig` becomes an engine. Every engine is a
-context manager: leaving the block stops whatever it started.
+`open_engine` is the one place an `EngineConfig` becomes an engine: it checks the config
+against the transport's capabilities (engines/capabilities.py) before anything starts.
+Every engine is a context manager: leaving the block stops whatever it started.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ class Capabilities:
     pipelining:       `pipeline` K > 1 (batches in flight through the graph)
     posting_ahead:    `post_ahead` (batches posted before the previous ones' results)
     fault_injection:  `fault` (kill a worker mid-batch)
-    placement:        where shards run: `address`, `vertices_per_actor`, `placement`,
-                      `placement_from`, `timeout`, `max_restarts`
+    placement:        where shards run: `address`, `placement_from` (the packing knobs,
+                      `PACKING_FIELDS`, change no number and pass everywhere)
     watch_rounds:     `relax(on_round=...)`: the state after every round"""
     staleness: bool = False
     asynchrony: bool = False
@@ -49,9 +49,14 @@ CAPABILITIES: dict[str, Capabilities] = {
 }
 
 
-#: EngineConfig parameters that only a placing transport reads
-PLACEMENT_FIELDS = ("address", "vertices_per_actor", "placement", "placement_from",
-                    "timeout", "max_restarts")
+#: EngineConfig parameters that choose where shards run: refused by a transport that
+#: places nothing (joining a cluster, or weighing a partition by a log, would be lost)
+PLACEMENT_FIELDS = ("address", "placement_from")
+#: packing and patience knobs (`vertices_per_actor`, `placement`, `timeout`,
+#: `max_restarts`) are accepted by every transport: they never change a number (packed
+#: or not, the results are the same bit for bit), so a command may pass the same flags to
+#: every engine to compare them; only the Ray transport reads them
+PACKING_FIELDS = ("vertices_per_actor", "placement", "timeout", "max_restarts")
 
 #: what each capability is, as a refusal reads it ("{what}; it needs the {others} engine")
 WHAT = {
@@ -90,10 +95,8 @@ def check_capabilities(config, capabilities: Capabilities | None = None) -> None
     """Refuse, in one line naming the engine and the parameter (`ConfigError.field`),
     anything in `config` that its transport cannot do. `capabilities`: the transport's
     row (default: the table's for `config.engine`)."""
-    from neurolocal.engines.config import EngineConfig
-
     caps = CAPABILITIES[config.engine] if capabilities is None else capabilities
-    defaults = EngineConfig()
+    defaults = {f.name: f.default for f in fields(config)}
 
     def refuse(field_: str, capability: str) -> None:
         raise ConfigError(refusal(config.engine, capability), field=field_)
@@ -111,7 +114,7 @@ def check_capabilities(config, capabilities: Capabilities | None = None) -> None
         refuse("fault", "fault_injection")
     if not caps.placement:
         for name in PLACEMENT_FIELDS:
-            if getattr(config, name) != getattr(defaults, name):
+            if getattr(config, name) != defaults[name]:
                 refuse(name, "placement")
-    if config.post_ahead != defaults.post_ahead and not caps.posting_ahead:
+    if config.post_ahead != defaults["post_ahead"] and not caps.posting_ahead:
         refuse("post_ahead", "posting_ahead")

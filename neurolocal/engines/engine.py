@@ -137,7 +137,7 @@ class Engine:
         self._check_open()
         self.learning = learning
         self.params = cast_params(params, self.dtype)
-        self.transport.restore(self.params, optimizer, learning)
+        self.transport.restore_vertices(self.params, optimizer, learning)
 
     def train_step(self, inputs, target, eta: float = 1.0,
                    iterations: int | None = None) -> Step:

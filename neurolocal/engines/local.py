@@ -74,7 +74,7 @@ class LocalTransport:
         for shard in self.shards:
             shard.load_params(params)
 
-    def restore(self, params: Params, optimizer, learning: Learning) -> None:
+    def restore_vertices(self, params: Params, optimizer, learning: Learning) -> None:
         """Every vertex gets its optimizer state and works on `params` itself (in place)."""
         for shard in self.shards:
             shard.restore(params, optimizer, learning)

@@ -510,6 +510,10 @@ class Shard:
         """Some vertex has finished relaxing but holds its update back (`hold_learning`)."""
         return any(s.finished and not s.learned for s in self.slots.values())
 
+    def role(self, vertex: str) -> str:
+        """input, hidden or output."""
+        return self.slots[vertex].rule.role
+
     def has_params(self, vertex: str) -> bool:
         return bool(self.slots[vertex].rule.params)
 

@@ -64,7 +64,7 @@ class Transport(Protocol):
         """The vertices relax with these parameters (by reference where the vertices live
         in this process)."""
 
-    def restore(self, params: Params, optimizer: dict | None, learning: Learning) -> None:
+    def restore_vertices(self, params: Params, optimizer: dict | None, learning: Learning) -> None:
         """Every vertex takes its parameters and optimizer state (it then trains them)."""
 
     def run(self, batch: Batch) -> Outcome:

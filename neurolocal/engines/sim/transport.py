@@ -146,7 +146,7 @@ class SimTransport:
         for shard in self.shards:
             shard.load_params(params)
 
-    def restore(self, params: Params, optimizer, learning: Learning) -> None:
+    def restore_vertices(self, params: Params, optimizer, learning: Learning) -> None:
         self._params = params
         for shard in self.shards:
             shard.restore(params, optimizer, learning)
