@@ -7,7 +7,6 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "neurolocal"
 

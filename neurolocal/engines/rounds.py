@@ -78,14 +78,24 @@ from neurolocal.graph import Graph, Params
 from neurolocal.ops.losses import correct_count
 from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
+# the schedules and the results' assembly live beside the machine (re-exported here)
+from neurolocal.engines.results import (  # noqa: F401
+    merge_results,
+    merge_snapshots,
+    step_from_results,
+    vertex_energy,
+)
+from neurolocal.engines.schedule import (  # noqa: F401
+    CONSTANT,
+    MODES,
+    SCHEDULES,
+    Schedule,
+    check_schedule,
+    path_lengths,
+)
 
 # the traffic log's kinds (neurolocal.traffic.log.KINDS)
 VALUE, FEEDBACK, PARTIAL, PARAM = "value", "error", "partial", "param"
-#: round tag of a message valid in every round (the fixed-mode output's error)
-CONSTANT = -1
-
-SCHEDULES = ("jacobi", "event", "backward-in-time", "ipc")
-MODES = ("fixed", "strict")
 
 Message = tuple  # (batch, kind, round, src, dst, payload, t_send)
 Outgoing = dict[int, list[Message]]
@@ -182,125 +192,6 @@ def logged_round(kind: str, round_: int) -> int:
     if kind == VALUE:
         return round_
     return 1 if round_ == CONSTANT else round_ + 1
-
-
-def check_schedule(schedule: str, mode: str, staleness: int = 0, graph: Graph | None = None):
-    """Refuse a schedule the machine cannot run in this mode (ConfigError, no flag names)."""
-    from neurolocal.errors import ConfigError
-
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}",
-                          field="schedule")
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
-    if schedule in ("event", "backward-in-time") and mode != "fixed":
-        raise ConfigError(f"the {schedule} schedule needs fixed predictions (fixed mode): in "
-                          "strict mode every value moves every round", field="schedule")
-    if schedule == "ipc" and mode != "strict":
-        raise ConfigError("the ipc schedule re-predicts after every weight step: it needs "
-                          "strict mode", field="schedule")
-    if staleness and (schedule != "jacobi" or mode != "fixed"):
-        raise ConfigError("asynchronous rounds (staleness > 0) run the jacobi schedule in "
-                          "fixed mode only", field="staleness")
-    if graph is not None:
-        if schedule == "ipc" and graph.tied:
-            raise ConfigError("the ipc schedule does not support tied parameters yet (a weight "
-                              "step every round would need the group's sum every round)",
-                              field="schedule")
-        if schedule == "backward-in-time":
-            from neurolocal.engines.timewise import time_blocks
-
-            time_blocks(graph)  # raises for a graph that is not unrolled
-
-
-def path_lengths(graph: Graph) -> dict[str, frozenset[int]]:
-    """Lengths, in edges, of every path from each vertex down to the output."""
-    lengths: dict[str, set[int]] = {n: set() for n in graph.order}
-    lengths[graph.output] = {0}
-    for n in reversed(graph.order):
-        for c in graph.children[n]:
-            lengths[n].update(k + 1 for k in lengths[c])
-    return {n: frozenset(v) for n, v in lengths.items()}
-
-
-class Schedule:
-    """A schedule as a policy: the total rounds R, in which update rounds each vertex
-    relaxes, and at which tags it speaks to its relaxing parents. Every shard of a
-    batch builds the same one from the graph and the settings alone."""
-
-    def __init__(self, graph: Graph, settings: RunSettings, mode: str):
-        self.graph = graph
-        self.name = settings.schedule
-        self.strict = mode == "strict"
-        self.eta = settings.eta
-        self.staleness = settings.staleness
-        self.ipc = self.name == "ipc"
-        self._ranges: dict[str, tuple[tuple[int, int], ...]] = {}
-        self._block: dict[str, tuple[int, int]] = {}
-        if self.name == "backward-in-time":
-            from neurolocal.engines.timewise import time_blocks
-
-            k = settings.iterations
-            blocks = time_blocks(graph)
-            for b, block in enumerate(blocks):
-                for n in block:
-                    self._block[n] = (b * k, (b + 1) * k)   # relaxes in updates start+1..stop
-            self.rounds = k * len(blocks)
-        else:
-            self.rounds = settings.iterations
-        self._lengths = path_lengths(graph) if self.name == "event" else None
-
-    def constant_output(self) -> bool:
-        """The fixed-mode output's error never changes: it speaks once, for every round."""
-        return not self.strict
-
-    def ranges(self, vertex: str) -> tuple[tuple[int, int], ...]:
-        """The tags at which `vertex` speaks to its relaxing parents, as [start, stop) ranges."""
-        found = self._ranges.get(vertex)
-        if found is not None:
-            return found
-        R = self.rounds
-        if vertex == self.graph.output and self.constant_output():
-            found = ((CONSTANT, CONSTANT + 1),)
-        elif self.name == "event":
-            lengths = self._lengths[vertex]
-            if self.eta == 1.0:
-                found = tuple((t, t + 1) for t in sorted(lengths) if t < R)
-            else:
-                found = ((min(lengths), R),) if lengths and min(lengths) < R else ()
-        elif self.name == "backward-in-time" and vertex in self._block:
-            start, stop = self._block[vertex]   # its block's rounds, and once when it ends
-            found = ((start, min(stop + 1, R)),) if start < R else ()
-        else:
-            found = ((0, R),)
-        self._ranges[vertex] = found
-        return found
-
-    def speaks(self, vertex: str, tag: int) -> bool:
-        return any(a <= tag < b for a, b in self.ranges(vertex))
-
-    def needed(self, child: str, update: int) -> int | None:
-        """The tag of `child`'s message that update `update` of a parent reads: its newest
-        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken)."""
-        for a, b in reversed(self.ranges(child)):
-            if a == CONSTANT:
-                return CONSTANT
-            if a <= update - 1:
-                return min(b - 1, update - 1)
-        return None
-
-    def relaxes(self, vertex: str, update: int, children: Sequence[str]) -> bool:
-        """Does a hidden vertex move its value in update `update`?"""
-        if self.name == "backward-in-time":
-            block = self._block.get(vertex)
-            return block is not None and block[0] < update <= block[1]
-        if self.name == "event" and self.eta == 1.0:   # only when a child spoke last round
-            for c in children:
-                tag = self.needed(c, update)
-                if tag == update - 1 or (tag == CONSTANT and update == 1):
-                    return True
-            return False
-        return True
 
 
 class Slot:
@@ -978,69 +869,3 @@ class Shard:
         if to_inputs:
             for parent, message in slot.rule.feedback(to_inputs=True).items():
                 self._send(FEEDBACK, last, slot.name, parent, message)
-
-
-def merge_results(graph: Graph, results: Sequence[dict], rounds: int, read_inputs: bool):
-    """The shards' results as one (dtheta, errors, input_feedback, energy per round,
-    loss, prediction, counts): arrays in graph order, energy summed over vertices."""
-    merged = {k: {} for k in ("dtheta", "errors", "input_feedback", "energy")}
-    counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
-    loss = prediction = None
-    for result in results:
-        for key in merged:
-            merged[key].update(result[key])
-        for key in counts:
-            counts[key] += result["counts"][key]
-        if "loss" in result:
-            loss, prediction = result["loss"], result["prediction"]
-    energy = [sum(merged["energy"][n][r] for n in graph.order) for r in range(rounds + 1)]
-    return (
-        {n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
-        {n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
-        {n: merged["input_feedback"][n] for n in graph.inputs} if read_inputs else {},
-        energy, loss, prediction, counts,
-    )
-
-
-def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
-    """A training batch's scalars from its shards' results (`Step`)."""
-    from neurolocal.engines.base import Step
-
-    energy = {}
-    messages = 0
-    for result in results:
-        energy.update(result["energy"])
-        messages += result["counts"]["local_messages"] + result["counts"]["remote_messages"]
-        if "loss" in result:
-            loss, hits = result["loss"], result["hits"]
-    return Step(loss=loss, hits=hits, messages=messages,
-                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)],
-                vertex_energy={n: list(energy[n]) for n in graph.order})
-
-
-def vertex_energy(graph: Graph, results: Sequence[dict]) -> dict[str, list[float]]:
-    """Each vertex's energy after each round, in graph order, from its shard's result."""
-    energy = {}
-    for result in results:
-        energy.update(result["energy"])
-    return {n: list(energy[n]) for n in graph.order}
-
-
-def merge_snapshots(graph: Graph, parts: Sequence[dict]) -> tuple[Params, dict]:
-    """Shards' snapshots as (parameters in graph order, optimizer state arrays in the
-    checkpoint's layout: "step" and "<slot>/<vertex>/<param>"). Every vertex steps
-    once per batch, so their step counts agree; the first one is the run's."""
-    params: Params = {}
-    optimizer: dict = {}
-    by_vertex = {}
-    for part in parts:
-        params.update(part["params"])
-        by_vertex.update(part["optimizer"])
-    for vertex in graph.order:
-        for key, value in by_vertex.get(vertex, {}).items():
-            if key == "step":
-                optimizer.setdefault("step", value)
-            else:
-                optimizer[key] = value
-    optimizer.setdefault("step", np.array(0, dtype=np.int64))
-    return {n: params[n] for n in graph.order if n in params}, optimizer
