@@ -16,8 +16,8 @@ from neurolocal.training.history import History, Run
 from neurolocal.training.metrics import _json_default
 from neurolocal.optimizers import make_optimizer
 from neurolocal.training.settings import Settings
+from neurolocal.training.checkpoint_check import CHECKPOINT_FORMAT, check_checkpoint, settings_of
 
-CHECKPOINT_FORMAT = 1
 
 
 def checkpoint_path(out_dir: Path, algorithm: str) -> Path:
@@ -78,8 +78,6 @@ def save_checkpoint(path: Path, run: Run, settings: Settings) -> None:
 
 
 def read_checkpoint_settings(path: Path) -> Settings:
-    from neurolocal.training.checkpoint_check import settings_of
-
     return settings_of(_read_arrays(path), str(path))
 
 
@@ -97,8 +95,6 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 def load_checkpoint(path: Path, graph: Graph, settings: Settings) -> Run:
     """A run restored from `path`, every entry checked first (`checkpoint_check`): types,
     shapes and ranges, and the parameters against the topology's shapes."""
-    from neurolocal.training.checkpoint_check import check_checkpoint
-
     source = str(path)
     arrays = _read_arrays(path)
     checked = check_checkpoint(arrays, graph, settings, source)
