@@ -166,24 +166,14 @@ def _print_check(check, args) -> None:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    import os
-    import tempfile
-
-    from neurolocal.files import writable_file
+    from neurolocal.files import writable_file, write_atomic
 
     writable_file(path, "--output")
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+        write_atomic(path, text)
     except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror}", field=f"--output {path}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        raise ConfigError(f"cannot write: {exc.strerror or exc}",
+                          field=f"--output {path}") from None
 # --- run: train a topology (issue 6) ---------------------------------------------------------
 # Kept in one block (cmd_run + add_run_parser) so merging with other commands stays easy.
 

@@ -7,6 +7,11 @@ forever) or a directory end in one line instead of a hang or gigabytes read.
 `writable_directory` is asked before a command writes anything: the output directory
 (created if missing) must be a directory this process can create files in, so an
 unwritable `--out` fails up front and leaves nothing half-written.
+
+`atomic_path` (and `write_atomic` on top of it) is the one way a file is written whole
+or not at all: written under a temporary name beside it, then renamed over it, so a
+reader (or a crash) sees the old file or the new one, never half of one. Every writer
+in the package uses it (tests/test_structure.py checks that no other module renames).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Type
+from typing import Iterator, Type
 
 from neurolocal.errors import ConfigError, NeurolocalError
 
@@ -116,3 +121,49 @@ def writable_file(path: str | Path, flag: str) -> Path:
             raise ConfigError(f"directory {parent} does not exist", field=where)
         _probe(parent)
     return path
+
+
+# --- writing a file whole or not at all --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, private: bool = False,
+                durable: bool = False) -> Iterator[Path]:
+    """A temporary name beside `path` for the block to write to (`.<name>.<random>.tmp`);
+    when the block ends without an error it replaces `path` in one rename, else it is
+    removed. The file gets the mode a plain `open` would give it (0666 less the umask),
+    or 0600 when `private`; `durable` fsyncs it before the rename (a checkpoint: after a
+    power loss the old file or the new one, complete). OSError propagates."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if not private:                      # mkstemp's 0600 is for the half-written file only
+            os.chmod(tmp, 0o666 & ~_umask())
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)          # gone already after the rename
+
+
+def write_atomic(path: str | Path, data: str | bytes, *, private: bool = False,
+                 durable: bool = False) -> None:
+    """Write `data` (text as UTF-8, or bytes) to `path` whole or not at all (`atomic_path`)."""
+    with atomic_path(path, private=private, durable=durable) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

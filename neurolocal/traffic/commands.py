@@ -186,28 +186,13 @@ def _audit(args) -> int:
 
 def write_text(path, text: str) -> None:
     """Write a whole file or nothing (aside, then renamed); one line when it cannot."""
-    import os
-    import tempfile
-
     from neurolocal.errors import ConfigError
+    from neurolocal.files import write_atomic
 
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+        write_atomic(path, text)
     except OSError as exc:
-        raise ConfigError(f"cannot write here: {exc.strerror}", source=str(path)) from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror}", source=str(path)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
 
 
 def run_epilogue(directory, out_dir) -> None:

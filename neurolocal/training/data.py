@@ -219,15 +219,12 @@ def _digits_cache() -> Path | None:
 
 def _save_quietly(path: Path, **arrays) -> None:
     """Write the cache atomically; a cache that cannot be written is only a cache."""
-    import os
-    import tempfile
+    from neurolocal.files import atomic_path
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digits-", suffix=".npz")
-        with os.fdopen(fd, "wb") as out:
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
             np.savez(out, **arrays)
-        os.replace(tmp, path)
     except OSError:
         pass
 
