@@ -439,5 +439,5 @@ def _stop_on_signals() -> None:
             signal.signal(signum, _exit_on_signal)
 
 
-def _exit_onsend(signum, _frame) -> None:
+def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
