@@ -6,7 +6,7 @@ forever) or a directory end in one line instead of a hang or gigabytes read.
 
 `writable_directory` is asked before a command writes anything: the output directory
 (created if missing) must be a directory this process can create files in, so an
-unwritable `--out` fails up front and leaves nothing half-written.
+unwritable output directory (`--out`) fails up front and leaves nothing half-written.
 
 `atomic_path` (and `write_atomic` on top of it) is the one way a file is written whole
 or not at all: written under a temporary name beside it, then renamed over it, so a
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Type
 
-from neurolocal.errors import ConfigError, NeurolocalError
+from neurolocal.errors import ConfigError, NeurolocalError, param
 
 
 def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
@@ -47,11 +47,9 @@ def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
                 "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
         raise error(f"is {kind}, expected a regular {what}", source=source)
     if info.st_size > limit:
+        key = "document_bytes" if what == "topology file" else "data_bytes"
         raise error(f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
-                    f"it with --budget data_bytes=N (or NEUROLOCAL_BUDGET)"
-                    if what != "topology file" else
-                    f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
-                    f"it with --budget document_bytes=N (or NEUROLOCAL_BUDGET)", source=source)
+                    f"it with {param('budget')} {key}=N (or NEUROLOCAL_BUDGET)", source=source)
     return info.st_size
 
 
@@ -70,11 +68,12 @@ def read_bytes(path: str | Path, limit: int, error: Type[NeurolocalError],
     return data
 
 
-def writable_directory(path: str | Path, flag: str) -> Path:
+def writable_directory(path: str | Path, name: str) -> Path:
     """Prove `path` can be a directory this process writes in, creating nothing: it is a
-    directory already, or its nearest existing ancestor is one we can create files in."""
+    directory already, or its nearest existing ancestor is one we can create files in.
+    `name`: the parameter that gave the path (`errors.param("out")`), the error's field."""
     path = Path(path)
-    where = f"{flag} {path}"
+    where = f"{name} {path}"
     with _writing_to(where):
         existing = path
         while not existing.exists():
@@ -109,10 +108,11 @@ def _probe(directory: Path) -> None:
     os.unlink(probe)
 
 
-def writable_file(path: str | Path, flag: str) -> Path:
-    """An output file's directory must exist and be writable; the file is not touched."""
+def writable_file(path: str | Path, name: str) -> Path:
+    """An output file's directory must exist and be writable; the file is not touched.
+    `name`: the parameter that gave the path (as for `writable_directory`)."""
     path = Path(path)
-    where = f"{flag} {path}"
+    where = f"{name} {path}"
     parent = path.parent if str(path.parent) else Path(".")
     with _writing_to(where):
         if path.is_dir():

@@ -7,7 +7,6 @@ Every command takes a log directory or a run directory holding `traffic/`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,13 +15,9 @@ EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+    from neurolocal.cli import _positive_int as whole_number_at_least_one  # the CLI's one
+
+    return whole_number_at_least_one(text)
 
 
 def add_traffic_parser(commands, parser_class) -> None:
