@@ -55,11 +55,20 @@ def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
 
 def read_bytes(path: str | Path, limit: int, error: Type[NeurolocalError],
                what: str = "file") -> bytes:
-    """The bytes of a regular file, refusing (not truncating) one that grew past `limit`."""
-    regular_file(path, limit, error, what)
+    """The bytes of a regular file, refusing (not truncating) one that grew past `limit`.
+    Read in pieces of about the file's size: `read(limit + 1)` would reserve the whole
+    budget (256 MB) for a file of a few bytes, a MemoryError under a tight RLIMIT_AS."""
+    size = regular_file(path, limit, error, what)
     try:
         with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+            pieces, total = [], 0
+            while total <= limit:
+                piece = handle.read(min(max(size + 1, 1 << 16), limit + 1 - total))
+                if not piece:
+                    break
+                pieces.append(piece)
+                total += len(piece)
+            data = b"".join(pieces)
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or type(exc).__name__}",
                     source=str(path)) from None
