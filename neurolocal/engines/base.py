@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,6 +38,8 @@ class Relaxation:
     messages: int = 0
     extras: dict = field(default_factory=dict)
     restarts: list["Restart"] = field(default_factory=list)
+    #: each vertex's energy after each round (the per-layer audit reads it)
+    vertex_energy: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,18 +83,24 @@ class Step:
     hits:      arg-max hits of the forward prediction (the output vertex counts them)
     energy:    free energy after each round
     messages:  messages the vertices sent
-    restarts:  actors restarted during this batch (replayed from the last snapshot)"""
+    restarts:  actors restarted during this batch (replayed from the last snapshot)
+    report:    the transport's counters of the batch; vertex_energy: per vertex and round"""
     loss: float
     hits: float
     energy: list[float]
     messages: int = 0
     restarts: list[Restart] = field(default_factory=list)
+    #: the transport's counters of this batch (sim time, messages lost, ...; {}: none),
+    #: summed into metrics.json by the trainer
+    report: dict = field(default_factory=dict)
+    #: each vertex's energy after each round (the per-layer audit reads it)
+    vertex_energy: dict[str, list[float]] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """What every engine offers (docs/rounds.md §6); `LocalEngine` and `RayEngine` both
-    are transports over the one round machine."""
+    """The engine API as a type (docs/rounds.md §6); its one implementation is
+    `neurolocal.engines.engine.Engine`, over any transport."""
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False) -> Relaxation:
@@ -105,8 +113,16 @@ class Engine(Protocol):
                    iterations: int | None = None) -> "Step":
         """One batch in which every vertex applies its own update; scalars come back."""
 
+    def train_batches(self, batches: Iterable, eta: float = 1.0,
+                      iterations: int | None = None,
+                      pipeline: int | None = None) -> Iterator["Step"]:
+        """Training batches, `pipeline` in flight; steps in batch order."""
+
     def snapshot(self) -> tuple[dict, dict]:
         """(parameters, optimizer state) from the vertices, at a batch boundary."""
+
+    def report(self) -> dict:
+        """What the engine is and where its vertices run."""
 
     def close(self) -> None:
         """Stop whatever the engine started."""

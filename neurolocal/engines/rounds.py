@@ -56,15 +56,20 @@ relaxation; the fixed-mode iteration converges to the same fixed point for
 Energy of "round r" is the sum over vertices of their energy after r updates
 (per-vertex logical clocks; a global snapshot when S = 0).
 
-Observability (issues 14, 15 build on it): `horizon` caps the round every vertex
-may reach (a transport stepping the machine round by round, as the local engine
-does for `on_round`), and `consumed` lists, per vertex, the (kind, src, tag) of
-every message it consumed, in order, when `trace=True`.
+Observability: `horizon` caps the round every vertex may reach (a transport
+stepping the machine round by round, as the local engine does for `on_round`);
+`consumed` lists, per vertex, the (kind, src, tag) of every message it consumed, in
+order, when `trace=True`; and a `RoundObserver` set as `Shard.observer` hears the
+machine's events as they happen — a vertex's forward pass, each unit of work (and
+whether it computed anything), each message read (with the update that read it), each
+message dropped (late, or superseded under staleness), each update applied. Transports,
+journals and logs subscribe to those events instead of comparing the machine's state
+before and after a call (docs/rounds.md §8).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -95,12 +100,15 @@ class Learning:
     lr: float | None = None
     options: tuple = ()                      # ((name, value), ...) of the optimizer
     updates_per_batch: int = 1
-    #: builds an optimizer from (name, lr, **options): the trainer's
-    #: (`neurolocal.training.optimizers.make_optimizer`), so engines import nothing above them
+    #: None: `neurolocal.optimizers.make_optimizer`, which every vertex calls to make its
+    #: own (a caller may pass another of the same signature, e.g. a custom optimizer)
     factory: Callable | None = None
 
     def make_optimizer(self):
-        return self.factory(self.optimizer, self.lr, **dict(self.options))
+        from neurolocal.optimizers import make_optimizer
+
+        make = self.factory or make_optimizer
+        return make(self.optimizer, self.lr, **dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class RunSettings:
     #: what the vertices compute in (neurolocal/dtypes.py): data and feedback cast to it
     dtype: str = "float64"
 
+    def with_batch(self, batch: int) -> "RunSettings":
+        """The same settings under batch id `batch` (a transport numbers its batches)."""
+        return replace(self, batch=batch)
+
 
 @dataclass
 class ShardLog:
@@ -124,6 +136,45 @@ class ShardLog:
     recorder: TrafficRecorder
     actors: Sequence[str]   # actor name of each shard index
     hosts: Sequence[str]    # host label of each shard index
+
+
+class RoundObserver:
+    """What a `Shard` tells whoever watches it (docs/rounds.md §8). Every method is a
+    no-op here; a subscriber overrides those it needs. `shard` is the caller, `vertex` a
+    vertex name; updates count from 1 (0: the forward pass)."""
+
+    def forward(self, shard: "Shard", vertex: str) -> None:
+        """The vertex did its forward pass (its prediction is sent)."""
+
+    def stepped(self, shard: "Shard", vertex: str, computed: bool) -> None:
+        """One unit of the vertex's work is done: its forward pass, a (strict: half of
+        an) update, or an input's final feedback. `computed`: it did arithmetic (False:
+        an update the schedule idles through, bookkeeping only)."""
+
+    def read(self, shard: "Shard", vertex: str, update: int, kind: str, src: str,
+             tag: int) -> None:
+        """Update `update` of `vertex` consumed `src`'s message of `kind` and tag `tag`."""
+
+    def dropped(self, shard: "Shard", message: "Message", why: str) -> None:
+        """A message of the current batch's shard was dropped: `late` (of an earlier
+        batch) or `superseded` (staleness > 0: older than the feedback held)."""
+
+    def learned(self, shard: "Shard", vertex: str) -> None:
+        """The vertex applied its update of the batch (training) with its optimizer."""
+
+
+def feedback_age(update: int, tag: int) -> int:
+    """How many rounds behind the synchronous sweep's a feedback read by `update` is:
+    update u reads tag u - 1 when nothing is stale."""
+    return update - 1 - tag
+
+
+def zeros_like_payload(payload):
+    """Zeros in the shape of a message's payload (what a receiver goes on with when a
+    message is lost and it holds nothing older on that edge)."""
+    if isinstance(payload, list):         # tied partials / new values: [(param, array), ...]
+        return [(key, np.zeros_like(value)) for key, value in payload]
+    return np.zeros_like(payload)
 
 
 def logged_round(kind: str, round_: int) -> int:
@@ -308,13 +359,16 @@ class Slot:
         received = [p for sender in self.partial_senders for p in self.partials[sender]]
         return self.rule.receive_partials(self.update, received)
 
-    def store_feedback(self, src: str, round_: int, payload, staleness: int) -> None:
+    def store_feedback(self, src: str, round_: int, payload, staleness: int) -> bool:
+        """Keep a feedback message; False when asynchronous rounds drop it (older than,
+        or as old as, what is held: only the newest matters)."""
         box = self.inbox[src]
         if staleness > 0:  # asynchronous: only the newest message matters
             if box and (CONSTANT in box or max(box) >= round_):
-                return
+                return False
             box.clear()
         box[round_] = payload
+        return True
 
 
 class Shard:
@@ -353,6 +407,9 @@ class Shard:
         #: the message path (the tests compare the two)
         self.fuse = True
         self.fused = False   # did the last batch run fused
+        #: who hears the machine's events (`RoundObserver`); None: nobody
+        self.observer: RoundObserver | None = None
+        self._computed = True   # did the last step do arithmetic (`RoundObserver.stepped`)
 
     # --- entry points --------------------------------------------------------------------
 
@@ -408,15 +465,19 @@ class Shard:
         current = None if self.settings is None else self.settings.batch
         if self.log is not None:
             self._log_received(messages, now())
+        observer = self.observer
         for message in messages:
             batch = message[0]
-            if batch <= self.abandoned:
-                continue   # a late message of an abandoned batch
+            if batch <= self.abandoned:   # a late message of an abandoned batch
+                if observer is not None and current is not None:
+                    observer.dropped(self, message, "late")
+                continue
             if current is None or batch > current:
                 self.pending.setdefault(batch, []).append(message)
             elif batch == current:
                 self._store(message)
-            # else: a late message of a finished or abandoned batch; dropped
+            elif observer is not None:   # a late message of a finished batch; dropped
+                observer.dropped(self, message, "late")
         return self._advance() if current is not None else {}
 
     def resume(self) -> Outgoing:
@@ -426,6 +487,39 @@ class Shard:
     @property
     def done(self) -> bool:
         return self.settings is not None and all(s.done for s in self.slots.values())
+
+    # --- what a transport may read or share (read-only views of the vertices) -----------
+
+    @property
+    def rules(self) -> dict:
+        """Every vertex's rule, by name (read-only use: watching a relaxation)."""
+        return {n: self.slots[n].rule for n in self.names}
+
+    def progress(self, vertex: str) -> tuple[int | None, bool]:
+        """(updates done, None before the forward pass; finished relaxing) of a vertex."""
+        slot = self.slots[vertex]
+        return slot.round, slot.finished
+
+    def waiting_rounds(self) -> int:
+        """The lowest update count among this shard's vertices (0 before any forward
+        pass): the round a horizon may hold them at without undoing anything."""
+        return min(s.round or 0 for s in self.slots.values())
+
+    @property
+    def learning_held(self) -> bool:
+        """Some vertex has finished relaxing but holds its update back (`hold_learning`)."""
+        return any(s.finished and not s.learned for s in self.slots.values())
+
+    def has_params(self, vertex: str) -> bool:
+        return bool(self.slots[vertex].rule.params)
+
+    def share_vertices(self, other: "Shard") -> None:
+        """One vertex, several batches in flight (pipelining): this shard's vertices use
+        `other`'s parameters and optimizers (the same vertices, another lane)."""
+        for n in self.names:
+            mine, theirs = self.slots[n], other.slots[n]
+            mine.rule.params = theirs.rule.params
+            mine.optimizer = theirs.optimizer
 
     def result(self) -> dict:
         """What the transport collects: scalars and this shard's own vertices' arrays;
@@ -503,7 +597,9 @@ class Shard:
             else:
                 slot.moved[src][round_] = payload
         elif kind == FEEDBACK:
-            slot.store_feedback(src, round_, payload, self.settings.staleness)
+            if not slot.store_feedback(src, round_, payload, self.settings.staleness) \
+                    and self.observer is not None:
+                self.observer.dropped(self, message, "superseded")
         elif kind == PARTIAL:
             slot.partials[src] = payload
         elif kind == PARAM:
@@ -625,7 +721,7 @@ class Shard:
                 rule = slot.rule
                 if slot.name in frozen:   # same prediction; a hidden value moved
                     if rule.role == "hidden":
-                        rule.error = rule.value - rule.prediction
+                        rule.refresh_error()
                 else:
                     rule.repredict([moved[p] if p in moved else slot.values[p]
                                     for p in rule.parents])
@@ -648,13 +744,18 @@ class Shard:
         progress = True
         while progress:
             progress = False
+            observer = self.observer
             for slot in self.slots.values():
                 while not slot.finished and self._step(slot):
                     progress = True
+                    if observer is not None:
+                        observer.stepped(self, slot.name, self._computed)
                 if slot.finished and not slot.learned and slot.heard_partials \
                         and not self.hold_learning:
                     self._learn(slot)
                     progress = True
+                    if observer is not None and slot.rule.params:
+                        observer.learned(self, slot.name)
         return self._flush()
 
     def _feedback_total(self, slot: Slot, update: int):
@@ -685,8 +786,7 @@ class Shard:
             if staleness == 0 and tag != CONSTANT:
                 for old in [t for t in box if t < tag]:
                     del box[old]
-            if self.trace:
-                slot.consumed.append((FEEDBACK, child, tag))
+            self._read(slot, update, FEEDBACK, child, tag)
             total = message if total is None else total + message
         return True, total
 
@@ -698,24 +798,29 @@ class Shard:
             box = slot.inbox[child]
             if last not in box:
                 return False, None
-            if self.trace:
-                slot.consumed.append((FEEDBACK, child, last))
+            self._read(slot, last + 1, FEEDBACK, child, last)
             total = box[last] if total is None else total + box[last]
         return True, total
 
+    def _read(self, slot: Slot, update: int, kind: str, src: str, tag: int) -> None:
+        """A message consumed: traced (`trace`) and told to the observer."""
+        if self.trace:
+            slot.consumed.append((kind, src, tag))
+        if self.observer is not None:
+            self.observer.read(self, slot.name, update, kind, src, tag)
+
     def _step(self, slot: Slot) -> bool:
-        """One unit of work for one vertex, if its messages allow it. True if it moved."""
+        """One unit of work for one vertex, if its messages allow it. True if it moved;
+        `_computed` then says whether the step did arithmetic (`RoundObserver.stepped`)."""
         rule, schedule = slot.rule, self.schedule
+        self._computed = True
         if slot.round is None:
             return self._forward(slot)
         if rule.role == "input":  # waits for the final feedback of every child (dL/dx)
             ready, total = self._input_total(slot)
             if not ready:
                 return False
-            batch = rule.value.shape[0]
-            # -dL/dx of the batch-mean loss, the convention of dtheta (docs/rounds.md)
-            self.input_feedback[slot.name] = (np.zeros_like(rule.value) if total is None
-                                              else total * (1.0 / batch))
+            self.input_feedback[slot.name] = rule.input_gradient(total)
             slot.finished = True
             return True
         update = slot.round + 1
@@ -726,13 +831,14 @@ class Shard:
             if not all(update in box for box in boxes):
                 return False
             current = {p: box.pop(update) for p, box in zip(slot.moving_parents, boxes)}
-            if self.trace:
-                slot.consumed.extend((VALUE, p, update) for p in slot.moving_parents)
+            for p in slot.moving_parents:
+                self._read(slot, update, VALUE, p, update)
             rule.repredict([current[p] if p in current else slot.values[p]
                             for p in rule.parents])
             slot.relaxed = False
             return self._close_update(slot, update)
-        if rule.role == "hidden" and schedule.relaxes(slot.name, update, slot.children):
+        relaxing = rule.role == "hidden" and schedule.relaxes(slot.name, update, slot.children)
+        if relaxing:
             ready, total = self._feedback_total(slot, update)
             if not ready:
                 return False
@@ -748,6 +854,8 @@ class Shard:
                     self._send(VALUE, update, slot.name, child, value)
             slot.relaxed = True
             return True
+        if rule.role == "hidden":   # an update the schedule idles through computes nothing
+            self._computed = relaxing or (update == schedule.rounds and bool(rule.params))
         return self._close_update(slot, update)
 
     def _forward(self, slot: Slot) -> bool:
@@ -755,8 +863,8 @@ class Shard:
         if rule.role == "input":
             value = rule.value
         elif all(p in slot.values for p in slot.parents):
-            if self.trace:
-                slot.consumed.extend((VALUE, p, 0) for p in slot.parents)
+            for p in slot.parents:
+                self._read(slot, 0, VALUE, p, 0)
             value = rule.predict([slot.values[p] for p in rule.parents])
             if not self.schedule.strict:
                 slot.values = {}
@@ -764,6 +872,8 @@ class Shard:
             return False
         for child in slot.children:
             self._send(VALUE, 0, slot.name, child, value)
+        if self.observer is not None:
+            self.observer.forward(self, slot.name)
         if rule.role == "input":
             slot.round, slot.energy = last, [0.0] * (last + 1)
             slot.finished = not self.settings.read_inputs
@@ -838,7 +948,7 @@ class Shard:
     @staticmethod
     def _apply(slot: Slot, update: dict, learning: Learning) -> None:
         """Gradient descent along +dtheta (= -dL/dtheta): the optimizer takes -dtheta."""
-        gradient = {slot.name: {k: -v for k, v in update.items()}}
+        gradient = {slot.name: slot.rule.loss_gradient(update)}
         own = {slot.name: slot.rule.params}
         for _ in range(learning.updates_per_batch):
             slot.optimizer.step(own, gradient)
@@ -900,7 +1010,16 @@ def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
         if "loss" in result:
             loss, hits = result["loss"], result["hits"]
     return Step(loss=loss, hits=hits, messages=messages,
-                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)])
+                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)],
+                vertex_energy={n: list(energy[n]) for n in graph.order})
+
+
+def vertex_energy(graph: Graph, results: Sequence[dict]) -> dict[str, list[float]]:
+    """Each vertex's energy after each round, in graph order, from its shard's result."""
+    energy = {}
+    for result in results:
+        energy.update(result["energy"])
+    return {n: list(energy[n]) for n in graph.order}
 
 
 def merge_snapshots(graph: Graph, parts: Sequence[dict]) -> tuple[Params, dict]:

@@ -149,8 +149,7 @@ def graph_of(journal: Journal):
 def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, inputs, target):
     """Re-execute one journaled batch on `shards` (one per vertex, in graph order; they
     keep their parameters and optimizers when training). Returns the shards' results."""
-    from neurolocal.engines.rounds import CONSTANT, FEEDBACK
-    from neurolocal.engines.sim.transport import _zeros_like
+    from neurolocal.engines.rounds import CONSTANT, FEEDBACK, zeros_like_payload as _zeros_like
 
     staleness = settings.staleness
     index = {n: i for i, n in enumerate(graph.order)}
@@ -200,10 +199,11 @@ def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, in
                 progress = True
         if staleness > 0:
             for name in graph.order:
-                shard, slot = shards[index[name]], shards[index[name]].slots[name]
-                if name not in hidden or slot.finished or slot.round is None:
+                shard = shards[index[name]]
+                round_, finished = shard.progress(name)
+                if name not in hidden or finished or round_ is None:
                     continue
-                update = slot.round + 1
+                update = round_ + 1
                 if shard.horizon is not None and shard.horizon >= update:
                     continue
                 keys = [(FEEDBACK, child, name, tag)
@@ -271,12 +271,10 @@ def replay(journal: Journal, on_batch=None) -> Outcome:
     for event in journal.events:
         kind = event["event"]
         if kind == "restore":
-            from neurolocal.training.optimizers import make_optimizer
-
             spec = event["learning"]
             learning = Learning(spec["optimizer"], spec["lr"],
                                 tuple(tuple(o) for o in spec["options"]),
-                                spec["updates_per_batch"], make_optimizer)
+                                spec["updates_per_batch"])
             params = unpack_params(event["params"])
             optimizer = (None if event["optimizer"] is None else
                          {k: _from(v) for k, v in event["optimizer"].items()})

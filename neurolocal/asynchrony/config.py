@@ -24,8 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from neurolocal.checks import number
-from neurolocal.engines.sim.models import (
+from neurolocal.asynchrony.models import (
     Asynchrony,
     EdgeTiming,
     Pause,
@@ -33,6 +32,7 @@ from neurolocal.engines.sim.models import (
     parse_distribution,
     parse_probability,
 )
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError
 
 SECTION = "asynchrony"
