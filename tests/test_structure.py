@@ -34,9 +34,6 @@ PENDING = {
                                   "minimum=0)",
     "neurolocal/engines/config.py": "vertices_per_actor 'auto' message: "
                                     "checks.expected(whole=True, minimum=1)",
-    "neurolocal/engines/sim/transport.py": "check_pipeline: checks.number('pipeline', K, "
-                                           "whole=True, minimum=1); 'use --pipeline 1' -> "
-                                           "errors.param('pipeline')",
     "neurolocal/training/loop.py": "raise TrainingDiverged(...) instead of ConfigError",
 }
 
