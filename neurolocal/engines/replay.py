@@ -44,7 +44,7 @@ from neurolocal.engines.journal import (
 from neurolocal.engines.journal import (
     unpack_array as _from,
 )
-from neurolocal.errors import ConfigError
+from neurolocal.errors import ConfigError, param
 
 VERSION = 1   # the sim engine's single-map journal; Ray's streams are version 2
 
@@ -83,9 +83,10 @@ def read_journals(directory: str) -> list[Journal]:
         raise ConfigError("no such directory", source=directory)
     found = sorted(Path(directory).glob(f"*{SUFFIX}"))
     if not found:
-        raise ConfigError("no replay journal (*.replay): record one with --traffic-log DIR on "
-                          "an asynchronous run (--engine sim, or --engine ray with "
-                          "--staleness or injected delays)", source=directory)
+        raise ConfigError(f"no replay journal (*.replay): record one with {param('traffic_log')} "
+                          f"DIR on an asynchronous run ({param('engine')} sim, or "
+                          f"{param('engine')} ray with {param('staleness')} or injected "
+                          "delays)", source=directory)
     journals, streams = [], []
     for path in found:
         try:

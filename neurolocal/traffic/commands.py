@@ -7,7 +7,6 @@ Every command takes a log directory or a run directory holding `traffic/`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,13 +15,9 @@ EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+    from neurolocal.cli import _positive_int as whole_number_at_least_one  # the CLI's one
+
+    return whole_number_at_least_one(text)
 
 
 def add_traffic_parser(commands, parser_class) -> None:
@@ -186,28 +181,13 @@ def _audit(args) -> int:
 
 def write_text(path, text: str) -> None:
     """Write a whole file or nothing (aside, then renamed); one line when it cannot."""
-    import os
-    import tempfile
-
     from neurolocal.errors import ConfigError
+    from neurolocal.files import write_atomic
 
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+        write_atomic(path, text)
     except OSError as exc:
-        raise ConfigError(f"cannot write here: {exc.strerror}", source=str(path)) from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror}", source=str(path)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
 
 
 def run_epilogue(directory, out_dir) -> None:

@@ -4,13 +4,12 @@ every epoch; resuming from one reproduces the uninterrupted run bitwise (no pick
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from neurolocal.errors import DataError
+from neurolocal.files import atomic_path
 from neurolocal.graph import Graph, Params
 from neurolocal.training.history import History, Run
 from neurolocal.training.metrics import _json_default
@@ -65,16 +64,8 @@ def save_checkpoint(path: Path, run: Run, settings: Settings) -> None:
         arrays[f"optimizer/{key}"] = a
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def read_checkpoint_settings(path: Path) -> Settings:
