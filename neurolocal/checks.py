@@ -88,3 +88,17 @@ def _bound(x: float) -> str:
                                            and abs(x) < 1e15):
         return str(int(x))
     return f"{x:g}"
+
+
+def argument(**kind):
+    """An argparse `type=` of a number through `parse_number` (the CLI's flags and the
+    traffic tools' share it; argparse names the flag in front of the message)."""
+    import argparse
+
+    def convert(text: str):
+        try:
+            return parse_number("", text, **kind)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.detail) from None
+
+    return convert

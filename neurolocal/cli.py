@@ -29,12 +29,9 @@ class _Parser(argparse.ArgumentParser):
 def _flag_number(text: str, **kind) -> int | float:
     """A flag's value through the one number validator (checks.parse_number); argparse
     names the flag in front of the message."""
-    from neurolocal.checks import parse_number
+    from neurolocal.checks import argument
 
-    try:
-        return parse_number("", text, **kind)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.detail) from None
+    return argument(**kind)(text)
 
 
 def _positive_float(text: str) -> float:

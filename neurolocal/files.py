@@ -172,6 +172,17 @@ def write_atomic(path: str | Path, data: str | bytes, *, private: bool = False,
             tmp.write_bytes(data)
 
 
+def write_output(path: str | Path, text: str) -> None:
+    """A command's output file, whole or nothing (`write_atomic`); one line (ConfigError
+    naming the file) when it cannot be written."""
+    from neurolocal.errors import ConfigError
+
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

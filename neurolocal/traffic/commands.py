@@ -11,13 +11,16 @@ import json
 import sys
 from pathlib import Path
 
+from neurolocal.files import write_output as write_text  # noqa: F401  (the tools' writer)
+
 EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 
 
 def _positive_int(text: str) -> int:
-    from neurolocal.cli import _positive_int as whole_number_at_least_one  # the CLI's one
+    """A whole number >= 1, as the CLI's flags take it (checks.argument)."""
+    from neurolocal.checks import argument
 
-    return whole_number_at_least_one(text)
+    return argument(whole=True, minimum=1)(text)
 
 
 def add_traffic_parser(commands, parser_class) -> None:
@@ -177,17 +180,6 @@ def _audit(args) -> int:
           + (f"; {result.note}" if result.note else "")
           + (f"; counts skip {' and '.join(skipped)} batch(es)" if skipped else ""))
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
-
-
-def write_text(path, text: str) -> None:
-    """Write a whole file or nothing (aside, then renamed); one line when it cannot."""
-    from neurolocal.errors import ConfigError
-    from neurolocal.files import write_atomic
-
-    try:
-        write_atomic(path, text)
-    except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
 
 
 def run_epilogue(directory, out_dir) -> None:
