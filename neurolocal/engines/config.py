@@ -115,12 +115,12 @@ class EngineConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def check_pipeline(self) -> None:
-        """Refuse K > 1 where it is not built or means nothing (called once the engine is
-        known: `run` takes it from the topology's training section)."""
-        if self.pipeline > 1 and self.engine == "ray":
-            raise ConfigError("pipelining runs on the sim and local engines (throughput is "
-                              "measured in simulated time); the Ray engine trains one batch "
-                              "at a time", field="pipeline")
+        """Refuse K > 1 where it means nothing (called once the engine is known: `run`
+        takes it from the topology's training section). Which engines pipeline at all is
+        their capability (engines/capabilities.py)."""
+        from neurolocal.engines.capabilities import check_capabilities
+
+        check_capabilities(self)
         if self.pipeline > 1 and self.resolved_schedule == "ipc":
             raise ConfigError("iPC moves every weight every round, so a batch has no single "
                               "update whose staleness a pipeline could bound", field="pipeline")

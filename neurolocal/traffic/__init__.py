@@ -17,7 +17,8 @@ Engines and actors import only log.py: nothing here pulls pyarrow or DuckDB into
 worker. `read_table` and `query` are imported on first use.
 """
 
-from neurolocal.traffic.log import KINDS, TrafficLog, TrafficRecorder, read_traffic
+from neurolocal.traffic.log import KINDS, TrafficLog, TrafficRecorder
+from neurolocal.traffic.stream import read_traffic
 
 __all__ = ["KINDS", "TrafficLog", "TrafficRecorder", "query", "read_table", "read_traffic"]
 
