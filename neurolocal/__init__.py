@@ -29,7 +29,8 @@ _LAZY = {
     "VertexRule": "neurolocal.vertex",
     "from_torch": "neurolocal.imports.torch_fx",
     "train": "neurolocal.api", "check_grad": "neurolocal.api",
-    "EngineConfig": "neurolocal.api", "open_engine": "neurolocal.api", "export_state_dict": "neurolocal.exports",
+    "EngineConfig": "neurolocal.api", "open_engine": "neurolocal.api",
+    "export_state_dict": "neurolocal.exports",
 }
 
 #: submodules that are part of the API (`neurolocal.traffic.read_table`, `.query`)

@@ -399,7 +399,7 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
 PARAMETER_FLAGS = {**ENGINE_FLAGS, **{k: "--" + k.replace("_", "-") for k in RUN_FLAGS},
                    "out": "--out", "resume": "--resume", "output": "--output",
                    "budget": "--budget", "asynchrony": "--asynchrony", "seeds": "--seeds",
-                   "jobs": "--jobs", "vary": "--vary"}
+                   "jobs": "--jobs", "vary": "--vary", "params": "--params"}
 
 
 def _as_flags(exc: NeurolocalError) -> str:

@@ -7,8 +7,6 @@ shape, finite, and nothing else."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +15,13 @@ from neurolocal.errors import DataError
 
 
 def save_params(path: str | Path, params) -> None:
-    """Write atomically (a temporary file renamed into place)."""
-    path = Path(path)
+    """Write whole or not at all (files.atomic_path)."""
+    from neurolocal.files import atomic_path
+
     arrays = {f"{v}/{k}": np.asarray(a, dtype=np.float64) for v, ps in params.items()
               for k, a in ps.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def load_params(path: str | Path, graph, budget):

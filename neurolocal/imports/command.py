@@ -126,14 +126,13 @@ def cmd_import(args) -> int:
     text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     for target in (out, params_out):
         target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(f"# written by `neurolocal import {args.source}`; parameters: "
-                   f"{params_out.name}\n" + text)
-    save_params(params_out, imported.params)
+    from neurolocal.files import write_atomic
     from neurolocal.imports.export_command import keys_path_for, write_keys
 
+    save_params(params_out, imported.params)
     write_keys(keys_path_for(out), args.source, imported.state_keys)
-    tmp.replace(out)
+    write_atomic(out, f"# written by `neurolocal import {args.source}`; parameters: "
+                      f"{params_out.name}\n" + text)
     graph = imported.graph
     print(f"wrote {out} ({len(graph.order)} vertices, {graph.parameter_count()} parameters, "
           f"depth {graph.depth}) and {params_out}")

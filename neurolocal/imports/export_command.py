@@ -34,7 +34,9 @@ def write_keys(path: Path, source: str, state_keys) -> None:
     document = {"source": source,
                 "state_keys": {f"{v}/{p}": [key, layout]
                                for (v, p), (key, layout) in state_keys.items()}}
-    path.write_text(json.dumps(document, indent=1) + "\n")
+    from neurolocal.files import write_atomic
+
+    write_atomic(path, json.dumps(document, indent=1) + "\n")
 
 
 def _read_keys(path: Path) -> dict:

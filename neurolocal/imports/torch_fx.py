@@ -475,9 +475,13 @@ def _matmul(b, node):
 
 
 def _per_sample_dim(b, node, dim, ndim):
+    from neurolocal.checks import number
+
     dim = b.constant(node, dim)
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        b.refuse(node, f"expected an integer dim, got {dim!r}")
+    try:
+        dim = number("dim", dim, whole=True, strict=True, error=TopologyError)
+    except TopologyError as exc:
+        b.refuse(node, exc.detail)
     if not -ndim <= dim < ndim:
         b.refuse(node, f"dim {dim} is out of range")
     dim %= ndim

@@ -9,9 +9,9 @@ from neurolocal.errors import TopologyError
 
 
 def axis_attribute(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TopologyError(f"expected an integer axis, got {value!r}", field=field)
-    return value
+    from neurolocal.checks import number
+
+    return number(field, value, whole=True, strict=True, error=TopologyError)
 
 
 def axes_attribute(field: str, value: Any) -> tuple[int, ...]:

@@ -76,7 +76,8 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     initial = None
     if request.params is not None:
         if request.resume is not None:
-            raise ConfigError("--resume continues from its checkpoint; drop --params")
+            raise ConfigError(f"{param('resume')} continues from its checkpoint; drop "
+                              f"{param('params')}")
         from neurolocal.params_file import load_params
 
         initial = load_params(request.params, graph, budget)
