@@ -42,10 +42,12 @@ def small_data(tmp_path_factory):
     np.savez(root / "mlp.npz", x=rng.random((40, 64)), y=np.arange(40) % 10)
     np.savez(root / "cnn.npz", x=rng.random((40, 1, 8, 8)), y=np.arange(40) % 10)
     np.savez(root / "dag.npz", x=rng.random((40, 12)), y=rng.random((40, 4)))
+    np.savez(root / "tokens.npz", x=rng.random((40, 8, 8)), y=np.arange(40) % 10)
     text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz .,"), size=600))
     (root / "text.txt").write_text(text)
     files.update(mlp=root / "mlp.npz", cnn=root / "cnn.npz", dag=root / "dag.npz",
-                 rnn=root / "text.txt", lstm=root / "text.txt")
+                 rnn=root / "text.txt", lstm=root / "text.txt",
+                 transformer=root / "tokens.npz", resnet=root / "cnn.npz")
     return files
 
 

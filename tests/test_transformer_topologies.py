@@ -1,4 +1,4 @@
-"""topologies/models/transformer.yaml and topologies/models/resnet.yaml: check-grad of each equals
+"""topologies/transformer.yaml and topologies/resnet.yaml: check-grad of each equals
 torch autograd of the same graph written in torch primitives (tests/torch_graph.py),
 float64, fixed mode, eta 1, default T; and both validate with their training section."""
 
@@ -17,7 +17,7 @@ from torch_graph import max_relative_error, torch_gradients
 
 @pytest.mark.parametrize("name", ["transformer", "resnet"])
 def test_check_grad_equals_torch_autograd(name):
-    graph = load_topology(TOPOLOGIES / "models" / f"{name}.yaml").graph
+    graph = load_topology(TOPOLOGIES / f"{name}.yaml").graph
     params = graph.init_params(0)
     inputs, target = synthetic_batch(graph, 6, 0)
     relaxation = relax_once(EngineConfig(engine="local"), graph, params, inputs, target,
@@ -32,7 +32,7 @@ def test_check_grad_equals_torch_autograd(name):
 
 @pytest.mark.parametrize("name", ["transformer", "resnet"])
 def test_cli_check_grad_and_validate(name, capsys):
-    path = TOPOLOGIES / "models" / f"{name}.yaml"
+    path = TOPOLOGIES / f"{name}.yaml"
     assert cli_code("validate", path) == 0
     capsys.readouterr()
     assert cli_code("check-grad", path, "--json", "--max-rel-error", "1e-10") == 0
