@@ -34,7 +34,6 @@ PENDING = {
                                   "minimum=0)",
     "neurolocal/engines/config.py": "vertices_per_actor 'auto' message: "
                                     "checks.expected(whole=True, minimum=1)",
-    "neurolocal/training/loop.py": "raise TrainingDiverged(...) instead of ConfigError",
 }
 
 #: the modules that speak for the command line: they may name flags
