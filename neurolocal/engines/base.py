@@ -8,6 +8,7 @@ from typing import Iterable, Iterator, Protocol, runtime_checkable
 import numpy as np
 
 from neurolocal.errors import ConfigError
+from neurolocal.checks import number
 from neurolocal.batches import prepare_batch  # noqa: F401  (re-exported: the engines' data)
 from neurolocal.graph import Graph
 
@@ -144,6 +145,4 @@ def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:
     if mode == "fixed" and eta >= 2:
         raise ConfigError(f"eta = {eta} diverges in fixed mode: relaxation converges only for "
                           "0 < eta < 2", field="eta")
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ConfigError(f"iterations must be a whole number >= 0, got {iterations}",
-                          field="iterations")
+    number("iterations", iterations, whole=True, minimum=0)

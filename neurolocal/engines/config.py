@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-from neurolocal.checks import number
+from neurolocal.checks import expected, number
 from neurolocal.errors import ConfigError
 
 ENGINE_NAMES = ("local", "ray", "sim")
@@ -33,8 +33,8 @@ def check_vertices_per_actor(value: Any) -> int | str:
     if value == AUTO:
         return AUTO
     if isinstance(value, str):
-        raise ConfigError(f"expected auto or a whole number >= 1, got {value!r}",
-                          field="vertices_per_actor")
+        raise ConfigError(f"expected auto or {expected(whole=True, minimum=1)}, got "
+                          f"{value!r}", field="vertices_per_actor")
     return number("vertices_per_actor", value, whole=True, minimum=1)
 
 

@@ -16,7 +16,7 @@ with the trainer's own optimizer on the same parameters, batches and settings.
 Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
 epoch's permutation. A checkpoint (written atomically after every epoch) holds the
 parameters, the optimizer state, the epoch, the generator's state and the history
-so far, all as plain arrays; resuming from it, on either engine, reproduces the
+so far, all as plain arrays; resuming from it, on any engine, reproduces the
 uninterrupted run bitwise.
 
 Actor faults: a Ray actor that dies is restarted, every vertex restored from the

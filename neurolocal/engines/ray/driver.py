@@ -555,15 +555,15 @@ def check_fault(fault, actors: int) -> tuple[int, int] | None:
     if fault is None:
         return None
     try:
-        actor, batch = (int(x) for x in fault)
+        actor, batch = fault
     except (TypeError, ValueError):
         raise ConfigError(f"expected (actor, batch), two whole numbers, got {fault!r}",
                           field="fault") from None
-    if not 0 <= actor < actors:
+    actor = number("fault", actor, whole=True, minimum=0)
+    batch = number("fault", batch, whole=True, minimum=0)
+    if actor >= actors:
         raise ConfigError(f"actor {actor} does not exist (this run has actors 0..{actors - 1})",
                           field="fault")
-    if batch < 0:
-        raise ConfigError(f"batch must be >= 0, got {batch}", field="fault")
     return actor, batch
 
 
