@@ -96,3 +96,16 @@ def sigmoid_with_derivative(z):
 def relu_with_derivative(z):
     derivative = (z > 0).astype(z.dtype)
     return z * derivative, derivative
+
+
+_GELU_C = float(np.sqrt(2.0 / np.pi))
+
+
+def gelu_with_derivative(z):
+    """GELU in its tanh form, 0.5 z (1 + tanh(c (z + 0.044715 z^3))), c = sqrt(2/pi):
+    jax.nn.gelu's default (pcx's and jpc's) and torch's `gelu(approximate="tanh")`."""
+    inner = _GELU_C * (z + 0.044715 * z * z * z)
+    t = np.tanh(inner)
+    y = 0.5 * z * (1.0 + t)
+    derivative = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * z * z)
+    return y, derivative
