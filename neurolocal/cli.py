@@ -451,7 +451,7 @@ def _engine_config(args):
     `run` leaves engine and mode to the topology's training section)."""
     from neurolocal.engines import EngineConfig
 
-    from neurolocal.engines.sim.options import sim_options_from_args
+    from neurolocal.asynchrony.options import sim_options_from_args
 
     return EngineConfig.from_values({**{k: getattr(args, k, None) for k in ENGINE_FLAGS},
                                      "sim": sim_options_from_args(args),
@@ -486,7 +486,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                         help="what the vertices compute in and send: float64 (default) or "
                              "float32 (half the bytes, faster matmuls; agrees with backprop to "
                              "float32's rounding); local and ray engines")
-    from neurolocal.engines.sim.options import add_sim_options
+    from neurolocal.asynchrony.options import add_sim_options
 
     add_sim_options(parser)
     ray = parser.add_argument_group("ray engine")
@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neurolocal.sweep.command import add_sweep_parser
 
     add_sweep_parser(commands)
-    from neurolocal.engines.sim.replay import add_replay_parser
+    from neurolocal.engines.replay import add_replay_parser
 
     add_replay_parser(commands)
     return parser

@@ -173,7 +173,7 @@ def topology_from_dict(document: Any, default_name: str = "graph",
     graph = Graph(vertices, output=output, loss=loss, name=name, tied=tied)
     check_graph(graph, budget)
     if document.get("asynchrony") is not None:
-        from neurolocal.engines.sim.config import parse_section
+        from neurolocal.asynchrony.config import parse_section
         from neurolocal.errors import ConfigError
 
         try:

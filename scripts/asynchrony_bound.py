@@ -17,7 +17,7 @@ import numpy as np
 
 from neurolocal import graph_from_dict
 from neurolocal.engines.sim import SimEngine
-from neurolocal.engines.sim.config import parse_section
+from neurolocal.asynchrony.config import parse_section
 from neurolocal.generate import random_dag
 from neurolocal.gradcheck import compare, synthetic_batch
 

@@ -9,7 +9,7 @@
 
 Every Ray node (`ray start`) and the driver run in network namespaces of their own on a
 private bridge, addresses 198.18.0.x (RFC 2544 benchmarking range; no default route,
-so nothing leaves the bridge); see neurolocal/netns.py and docs/netns.md. `run` and
+so nothing leaves the bridge); see neurolocal/testing/netns.py and docs/netns.md. `run` and
 `bench` tear everything down when they end, fail or are interrupted (Ctrl-C,
 SIGTERM); `up` holds the cluster until Ctrl-C; `down` removes what a run killed with
 SIGKILL left behind (only namespaces whose owning process is gone).
@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurolocal import netns  # noqa: E402
+from neurolocal.testing import netns  # noqa: E402
 
 
 def parse_args(argv=None):

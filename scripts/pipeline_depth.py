@@ -24,10 +24,10 @@ import numpy as np
 from neurolocal import graph_from_dict
 from neurolocal.engines.rounds import Learning
 from neurolocal.engines.sim import SimEngine
-from neurolocal.engines.sim.config import parse_section
+from neurolocal.asynchrony.config import parse_section
 from neurolocal.generate import deep_chain
 from neurolocal.gradcheck import synthetic_batch
-from neurolocal.training.optimizers import make_optimizer
+from neurolocal.optimizers import make_optimizer
 
 DELAYS = ("0", "exp:1")
 

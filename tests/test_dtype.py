@@ -68,7 +68,7 @@ def test_float32_is_float32_end_to_end_and_the_log_counts_its_bytes(tmp_path):
 @pytest.mark.parametrize("mode, eta, rounds", [("fixed", 1.0, 2), ("strict", 0.1, 40)])
 def test_float32_training_steps_keep_float32_and_the_optimizer_too(mode, eta, rounds):
     from neurolocal.engines.rounds import Learning
-    from neurolocal.training.optimizers import make_optimizer
+    from neurolocal.optimizers import make_optimizer
 
     graph = mlp().graph
     engine = LocalEngine(graph, graph.init_params(0), mode=mode, dtype="float32",

@@ -1,6 +1,6 @@
 """Machines that really are separate (issue 16): a Ray cluster in Linux network namespaces.
 
-Each test builds its own cluster with `neurolocal.netns.NetnsCluster`: a head and two
+Each test builds its own cluster with `neurolocal.testing.netns.NetnsCluster`: a head and two
 workers, each `ray start` inside a namespace of its own with a 198.18.0.x address, and a
 driver namespace (with a raylet of its own, as a driver machine of a real cluster has)
 where `neurolocal` runs. Every message between nodes crosses a veth pair and a bridge.
@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from neurolocal import netns
+from neurolocal.testing import netns
 from neurolocal.generate import tiled_mlp, topology_yaml
 from neurolocal.topology import load_topology
 from neurolocal.traffic import read_traffic

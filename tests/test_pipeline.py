@@ -14,11 +14,11 @@ from neurolocal import graph_from_dict
 from neurolocal.cli import main
 from neurolocal.engines.rounds import Learning
 from neurolocal.engines.sim import SimEngine
-from neurolocal.engines.sim.config import parse_section
+from neurolocal.asynchrony.config import parse_section
 from neurolocal.generate import deep_chain
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
-from neurolocal.training.optimizers import make_optimizer
+from neurolocal.optimizers import make_optimizer
 
 LEARNING = Learning("adam", 0.01, factory=make_optimizer)
 NOISY = {"delay": "exp:1.5", "reorder": True, "vertices": {"hidden1": {"slow": 3}}}

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from neurolocal.engines.ray.asynchrony import Injection, Lost, Outbox, Receiver
-from neurolocal.engines.sim.models import Asynchrony, parse_distribution
+from neurolocal.asynchrony.models import Asynchrony, parse_distribution
 
 
 def run_outbox(spec: Asynchrony, messages, seed: int = 0):

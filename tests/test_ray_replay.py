@@ -18,8 +18,8 @@ from neurolocal.engines.journal import read_stream
 from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.ray import RayEngine
 from neurolocal.engines.ray.asynchrony import Injection
-from neurolocal.engines.sim.models import Asynchrony, parse_distribution
-from neurolocal.engines.sim.replay import read_journals, replay
+from neurolocal.asynchrony.models import Asynchrony, parse_distribution
+from neurolocal.engines.replay import read_journals, replay
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
 from conftest import REPO_ROOT, module_ray

@@ -10,8 +10,8 @@ import pytest
 from neurolocal import graph_from_dict
 from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.sim import Asynchrony, SimEngine
-from neurolocal.engines.sim.config import parse_section
-from neurolocal.engines.sim.models import Pause, VertexTiming, parse_distribution
+from neurolocal.asynchrony.config import parse_section
+from neurolocal.asynchrony.models import Pause, VertexTiming, parse_distribution
 from neurolocal.generate import random_dag
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
@@ -283,7 +283,7 @@ def test_a_side_file_and_the_topology_section_apply(tmp_path):
 
     from dataclasses import replace
 
-    from neurolocal.engines.sim.options import SimOptions, asynchrony_from_options
+    from neurolocal.asynchrony.options import SimOptions, asynchrony_from_options
 
     graph = load_topology("topologies/mlp.yaml").graph
     document = yaml.safe_load(open("topologies/mlp.yaml"))
@@ -307,7 +307,7 @@ def test_vertices_training_their_own_weights_in_simulated_time(mode, schedule):
     parameters and Adam state after three batches equal the local engine's bit for bit
     — iPC (a weight step every round) included."""
     from neurolocal.engines.rounds import Learning
-    from neurolocal.training.optimizers import make_optimizer
+    from neurolocal.optimizers import make_optimizer
 
     graph = load_topology("topologies/mlp.yaml").graph
     batches = [synthetic_batch(graph, 8, seed=s) for s in range(3)]

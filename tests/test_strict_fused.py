@@ -10,7 +10,7 @@ from neurolocal.engines.local import LocalEngine
 from neurolocal.engines.rounds import Learning
 from neurolocal.gradcheck import synthetic_batch
 from neurolocal.topology import load_topology
-from neurolocal.training.optimizers import make_optimizer
+from neurolocal.optimizers import make_optimizer
 from conftest import TOPOLOGIES
 
 

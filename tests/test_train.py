@@ -12,7 +12,7 @@ from neurolocal import training
 from neurolocal.training import checkpoint
 from neurolocal.training.data import load_for_graph
 from neurolocal.errors import ConfigError, DataError
-from neurolocal.training.optimizers import make_optimizer
+from neurolocal.optimizers import make_optimizer
 from neurolocal.topology import load_topology
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ROOT / "topologies" / "mlp.yaml"

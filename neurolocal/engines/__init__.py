@@ -50,8 +50,6 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
         raise ConfigError("the sim engine computes in float64 only; float32 runs on the "
                           "local and ray engines", field="dtype")
     if config.engine == "sim":
-        from neurolocal.engines.sim.options import open_sim_engine
-
         recorder = traffic_recorder(config, graph, writer="sim", settings=log_settings or {})
         return open_sim_engine(config, graph, params, schedule=schedule, recorder=recorder)
     if config.engine == "local":
@@ -94,3 +92,21 @@ def batch_size_of(inputs) -> int | None:
         if shape:
             return int(shape[0])
     return None
+
+
+def open_sim_engine(config, graph, params, *, schedule: str, recorder=None):
+    """The SimEngine an EngineConfig describes (open_engine's sim branch)."""
+    from neurolocal.asynchrony.options import SimOptions, asynchrony_from_options, sim_seed
+    from neurolocal.engines.sim.transport import SimEngine
+
+    options = config.sim if config.sim is not None else SimOptions()
+    spec = asynchrony_from_options(options, graph)
+    engine = SimEngine(graph, params, mode=config.mode, schedule=schedule,
+                       staleness=config.staleness, asynchrony=spec,
+                       seed=sim_seed(spec, config.seed), recorder=recorder,
+                       stats=options.stats)
+    if recorder is not None:   # a replay journal next to the traffic log (replay.py)
+        engine.journal = []
+        engine.replay_path = recorder.path.with_suffix(".replay")
+        engine.replay_topology = options.topology
+    return engine

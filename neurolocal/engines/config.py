@@ -61,7 +61,7 @@ class EngineConfig:
     max_restarts: int = DEFAULT_MAX_RESTARTS
     fault: tuple[int, int] | None = None
     #: sim and ray: the delay, loss and straggler models as given (a SimOptions of
-    #: engines/sim/options.py, checked against the graph when the engine opens; the ray
+    #: asynchrony/options.py, checked against the graph when the engine opens; the ray
     #: engine injects them for real, engines/ray/asynchrony.py), and the seed of their
     #: random draws (None: the run's seed)
     sim: Any = None

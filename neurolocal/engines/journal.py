@@ -1,6 +1,6 @@
 """Replay journals: what an asynchronous run must record to be re-executed bit for bit
 (docs/asynchrony.md §6). Transport-free: the sim engine and the Ray actors and driver
-write them, `neurolocal replay` (engines/sim/replay.py) reads them.
+write them, `neurolocal replay` (engines/replay.py) reads them.
 
 A Ray run writes msgpack *streams* (a header map, then one map per object, appended
 as the run goes; a cut tail, a killed writer's, reads up to its last whole object):

@@ -95,12 +95,15 @@ class Learning:
     lr: float | None = None
     options: tuple = ()                      # ((name, value), ...) of the optimizer
     updates_per_batch: int = 1
-    #: builds an optimizer from (name, lr, **options): the trainer's
-    #: (`neurolocal.training.optimizers.make_optimizer`), so engines import nothing above them
+    #: None: `neurolocal.optimizers.make_optimizer`, which every vertex calls to make its
+    #: own (a caller may pass another of the same signature, e.g. a custom optimizer)
     factory: Callable | None = None
 
     def make_optimizer(self):
-        return self.factory(self.optimizer, self.lr, **dict(self.options))
+        from neurolocal.optimizers import make_optimizer
+
+        make = self.factory or make_optimizer
+        return make(self.optimizer, self.lr, **dict(self.options))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "
 
 def parse_value(key: str, text: str, field: str | None = None):
     """One value of `key`, parsed (ConfigError naming the key when it does not parse)."""
-    from neurolocal.engines.sim.models import parse_distribution, parse_probability
+    from neurolocal.asynchrony.models import parse_distribution, parse_probability
 
     field = field or f"vary.{key}"
     bad = ConfigError(f"expected {KEYS[key]}, got {text!r}", field=field)

@@ -33,7 +33,7 @@ def merged(base: dict, job_settings: dict) -> dict:
 def check_point(topology, options: dict) -> None:
     """Refuse a point the engine cannot run (ConfigError), before any job starts."""
     from neurolocal.engines.rounds import check_schedule
-    from neurolocal.engines.sim.options import asynchrony_from_options
+    from neurolocal.asynchrony.options import asynchrony_from_options
     from neurolocal.training import resolve_settings
 
     graph = topology.graph
@@ -64,8 +64,8 @@ def _overrides(options: dict, seed: int, graph) -> dict:
 def _config(options: dict, settings, topology_path, stats: dict | None = None):
     """The EngineConfig of a point: the sim engine with the point's models."""
     from neurolocal.engines import EngineConfig
-    from neurolocal.engines.sim.models import parse_distribution
-    from neurolocal.engines.sim.options import SimOptions
+    from neurolocal.asynchrony.models import parse_distribution
+    from neurolocal.asynchrony.options import SimOptions
 
     straggler = options.get("straggler")
     sim = SimOptions(topology=topology_path, asynchrony=options.get("asynchrony"),

@@ -14,7 +14,7 @@ from neurolocal.errors import DataError
 from neurolocal.graph import Graph, Params
 from neurolocal.training.history import History, Run
 from neurolocal.training.metrics import _json_default
-from neurolocal.training.optimizers import make_optimizer
+from neurolocal.optimizers import make_optimizer
 from neurolocal.training.settings import Settings
 
 CHECKPOINT_FORMAT = 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurolocal.graph import Graph, Params
-from neurolocal.training.optimizers import Optimizer, make_optimizer
+from neurolocal.optimizers import Optimizer, make_optimizer
 from neurolocal.training.settings import Settings
 
 

@@ -125,11 +125,8 @@ def learning_of(settings: Settings, updates_per_batch: int = 1):
     """What every vertex needs to train its own parameters: the run's optimizer settings."""
     from neurolocal.engines.rounds import Learning
 
-    from neurolocal.training.optimizers import make_optimizer
-
     return Learning(settings.optimizer, settings.lr,
-                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch,
-                    make_optimizer)
+                    tuple(sorted(settings.optimizer_options.items())), updates_per_batch)
 
 
 def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engine,

@@ -10,7 +10,7 @@ from typing import Any
 from neurolocal.engines.base import check_relaxation_settings
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph
-from neurolocal.training.optimizers import OPTIMIZERS, make_optimizer
+from neurolocal.optimizers import OPTIMIZERS, make_optimizer
 
 ALGORITHMS = ("pc", "bp")
 

@@ -1,5 +1,5 @@
 """Real asynchrony on Ray: the sim engine's delay, loss, straggler and reordering models
-(engines/sim/models.py, transport-free) injected for real inside the actors
+(asynchrony/models.py, transport-free) injected for real inside the actors
 (docs/asynchrony.md §6). No math here: the actor hands this module the messages its
 shard wants posted, and this module decides when (and whether) each really leaves.
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurolocal.engines.rounds import CONSTANT, FEEDBACK
-from neurolocal.engines.sim.models import ONE, Asynchrony
+from neurolocal.asynchrony.models import ONE, Asynchrony
 from neurolocal.errors import ConfigError
 
 
@@ -79,7 +79,7 @@ def check_for_ray(spec: Asynchrony) -> None:
 def injection_from_config(config, graph) -> Injection | None:
     """The Injection an EngineConfig describes for the Ray engine (None: nothing to
     inject): the topology's `asynchrony:` section < the side file < the flags."""
-    from neurolocal.engines.sim.options import asynchrony_from_options, sim_seed
+    from neurolocal.asynchrony.options import asynchrony_from_options, sim_seed
 
     if config.sim is None:
         return None

@@ -84,7 +84,7 @@ NODE_IP_VARIABLE = "NEUROLOCAL_NODE_IP"
 def driver_node_ip() -> dict:
     """`ray.init` options naming the raylet this driver belongs to, when
     $NEUROLOCAL_NODE_IP says. Ray finds "local" raylets by scanning the process table;
-    with several network namespaces on one machine (neurolocal/netns.py) it sees every
+    with several network namespaces on one machine (neurolocal/testing/netns.py) it sees every
     namespace's raylet and would pick the head's, which this driver cannot reach. The
     variable names the node IP of the raylet in the driver's own namespace."""
     node_ip = os.environ.get(NODE_IP_VARIABLE, "").strip()

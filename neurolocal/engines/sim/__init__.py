@@ -1,14 +1,12 @@
 """The simulated-time engine (`--engine sim`): delays, loss, stragglers and reordering
-over the round machine, deterministic and seeded (docs/asynchrony.md).
+over the round machine, deterministic and seeded (docs/asynchrony.md). The models it
+simulates are transport-free and live in `neurolocal.asynchrony`.
 
     events.py      the event queue (time, then first scheduled first served)
-    models.py      delay / compute distributions, pauses, per-edge and per-vertex models
-    config.py      the `asynchrony:` section and side file, checked (one-line errors)
-    options.py     the command-line flags and their precedence over the section
-    transport.py   SimEngine: the discrete-event transport
+    transport.py   the discrete-event transport (`SimTransport`) and `SimEngine`
 """
 
-from neurolocal.engines.sim.models import Asynchrony, Distribution
+from neurolocal.asynchrony.models import Asynchrony, Distribution
 from neurolocal.engines.sim.transport import SimEngine
 
 __all__ = ["Asynchrony", "Distribution", "SimEngine"]

@@ -53,7 +53,7 @@ from neurolocal.engines.rounds import (
     step_from_results,
 )
 from neurolocal.engines.sim.events import EventQueue
-from neurolocal.engines.sim.models import Asynchrony
+from neurolocal.asynchrony.models import Asynchrony
 from neurolocal.graph import Graph, Params
 from neurolocal.traffic.log import TrafficRecorder
 
@@ -138,7 +138,7 @@ class SimEngine:
 
     def close(self) -> None:
         if self.replay_path is not None and self.journal:
-            from neurolocal.engines.sim.replay import write_journal
+            from neurolocal.engines.replay import write_journal
 
             write_journal(self.replay_path, self, self.replay_topology, self._relaxed)
         if self.recorder is not None:

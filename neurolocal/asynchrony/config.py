@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from neurolocal.engines.sim.models import (
+from neurolocal.asynchrony.models import (
     Asynchrony,
     EdgeTiming,
     Pause,

@@ -270,12 +270,10 @@ def replay(journal: Journal, on_batch=None) -> Outcome:
     for event in journal.events:
         kind = event["event"]
         if kind == "restore":
-            from neurolocal.training.optimizers import make_optimizer
-
             spec = event["learning"]
             learning = Learning(spec["optimizer"], spec["lr"],
                                 tuple(tuple(o) for o in spec["options"]),
-                                spec["updates_per_batch"], make_optimizer)
+                                spec["updates_per_batch"])
             params = unpack_params(event["params"])
             optimizer = (None if event["optimizer"] is None else
                          {k: _from(v) for k, v in event["optimizer"].items()})

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field, replace
 
-from neurolocal.engines.sim.config import (
+from neurolocal.asynchrony.config import (
     SECTION,
     parse_section,
     parse_straggler,
     read_side_file,
 )
-from neurolocal.engines.sim.models import (
+from neurolocal.asynchrony.models import (
     Asynchrony,
     VertexTiming,
     parse_distribution,
@@ -149,20 +149,3 @@ def sim_seed(spec: Asynchrony, seed) -> int:
     if spec.seed is not None:
         return spec.seed
     return 0 if seed is None else int(seed)
-
-
-def open_sim_engine(config, graph, params, *, schedule: str, recorder=None):
-    """The SimEngine an EngineConfig describes (open_engine's sim branch)."""
-    from neurolocal.engines.sim.transport import SimEngine
-
-    options = config.sim if config.sim is not None else SimOptions()
-    spec = asynchrony_from_options(options, graph)
-    engine = SimEngine(graph, params, mode=config.mode, schedule=schedule,
-                       staleness=config.staleness, asynchrony=spec,
-                       seed=sim_seed(spec, config.seed), recorder=recorder,
-                       stats=options.stats)
-    if recorder is not None:   # a replay journal next to the traffic log (replay.py)
-        engine.journal = []
-        engine.replay_path = recorder.path.with_suffix(".replay")
-        engine.replay_topology = options.topology
-    return engine
