@@ -221,7 +221,10 @@ def mnist_csv_gz() -> bytes:
     import importlib.resources
     import importlib.util
 
-    spec = importlib.util.find_spec(MNIST_PACKAGE)
+    try:
+        spec = importlib.util.find_spec(MNIST_PACKAGE)
+    except (ImportError, ValueError):       # hidden, or a broken install
+        spec = None
     resource = None
     if spec is not None and spec.submodule_search_locations is not None:
         resource = importlib.resources.files(importlib.util.module_from_spec(spec))
