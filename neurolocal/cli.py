@@ -284,6 +284,7 @@ def cmd_generate(args) -> int:
         options = {"depth": args.depth, "width": args.width or 128,
                    "parameterization": args.parameterization,
                    "activation": args.activation or "relu", "skips": not args.no_skips,
+                   "init": args.init,
                    "input_width": args.input_width or 784,
                    "output_width": args.output_width or 10, "loss": args.loss}
     else:
@@ -346,6 +347,9 @@ def add_generate_parser(commands) -> None:
                                "1 and torch's uniform init (default mupc)")
     generate.add_argument("--no-skips", action="store_true",
                           help="resnet: leave out the identity skips (a plain MLP)")
+    generate.add_argument("--init", choices=("normal", "uniform", "xavier", "he"), default=None,
+                          help="resnet: the weights' initialisation (default: normal for mupc, "
+                               "uniform for standard)")
     generate.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
     generate.add_argument("--layers", type=_positive_int, default=4, help="tiled: hidden layers")
     generate.add_argument("--fan-in", type=_non_negative_int, default=3,

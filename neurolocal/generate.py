@@ -199,7 +199,7 @@ PARAMETERIZATIONS = ("mupc", "standard")
 
 def resnet(depth: int = 8, width: int = 128, parameterization: str = "mupc",
            activation: str = "relu", input_width: int = 784, output_width: int = 10,
-           loss: str = "mse", skips: bool = True) -> dict:
+           loss: str = "mse", skips: bool = True, init: str | None = None) -> dict:
     """jpc's fully connected residual network (`make_mlp` + `make_skip_model`, the muPC
     paper's FCResNet): `depth` hidden layers of `width` units, L = depth + 1 weight
     matrices, no biases, the activation applied *before* each linear map but the first:
@@ -210,7 +210,8 @@ def resnet(depth: int = 8, width: int = 128, parameterization: str = "mupc",
     layer is one value node, as in jpc's energy); no skip on the first and the last.
     `mupc`: weights N(0, 1) (`init: normal`), multipliers a1 = 1/sqrt(D), a_l =
     1/sqrt(N L) (1/sqrt(N) with `skips=False`), aL = 1/N (jpc's `_get_param_scalings`).
-    `standard`: multipliers 1, torch/equinox Linear's uniform init.
+    `standard`: multipliers 1, torch/equinox Linear's uniform init. `init` overrides the
+    initialisation (e.g. `he`: a plain deep MLP that backprop can train).
     """
     _at_least("depth", depth, 1)
     _at_least("width", width, 1)
@@ -219,7 +220,7 @@ def resnet(depth: int = 8, width: int = 128, parameterization: str = "mupc",
                          f"got {parameterization!r}")
     layers = depth + 1
     mupc = parameterization == "mupc"
-    init = "normal" if mupc else "uniform"
+    init = init or ("normal" if mupc else "uniform")
     hidden = 1.0 / np.sqrt(width * layers) if skips else 1.0 / np.sqrt(width)
     scale = {"first": 1.0 / np.sqrt(input_width), "hidden": hidden, "last": 1.0 / width} \
         if mupc else {"first": 1.0, "hidden": 1.0, "last": 1.0}

@@ -119,3 +119,29 @@ def test_mupc_resnet_depth_8_learns_mnist_in_one_epoch(cli, tmp_path):
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["runs"]["pc"]["final"]["test_accuracy"] > 0.5, metrics["runs"]
+
+
+def test_plain_depth_16_strict_pcx_recipe_lags_fixed_pc(cli, tmp_path):
+    """The plain (no skips) GELU MLP with 16 hidden layers, standard parameterisation, He
+    init (with pcx's own uniform init backprop fails too, so fixed PC does: that is the
+    init, not PC). Fixed PC (eta 1, T = depth: backprop) trains it in one epoch; strict PC
+    with pcx's recipe (T 20, eta 0.1), whose error cannot cross 16 layers in 20 steps of
+    0.1, stays far behind."""
+    import json
+
+    topology = tmp_path / "s.yaml"
+    assert cli("generate", "resnet", "--depth", "16", "--width", "128", "--parameterization",
+               "standard", "--no-skips", "--activation", "gelu", "--init", "he",
+               "-o", topology).returncode == 0
+    accuracy = {}
+    for mode, eta, rounds in (("strict", "0.1", "20"), ("fixed", "1", "16")):
+        out = tmp_path / mode
+        done = cli("run", topology, "--data", "mnist", "--engine", "local", "--mode", mode,
+                   "--eta", eta, "-T", rounds, "--epochs", "1", "--batch-size", "128",
+                   "--optimizer", "adam", "--lr", "0.001", "--out", out, "--quiet",
+                   "--no-traffic-log")
+        assert done.returncode == 0, done.stderr
+        metrics = json.loads((out / "metrics.json").read_text())
+        accuracy[mode] = metrics["runs"]["pc"]["final"]["test_accuracy"]
+    assert accuracy["fixed"] > 0.6, accuracy
+    assert accuracy["strict"] < accuracy["fixed"] - 0.2, accuracy
