@@ -233,7 +233,8 @@ def add_run_parser(commands) -> None:
                      help=f"seeds the parameters and the batch order (default: training.seed, "
                           f"else {base.seed})")
     run.add_argument("--data", default=None,
-                     help="digits, text, or a .npz / .csv / text file (default: training.data, "
+                     help="digits, mnist (the extra neurolocal[mnist]), text, or a .npz / .csv / text "
+                          "file (default: training.data, "
                           f"else {base.data})")
     run.add_argument("--out", default=None,
                      help="output directory (default: runs/<topology>-<timestamp>)")
@@ -268,22 +269,19 @@ def cmd_generate(args) -> int:
     from neurolocal.topology import topology_from_dict
 
     budget = budget_from(args.budget)
-    # before building any: a tiled graph has at least one tile per layer
-    check_vertex_count(args.vertices, budget, what="--vertices")
-    if args.shape == "tiled":
-        check_vertex_count(2 * args.layers + 3, budget, what="--layers")
-    writable_file(args.output, "--output")
-    options = {"vertices": args.vertices, "loss": args.loss}
-    if args.shape == "tiled":
-        options.update(layers=args.layers, tile_width=args.width or 4,
-                       input_width=args.input_width,
-                       output_width=args.output_width, activation=args.activation,
-                       fan_in=args.fan_in)
-    elif args.shape == "chain":
-        options.update(width=args.width or 32, input_width=args.input_width,
-                       output_width=args.output_width, activation=args.activation)
+    if args.shape == "resnet":
+        check_vertex_count(args.depth + 2, budget, what="--depth")
+        writable_file(args.output, "--output")
+        options = {"depth": args.depth, "width": args.width or 128,
+                   "parameterization": args.parameterization,
+                   "activation": args.activation or "relu", "skips": not args.no_skips,
+                   "init": args.init,
+                   "input_width": args.input_width or 784,
+                   "output_width": args.output_width or 10, "loss": args.loss}
     else:
-        options.update(seed=args.seed)
+        if args.vertices is None:
+            raise ConfigError(f"generate {args.shape} needs --vertices N", field="vertices")
+        options = _sized_options(args, budget)
     try:
         document = GENERATORS[args.shape](**options)
     except ValueError as exc:
@@ -295,14 +293,54 @@ def cmd_generate(args) -> int:
     return EXIT_OK
 
 
+def _sized_options(args, budget) -> dict:
+    """The options of the generators sized by --vertices (tiled, chain, random)."""
+    from neurolocal.files import writable_file
+    from neurolocal.limits import check_vertex_count
+
+    # before building any: a tiled graph has at least one tile per layer
+    check_vertex_count(args.vertices, budget, what="--vertices")
+    if args.shape == "tiled":
+        check_vertex_count(2 * args.layers + 3, budget, what="--layers")
+    writable_file(args.output, "--output")
+    activation = args.activation or "tanh"
+    if activation in ("gelu", "gelu_tanh"):
+        raise ConfigError("--activation gelu and gelu_tanh are for generate resnet only", field="activation")
+    options = {"vertices": args.vertices, "loss": args.loss}
+    input_width, output_width = args.input_width or 16, args.output_width or 4
+    if args.shape == "tiled":
+        options.update(layers=args.layers, tile_width=args.width or 4,
+                       input_width=input_width, output_width=output_width,
+                       activation=activation, fan_in=args.fan_in)
+    elif args.shape == "chain":
+        options.update(width=args.width or 32, input_width=input_width,
+                       output_width=output_width, activation=activation)
+    else:
+        options.update(seed=args.seed)
+    return options
+
+
 def add_generate_parser(commands) -> None:
     generate = commands.add_parser(
-        "generate", help="write a topology file of a given size: tiled MLP, deep chain, random DAG")
-    generate.add_argument("shape", choices=("tiled", "chain", "random"),
+        "generate", help="write a topology file of a given size: tiled MLP, deep chain, random "
+                         "DAG, jpc's (muPC) residual network")
+    generate.add_argument("shape", choices=("tiled", "chain", "random", "resnet"),
                           help="tiled: MLP layers cut into dense tiles joined by a concat; "
-                               "chain: one dense vertex per link; random: random DAG")
-    generate.add_argument("--vertices", "-n", type=_positive_int, required=True,
-                          help="about how many vertices (the exact count is printed)")
+                               "chain: one dense vertex per link; random: random DAG; "
+                               "resnet: jpc's residual MLP (docs/depth.md)")
+    generate.add_argument("--vertices", "-n", type=_positive_int, default=None,
+                          help="tiled, chain, random (required): about how many vertices "
+                               "(the exact count is printed)")
+    generate.add_argument("--depth", type=_positive_int, default=8,
+                          help="resnet: hidden layers (depth + 1 weight matrices; default 8)")
+    generate.add_argument("--parameterization", choices=("mupc", "standard"), default="mupc",
+                          help="resnet: muPC's multipliers and N(0, 1) weights, or multipliers "
+                               "1 and torch's uniform init (default mupc)")
+    generate.add_argument("--no-skips", action="store_true",
+                          help="resnet: leave out the identity skips (a plain MLP)")
+    generate.add_argument("--init", choices=("normal", "uniform", "xavier", "he"), default=None,
+                          help="resnet: the weights' initialisation (default: normal for mupc, "
+                               "uniform for standard)")
     generate.add_argument("-o", "--output", required=True, metavar="FILE.yaml")
     generate.add_argument("--layers", type=_positive_int, default=4, help="tiled: hidden layers")
     generate.add_argument("--fan-in", type=_non_negative_int, default=3,
@@ -311,11 +349,15 @@ def add_generate_parser(commands) -> None:
     generate.add_argument("--width", type=_positive_int, default=None,
                           help="tiled: units per tile (default 4); chain: units per link "
                                "(default 32: narrower tanh chains see their gradients "
-                               "vanish within a few hundred links)")
-    generate.add_argument("--input-width", type=_positive_int, default=16)
-    generate.add_argument("--output-width", type=_positive_int, default=4)
-    generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "identity"),
-                          default="tanh")
+                               "vanish within a few hundred links); resnet: units per "
+                               "hidden layer (default 128)")
+    generate.add_argument("--input-width", type=_positive_int, default=None,
+                          help="default 16 (resnet: 784, MNIST)")
+    generate.add_argument("--output-width", type=_positive_int, default=None,
+                          help="default 4 (resnet: 10)")
+    generate.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "gelu", "gelu_tanh",
+                                                   "identity"),
+                          default=None, help="default tanh (resnet: relu; gelu: resnet only)")
     generate.add_argument("--loss", choices=("mse", "softmax_cross_entropy"), default="mse")
     generate.add_argument("--seed", type=_non_negative_int, default=0,
                           help="random: the graph's seed")
@@ -513,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-rel-error", type=_positive_float, default=None,
                        help="exit 1 when the largest relative error exceeds this")
     check.add_argument("--data", default=None,
-                       help="take the batch from a data set, as `run --data` does (digits, "
+                       help="take the batch from a data set, as `run --data` does (digits, mnist, "
                             "text, or a .npz / .csv / text file); default: a synthetic batch "
                             "of each input's kind")
     check.add_argument("--params", default=None, metavar="FILE",

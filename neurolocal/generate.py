@@ -194,6 +194,61 @@ def random_graph(vertices: int = 100, seed: int = 0, loss: str = "mse") -> dict:
     return document
 
 
+PARAMETERIZATIONS = ("mupc", "standard")
+
+
+def resnet(depth: int = 8, width: int = 128, parameterization: str = "mupc",
+           activation: str = "relu", input_width: int = 784, output_width: int = 10,
+           loss: str = "mse", skips: bool = True, init: str | None = None) -> dict:
+    """jpc's fully connected residual network (`make_mlp` + `make_skip_model`, the muPC
+    paper's FCResNet): `depth` hidden layers of `width` units, L = depth + 1 weight
+    matrices, no biases, the activation applied *before* each linear map but the first:
+
+        h1 = a1 W1 x;   h_l = a_l W_l g(h_{l-1}) + h_{l-1} (l = 2..depth);   out = aL WL g(h_depth)
+
+    Each layer is one dense vertex (`skip: true` holds the identity skip, so a residual
+    layer is one value node, as in jpc's energy); no skip on the first and the last.
+    `mupc`: weights N(0, 1) (`init: normal`), multipliers a1 = 1/sqrt(D), a_l =
+    1/sqrt(N L) (1/sqrt(N) with `skips=False`), aL = 1/N (jpc's `_get_param_scalings`).
+    `standard`: multipliers 1, torch/equinox Linear's uniform init. `init` overrides the
+    initialisation (e.g. `he`: a plain deep MLP that backprop can train).
+    """
+    _at_least("depth", depth, 1)
+    _at_least("width", width, 1)
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+                         f"got {parameterization!r}")
+    layers = depth + 1
+    mupc = parameterization == "mupc"
+    init = init or ("normal" if mupc else "uniform")
+    hidden = 1.0 / np.sqrt(width * layers) if skips else 1.0 / np.sqrt(width)
+    scale = {"first": 1.0 / np.sqrt(input_width), "hidden": hidden, "last": 1.0 / width} \
+        if mupc else {"first": 1.0, "hidden": 1.0, "last": 1.0}
+
+    def layer(name, parent, units, kind, **extra):
+        entry = {"name": name, "op": "dense", "parents": [parent], "units": units,
+                 "bias": False, "init": init}
+        if scale[kind] != 1.0:
+            entry["multiplier"] = float(scale[kind])
+        if kind != "first" and activation != "identity":
+            entry["pre_activation"] = activation
+        entry.update(extra)
+        return entry
+
+    entries = [{"name": "x", "op": "input", "shape": [input_width]},
+               layer("h1", "x", width, "first")]
+    for k in range(2, depth + 1):
+        entries.append(layer(f"h{k}", f"h{k - 1}", width, "hidden",
+                             **({"skip": True} if skips else {})))
+    entries.append(layer("out", f"h{depth}", output_width, "last"))
+    kind = "resnet" if skips else "mlp"
+    return {"name": f"{parameterization}-{kind}-{depth}x{width}",
+            "description": f"{depth} hidden layers of {width} ({activation} before each "
+                           f"linear map), {parameterization} parameterisation"
+                           + ("" if skips else ", no skips"),
+            "vertices": entries, "output": "out", "loss": loss}
+
+
 def _at_least(what: str, value: int, low: int) -> None:
     if value < low:
         raise ValueError(f"{what} must be at least {low}, got {value}")
@@ -201,7 +256,8 @@ def _at_least(what: str, value: int, low: int) -> None:
 
 # --- writing a topology file ---------------------------------------------------------------
 
-GENERATORS = {"tiled": tiled_mlp, "chain": deep_chain, "random": random_graph}
+GENERATORS = {"tiled": tiled_mlp, "chain": deep_chain, "random": random_graph,
+              "resnet": resnet}
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "none"}
 
@@ -233,6 +289,8 @@ def _scalar(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))     # shortest text that reads back the same float
     if isinstance(value, str):
         if _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
             return value

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ACT = {"identity": lambda z: z, "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+ACT = {"identity": lambda z: z, "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
+       "gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh")}
 
 
 def _pair(v):
@@ -21,10 +22,13 @@ def _pair(v):
 def _vertex(op, p, xs):
     name = op.name
     if name == "dense":
-        z = xs[0] @ p["weight"]
+        x = ACT[getattr(op, "pre_activation", "identity")](xs[0])
+        z = x @ p["weight"]
         if op.bias:
             z = z + p["bias"]
-        return ACT[op.activation](z)
+        z = getattr(op, "multiplier", 1.0) * z
+        out = ACT[op.activation](z)
+        return out + xs[0] if getattr(op, "skip", False) else out
     if name == "multi_dense":
         z = sum(x @ p[f"weight{k}"] for k, x in enumerate(xs))
         if op.bias:

@@ -14,6 +14,8 @@ ACTIVATIONS = {
     "tanh": kernels.tanh_with_derivative,
     "relu": kernels.relu_with_derivative,
     "sigmoid": kernels.sigmoid_with_derivative,
+    "gelu": kernels.gelu_with_derivative,          # with erf: torch's default
+    "gelu_tanh": kernels.gelu_tanh_with_derivative,  # the tanh form: jax.nn.gelu's default
 }
 
 

