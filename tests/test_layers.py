@@ -18,8 +18,8 @@ LAYERS = [
      "generate", "batches"},
     {"traffic", "backprop"},
     {"engines"},
-    {"gradcheck", "training"},
-    {"sweep"},
+    {"gradcheck", "training", "params_file"},
+    {"sweep", "imports", "exports", "api"},
     {"cli", "__main__"},
 ]
 #: test harnesses: they may import anything, nothing in the package imports them

@@ -47,10 +47,10 @@ def _read_keys(path: Path) -> dict:
         document = json.loads(path.read_text())
         keys = document["state_keys"]
         out = {}
-        for slot, (key, layout) in keys.items():
-            vertex, _, param = slot.partition("/")
+        for name, (key, layout) in keys.items():
+            vertex, _, param = name.partition("/")
             if not (isinstance(key, str) and layout in ("same", "transpose") and param):
-                raise ValueError(slot)
+                raise ValueError(name)
             out[(vertex, param)] = (key, layout)
         return out
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
