@@ -32,7 +32,8 @@ from neurolocal.errors import TopologyError
 from neurolocal.files import read_bytes
 from neurolocal.graph import Graph, VertexSpec
 from neurolocal.limits import Budget, check_document, check_graph, check_vertex_count, default_budget
-from neurolocal.ops import make_loss
+from neurolocal.ops import LOSSES, make_loss
+from neurolocal.ops.losses import check_loss_options
 from neurolocal.paper import PaperMode, paper_mode_from
 from neurolocal.recurrence import Recurrence
 from neurolocal.tied import TiedGroup
@@ -244,6 +245,8 @@ def _loss(value: Any, paper: PaperMode = PaperMode()):
         value = {"type": value}
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         options = {k: v for k, v in value.items() if k != "type"}
+        if value["type"] in LOSSES:
+            options = check_loss_options(value["type"], options)
         if paper.mse_without_half:
             if value["type"] != "mse":
                 raise TopologyError("paper_mode mse_without_half needs an mse loss",

@@ -6,15 +6,24 @@ per sample (as in the paper) and parameter updates are averaged over the batch.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
 import numpy as np
 
 from neurolocal.errors import DataError, TopologyError
 
 
+#: the largest option value a loss accepts: beyond it eps_out overflows float64 in one batch
+MAX_SCALE = 1e6
+
+
 class Loss:
     name: ClassVar[str] = ""
+    #: the options a topology may give (`loss: {type: NAME, OPTION: value}`): for each, the
+    #: open/closed range (low, high] a finite number must lie in. The schema the loader
+    #: checks and the fuzz harness walks.
+    OPTIONS: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def check_output_shape(self, shape: tuple[int, ...]) -> None:
         pass
@@ -47,6 +56,7 @@ class MeanSquaredError(Loss):
     """
 
     name = "mse"
+    OPTIONS = {"scale": (0.0, MAX_SCALE)}
 
     def __init__(self, scale: float = 1.0):
         self.scale = float(scale)
@@ -117,13 +127,28 @@ LOSSES: dict[str, type[Loss]] = {
 }
 
 
+def check_loss_options(name: str, options: dict[Any, Any]) -> dict[str, float]:
+    """Every option of loss `name` known, a finite number in its range; else one line."""
+    known = LOSSES[name].OPTIONS
+    checked = {}
+    for key, value in options.items():
+        if not isinstance(key, str) or key not in known:
+            listed = ", ".join(known) or "none"
+            raise TopologyError(f"unknown option {key!r} of loss {name!r} (known: {listed})",
+                                field="loss")
+        low, high = known[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or not low < value <= high:
+            raise TopologyError(f"expected a number above {low:g} and at most {high:g}, "
+                                f"got {value!r}", field=f"loss.{key}")
+        checked[key] = float(value)
+    return checked
+
+
 def make_loss(name: str, **options) -> Loss:
-    if name not in LOSSES:
+    if not isinstance(name, str) or name not in LOSSES:
         raise TopologyError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})", field="loss")
-    try:
-        return LOSSES[name](**options)
-    except TypeError as exc:
-        raise TopologyError(f"bad options for loss {name!r}: {exc}", field="loss") from None
+    return LOSSES[name](**check_loss_options(name, options))
 
 
 def correct_count(prediction: np.ndarray, target: np.ndarray) -> float:

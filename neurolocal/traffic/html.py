@@ -10,6 +10,8 @@ never on the number of messages.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import math
@@ -287,20 +289,49 @@ def _jsonable(value):
     return str(value)
 
 
-def render(data: dict) -> str:
-    script = (ASSETS / "report.js").read_text()
-    style = (ASSETS / "report.css").read_text()
+#: characters that end or open something in HTML, escaped inside the inline JSON (as
+#: \uXXXX, which JSON.parse reads back unchanged): no `</script>`, no `<!--`, no `]]>`
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                 "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def inline_json(data) -> str:
+    """JSON that is inert inside a <script> element: nothing in it can close the element,
+    open a comment or an HTML parser state (every `<`, `>` and `&` is a \\u escape)."""
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    payload = payload.replace("</", "<\\/").replace("<!--", "<\\!--")
+    return "".join(_JSON_ESCAPES.get(c, c) for c in payload) if any(
+        c in payload for c in _JSON_ESCAPES) else payload
+
+
+def csp_hash(text: str) -> str:
+    """The CSP source expression allowing exactly this inline script or style."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def content_security_policy(script: str, style: str) -> str:
+    """Nothing may load or run but the page's own inline script and style (by hash):
+    an injected <script>, event handler attribute, javascript: URL or remote resource
+    is refused by the browser even if markup got in."""
+    return (f"default-src 'none'; script-src {csp_hash(script)}; "
+            f"style-src {csp_hash(style)}; img-src data:; base-uri 'none'; "
+            "form-action 'none'")
+
+
+def render(data: dict) -> str:
+    script = "\n" + (ASSETS / "report.js").read_text() + "\n"
+    style = "\n" + (ASSETS / "report.css").read_text() + "\n"
+    policy = content_security_policy(script, style)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{html.escape(policy, quote=False)}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>neurolocal · {html.escape(data['title'])}</title>\n"
-        f"<style>\n{style}\n</style>\n</head>\n<body>\n"
+        f"<style>{style}</style>\n</head>\n<body>\n"
         "<noscript>This report draws its charts with JavaScript; please enable it."
         "</noscript>\n<div id=\"app\"></div>\n"
-        f"<script id=\"report-data\" type=\"application/json\">{payload}</script>\n"
-        f"<script>\n{script}\n</script>\n</body>\n</html>\n")
+        f"<script id=\"report-data\" type=\"application/json\">{inline_json(data)}</script>\n"
+        f"<script>{script}</script>\n</body>\n</html>\n")
 
 
 def write_report(source, path) -> None:

@@ -1,5 +1,8 @@
 /* neurolocal traffic report: draws the inlined data as SVG. Written for this page:
-   no library, nothing fetched. Python did the counting and the graph layout. */
+   no library, nothing fetched. Python did the counting and the graph layout.
+   Every string from the log reaches the page as a text node or an attribute value
+   (make/svg/showTip below): nothing here builds markup from strings, and
+   tests/test_report_security.py fails if innerHTML or its relatives appear. */
 "use strict";
 (function () {
   const D = JSON.parse(document.getElementById("report-data").textContent);
@@ -17,7 +20,7 @@
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v == null) continue;
-      if (k === "class") e.className = v; else if (k === "html") e.innerHTML = v;
+      if (k === "class") e.className = v; else if (k === "style") e.style.cssText = v;
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
     }
     for (const k of kids) if (k != null) e.append(k);
@@ -32,9 +35,10 @@
     for (const k of kids) if (k != null) e.append(k);
     return e;
   }
-  function esc(s) {
-    return String(s).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
-  }
+  // pieces of a tooltip: text nodes and a few fixed elements, never parsed markup
+  function B(text) { return make("b", {}, String(text)); }
+  function M(text) { return make("span", { class: "m" }, String(text)); }
+  function dot(colour) { return make("span", { class: "kdot", style: "background:" + colour }); }
   function fmtInt(n) { return n == null ? "–" : Math.round(n).toLocaleString("en-US"); }
   function fmtBytes(n) {
     if (n == null) return "–";
@@ -55,8 +59,13 @@
     if (ms < 1000) return ms.toPrecision(3) + " ms";
     return (ms / 1000).toPrecision(3) + " s";
   }
-  function showTip(ev, html) {
-    tip.innerHTML = html; tip.style.display = "block";
+  function showTip(ev, ...lines) {  // each line: a list of strings (as text) and nodes
+    const kids = [];
+    lines.forEach((line, i) => {
+      if (i) kids.push(make("br"));
+      for (const part of [].concat(line)) kids.push(part instanceof Node ? part : String(part));
+    });
+    tip.replaceChildren(...kids); tip.style.display = "block";
     const w = tip.offsetWidth, h = tip.offsetHeight;
     let x = ev.clientX + 14, y = ev.clientY + 14;
     if (x + w > window.innerWidth - 8) x = ev.clientX - w - 14;
@@ -84,7 +93,7 @@
   }
   function panel(title, hint, ...kids) {
     return make("section", { class: "panel" }, make("h2", {}, title),
-      hint ? make("div", { class: "hint", html: hint }) : null, ...kids);
+      hint ? make("div", { class: "hint" }, ...[].concat(hint)) : null, ...kids);
   }
   function segmented(options, current, onchange) {
     const box = make("span", { class: "seg" });
@@ -119,13 +128,13 @@
   app.append(main);
 
   const notes = [];
-  if (D.truncated.length) notes.push(["bad", "Truncated stream file(s), read up to the last whole record: " + D.truncated.map(esc).join(", ")]);
+  if (D.truncated.length) notes.push(["bad", "Truncated stream file(s), read up to the last whole record: " + D.truncated.join(", ")]);
   const abandoned = D.marks.filter(m => m.kind === "abandoned");
   const unfinished = D.marks.filter(m => m.kind === "unfinished");
   if (abandoned.length) notes.push(["", abandoned.length + " abandoned batch(es): an actor died, the batch was replayed under a new id (marked ✕ in red below)."]);
   if (unfinished.length) notes.push(["", unfinished.length + " unfinished batch(es): the run ended inside them (e.g. an actor timeout), marked in orange."]);
   if (D.runs.length > 1) notes.push(["", D.runs.length + " runs in this log (a resumed run starts a new run id; batches are numbered per run)."]);
-  for (const [cls, text] of notes) main.append(make("div", { class: "note " + cls, html: text }));
+  for (const [cls, text] of notes) main.append(make("div", { class: "note " + cls }, text));
 
   const actorsSet = new Set(D.graph.vertices.map(v => v.actor));
   const cards = [
@@ -199,7 +208,7 @@
     const root = svg("svg", { width: "100%", height: height, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "xMidYMid meet" });
     const defs = svg("defs");
     for (const k of kindsPresent) {
-      defs.append(svg("marker", { id: "arrow-" + k, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto" },
+      defs.append(svg("marker", { id: "arrow-" + kindsPresent.indexOf(k), viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto" },
         svg("path", { d: "M0,0 L10,5 L0,10 z", fill: kindColor(k, kindsPresent.indexOf(k)) })));
     }
     root.append(defs);
@@ -254,14 +263,14 @@
         const colour = kindColor(e.kind, kindsPresent.indexOf(e.kind));
         const path = svg("path", {
           d: `M${sx},${sy} Q${cx},${cy} ${ex},${ey}`, fill: "none", stroke: colour, "stroke-width": width,
-          "stroke-opacity": 0.55, "stroke-linecap": "round", "marker-end": `url(#arrow-${e.kind})`,
+          "stroke-opacity": 0.55, "stroke-linecap": "round", "marker-end": `url(#arrow-${kindsPresent.indexOf(e.kind)})`,
           "stroke-dasharray": e.kind === "partial" || e.kind === "param" ? "5 4" : null,
         });
         path.addEventListener("mousemove", ev => {
           path.setAttribute("stroke-opacity", 0.95);
-          showTip(ev, `<b>${esc(e.src)} → ${esc(e.dst)}</b> <span class="m">${esc(e.kind)}</span><br>` +
-            `${fmtInt(e.messages)} messages · ${fmtBytes(e.bytes)}<br>` +
-            `<span class="m">latency p50 ${fmtMs(e.p50)} · p99 ${fmtMs(e.p99)}</span>`);
+          showTip(ev, [B(e.src + " → " + e.dst), " ", M(e.kind)],
+            `${fmtInt(e.messages)} messages · ${fmtBytes(e.bytes)}`,
+            [M(`latency p50 ${fmtMs(e.p50)} · p99 ${fmtMs(e.p99)}`)]);
         });
         path.addEventListener("mouseleave", () => { path.setAttribute("stroke-opacity", 0.55); hideTip(); });
         edgeLayer.append(path);
@@ -276,8 +285,8 @@
           g.append(svg("text", { x: 0, y: -14, "text-anchor": "middle", "font-size": 11.5, fill: "#1d2433",
             "paint-order": "stroke", stroke: "#f6f7fb", "stroke-width": 3 }, name));
         }
-        g.addEventListener("mousemove", ev => showTip(ev,
-          `<b>${esc(v.id)}</b><br><span class="m">actor</span> ${esc(v.actor)} · <span class="m">host</span> ${esc(v.host)}<br>` +
+        g.addEventListener("mousemove", ev => showTip(ev, [B(v.id)],
+          [M("actor"), " " + v.actor + " · ", M("host"), " " + v.host],
           `sent ${fmtInt(v.sent)} (${fmtBytes(v.bytes_sent)}) · received ${fmtInt(v.received)}`));
         g.addEventListener("mouseleave", hideTip);
         nodeLayer.append(g);
@@ -322,8 +331,8 @@
         const t = Math.sqrt(c / max);
         const rect = svg("rect", { x: left + i * binW, y: y + 1, width: Math.max(binW, 0.8), height: rowH - 2,
           fill: `rgb(${Math.round(235 - 200 * t)},${Math.round(240 - 150 * t)},${Math.round(255 - 60 * t)})` });
-        rect.addEventListener("mousemove", ev => showTip(ev, `<b>${esc(actor)}</b><br>${fmtInt(c)} messages sent or received<br>` +
-          `<span class="m">t = ${(i * T.seconds / T.bins).toFixed(3)}–${((i + 1) * T.seconds / T.bins).toFixed(3)} s</span>`));
+        rect.addEventListener("mousemove", ev => showTip(ev, [B(actor)], `${fmtInt(c)} messages sent or received`,
+          [M(`t = ${(i * T.seconds / T.bins).toFixed(3)}–${((i + 1) * T.seconds / T.bins).toFixed(3)} s`)]));
         rect.addEventListener("mouseleave", hideTip);
         root.append(rect);
       });
@@ -342,7 +351,7 @@
       const line = svg("line", { x1: x, x2: x, y1: top - 10, y2: axisY, stroke: colour, "stroke-width": 1.5, "stroke-dasharray": "3 2" });
       const label = svg("text", { x: x + 3, y: top - 10, fill: colour, "font-size": 11 }, m.kind === "abandoned" ? "✕ abandoned" : "unfinished");
       for (const e of [line, label]) {
-        e.addEventListener("mousemove", ev => showTip(ev, `<b>${m.kind} batch</b><br>run ${esc(m.run)}, batch ${m.batch}`));
+        e.addEventListener("mousemove", ev => showTip(ev, [B(m.kind + " batch")], `run ${m.run}, batch ${m.batch}`));
         e.addEventListener("mouseleave", hideTip);
       }
       root.append(line, label);
@@ -375,8 +384,8 @@
         const v = R.kinds[k][i]; if (!v) return;
         const h = v / ymax * plotH, y = top + plotH - (acc + v) / ymax * plotH;
         const rect = svg("rect", { x: left + i * bw + bw * 0.12, y, width: Math.max(0.8, bw * 0.76), height: Math.max(0.5, h), fill: kindColor(k, j), rx: Math.min(3, bw * 0.1) });
-        rect.addEventListener("mousemove", ev => showTip(ev, `<b>round ${r}</b>${r === 0 ? " (forward pass)" : ""}<br>` +
-          kinds.map((kk, jj) => `<span class="kdot" style="background:${kindColor(kk, jj)}"></span>${kk} ${fmtInt(R.kinds[kk][i])}`).join("<br>")));
+        rect.addEventListener("mousemove", ev => showTip(ev, [B(`round ${r}`), r === 0 ? " (forward pass)" : ""],
+          ...kinds.map((kk, jj) => [dot(kindColor(kk, jj)), `${kk} ${fmtInt(R.kinds[kk][i])}`])));
         rect.addEventListener("mouseleave", hideTip);
         root.append(rect); acc += v;
       });
@@ -407,7 +416,7 @@
         const v = sc[k][measure], w = v / total * W;
         if (w <= 0) continue;
         const rect = svg("rect", { x, y: 18, width: w, height: 24, fill: colours[k] });
-        rect.addEventListener("mousemove", ev => showTip(ev, `<b>${k}</b><br>${measure === "bytes" ? fmtBytes(v) : fmtInt(v) + " messages"} · ${(100 * v / total).toFixed(1)}%`));
+        rect.addEventListener("mousemove", ev => showTip(ev, [B(k)], `${measure === "bytes" ? fmtBytes(v) : fmtInt(v) + " messages"} · ${(100 * v / total).toFixed(1)}%`));
         rect.addEventListener("mouseleave", hideTip);
         root.append(rect);
         if (w > 60) root.append(svg("text", { x: x + 6, y: 35, fill: "#fff", "font-size": 12, "font-weight": 600, "pointer-events": "none" }, `${k} ${(100 * v / total).toFixed(1)}%`));
@@ -444,7 +453,7 @@
         if (!c) return;
         const h = Math.max(1, Math.sqrt(c / max) * plotH);
         const rect = svg("rect", { x: left + i * bw, y: top + plotH - h, width: Math.max(1, bw - 1), height: h, fill: kindColor(k, j), opacity: 0.85 });
-        rect.addEventListener("mousemove", ev => showTip(ev, `<b>${esc(k)}</b><br>${fmtMs(L.edges[i])} – ${fmtMs(L.edges[i + 1])}<br>${fmtInt(c)} messages`));
+        rect.addEventListener("mousemove", ev => showTip(ev, [B(k)], `${fmtMs(L.edges[i])} – ${fmtMs(L.edges[i + 1])}`, `${fmtInt(c)} messages`));
         rect.addEventListener("mouseleave", hideTip);
         root.append(rect);
       });
@@ -514,8 +523,8 @@
       const r = root.getBoundingClientRect(), sx = W / r.width;
       const i = Math.max(0, Math.min(n - 1, Math.round(((ev.clientX - r.left) * sx - left) / plotW * (n - 1))));
       guide.setAttribute("x1", X(i)); guide.setAttribute("x2", X(i)); guide.setAttribute("visibility", "visible");
-      showTip(ev, `<b>${opts.xLabel} ${opts.xLabelOf ? opts.xLabelOf(i) : i}</b><br>` + opts.series.map(s =>
-        `<span class="kdot" style="background:${s.colour}"></span>${esc(s.name)}: ${opts.format ? opts.format(s.values[i]) : fmtNum(s.values[i])}`).join("<br>"));
+      showTip(ev, [B(`${opts.xLabel} ${opts.xLabelOf ? opts.xLabelOf(i) : i}`)], ...opts.series.map(s =>
+        [dot(s.colour), `${s.name}: ${opts.format ? opts.format(s.values[i]) : fmtNum(s.values[i])}`]));
     });
     hit.addEventListener("mouseleave", () => { guide.setAttribute("visibility", "hidden"); hideTip(); });
     root.append(hit);
@@ -568,6 +577,6 @@
       make("td", {}, make("span", { class: "kdot", style: "background:" + kindColor(e.kind, 0) }), e.kind),
       make("td", { class: "num" }, fmtInt(e.messages)), make("td", { class: "num" }, fmtBytes(e.bytes)),
       make("td", { class: "num" }, fmtMs(e.p50)), make("td", { class: "num" }, fmtMs(e.p99)))));
-    return panel("Busiest edges", "The 20 edges that carried the most bytes (all of them: <code>neurolocal traffic edges DIR</code>).", t);
+    return panel("Busiest edges", ["The 20 edges that carried the most bytes (all of them: ", make("code", {}, "neurolocal traffic edges DIR"), ")."], t);
   }
 })();
