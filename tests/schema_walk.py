@@ -10,10 +10,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from neurolocal.engines.sim.config import EDGE_KEYS, KEYS, PAUSE_KEYS, VERTEX_KEYS
+from neurolocal.asynchrony.config import EDGE_KEYS, KEYS, PAUSE_KEYS, VERTEX_KEYS
 from neurolocal.ops.losses import LOSSES
 from neurolocal.paper import QUIRKS
-from neurolocal.training.optimizers import SGD, Adam
+from neurolocal.optimizers import SGD, Adam
 from neurolocal.training.settings import TRAINING_KEYS
 
 #: a legal value for each training key (the harness then breaks it every way it knows)

@@ -8,7 +8,6 @@ address space. The test names any schema field the mutations did not reach."""
 from __future__ import annotations
 
 import collections
-import json
 
 import pytest
 
