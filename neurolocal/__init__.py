@@ -22,6 +22,7 @@ _LAZY = {
     "LocalEngine": "neurolocal.engines.local",
     "ConfigError": "neurolocal.errors", "DataError": "neurolocal.errors",
     "NeurolocalError": "neurolocal.errors", "TopologyError": "neurolocal.errors",
+    "EngineError": "neurolocal.errors", "TrainingDiverged": "neurolocal.errors",
     "Graph": "neurolocal.graph", "VertexSpec": "neurolocal.graph",
     "Op": "neurolocal.ops", "register_op": "neurolocal.ops",
     "graph_from_dict": "neurolocal.topology", "load_topology": "neurolocal.topology",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurolocal.engines.base import prepare_batch
+from neurolocal.batches import prepare_batch
 from neurolocal.graph import Graph, Params
 from neurolocal.tied import sum_tied
 

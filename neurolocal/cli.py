@@ -26,38 +26,37 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _flag_number(text: str, **kind) -> int | float:
+    """A flag's value through the one number validator (checks.parse_number); argparse
+    names the flag in front of the message."""
+    from neurolocal.checks import argument
+
+    return argument(**kind)(text)
+
+
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+    return _flag_number(text, positive=True)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+    return _flag_number(text, whole=True, minimum=0)
+
+
+def _positive_int(text: str) -> int:
+    return _flag_number(text, whole=True, minimum=1)
 
 
 def _packing(text: str) -> int | str:
     """--vertices-per-actor: auto, or a whole number >= 1."""
     if text == "auto":
         return text
+    from neurolocal.checks import expected
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got "
-                                         f"{text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got {value}")
-    return value
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto or {expected(whole=True, minimum=1)}, "
+                                         f"got {text!r}") from None
 
 
 def _fault(text: str) -> tuple[int, int]:
@@ -65,13 +64,6 @@ def _fault(text: str) -> tuple[int, int]:
     if not sep:
         raise argparse.ArgumentTypeError(f"expected ACTOR:BATCH, e.g. 1:5, got {text!r}")
     return _non_negative_int(actor), _non_negative_int(batch)
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -98,9 +90,10 @@ def cmd_check_grad(args) -> int:
 
     budget = budget_from(args.budget)
     graph = load_topology(args.topology, budget).graph
-    if args.vertices_per_actor is None:   # a gradient check puts every edge across actors
+    if args.vertices_per_actor is None and args.engine == "ray":
+        # a gradient check puts every edge across actors
         args.vertices_per_actor = "auto" if args.placement_from else 1
-    staleness = args.staleness if args.engine in ("ray", "sim") else 0  # local: synchronous
+    staleness = args.staleness   # an engine that cannot run it refuses it (capabilities.py)
     iterations = (default_iterations(graph, staleness) if args.iterations is None
                   else args.iterations)
     check_batch(graph, budget, args.batch_size, iterations)
@@ -166,24 +159,14 @@ def _print_check(check, args) -> None:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    import os
-    import tempfile
-
-    from neurolocal.files import writable_file
+    from neurolocal.files import writable_file, write_atomic
 
     writable_file(path, "--output")
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
+        write_atomic(path, text)
     except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror}", field=f"--output {path}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        raise ConfigError(f"cannot write: {exc.strerror or exc}",
+                          field=f"--output {path}") from None
 # --- run: train a topology (issue 6) ---------------------------------------------------------
 # Kept in one block (cmd_run + add_run_parser) so merging with other commands stays easy.
 
@@ -448,11 +431,18 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "post_ahead": "--post-ahead", "dtype": "--dtype"}
 
 
+#: the one table of parameters and the flags that set them: library errors name the
+#: parameter (`errors.param`, or an engine parameter as the error's field), the command
+#: line tells it by its flag
+PARAMETER_FLAGS = {**ENGINE_FLAGS, **{k: "--" + k.replace("_", "-") for k in RUN_FLAGS},
+                   "out": "--out", "resume": "--resume", "output": "--output",
+                   "budget": "--budget", "asynchrony": "--asynchrony", "seeds": "--seeds",
+                   "jobs": "--jobs", "vary": "--vary"}
+
+
 def _as_flags(exc: NeurolocalError) -> str:
-    """An error naming an engine parameter, told with the flag that sets it."""
-    if exc.field in ENGINE_FLAGS:
-        return type(exc)(exc.detail, source=exc.source, field=ENGINE_FLAGS[exc.field]).args[0]
-    return str(exc)
+    """An error's one line, each parameter it names told by the flag that sets it."""
+    return exc.told(PARAMETER_FLAGS, fields=ENGINE_FLAGS)
 
 
 def _engine_config(args):
@@ -482,7 +472,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                         help="fixed: predictions cached from the forward pass (the paper's, "
                              "equals backprop); strict: recomputed every step")
     parser.add_argument("--schedule", choices=SCHEDULES, default="auto",
-                        help="on both engines (docs/rounds.md). jacobi: every vertex sends "
+                        help="on every engine (docs/rounds.md). jacobi: every vertex sends "
                              "every round; event: only in the rounds its error can change (the "
                              "same numbers; with eta = 1 about one message per path length); "
                              "backward-in-time: the paper's RNN/LSTM schedule, one time step "

@@ -1,15 +1,30 @@
 """The project's own error types.
 
-Every problem a user can cause (a bad topology file, a bad flag, a bad data file)
-raises a `NeurolocalError`; the CLI prints its one-line message and exits 2.
+Every problem a user can cause (a bad topology file, a bad flag, a bad data file, a
+run that diverges) raises a `NeurolocalError`; the CLI prints its one-line message and
+exits 2. Errors name parameters (`field="staleness"`), never flags: only the CLI maps a
+parameter to the flag that sets it (neurolocal/cli.py, `PARAMETER_FLAGS`).
 Anything else escaping is a bug in neurolocal.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Mapping
 
 #: a message longer than this is cut: one line stays readable whatever value it quotes
 MAX_DETAIL = 2000
+
+#: how a message refers to a parameter (`param("resume")`): a private-use character on
+#: each side of its name, never whitespace, so the one-line normalisation keeps it
+_MARK = "\ue000"
+_PARAMETER = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_.]*){_MARK}")
+
+
+def param(name: str) -> str:
+    """A parameter named inside an error's text: Python callers read it as `name`, the
+    command line as the flag that sets it (neurolocal/cli.py maps one to the other)."""
+    return f"{_MARK}{name}{_MARK}"
 
 
 class NeurolocalError(Exception):
@@ -25,9 +40,17 @@ class NeurolocalError(Exception):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        parts = [p for p in (self.source, self.field) if p]
-        prefix = ": ".join(parts)
-        return f"{prefix}: {self.detail}" if prefix else self.detail
+        return self.told()
+
+    def told(self, flags: Mapping[str, str] | None = None,
+             fields: Mapping[str, str] | None = None) -> str:
+        """The one line, each parameter named with `param` told by `flags` (name -> flag)
+        or else as `name`; a plain `field` found in `fields` is told by its flag too."""
+        flags = flags or {}
+        field = (fields or {}).get(self.field, self.field)
+        prefix = ": ".join(p for p in (self.source, field) if p)
+        text = f"{prefix}: {self.detail}" if prefix else self.detail
+        return _PARAMETER.sub(lambda m: flags.get(m[1]) or f"`{m[1]}`", text)
 
     def located(self, source: str | None = None, field: str | None = None) -> "NeurolocalError":
         """The same error with a file and/or field filled in where it was missing."""
@@ -58,3 +81,9 @@ class DataError(NeurolocalError):
 
 class EngineError(NeurolocalError):
     """A distributed run that could not finish: an actor died or did not answer in time."""
+
+
+class TrainingDiverged(NeurolocalError):
+    """Training produced a non-finite loss, energy or parameter (issue 19): no setting was
+    out of its range, the run blew up (try a smaller lr or eta). `field` names the
+    algorithm (pc or bp); the CLI prints the one line and exits 2 like every other error."""

@@ -6,7 +6,12 @@ forever) or a directory end in one line instead of a hang or gigabytes read.
 
 `writable_directory` is asked before a command writes anything: the output directory
 (created if missing) must be a directory this process can create files in, so an
-unwritable `--out` fails up front and leaves nothing half-written.
+unwritable output directory (`--out`) fails up front and leaves nothing half-written.
+
+`atomic_path` (and `write_atomic` on top of it) is the one way a file is written whole
+or not at all: written under a temporary name beside it, then renamed over it, so a
+reader (or a crash) sees the old file or the new one, never half of one. Every writer
+in the package uses it (tests/test_structure.py checks that no other module renames).
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Type
+from typing import Iterator, Type
 
-from neurolocal.errors import ConfigError, NeurolocalError
+from neurolocal.errors import ConfigError, NeurolocalError, param
 
 
 def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
@@ -42,21 +47,28 @@ def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
                 "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
         raise error(f"is {kind}, expected a regular {what}", source=source)
     if info.st_size > limit:
+        key = "document_bytes" if what == "topology file" else "data_bytes"
         raise error(f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
-                    f"it with --budget data_bytes=N (or NEUROLOCAL_BUDGET)"
-                    if what != "topology file" else
-                    f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
-                    f"it with --budget document_bytes=N (or NEUROLOCAL_BUDGET)", source=source)
+                    f"it with {param('budget')} {key}=N (or NEUROLOCAL_BUDGET)", source=source)
     return info.st_size
 
 
 def read_bytes(path: str | Path, limit: int, error: Type[NeurolocalError],
                what: str = "file") -> bytes:
-    """The bytes of a regular file, refusing (not truncating) one that grew past `limit`."""
-    regular_file(path, limit, error, what)
+    """The bytes of a regular file, refusing (not truncating) one that grew past `limit`.
+    Read in pieces of about the file's size: `read(limit + 1)` would reserve the whole
+    budget (256 MB) for a file of a few bytes, a MemoryError under a tight RLIMIT_AS."""
+    size = regular_file(path, limit, error, what)
     try:
         with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+            pieces, total = [], 0
+            while total <= limit:
+                piece = handle.read(min(max(size + 1, 1 << 16), limit + 1 - total))
+                if not piece:
+                    break
+                pieces.append(piece)
+                total += len(piece)
+            data = b"".join(pieces)
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or type(exc).__name__}",
                     source=str(path)) from None
@@ -65,11 +77,12 @@ def read_bytes(path: str | Path, limit: int, error: Type[NeurolocalError],
     return data
 
 
-def writable_directory(path: str | Path, flag: str) -> Path:
+def writable_directory(path: str | Path, name: str) -> Path:
     """Prove `path` can be a directory this process writes in, creating nothing: it is a
-    directory already, or its nearest existing ancestor is one we can create files in."""
+    directory already, or its nearest existing ancestor is one we can create files in.
+    `name`: the parameter that gave the path (`errors.param("out")`), the error's field."""
     path = Path(path)
-    where = f"{flag} {path}"
+    where = f"{name} {path}"
     with _writing_to(where):
         existing = path
         while not existing.exists():
@@ -104,10 +117,11 @@ def _probe(directory: Path) -> None:
     os.unlink(probe)
 
 
-def writable_file(path: str | Path, flag: str) -> Path:
-    """An output file's directory must exist and be writable; the file is not touched."""
+def writable_file(path: str | Path, name: str) -> Path:
+    """An output file's directory must exist and be writable; the file is not touched.
+    `name`: the parameter that gave the path (as for `writable_directory`)."""
     path = Path(path)
-    where = f"{flag} {path}"
+    where = f"{name} {path}"
     parent = path.parent if str(path.parent) else Path(".")
     with _writing_to(where):
         if path.is_dir():
@@ -116,3 +130,60 @@ def writable_file(path: str | Path, flag: str) -> Path:
             raise ConfigError(f"directory {parent} does not exist", field=where)
         _probe(parent)
     return path
+
+
+# --- writing a file whole or not at all --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, private: bool = False,
+                durable: bool = False) -> Iterator[Path]:
+    """A temporary name beside `path` for the block to write to (`.<name>.<random>.tmp`);
+    when the block ends without an error it replaces `path` in one rename, else it is
+    removed. The file gets the mode a plain `open` would give it (0666 less the umask),
+    or 0600 when `private`; `durable` fsyncs it before the rename (a checkpoint: after a
+    power loss the old file or the new one, complete). OSError propagates."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if not private:                      # mkstemp's 0600 is for the half-written file only
+            os.chmod(tmp, 0o666 & ~_umask())
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)          # gone already after the rename
+
+
+def write_atomic(path: str | Path, data: str | bytes, *, private: bool = False,
+                 durable: bool = False) -> None:
+    """Write `data` (text as UTF-8, or bytes) to `path` whole or not at all (`atomic_path`)."""
+    with atomic_path(path, private=private, durable=durable) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+
+
+def write_output(path: str | Path, text: str) -> None:
+    """A command's output file, whole or nothing (`write_atomic`); one line (ConfigError
+    naming the file) when it cannot be written."""
+    from neurolocal.errors import ConfigError
+
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

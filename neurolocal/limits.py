@@ -27,7 +27,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from neurolocal.errors import ConfigError, TopologyError
+from neurolocal.checks import parse_number
+from neurolocal.errors import ConfigError, TopologyError, param
 
 ENVIRONMENT = "NEUROLOCAL_BUDGET"
 
@@ -44,7 +45,8 @@ class Budget:
     data_bytes: int = 256 << 20
 
     @classmethod
-    def parse(cls, text: str, base: "Budget | None" = None, where: str = "--budget") -> "Budget":
+    def parse(cls, text: str, base: "Budget | None" = None,
+              where: str = param("budget")) -> "Budget":
         """`parameters=1e8,vertices=50000` on top of `base` (default: the built-in budget)."""
         budget = base or cls()
         known = [f.name for f in fields(cls)]
@@ -62,17 +64,11 @@ class Budget:
 
     def raise_hint(self, key: str, needed: int | None = None) -> str:
         value = f"{needed}" if needed is not None else f"{2 * getattr(self, key)}"
-        return f"raise it with --budget {key}={value} (or {ENVIRONMENT})"
+        return f"raise it with {param('budget')} {key}={value} (or {ENVIRONMENT})"
 
 
 def _count(text: str, where: str) -> int:
-    try:
-        value = float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        raise ConfigError(f"expected a whole number, got {text!r}", field=where) from None
-    if not math.isfinite(value) or value < 1 or value != int(value) or value > 1 << 62:
-        raise ConfigError(f"expected a whole number from 1 to 2^62, got {text!r}", field=where)
-    return int(value)
+    return parse_number(where, text, whole=True, minimum=1, maximum=1 << 62)
 
 
 def default_budget() -> Budget:

@@ -31,21 +31,21 @@ def negated(updates: Params) -> Params:
 
 class Optimizer:
     name = ""
-    slots: tuple[str, ...] = ()
+    moments: tuple[str, ...] = ()   # names of the per-parameter state arrays
 
     def __init__(self, lr: float):
         if not np.isfinite(lr) or lr <= 0:
             raise ConfigError(f"learning rate must be a positive number, got {lr}", field="lr")
         self.lr = float(lr)
         self.step_count = 0
-        self.state: dict[str, Params] = {s: {} for s in self.slots}
+        self.state: dict[str, Params] = {s: {} for s in self.moments}
 
     def step(self, params: Params, gradient: Params) -> None:
         """One descent step along -gradient, updating `params` arrays in place."""
         self.step_count += 1
         for vertex, grads in gradient.items():
             for name, g in grads.items():
-                slots = {s: self._slot(s, vertex, name, g) for s in self.slots}
+                slots = {s: self._slot(s, vertex, name, g) for s in self.moments}
                 params[vertex][name] -= self._delta(g, **slots)
 
     def _slot(self, slot: str, vertex: str, name: str, like: np.ndarray) -> np.ndarray:
@@ -72,12 +72,12 @@ class Optimizer:
         """Restore from `state_arrays()`, checking every slot against the parameters' shapes."""
         if "step" not in arrays:
             raise DataError("optimizer state has no step count", field="optimizer")
-        state: dict[str, Params] = {s: {} for s in self.slots}
+        state: dict[str, Params] = {s: {} for s in self.moments}
         for key, a in arrays.items():
             if key == "step":
                 continue
             parts = key.split("/")
-            if len(parts) != 3 or parts[0] not in self.slots:
+            if len(parts) != 3 or parts[0] not in self.moments:
                 raise DataError(f"unexpected optimizer entry {key!r} for {self.name}",
                                 field="optimizer")
             slot, vertex, name = parts
@@ -102,7 +102,7 @@ class SGD(Optimizer):
     """v = momentum * v + g;  theta -= lr * v   (PyTorch's form; momentum 0 is plain SGD)."""
 
     name = "sgd"
-    slots = ("velocity",)
+    moments = ("velocity",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
         super().__init__(lr)
@@ -123,7 +123,7 @@ class Adam(Optimizer):
     """Kingma & Ba with bias correction: theta -= lr * m_hat / (sqrt(v_hat) + eps)."""
 
     name = "adam"
-    slots = ("m", "v")
+    moments = ("m", "v")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):

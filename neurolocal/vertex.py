@@ -163,6 +163,18 @@ class VertexRule:
         kernels.value_step(self.value, self.error, feedback, float(eta))
         return True
 
+    def refresh_error(self) -> None:
+        """Strict mode, a prediction that cannot move (parents clamped, weights fixed
+        within the batch): only the value moved, so only the error is recomputed."""
+        self.error = self.value - self.prediction
+
+    def input_gradient(self, feedback_total: np.ndarray | None) -> np.ndarray:
+        """An input's settled feedback as -dL/dx of the batch-mean loss (the convention
+        of dtheta, docs/rounds.md): the children's summed J^T eps over the batch size."""
+        if feedback_total is None:
+            return np.zeros_like(self.value)
+        return feedback_total * (1.0 / self.value.shape[0])
+
     def repredict(self, parent_values: Sequence[np.ndarray]) -> None:
         """Strict mode: recompute prediction, Jacobian data and error from current values."""
         if self.role == "input":
@@ -183,6 +195,12 @@ class VertexRule:
         # averaging the (batch-sized) error first is cheaper than dividing weight-sized sums
         mean_error = self.error * (1.0 / self.error.shape[0])
         return self.op.param_vjp(self.params, self._cache, mean_error)
+
+    @staticmethod
+    def loss_gradient(update: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """dL/dtheta from a Hebbian update (dtheta = -dL/dtheta at the fixed point): what an
+        optimizer, which descends a loss gradient, takes (exact: negation)."""
+        return {k: -v for k, v in update.items()}
 
     def partial_messages(self, update: dict[str, np.ndarray]) -> dict[str, list[tuple[str, np.ndarray]]]:
         """Member side of a tied group: this vertex's partial updates of the parameters it

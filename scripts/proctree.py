@@ -19,36 +19,21 @@ import re
 import subprocess
 import time
 from collections import defaultdict
-from pathlib import Path
+
+from neurolocal import procs
 
 _MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 
 
 def tree(pid: int) -> list[int]:
     """`pid` and every process below it."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children[parent].append(int(entry.name))
-    found, frontier = [pid], [pid]
-    while frontier:
-        below = children.get(frontier.pop(), [])
-        found += below
-        frontier += below
-    return found
+    return [pid, *procs.descendants(pid)]
 
 
 def process_memory(pid: int) -> dict | None:
     """RSS, PSS, private bytes and shared resident bytes per mapped file, of one process."""
-    try:
-        smaps = Path(f"/proc/{pid}/smaps").read_text()
-        name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace").strip()
-    except OSError:
+    smaps, name = procs.smaps(pid), procs.cmdline(pid)
+    if smaps is None or name is None:
         return None
     rss = pss = private = 0
     shared: dict[str, int] = defaultdict(int)

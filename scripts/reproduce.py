@@ -48,12 +48,13 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from neurolocal import training  # noqa: E402
+from neurolocal import procs, training  # noqa: E402
 from neurolocal.backprop import backprop  # noqa: E402
 from neurolocal.training.data import GraphData, OneHotRows, ZeroRows, load_for_graph  # noqa: E402
 from neurolocal.engines import EngineConfig  # noqa: E402
 from neurolocal.engines.local import LocalEngine, exchange_tied_partials  # noqa: E402
 from neurolocal.engines.timewise import time_blocks  # noqa: E402
+from neurolocal.files import write_atomic  # noqa: E402
 from neurolocal.topology import load_topology  # noqa: E402
 
 TOPOLOGIES = ("mlp", "cnn", "rnn", "lstm")
@@ -382,11 +383,7 @@ def fmt_pm(pair, percent: bool = False, digits: int = 4) -> str:
 
 
 def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
+    model = procs.cpu_model() or platform.processor() or "unknown CPU"
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, " \
            f"Python {platform.python_version()}, numpy {np.__version__}"
 
@@ -399,9 +396,7 @@ def load_average() -> str:
 
 
 def write_json(path: Path, document) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(document, indent=2))
 
 
 def results_markdown(summary, divergence_rows, ray_checks, meta) -> str:

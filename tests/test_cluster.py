@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from neurolocal.engines.ray.cluster import LocalCluster, _alive, descendants
+from neurolocal.engines.ray.cluster import LocalCluster
+from neurolocal.procs import alive, descendants
 from neurolocal.generate import tiled_mlp, topology_yaml
 
 pytestmark = pytest.mark.cluster
@@ -95,7 +96,7 @@ def test_stop_ends_exactly_the_processes_the_cluster_started(cluster):
         assert len(tree) > len(started)  # raylets, GCS, agents, Ray workers under them
         signalled = set(cluster.stop())
         assert tree <= signalled
-        assert not any(_alive(pid) for pid in signalled)
+        assert not any(alive(pid) for pid in signalled)
         assert bystander.poll() is None  # a process it did not start is untouched
     finally:
         bystander.kill()

@@ -12,10 +12,10 @@ import socket
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from neurolocal import procs
 from neurolocal.engines.ray import check_reachable
 from neurolocal.errors import ConfigError
 from neurolocal.topology import load_topology
@@ -23,14 +23,8 @@ from conftest import REPO_ROOT, run_cli
 
 
 def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:  # exited while we looked
-            pass
-    return [pid for pid in found if pid != os.getpid()]
+    return [pid for pid in procs.pids()
+            if pid != os.getpid() and text in (procs.cmdline(pid) or "")]
 
 
 def test_check_grad_on_ray_is_exact_and_leaves_no_ray_behind(tmp_path):

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
+from neurolocal import procs
 
 MLP = REPO_ROOT / "topologies" / "mlp.yaml"
 RUN = ["run", MLP, "--engine", "ray", "--data", "digits", "--epochs", 2, "--batch-size", 16,
@@ -45,29 +46,14 @@ def prctl_subreaper(on: bool) -> None:
 
 
 def process_table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (parent pid, state, start time), from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            table[int(entry.name)] = (int(fields[1]), fields[0].decode(), int(fields[19]))
-    return table
+    """pid -> (parent pid, state, start time), from /proc (neurolocal/procs.py)."""
+    return {pid: (e.parent, e.state, e.started) for pid, e in procs.table().items()}
 
 
-def below(root: int, table=None) -> dict[int, tuple[int, str, int]]:
-    table = table if table is not None else process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found, frontier = {}, [root]
-    while frontier:
-        for pid in children.get(frontier.pop(), []):
-            found[pid] = table[pid]
-            frontier.append(pid)
-    return found
+def below(root: int) -> dict[int, tuple[int, str, int]]:
+    table = procs.table()
+    return {pid: (table[pid].parent, table[pid].state, table[pid].started)
+            for pid in procs.descendants(root, table)}
 
 
 def reap_orphans() -> None:
@@ -80,10 +66,7 @@ def reap_orphans() -> None:
 
 
 def executable(pid: int) -> str:
-    try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        return ""
+    return procs.executable(pid) or ""
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,7 +20,6 @@ naming the field: `asynchrony.edges.h1->h2.delay: unknown distribution ...`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +32,7 @@ from neurolocal.asynchrony.models import (
     parse_distribution,
     parse_probability,
 )
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError
 
 SECTION = "asynchrony"
@@ -44,11 +44,7 @@ PAUSE_KEYS = ("at", "for", "every")
 
 
 def _number(value, field: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value < 0 or (positive and value == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ConfigError(f"expected a {kind} number, got {value!r}", field=field)
-    return float(value)
+    return number(field, value, positive=positive, minimum=None if positive else 0)
 
 
 def _mapping(value, field: str) -> dict:
@@ -97,10 +93,8 @@ def parse_section(document: Any, graph=None, field: str = SECTION,
     names = set(graph.order) if graph is not None else None
     changes: dict[str, Any] = {}
     if "seed" in document:
-        seed = document["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"expected a whole number >= 0, got {seed!r}", field=f"{field}.seed")
-        changes["seed"] = seed
+        changes["seed"] = number(f"{field}.seed", document["seed"], whole=True,
+                                   strict=True, minimum=0)
     for key in ("delay", "compute"):
         if key in document:
             changes[key] = parse_distribution(document[key], f"{field}.{key}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from neurolocal.errors import ConfigError
+from neurolocal.checks import number
+from neurolocal.batches import prepare_batch  # noqa: F401  (re-exported: the engines' data)
 from neurolocal.graph import Graph
 
 Updates = dict[str, dict[str, np.ndarray]]
@@ -38,6 +40,8 @@ class Relaxation:
     messages: int = 0
     extras: dict = field(default_factory=dict)
     restarts: list["Restart"] = field(default_factory=list)
+    #: each vertex's energy after each round (the per-layer audit reads it)
+    vertex_energy: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,24 @@ class Step:
     hits:      arg-max hits of the forward prediction (the output vertex counts them)
     energy:    free energy after each round
     messages:  messages the vertices sent
-    restarts:  actors restarted during this batch (replayed from the last snapshot)"""
+    restarts:  actors restarted during this batch (replayed from the last snapshot)
+    report:    the transport's counters of the batch; vertex_energy: per vertex and round"""
     loss: float
     hits: float
     energy: list[float]
     messages: int = 0
     restarts: list[Restart] = field(default_factory=list)
+    #: the transport's counters of this batch (sim time, messages lost, ...; {}: none),
+    #: summed into metrics.json by the trainer
+    report: dict = field(default_factory=dict)
+    #: each vertex's energy after each round (the per-layer audit reads it)
+    vertex_energy: dict[str, list[float]] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """What every engine offers (docs/rounds.md §6); `LocalEngine` and `RayEngine` both
-    are transports over the one round machine."""
+    """The engine API as a type (docs/rounds.md §6); its one implementation is
+    `neurolocal.engines.engine.Engine`, over any transport."""
 
     def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
               read_inputs: bool = False) -> Relaxation:
@@ -105,8 +115,16 @@ class Engine(Protocol):
                    iterations: int | None = None) -> "Step":
         """One batch in which every vertex applies its own update; scalars come back."""
 
+    def train_batches(self, batches: Iterable, eta: float = 1.0,
+                      iterations: int | None = None,
+                      pipeline: int | None = None) -> Iterator["Step"]:
+        """Training batches, `pipeline` in flight; steps in batch order."""
+
     def snapshot(self) -> tuple[dict, dict]:
         """(parameters, optimizer state) from the vertices, at a batch boundary."""
+
+    def report(self) -> dict:
+        """What the engine is and where its vertices run."""
 
     def close(self) -> None:
         """Stop whatever the engine started."""
@@ -127,35 +145,4 @@ def check_relaxation_settings(eta: float, iterations: int, mode: str) -> None:
     if mode == "fixed" and eta >= 2:
         raise ConfigError(f"eta = {eta} diverges in fixed mode: relaxation converges only for "
                           "0 < eta < 2", field="eta")
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ConfigError(f"iterations must be a whole number >= 0, got {iterations}",
-                          field="iterations")
-
-
-def prepare_batch(graph: Graph, inputs, target, dtype="float64"
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Inputs as a name -> array mapping (float64, or the run's `dtype`) and the target
-    shaped like the output."""
-    from neurolocal.errors import DataError
-
-    if not isinstance(inputs, dict):
-        if len(graph.inputs) != 1:
-            raise DataError(f"the graph has inputs {', '.join(graph.inputs)}; pass a mapping")
-        inputs = {graph.inputs[0]: inputs}
-    batch = None
-    prepared = {}
-    for name in graph.inputs:
-        if name not in inputs:
-            raise DataError(f"no data for input vertex '{name}'")
-        x = np.ascontiguousarray(inputs[name], dtype=dtype)
-        if x.shape[1:] != graph.shapes[name]:
-            raise DataError(f"input '{name}' expects per-sample shape {list(graph.shapes[name])}, "
-                            f"got {list(x.shape[1:])}")
-        if batch is not None and x.shape[0] != batch:
-            raise DataError("inputs disagree on the batch size")
-        batch = x.shape[0]
-        prepared[name] = x
-    y = graph.loss.prepare_target(target, graph.shapes[graph.output])
-    if y.shape[0] != batch:
-        raise DataError(f"target has {y.shape[0]} samples, inputs have {batch}")
-    return prepared, np.ascontiguousarray(y, dtype=dtype)
+    number("iterations", iterations, whole=True, minimum=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-from neurolocal.checks import number
+from neurolocal.checks import expected, number
 from neurolocal.errors import ConfigError
 
 ENGINE_NAMES = ("local", "ray", "sim")
@@ -33,8 +33,8 @@ def check_vertices_per_actor(value: Any) -> int | str:
     if value == AUTO:
         return AUTO
     if isinstance(value, str):
-        raise ConfigError(f"expected auto or a whole number >= 1, got {value!r}",
-                          field="vertices_per_actor")
+        raise ConfigError(f"expected auto or {expected(whole=True, minimum=1)}, got "
+                          f"{value!r}", field="vertices_per_actor")
     return number("vertices_per_actor", value, whole=True, minimum=1)
 
 
@@ -115,12 +115,12 @@ class EngineConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def check_pipeline(self) -> None:
-        """Refuse K > 1 where it is not built or means nothing (called once the engine is
-        known: `run` takes it from the topology's training section)."""
-        if self.pipeline > 1 and self.engine == "ray":
-            raise ConfigError("pipelining runs on the sim and local engines (throughput is "
-                              "measured in simulated time); the Ray engine trains one batch "
-                              "at a time", field="pipeline")
+        """Refuse K > 1 where it means nothing (called once the engine is known: `run`
+        takes it from the topology's training section). Which engines pipeline at all is
+        their capability (engines/capabilities.py)."""
+        from neurolocal.engines.capabilities import check_capabilities
+
+        check_capabilities(self)
         if self.pipeline > 1 and self.resolved_schedule == "ipc":
             raise ConfigError("iPC moves every weight every round, so a batch has no single "
                               "update whose staleness a pipeline could bound", field="pipeline")

@@ -44,7 +44,7 @@ from neurolocal.engines.journal import (
 from neurolocal.engines.journal import (
     unpack_array as _from,
 )
-from neurolocal.errors import ConfigError
+from neurolocal.errors import ConfigError, param
 
 VERSION = 1   # the sim engine's single-map journal; Ray's streams are version 2
 
@@ -83,9 +83,10 @@ def read_journals(directory: str) -> list[Journal]:
         raise ConfigError("no such directory", source=directory)
     found = sorted(Path(directory).glob(f"*{SUFFIX}"))
     if not found:
-        raise ConfigError("no replay journal (*.replay): record one with --traffic-log DIR on "
-                          "an asynchronous run (--engine sim, or --engine ray with "
-                          "--staleness or injected delays)", source=directory)
+        raise ConfigError(f"no replay journal (*.replay): record one with {param('traffic_log')} "
+                          f"DIR on an asynchronous run ({param('engine')} sim, or "
+                          f"{param('engine')} ray with {param('staleness')} or injected "
+                          "delays)", source=directory)
     journals, streams = [], []
     for path in found:
         try:
@@ -148,8 +149,7 @@ def graph_of(journal: Journal):
 def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, inputs, target):
     """Re-execute one journaled batch on `shards` (one per vertex, in graph order; they
     keep their parameters and optimizers when training). Returns the shards' results."""
-    from neurolocal.engines.rounds import CONSTANT, FEEDBACK
-    from neurolocal.engines.sim.transport import _zeros_like
+    from neurolocal.engines.rounds import CONSTANT, FEEDBACK, zeros_like_payload as _zeros_like
 
     staleness = settings.staleness
     index = {n: i for i, n in enumerate(graph.order)}
@@ -199,10 +199,11 @@ def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, in
                 progress = True
         if staleness > 0:
             for name in graph.order:
-                shard, slot = shards[index[name]], shards[index[name]].slots[name]
-                if name not in hidden or slot.finished or slot.round is None:
+                shard = shards[index[name]]
+                round_, finished = shard.progress(name)
+                if name not in hidden or finished or round_ is None:
                     continue
-                update = slot.round + 1
+                update = round_ + 1
                 if shard.horizon is not None and shard.horizon >= update:
                     continue
                 keys = [(FEEDBACK, child, name, tag)

@@ -56,15 +56,20 @@ relaxation; the fixed-mode iteration converges to the same fixed point for
 Energy of "round r" is the sum over vertices of their energy after r updates
 (per-vertex logical clocks; a global snapshot when S = 0).
 
-Observability (issues 14, 15 build on it): `horizon` caps the round every vertex
-may reach (a transport stepping the machine round by round, as the local engine
-does for `on_round`), and `consumed` lists, per vertex, the (kind, src, tag) of
-every message it consumed, in order, when `trace=True`.
+Observability: `horizon` caps the round every vertex may reach (a transport
+stepping the machine round by round, as the local engine does for `on_round`);
+`consumed` lists, per vertex, the (kind, src, tag) of every message it consumed, in
+order, when `trace=True`; and a `RoundObserver` set as `Shard.observer` hears the
+machine's events as they happen — a vertex's forward pass, each unit of work (and
+whether it computed anything), each message read (with the update that read it), each
+message dropped (late, or superseded under staleness), each update applied. Transports,
+journals and logs subscribe to those events instead of comparing the machine's state
+before and after a call (docs/rounds.md §8).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -73,14 +78,24 @@ from neurolocal.graph import Graph, Params
 from neurolocal.ops.losses import correct_count
 from neurolocal.traffic.log import TrafficRecorder, now, payload_bytes
 from neurolocal.vertex import VertexRule
+# the schedules and the results' assembly live beside the machine (re-exported here)
+from neurolocal.engines.results import (  # noqa: F401
+    merge_results,
+    merge_snapshots,
+    step_from_results,
+    vertex_energy,
+)
+from neurolocal.engines.schedule import (  # noqa: F401
+    CONSTANT,
+    MODES,
+    SCHEDULES,
+    Schedule,
+    check_schedule,
+    path_lengths,
+)
 
 # the traffic log's kinds (neurolocal.traffic.log.KINDS)
 VALUE, FEEDBACK, PARTIAL, PARAM = "value", "error", "partial", "param"
-#: round tag of a message valid in every round (the fixed-mode output's error)
-CONSTANT = -1
-
-SCHEDULES = ("jacobi", "event", "backward-in-time", "ipc")
-MODES = ("fixed", "strict")
 
 Message = tuple  # (batch, kind, round, src, dst, payload, t_send)
 Outgoing = dict[int, list[Message]]
@@ -120,6 +135,10 @@ class RunSettings:
     #: what the vertices compute in (neurolocal/dtypes.py): data and feedback cast to it
     dtype: str = "float64"
 
+    def with_batch(self, batch: int) -> "RunSettings":
+        """The same settings under batch id `batch` (a transport numbers its batches)."""
+        return replace(self, batch=batch)
+
 
 @dataclass
 class ShardLog:
@@ -129,130 +148,50 @@ class ShardLog:
     hosts: Sequence[str]    # host label of each shard index
 
 
+class RoundObserver:
+    """What a `Shard` tells whoever watches it (docs/rounds.md §8). Every method is a
+    no-op here; a subscriber overrides those it needs. `shard` is the caller, `vertex` a
+    vertex name; updates count from 1 (0: the forward pass)."""
+
+    def forward(self, shard: "Shard", vertex: str) -> None:
+        """The vertex did its forward pass (its prediction is sent)."""
+
+    def stepped(self, shard: "Shard", vertex: str, computed: bool) -> None:
+        """One unit of the vertex's work is done: its forward pass, a (strict: half of
+        an) update, or an input's final feedback. `computed`: it did arithmetic (False:
+        an update the schedule idles through, bookkeeping only)."""
+
+    def read(self, shard: "Shard", vertex: str, update: int, kind: str, src: str,
+             tag: int) -> None:
+        """Update `update` of `vertex` consumed `src`'s message of `kind` and tag `tag`."""
+
+    def dropped(self, shard: "Shard", message: "Message", why: str) -> None:
+        """A message of the current batch's shard was dropped: `late` (of an earlier
+        batch) or `superseded` (staleness > 0: older than the feedback held)."""
+
+    def learned(self, shard: "Shard", vertex: str) -> None:
+        """The vertex applied its update of the batch (training) with its optimizer."""
+
+
+def feedback_age(update: int, tag: int) -> int:
+    """How many rounds behind the synchronous sweep's a feedback read by `update` is:
+    update u reads tag u - 1 when nothing is stale."""
+    return update - 1 - tag
+
+
+def zeros_like_payload(payload):
+    """Zeros in the shape of a message's payload (what a receiver goes on with when a
+    message is lost and it holds nothing older on that edge)."""
+    if isinstance(payload, list):         # tied partials / new values: [(param, array), ...]
+        return [(key, np.zeros_like(value)) for key, value in payload]
+    return np.zeros_like(payload)
+
+
 def logged_round(kind: str, round_: int) -> int:
     """The traffic log's round of a message: the update that consumes it."""
     if kind == VALUE:
         return round_
     return 1 if round_ == CONSTANT else round_ + 1
-
-
-def check_schedule(schedule: str, mode: str, staleness: int = 0, graph: Graph | None = None):
-    """Refuse a schedule the machine cannot run in this mode (ConfigError, no flag names)."""
-    from neurolocal.errors import ConfigError
-
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}",
-                          field="schedule")
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
-    if schedule in ("event", "backward-in-time") and mode != "fixed":
-        raise ConfigError(f"the {schedule} schedule needs fixed predictions (fixed mode): in "
-                          "strict mode every value moves every round", field="schedule")
-    if schedule == "ipc" and mode != "strict":
-        raise ConfigError("the ipc schedule re-predicts after every weight step: it needs "
-                          "strict mode", field="schedule")
-    if staleness and (schedule != "jacobi" or mode != "fixed"):
-        raise ConfigError("asynchronous rounds (staleness > 0) run the jacobi schedule in "
-                          "fixed mode only", field="staleness")
-    if graph is not None:
-        if schedule == "ipc" and graph.tied:
-            raise ConfigError("the ipc schedule does not support tied parameters yet (a weight "
-                              "step every round would need the group's sum every round)",
-                              field="schedule")
-        if schedule == "backward-in-time":
-            from neurolocal.engines.timewise import time_blocks
-
-            time_blocks(graph)  # raises for a graph that is not unrolled
-
-
-def path_lengths(graph: Graph) -> dict[str, frozenset[int]]:
-    """Lengths, in edges, of every path from each vertex down to the output."""
-    lengths: dict[str, set[int]] = {n: set() for n in graph.order}
-    lengths[graph.output] = {0}
-    for n in reversed(graph.order):
-        for c in graph.children[n]:
-            lengths[n].update(k + 1 for k in lengths[c])
-    return {n: frozenset(v) for n, v in lengths.items()}
-
-
-class Schedule:
-    """A schedule as a policy: the total rounds R, in which update rounds each vertex
-    relaxes, and at which tags it speaks to its relaxing parents. Every shard of a
-    batch builds the same one from the graph and the settings alone."""
-
-    def __init__(self, graph: Graph, settings: RunSettings, mode: str):
-        self.graph = graph
-        self.name = settings.schedule
-        self.strict = mode == "strict"
-        self.eta = settings.eta
-        self.staleness = settings.staleness
-        self.ipc = self.name == "ipc"
-        self._ranges: dict[str, tuple[tuple[int, int], ...]] = {}
-        self._block: dict[str, tuple[int, int]] = {}
-        if self.name == "backward-in-time":
-            from neurolocal.engines.timewise import time_blocks
-
-            k = settings.iterations
-            blocks = time_blocks(graph)
-            for b, block in enumerate(blocks):
-                for n in block:
-                    self._block[n] = (b * k, (b + 1) * k)   # relaxes in updates start+1..stop
-            self.rounds = k * len(blocks)
-        else:
-            self.rounds = settings.iterations
-        self._lengths = path_lengths(graph) if self.name == "event" else None
-
-    def constant_output(self) -> bool:
-        """The fixed-mode output's error never changes: it speaks once, for every round."""
-        return not self.strict
-
-    def ranges(self, vertex: str) -> tuple[tuple[int, int], ...]:
-        """The tags at which `vertex` speaks to its relaxing parents, as [start, stop) ranges."""
-        found = self._ranges.get(vertex)
-        if found is not None:
-            return found
-        R = self.rounds
-        if vertex == self.graph.output and self.constant_output():
-            found = ((CONSTANT, CONSTANT + 1),)
-        elif self.name == "event":
-            lengths = self._lengths[vertex]
-            if self.eta == 1.0:
-                found = tuple((t, t + 1) for t in sorted(lengths) if t < R)
-            else:
-                found = ((min(lengths), R),) if lengths and min(lengths) < R else ()
-        elif self.name == "backward-in-time" and vertex in self._block:
-            start, stop = self._block[vertex]   # its block's rounds, and once when it ends
-            found = ((start, min(stop + 1, R)),) if start < R else ()
-        else:
-            found = ((0, R),)
-        self._ranges[vertex] = found
-        return found
-
-    def speaks(self, vertex: str, tag: int) -> bool:
-        return any(a <= tag < b for a, b in self.ranges(vertex))
-
-    def needed(self, child: str, update: int) -> int | None:
-        """The tag of `child`'s message that update `update` of a parent reads: its newest
-        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken)."""
-        for a, b in reversed(self.ranges(child)):
-            if a == CONSTANT:
-                return CONSTANT
-            if a <= update - 1:
-                return min(b - 1, update - 1)
-        return None
-
-    def relaxes(self, vertex: str, update: int, children: Sequence[str]) -> bool:
-        """Does a hidden vertex move its value in update `update`?"""
-        if self.name == "backward-in-time":
-            block = self._block.get(vertex)
-            return block is not None and block[0] < update <= block[1]
-        if self.name == "event" and self.eta == 1.0:   # only when a child spoke last round
-            for c in children:
-                tag = self.needed(c, update)
-                if tag == update - 1 or (tag == CONSTANT and update == 1):
-                    return True
-            return False
-        return True
 
 
 class Slot:
@@ -311,13 +250,16 @@ class Slot:
         received = [p for sender in self.partial_senders for p in self.partials[sender]]
         return self.rule.receive_partials(self.update, received)
 
-    def store_feedback(self, src: str, round_: int, payload, staleness: int) -> None:
+    def store_feedback(self, src: str, round_: int, payload, staleness: int) -> bool:
+        """Keep a feedback message; False when asynchronous rounds drop it (older than,
+        or as old as, what is held: only the newest matters)."""
         box = self.inbox[src]
         if staleness > 0:  # asynchronous: only the newest message matters
             if box and (CONSTANT in box or max(box) >= round_):
-                return
+                return False
             box.clear()
         box[round_] = payload
+        return True
 
 
 class Shard:
@@ -356,6 +298,9 @@ class Shard:
         #: the message path (the tests compare the two)
         self.fuse = True
         self.fused = False   # did the last batch run fused
+        #: who hears the machine's events (`RoundObserver`); None: nobody
+        self.observer: RoundObserver | None = None
+        self._computed = True   # did the last step do arithmetic (`RoundObserver.stepped`)
 
     # --- entry points --------------------------------------------------------------------
 
@@ -411,15 +356,19 @@ class Shard:
         current = None if self.settings is None else self.settings.batch
         if self.log is not None:
             self._log_received(messages, now())
+        observer = self.observer
         for message in messages:
             batch = message[0]
-            if batch <= self.abandoned:
-                continue   # a late message of an abandoned batch
+            if batch <= self.abandoned:   # a late message of an abandoned batch
+                if observer is not None and current is not None:
+                    observer.dropped(self, message, "late")
+                continue
             if current is None or batch > current:
                 self.pending.setdefault(batch, []).append(message)
             elif batch == current:
                 self._store(message)
-            # else: a late message of a finished or abandoned batch; dropped
+            elif observer is not None:   # a late message of a finished batch; dropped
+                observer.dropped(self, message, "late")
         return self._advance() if current is not None else {}
 
     def resume(self) -> Outgoing:
@@ -429,6 +378,43 @@ class Shard:
     @property
     def done(self) -> bool:
         return self.settings is not None and all(s.done for s in self.slots.values())
+
+    # --- what a transport may read or share (read-only views of the vertices) -----------
+
+    @property
+    def rules(self) -> dict:
+        """Every vertex's rule, by name (read-only use: watching a relaxation)."""
+        return {n: self.slots[n].rule for n in self.names}
+
+    def progress(self, vertex: str) -> tuple[int | None, bool]:
+        """(updates done, None before the forward pass; finished relaxing) of a vertex."""
+        slot = self.slots[vertex]
+        return slot.round, slot.finished
+
+    def waiting_rounds(self) -> int:
+        """The lowest update count among this shard's vertices (0 before any forward
+        pass): the round a horizon may hold them at without undoing anything."""
+        return min(s.round or 0 for s in self.slots.values())
+
+    @property
+    def learning_held(self) -> bool:
+        """Some vertex has finished relaxing but holds its update back (`hold_learning`)."""
+        return any(s.finished and not s.learned for s in self.slots.values())
+
+    def role(self, vertex: str) -> str:
+        """input, hidden or output."""
+        return self.slots[vertex].rule.role
+
+    def has_params(self, vertex: str) -> bool:
+        return bool(self.slots[vertex].rule.params)
+
+    def share_vertices(self, other: "Shard") -> None:
+        """One vertex, several batches in flight (pipelining): this shard's vertices use
+        `other`'s parameters and optimizers (the same vertices, another lane)."""
+        for n in self.names:
+            mine, theirs = self.slots[n], other.slots[n]
+            mine.rule.params = theirs.rule.params
+            mine.optimizer = theirs.optimizer
 
     def result(self) -> dict:
         """What the transport collects: scalars and this shard's own vertices' arrays;
@@ -506,7 +492,9 @@ class Shard:
             else:
                 slot.moved[src][round_] = payload
         elif kind == FEEDBACK:
-            slot.store_feedback(src, round_, payload, self.settings.staleness)
+            if not slot.store_feedback(src, round_, payload, self.settings.staleness) \
+                    and self.observer is not None:
+                self.observer.dropped(self, message, "superseded")
         elif kind == PARTIAL:
             slot.partials[src] = payload
         elif kind == PARAM:
@@ -628,7 +616,7 @@ class Shard:
                 rule = slot.rule
                 if slot.name in frozen:   # same prediction; a hidden value moved
                     if rule.role == "hidden":
-                        rule.error = rule.value - rule.prediction
+                        rule.refresh_error()
                 else:
                     rule.repredict([moved[p] if p in moved else slot.values[p]
                                     for p in rule.parents])
@@ -651,13 +639,18 @@ class Shard:
         progress = True
         while progress:
             progress = False
+            observer = self.observer
             for slot in self.slots.values():
                 while not slot.finished and self._step(slot):
                     progress = True
+                    if observer is not None:
+                        observer.stepped(self, slot.name, self._computed)
                 if slot.finished and not slot.learned and slot.heard_partials \
                         and not self.hold_learning:
                     self._learn(slot)
                     progress = True
+                    if observer is not None and slot.rule.params:
+                        observer.learned(self, slot.name)
         return self._flush()
 
     def _feedback_total(self, slot: Slot, update: int):
@@ -688,8 +681,7 @@ class Shard:
             if staleness == 0 and tag != CONSTANT:
                 for old in [t for t in box if t < tag]:
                     del box[old]
-            if self.trace:
-                slot.consumed.append((FEEDBACK, child, tag))
+            self._read(slot, update, FEEDBACK, child, tag)
             total = message if total is None else total + message
         return True, total
 
@@ -701,24 +693,29 @@ class Shard:
             box = slot.inbox[child]
             if last not in box:
                 return False, None
-            if self.trace:
-                slot.consumed.append((FEEDBACK, child, last))
+            self._read(slot, last + 1, FEEDBACK, child, last)
             total = box[last] if total is None else total + box[last]
         return True, total
 
+    def _read(self, slot: Slot, update: int, kind: str, src: str, tag: int) -> None:
+        """A message consumed: traced (`trace`) and told to the observer."""
+        if self.trace:
+            slot.consumed.append((kind, src, tag))
+        if self.observer is not None:
+            self.observer.read(self, slot.name, update, kind, src, tag)
+
     def _step(self, slot: Slot) -> bool:
-        """One unit of work for one vertex, if its messages allow it. True if it moved."""
+        """One unit of work for one vertex, if its messages allow it. True if it moved;
+        `_computed` then says whether the step did arithmetic (`RoundObserver.stepped`)."""
         rule, schedule = slot.rule, self.schedule
+        self._computed = True
         if slot.round is None:
             return self._forward(slot)
         if rule.role == "input":  # waits for the final feedback of every child (dL/dx)
             ready, total = self._input_total(slot)
             if not ready:
                 return False
-            batch = rule.value.shape[0]
-            # -dL/dx of the batch-mean loss, the convention of dtheta (docs/rounds.md)
-            self.input_feedback[slot.name] = (np.zeros_like(rule.value) if total is None
-                                              else total * (1.0 / batch))
+            self.input_feedback[slot.name] = rule.input_gradient(total)
             slot.finished = True
             return True
         update = slot.round + 1
@@ -729,13 +726,14 @@ class Shard:
             if not all(update in box for box in boxes):
                 return False
             current = {p: box.pop(update) for p, box in zip(slot.moving_parents, boxes)}
-            if self.trace:
-                slot.consumed.extend((VALUE, p, update) for p in slot.moving_parents)
+            for p in slot.moving_parents:
+                self._read(slot, update, VALUE, p, update)
             rule.repredict([current[p] if p in current else slot.values[p]
                             for p in rule.parents])
             slot.relaxed = False
             return self._close_update(slot, update)
-        if rule.role == "hidden" and schedule.relaxes(slot.name, update, slot.children):
+        relaxing = rule.role == "hidden" and schedule.relaxes(slot.name, update, slot.children)
+        if relaxing:
             ready, total = self._feedback_total(slot, update)
             if not ready:
                 return False
@@ -751,6 +749,8 @@ class Shard:
                     self._send(VALUE, update, slot.name, child, value)
             slot.relaxed = True
             return True
+        if rule.role == "hidden":   # an update the schedule idles through computes nothing
+            self._computed = relaxing or (update == schedule.rounds and bool(rule.params))
         return self._close_update(slot, update)
 
     def _forward(self, slot: Slot) -> bool:
@@ -758,8 +758,8 @@ class Shard:
         if rule.role == "input":
             value = rule.value
         elif all(p in slot.values for p in slot.parents):
-            if self.trace:
-                slot.consumed.extend((VALUE, p, 0) for p in slot.parents)
+            for p in slot.parents:
+                self._read(slot, 0, VALUE, p, 0)
             value = rule.predict([slot.values[p] for p in rule.parents])
             if not self.schedule.strict:
                 slot.values = {}
@@ -767,6 +767,8 @@ class Shard:
             return False
         for child in slot.children:
             self._send(VALUE, 0, slot.name, child, value)
+        if self.observer is not None:
+            self.observer.forward(self, slot.name)
         if rule.role == "input":
             slot.round, slot.energy = last, [0.0] * (last + 1)
             slot.finished = not self.settings.read_inputs
@@ -841,7 +843,7 @@ class Shard:
     @staticmethod
     def _apply(slot: Slot, update: dict, learning: Learning) -> None:
         """Gradient descent along +dtheta (= -dL/dtheta): the optimizer takes -dtheta."""
-        gradient = {slot.name: {k: -v for k, v in update.items()}}
+        gradient = {slot.name: slot.rule.loss_gradient(update)}
         own = {slot.name: slot.rule.params}
         for _ in range(learning.updates_per_batch):
             slot.optimizer.step(own, gradient)
@@ -867,60 +869,3 @@ class Shard:
         if to_inputs:
             for parent, message in slot.rule.feedback(to_inputs=True).items():
                 self._send(FEEDBACK, last, slot.name, parent, message)
-
-
-def merge_results(graph: Graph, results: Sequence[dict], rounds: int, read_inputs: bool):
-    """The shards' results as one (dtheta, errors, input_feedback, energy per round,
-    loss, prediction, counts): arrays in graph order, energy summed over vertices."""
-    merged = {k: {} for k in ("dtheta", "errors", "input_feedback", "energy")}
-    counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
-    loss = prediction = None
-    for result in results:
-        for key in merged:
-            merged[key].update(result[key])
-        for key in counts:
-            counts[key] += result["counts"][key]
-        if "loss" in result:
-            loss, prediction = result["loss"], result["prediction"]
-    energy = [sum(merged["energy"][n][r] for n in graph.order) for r in range(rounds + 1)]
-    return (
-        {n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
-        {n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
-        {n: merged["input_feedback"][n] for n in graph.inputs} if read_inputs else {},
-        energy, loss, prediction, counts,
-    )
-
-
-def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
-    """A training batch's scalars from its shards' results (`Step`)."""
-    from neurolocal.engines.base import Step
-
-    energy = {}
-    messages = 0
-    for result in results:
-        energy.update(result["energy"])
-        messages += result["counts"]["local_messages"] + result["counts"]["remote_messages"]
-        if "loss" in result:
-            loss, hits = result["loss"], result["hits"]
-    return Step(loss=loss, hits=hits, messages=messages,
-                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)])
-
-
-def merge_snapshots(graph: Graph, parts: Sequence[dict]) -> tuple[Params, dict]:
-    """Shards' snapshots as (parameters in graph order, optimizer state arrays in the
-    checkpoint's layout: "step" and "<slot>/<vertex>/<param>"). Every vertex steps
-    once per batch, so their step counts agree; the first one is the run's."""
-    params: Params = {}
-    optimizer: dict = {}
-    by_vertex = {}
-    for part in parts:
-        params.update(part["params"])
-        by_vertex.update(part["optimizer"])
-    for vertex in graph.order:
-        for key, value in by_vertex.get(vertex, {}).items():
-            if key == "step":
-                optimizer.setdefault("step", value)
-            else:
-                optimizer[key] = value
-    optimizer.setdefault("step", np.array(0, dtype=np.int64))
-    return {n: params[n] for n in graph.order if n in params}, optimizer

@@ -22,7 +22,7 @@ longest path inside a block, every update is exact, as in the Jacobi schedule.
 The schedule is a policy of the round machine (`neurolocal.engines.rounds.Schedule`,
 docs/rounds.md): block b relaxes in rounds b*T+1 .. (b+1)*T and its vertices speak
 in those rounds and once more when the block ends; this module only cuts the blocks.
-Both engines run it (`--schedule backward-in-time`).
+Every engine (local, sim, ray) runs it (`--schedule backward-in-time`).
 """
 
 from __future__ import annotations

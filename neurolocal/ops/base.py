@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from neurolocal.checks import number
 from neurolocal.errors import TopologyError
 
 Shape = tuple[int, ...]
@@ -116,19 +117,14 @@ def _plain(value: Any) -> Any:
 
 
 def positive_int(field: str, value: Any, *, limit: int = 1 << 24) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TopologyError(f"expected a positive integer, got {value!r}", field=field)
-    if value < 1:
-        raise TopologyError(f"expected a positive integer, got {value}", field=field)
+    value = number(field, value, whole=True, strict=True, positive=True, error=TopologyError)
     if value > limit:
         raise TopologyError(f"{value} is larger than the limit {limit}", field=field)
-    return int(value)
+    return value
 
 
 def non_negative_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise TopologyError(f"expected a non-negative integer, got {value!r}", field=field)
-    return int(value)
+    return number(field, value, whole=True, strict=True, minimum=0, error=TopologyError)
 
 
 def choice(field: str, value: Any, options: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurolocal.checks import number
 from neurolocal.errors import TopologyError
 from neurolocal.ops.base import Op, shape_tuple
 
@@ -34,9 +35,7 @@ class Concat(Op):
     arity = None
 
     def __init__(self, axis: int = -1):
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TopologyError(f"expected an integer axis, got {axis!r}", field="axis")
-        self.axis = axis
+        self.axis = number("axis", axis, whole=True, strict=True, error=TopologyError)
 
     def _axis(self, ndim: int) -> int:
         if not -ndim <= self.axis < ndim:

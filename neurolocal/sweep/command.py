@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from neurolocal.checks import number
 from neurolocal.errors import ConfigError
 
 #: sweep flags that fix a quantity for every point (a --vary of the same key wins)
@@ -53,10 +54,9 @@ def cmd_sweep(args) -> int:
     from neurolocal.training import write_json_atomic
 
     topology = load_topology(args.topology)
-    if args.seeds < 1:
-        raise ConfigError(f"expected a whole number >= 1, got {args.seeds}", field="seeds")
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"expected a whole number >= 1, got {args.jobs}", field="jobs")
+    number("seeds", args.seeds, whole=True, minimum=1)
+    if args.jobs is not None:
+        number("jobs", args.jobs, whole=True, minimum=1)
     grid = parse_vary(args.vary)
     base: dict = {"data": args.data, "asynchrony": args.asynchrony}
     for key in FIXED:

@@ -8,6 +8,7 @@ import itertools
 import json
 from dataclasses import dataclass
 
+from neurolocal.checks import parse_number
 from neurolocal.errors import ConfigError
 
 #: what a sweep can vary, and what each value must be
@@ -31,6 +32,11 @@ KEYS = {
     "epochs": "a whole number >= 1",
     "optimizer": "sgd or adam",
 }
+#: the numeric keys, as checks.number's bounds
+NUMBERS = {"staleness": {"whole": True, "minimum": 0}, "pipeline": {"whole": True, "minimum": 1},
+           "iterations": {"whole": True, "minimum": 1},
+           "batch_size": {"whole": True, "minimum": 1}, "epochs": {"whole": True, "minimum": 1},
+           "eta": {"positive": True}, "lr": {"positive": True}}
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
 
@@ -41,26 +47,13 @@ def parse_value(key: str, text: str, field: str | None = None):
     field = field or f"vary.{key}"
     bad = ConfigError(f"expected {KEYS[key]}, got {text!r}", field=field)
     text = text.strip()
-    try:
-        if key in ("staleness", "pipeline", "batch_size", "epochs"):
-            value = int(text)
-            if value < (0 if key == "staleness" else 1):
-                raise bad
-            return value
-        if key == "iterations":
-            if text in ("bound", "depth"):
-                return text
-            value = int(text)
-            if value < 1:
-                raise bad
-            return value
-        if key in ("eta", "lr"):
-            value = float(text)
-            if not value > 0 or value == float("inf"):
-                raise bad
-            return value
-    except ValueError:
-        raise bad from None
+    if key == "iterations" and text in ("bound", "depth"):
+        return text
+    if key in NUMBERS:
+        try:
+            return parse_number(field, text, **NUMBERS[key])
+        except ConfigError:
+            raise bad from None
     if key == "delay":
         parse_distribution(text, field)
         return text

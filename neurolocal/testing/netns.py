@@ -48,7 +48,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurolocal.engines.ray.cluster import _alive, _signal, descendants
+from neurolocal import procs
+from neurolocal.procs import alive, descendants, send
 
 #: every namespace this harness makes starts with this
 PREFIX = "nlns-"
@@ -103,15 +104,15 @@ def sweep() -> list[str]:
     removed = []
     for name in namespaces():
         match = NAME_PATTERN.match(name)
-        if match and _alive(int(match.group(1))):
+        if match and alive(int(match.group(1))):
             continue
         for pid in pids_in(name):
-            _signal(pid, signal.SIGKILL)
+            send(pid, signal.SIGKILL)
         ip("netns", "del", name, check=False)
         removed.append(name)
     for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
         match = re.match(rf"{re.escape(PREFIX)}(\d+)-", directory.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not alive(int(match.group(1))):
             shutil.rmtree(directory, ignore_errors=True)
     return removed
 
@@ -121,15 +122,11 @@ def processes_with_env(entry: str, prefix: bool = False) -> list[int]:
     an entry starting with it when `prefix`."""
     marker = entry.encode()
     found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                entries = (proc / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(e.startswith(marker) if prefix else e == marker for e in entries):
-                found.append(int(proc.name))
-    return [pid for pid in found if _alive(pid)]
+    for pid in procs.pids():
+        entries = procs.environ(pid) if pid != os.getpid() else None
+        if entries and any(e.startswith(marker) if prefix else e == marker for e in entries):
+            found.append(pid)
+    return [pid for pid in found if alive(pid)]
 
 
 def processes_of_owner(pid: int) -> list[int]:
@@ -354,14 +351,14 @@ class NetnsCluster:
         start` launched there and its descendants. Returns the pids killed."""
         pids = self.node_processes(role)
         for pid in pids:
-            _signal(pid, signal.SIGKILL)
+            send(pid, signal.SIGKILL)
         self.hosts[role].process.wait(timeout=10)
         return pids
 
     @staticmethod
     def kill_tree(pid: int) -> None:
         for p in [pid, *descendants(pid)]:
-            _signal(p, signal.SIGKILL)
+            send(p, signal.SIGKILL)
 
     # --- tear-down ---------------------------------------------------------------------
 
@@ -369,9 +366,9 @@ class NetnsCluster:
         """What of this cluster still exists: namespaces, processes inside them, and
         processes it started (with their descendants) still alive. Empty after stop()."""
         spaces = [n for n in namespaces() if n.startswith(f"{PREFIX}{self.tag}-")]
-        inside = sorted({pid for n in spaces for pid in pids_in(n) if _alive(pid)})
+        inside = sorted({pid for n in spaces for pid in pids_in(n) if alive(pid)})
         ours = {pid for p in self.started for pid in [p.pid, *descendants(p.pid)]
-                if _alive(pid)}
+                if alive(pid)}
         return {"namespaces": spaces,
                 "processes": sorted(set(inside) | ours | set(self.carrying_token()))}
 
@@ -387,24 +384,24 @@ class NetnsCluster:
         pids = {pid for p in self.started if p.poll() is None
                 for pid in [p.pid, *descendants(p.pid)]}
         for pid in pids:
-            _signal(pid, signal.SIGTERM)
+            send(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
             for p in self.started:
                 p.poll()  # reap our children so they do not linger as zombies
             time.sleep(0.1)
         for pid in pids:
-            if _alive(pid):
-                _signal(pid, signal.SIGKILL)
+            if alive(pid):
+                send(pid, signal.SIGKILL)
         spaces = [n for n in namespaces() if n.startswith(f"{PREFIX}{self.tag}-")]
         for _ in range(50):  # a process that escaped its parent: inside a namespace, or
             # anywhere with this cluster's token in its environment
-            stray = [pid for n in spaces for pid in pids_in(n) if _alive(pid)]
+            stray = [pid for n in spaces for pid in pids_in(n) if alive(pid)]
             stray += self.carrying_token()
             if not stray:
                 break
             for pid in stray:
-                _signal(pid, signal.SIGKILL)
+                send(pid, signal.SIGKILL)
             time.sleep(0.1)
         for p in self.started:
             with contextlib.suppress(subprocess.TimeoutExpired):

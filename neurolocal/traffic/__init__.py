@@ -13,11 +13,11 @@
     plot.py       heat map of traffic over rounds, energy per round
     commands.py   `neurolocal traffic ...` and the end of `neurolocal run`
 
-Engines and actors import only log.py: nothing here pulls pyarrow or DuckDB into a
-worker. `read_table` is imported on first use.
+Engines and actors import only log.py: nothing here pulls pyarrow, DuckDB or numba into
+a worker. `read_table` and `read_traffic` are imported on first use.
 """
 
-from neurolocal.traffic.log import KINDS, TrafficLog, TrafficRecorder, read_traffic
+from neurolocal.traffic.log import KINDS, TrafficLog, TrafficRecorder
 
 __all__ = ["KINDS", "TrafficLog", "TrafficRecorder", "read_table", "read_traffic"]
 
@@ -27,4 +27,8 @@ def __getattr__(name):
         from neurolocal.traffic.table import read_table
 
         return read_table
+    if name == "read_traffic":  # the compiled decoder (numba) too: not in actors
+        from neurolocal.traffic.stream import read_traffic
+
+        return read_traffic
     raise AttributeError(f"module 'neurolocal.traffic' has no attribute {name!r}")

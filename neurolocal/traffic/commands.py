@@ -7,22 +7,20 @@ Every command takes a log directory or a run directory holding `traffic/`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from neurolocal.files import write_output as write_text  # noqa: F401  (the tools' writer)
 
 EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+    """A whole number >= 1, as the CLI's flags take it (checks.argument)."""
+    from neurolocal.checks import argument
+
+    return argument(whole=True, minimum=1)(text)
 
 
 def add_traffic_parser(commands, parser_class) -> None:
@@ -191,32 +189,6 @@ def _audit(args) -> int:
           + (f"; {result.note}" if result.note else "")
           + (f"; counts skip {' and '.join(skipped)} batch(es)" if skipped else ""))
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
-
-
-def write_text(path, text: str) -> None:
-    """Write a whole file or nothing (aside, then renamed); one line when it cannot."""
-    import os
-    import tempfile
-
-    from neurolocal.errors import ConfigError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-")
-    except OSError as exc:
-        raise ConfigError(f"cannot write here: {exc.strerror}", source=str(path)) from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror}", source=str(path)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_epilogue(directory, out_dir) -> None:

@@ -305,6 +305,6 @@ def render(data: dict) -> str:
 
 def write_report(source, path) -> None:
     """Write the page for a log (directory, run directory or TrafficLog) to `path`."""
-    from neurolocal.traffic.commands import write_text
+    from neurolocal.files import write_output
 
-    write_text(path, render(collect(source)))
+    write_output(path, render(collect(source)))

@@ -152,35 +152,6 @@ class TrafficLog:
             yield {n: self.columns[n][i] for n in names}
 
 
-def read_traffic(directory: str | Path) -> TrafficLog:
-    """Read every stream file in `directory` into memory; a cut tail is warned, not fatal.
-    (`directory` may also be a run directory holding `traffic/`.)"""
-    from neurolocal.traffic.stream import STR_FIELDS, LogStream
-
-    stream = LogStream(directory)
-    parts: dict[str, list[np.ndarray]] = {}
-    runs: list[np.ndarray] = []
-    for chunk in stream.chunks():
-        for name, column in chunk.columns.items():
-            parts.setdefault(name, []).append(column)
-        runs.append(np.full(len(chunk), chunk.run, np.int32))
-    names = list(FIELDS) + stream.extra_fields
-    columns: dict[str, np.ndarray] = {}
-    for name in names:
-        column = np.concatenate(parts[name]) if name in parts else np.array([])
-        if name in STR_FIELDS or (column.dtype == np.int32 and name not in FIELDS):
-            table = np.array([stream.name(i) if i >= 0 else "" for i in range(len(stream.strings))]
-                             + [""], dtype=object)
-            column = table[column] if column.size else np.array([], dtype=object)
-        columns[name] = column
-    run_ids = np.concatenate(runs) if runs else np.array([], np.int32)
-    columns["run"] = np.array(stream.runs + [""], dtype=object)[run_ids] if runs \
-        else np.array([], dtype=object)
-    energy = {batch: values for (_, batch), values in stream.energy.items()}
-    return TrafficLog(stream.directory, [f.header for f in stream.files], columns, energy,
-                      stream.truncated)
-
-
 def new_run_id() -> str:
     """Time-ordered and unique: two runs of one process in the same second (a resumed
     run, an in-process test) must not append to each other's stream files."""

@@ -27,7 +27,8 @@ import numpy as np
 
 from neurolocal.errors import DataError
 from neurolocal.traffic import decode as d
-from neurolocal.traffic.log import FIELDS, FORMAT, MAX_OBJECT_BYTES, SUFFIX, VERSION
+from neurolocal.traffic.log import (FIELDS, FORMAT, MAX_OBJECT_BYTES, SUFFIX, VERSION,
+                                    TrafficLog)
 
 INT_FIELDS = ("batch", "round", "bytes")
 FLOAT_FIELDS = ("t_send", "t_recv")
@@ -389,3 +390,30 @@ def _one_object(buf: bytes, pos: int, eof: bool, path: Path, count: int):
         raise DataError(f"corrupt record after {count} records ({exc})",
                         source=str(path)) from None
     return item, unpacker.tell()
+
+
+def read_traffic(directory: str | Path) -> TrafficLog:
+    """Read every stream file in `directory` into memory; a cut tail is warned, not fatal.
+    (`directory` may also be a run directory holding `traffic/`.)"""
+    stream = LogStream(directory)
+    parts: dict[str, list[np.ndarray]] = {}
+    runs: list[np.ndarray] = []
+    for chunk in stream.chunks():
+        for name, column in chunk.columns.items():
+            parts.setdefault(name, []).append(column)
+        runs.append(np.full(len(chunk), chunk.run, np.int32))
+    names = list(FIELDS) + stream.extra_fields
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        column = np.concatenate(parts[name]) if name in parts else np.array([])
+        if name in STR_FIELDS or (column.dtype == np.int32 and name not in FIELDS):
+            table = np.array([stream.name(i) if i >= 0 else "" for i in range(len(stream.strings))]
+                             + [""], dtype=object)
+            column = table[column] if column.size else np.array([], dtype=object)
+        columns[name] = column
+    run_ids = np.concatenate(runs) if runs else np.array([], np.int32)
+    columns["run"] = np.array(stream.runs + [""], dtype=object)[run_ids] if runs \
+        else np.array([], dtype=object)
+    energy = {batch: values for (_, batch), values in stream.energy.items()}
+    return TrafficLog(stream.directory, [f.header for f in stream.files], columns, energy,
+                      stream.truncated)

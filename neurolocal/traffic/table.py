@@ -14,14 +14,13 @@ commands and analysis code need pyarrow.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from neurolocal.errors import ConfigError
+from neurolocal.files import atomic_path
 from neurolocal.traffic.aggregate import open_stream
 from neurolocal.traffic.log import FIELDS
 from neurolocal.traffic.stream import FLOAT_FIELDS, INT_FIELDS, STR_FIELDS
@@ -197,10 +196,6 @@ def ahead(iterator, depth: int = 2):
 def export(source, path: str | Path, on_bytes=None) -> int:
     """Write every message to `path` (format from its suffix), streaming; returns the
     number of rows. The file appears complete or not at all (written aside, renamed)."""
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-    from pyarrow import ipc
-
     path = Path(path)
     kind = export_format(path)
     schema, batches, _ = record_batches(source, on_bytes)
@@ -208,31 +203,28 @@ def export(source, path: str | Path, on_bytes=None) -> int:
     if not directory.is_dir():
         raise ConfigError("the output's directory does not exist", source=str(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".neurolocal-", suffix=path.suffix)
-    except OSError as exc:
-        raise ConfigError(f"cannot write here: {exc.strerror}", source=str(path)) from None
-    os.close(fd)
-    rows = 0
-    try:
-        if kind == "parquet":
-            numeric = [f.name for f in schema if not pa.types.is_dictionary(f.type)]
-            writer = pq.ParquetWriter(tmp, schema, compression="zstd",
-                                      write_statistics=numeric)
-        elif kind == "csv":
-            writer = pcsv.CSVWriter(tmp, plain_schema(schema))
-        else:
-            writer = ipc.new_file(tmp, plain_schema(schema))
-        with writer:
-            for batch in ahead(batches):
-                writer.write_batch(batch if kind == "parquet" else _plain(batch))
-                rows += batch.num_rows
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 is for the half-written file only
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            return _write_rows(kind, schema, batches, str(tmp))
     except OSError as exc:
         raise ConfigError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def _write_rows(kind: str, schema, batches, tmp: str) -> int:
+    """Stream the batches into `tmp` as `kind`; the number of rows written."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+    from pyarrow import ipc
+
+    if kind == "parquet":
+        numeric = [f.name for f in schema if not pa.types.is_dictionary(f.type)]
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=numeric)
+    elif kind == "csv":
+        writer = pcsv.CSVWriter(tmp, plain_schema(schema))
+    else:
+        writer = ipc.new_file(tmp, plain_schema(schema))
+    rows = 0
+    with writer:
+        for batch in ahead(batches):
+            writer.write_batch(batch if kind == "parquet" else _plain(batch))
+            rows += batch.num_rows
     return rows

@@ -4,20 +4,19 @@ every epoch; resuming from one reproduces the uninterrupted run bitwise (no pick
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from neurolocal.errors import DataError
+from neurolocal.files import atomic_path
 from neurolocal.graph import Graph, Params
 from neurolocal.training.history import History, Run
 from neurolocal.training.metrics import _json_default
 from neurolocal.optimizers import make_optimizer
 from neurolocal.training.settings import Settings
+from neurolocal.training.checkpoint_check import CHECKPOINT_FORMAT, check_checkpoint, settings_of
 
-CHECKPOINT_FORMAT = 1
 
 
 def checkpoint_path(out_dir: Path, algorithm: str) -> Path:
@@ -65,21 +64,11 @@ def save_checkpoint(path: Path, run: Run, settings: Settings) -> None:
         arrays[f"optimizer/{key}"] = a
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def read_checkpoint_settings(path: Path) -> Settings:
-    from neurolocal.training.checkpoint_check import settings_of
-
     return settings_of(_read_arrays(path), str(path))
 
 
@@ -97,8 +86,6 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 def load_checkpoint(path: Path, graph: Graph, settings: Settings) -> Run:
     """A run restored from `path`, every entry checked first (`checkpoint_check`): types,
     shapes and ranges, and the parameters against the topology's shapes."""
-    from neurolocal.training.checkpoint_check import check_checkpoint
-
     source = str(path)
     arrays = _read_arrays(path)
     checked = check_checkpoint(arrays, graph, settings, source)

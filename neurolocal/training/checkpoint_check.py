@@ -18,6 +18,9 @@ from neurolocal.graph import Graph
 from neurolocal.training.history import History
 from neurolocal.training.settings import ALGORITHMS, MAX_EPOCHS, Settings
 
+#: the checkpoint file format this version writes and reads (checkpoint.py)
+CHECKPOINT_FORMAT = 1
+
 SCALARS = ("format", "algorithm", "epoch", "rng", "settings", "energy_per_round", "restarts")
 MAX_STEP = 1 << 62
 
@@ -70,8 +73,6 @@ def float_vector(arrays: dict, key: str, source: str, length: int | None = None,
 def check_checkpoint(arrays: dict, graph: Graph, settings: Settings, source: str) -> dict:
     """Every entry of a checkpoint checked; returns the plain values load_checkpoint needs."""
     fmt = scalar(arrays, "format", "i", source)
-    from neurolocal.training.checkpoint import CHECKPOINT_FORMAT
-
     if fmt != CHECKPOINT_FORMAT:
         raise DataError(f"checkpoint format {fmt}, this version reads {CHECKPOINT_FORMAT}",
                         source=source)

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from neurolocal.checks import number
 from neurolocal.errors import DataError
 from neurolocal.files import read_bytes, regular_file
 from neurolocal.graph import Graph
@@ -170,9 +171,8 @@ def check_data_spec(spec: Any) -> tuple[str, dict]:
         raise DataError(f"unknown text option(s) {sorted(map(str, unknown))}; known: chars",
                         field="data")
     if "chars" in options:
-        chars = options["chars"]
-        if isinstance(chars, bool) or not isinstance(chars, int) or chars < 2:
-            raise DataError(f"expected a whole number >= 2, got {chars!r}", field="data.chars")
+        number("data.chars", options["chars"], whole=True, strict=True, minimum=2,
+               error=DataError)
     return name, options
 
 
@@ -278,15 +278,12 @@ def _digits_cache() -> Path | None:
 
 def _save_quietly(path: Path, **arrays) -> None:
     """Write the cache atomically; a cache that cannot be written is only a cache."""
-    import os
-    import tempfile
+    from neurolocal.files import atomic_path
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digits-", suffix=".npz")
-        with os.fdopen(fd, "wb") as out:
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
             np.savez(out, **arrays)
-        os.replace(tmp, path)
     except OSError:
         pass
 
@@ -558,10 +555,8 @@ def _fit_text(text: str, graph: Graph, source: str, options: dict) -> GraphData:
     if unknown:
         raise DataError(f"unknown text option(s) {sorted(unknown)}; known: chars", field="data")
     if "chars" in options:
-        chars = options["chars"]
-        if isinstance(chars, bool) or not isinstance(chars, int) or chars < 2:
-            raise DataError(f"expected a whole number >= 2, got {chars!r}", field="data.chars")
-        text = text[:chars]
+        text = text[:number("data.chars", options["chars"], whole=True, strict=True,
+                            minimum=2, error=DataError)]
     step_inputs, steps, width = text_layout(graph)
     if width < 2:
         raise DataError(f"the vocabulary width (input size) must be >= 2, got {width}")

@@ -5,17 +5,18 @@ state. The trainer hands the engine the run's state once (`engine.restore`), the
 batch only data (`engine.train_step(inputs, target, eta=..., iterations=...)` -> `Step`:
 loss, hits of the forward prediction, energy per round) and, at every epoch boundary,
 gathers a consistent snapshot (`engine.snapshot()`) into `run.params` and
-`run.optimizer`: what the epoch's evaluation reads and the checkpoint stores. Both
-engines give bitwise the same run. With `EngineConfig.pipeline` K > 1 (`run --pipeline K`, sim and
-local engines) an epoch's batches go to `engine.train_batches`, K in flight at once, and drain at
-the epoch's end (docs/asynchrony.md §7); the Ray engine's `train_batches` posts batches
-ahead (`EngineConfig.post_ahead`, docs/rounds.md §7). `--algorithm bp` uses `neurolocal.backprop.backprop`
+`run.optimizer`: what the epoch's evaluation reads and the checkpoint stores. Every
+engine (local, sim, ray) gives bitwise the same run. An epoch's batches go to
+`engine.train_batches` as one stream: with `EngineConfig.pipeline` K > 1 (`run --pipeline K`,
+sim and local engines) K are in flight at once, draining at the epoch's end
+(docs/asynchrony.md §7); on Ray they are posted ahead (`EngineConfig.post_ahead`,
+docs/rounds.md §7). `--algorithm bp` uses `neurolocal.backprop.backprop`
 with the trainer's own optimizer on the same parameters, batches and settings.
 
 Determinism: one `np.random.Generator(PCG64(seed))` per algorithm draws every
 epoch's permutation. A checkpoint (written atomically after every epoch) holds the
 parameters, the optimizer state, the epoch, the generator's state and the history
-so far, all as plain arrays; resuming from it, on either engine, reproduces the
+so far, all as plain arrays; resuming from it, on any engine, reproduces the
 uninterrupted run bitwise.
 
 Actor faults: a Ray actor that dies is restarted, every vertex restored from the
@@ -36,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from neurolocal.engines.config import EngineConfig
-from neurolocal.errors import ConfigError
+from neurolocal.errors import TrainingDiverged
 from neurolocal.graph import Graph, Params
 from neurolocal.ops.losses import correct_count  # noqa: F401  (the trainer's metric)
 from neurolocal.tied import broadcast_tied_params
@@ -148,19 +149,15 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
             return {k: v[idx] for k, v in data.train_inputs.items()}, data.train_target[idx]
 
-        # pipelining (sim engine): the epoch's batches flow through the graph K at a time,
-        # and drain at the epoch's end, where the snapshot is taken (docs/asynchrony.md §7)
-        # posting ahead (Ray engine): up to `post_ahead` batches posted to the actors at
-        # once, the same numbers bit for bit (docs/rounds.md §7)
-        ahead = getattr(engine, "ahead", 1) if engine is not None else 1
+        # the epoch's batches go to the engine as one stream: K in flight when pipelining
+        # (docs/asynchrony.md §7), posted ahead on Ray (the same numbers, docs/rounds.md §7);
+        # they drain at the epoch's end, where the snapshot is taken
         steps = (engine.train_batches((batch_data(b) for b in range(batches)), eta=settings.eta,
                                       iterations=iterations, pipeline=pipeline)
-                 if engine is not None and (pipeline > 1 or ahead > 1) else None)
+                 if engine is not None else None)
         for b in range(batches):
-            inputs, target = batch_data(b)
             if engine is not None:
-                step = next(steps) if steps is not None else \
-                    engine.train_step(inputs, target, eta=settings.eta, iterations=iterations)
+                step = next(steps)
                 for r in step.restarts:
                     run.restarts.append({**r.as_dict(), "epoch": epoch + 1,
                                          "batch_in_epoch": b + 1})
@@ -170,7 +167,7 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
                         log(f"{r.actor} ({', '.join(r.vertices)}) {what} in epoch {epoch + 1}, "
                             f"batch {b + 1}; its vertices were restored from the last snapshot "
                             f"and {r.replayed + 1} batch(es) replayed ({r.seconds:.1f} s lost)")
-                for key, value in getattr(step, "report", {}).items():   # sim engine counters
+                for key, value in step.report.items():   # the transport's counters
                     total = run.engine_report.get(key, 0)
                     run.engine_report[key] = (max(total, value) if key.startswith("max_")
                                               else total + value)
@@ -180,6 +177,7 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             else:
                 from neurolocal.backprop import backprop
 
+                inputs, target = batch_data(b)
                 grads = backprop(graph, run.params, inputs, target)
                 loss, batch_hits = grads.loss, correct_count(grads.prediction, target)
                 for _ in range(updates_per_batch):
@@ -192,7 +190,7 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
             if not math.isfinite(loss) or not energy_ok or not params_ok:
                 what = f"loss {loss}" if not math.isfinite(loss) else \
                     "the energy overflowed" if not energy_ok else "parameters overflowed"
-                raise ConfigError(f"training diverged: {what} in epoch {epoch + 1}, batch "
+                raise TrainingDiverged(f"training diverged: {what} in epoch {epoch + 1}, batch "
                                   f"{b + 1} (try a smaller lr or eta)", field=run.algorithm)
             losses.append(loss)
             hits += batch_hits
@@ -218,7 +216,7 @@ def _train(run, graph, data, settings, checkpoint, progress, log, on_epoch, engi
         h.test_accuracy.append(test_accuracy)
         if not (math.isfinite(h.train_loss[-1]) and math.isfinite(test_loss)
                 and _all_finite(run.params)):
-            raise ConfigError(f"training diverged: train loss {h.train_loss[-1]}, test loss "
+            raise TrainingDiverged(f"training diverged: train loss {h.train_loss[-1]}, test loss "
                               f"{test_loss} after epoch {epoch + 1} (try a smaller lr or eta)",
                               field=run.algorithm)
         h.seconds.append(time.perf_counter() - started)

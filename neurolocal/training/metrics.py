@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from neurolocal.files import write_atomic
 from neurolocal.graph import Graph
 from neurolocal.training.data import GraphData
 from neurolocal.training.history import Run, predicted_positions
@@ -34,16 +33,8 @@ def versions() -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, document: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, allow_nan=False, default=_json_default)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(document, indent=2, allow_nan=False, default=_json_default)
+    write_atomic(path, text + "\n")
 
 
 def _json_default(value):

@@ -24,7 +24,7 @@ from typing import Type
 
 import numpy as np
 
-from neurolocal.errors import NeurolocalError
+from neurolocal.errors import NeurolocalError, param
 from neurolocal.files import regular_file
 
 MAX_MEMBERS = 100_000
@@ -48,7 +48,8 @@ def read_npz(path: str | Path, limit: int, error: Type[NeurolocalError],
         inflated = sum(m.file_size for m in members)
         if inflated > limit:
             raise error(f"archive inflates to {inflated} bytes, more than the budget of "
-                        f"{limit}; raise it with --budget data_bytes=N (or NEUROLOCAL_BUDGET)",
+                        f"{limit}; raise it with {param('budget')} data_bytes=N (or "
+                        "NEUROLOCAL_BUDGET)",
                         source=source)
         arrays: dict[str, np.ndarray] = {}
         for member in members:

@@ -11,8 +11,9 @@ energy.png  predictive coding's free energy after each relaxation round, average
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from neurolocal.files import atomic_path
 
 COLOURS = {"pc": "tab:blue", "bp": "tab:orange"}
 LABELS = {"pc": "predictive coding", "bp": "backprop"}
@@ -29,13 +30,8 @@ def _pyplot():
 
 def _save(fig, path: Path) -> None:
     """Render to a temporary name and rename, so a crash never leaves half a PNG."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def plot_curves(doc: dict, path: Path) -> None:

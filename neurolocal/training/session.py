@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from neurolocal.engines.config import EngineConfig
-from neurolocal.errors import ConfigError, EngineError
+from neurolocal.errors import ConfigError, EngineError, param
 
 #: training settings a run may override (None: the topology's training section decides)
 OVERRIDES = ("engine", "algorithm", "epochs", "batch_size", "eta", "iterations", "mode",
@@ -53,23 +53,25 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     if request.resume is not None:
         out_dir = Path(request.resume)
         if request.out is not None and request.out != str(out_dir):
-            raise ConfigError("--resume continues in its own directory; drop --out")
+            raise ConfigError(f"{param('resume')} continues in its own directory; drop "
+                              f"{param('out')}")
         settings = resumed_settings(out_dir, given)
     else:
         settings = training.resolve_settings(topology.training, given, graph)
         out_dir = Path(request.out) if request.out else \
             Path("runs") / f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if any(training.checkpoint_path(out_dir, a).exists() for a in training.ALGORITHMS):
-            raise ConfigError("already holds a run's checkpoints; continue it with --resume "
-                              "or pick another --out", source=str(out_dir))
+            raise ConfigError(f"already holds a run's checkpoints; continue it with "
+                              f"{param('resume')} or pick another {param('out')}",
+                              source=str(out_dir))
     engine = request.engine
     traffic_log = engine.traffic_log
     if request.record_traffic and traffic_log is None:
         traffic_log = str(out_dir / "traffic")
     # every output proven writable before anything is read or written (issue 19)
-    writable_directory(out_dir, "--resume" if request.resume is not None else "--out")
+    writable_directory(out_dir, param("resume" if request.resume is not None else "out"))
     if request.record_traffic and traffic_log:
-        writable_directory(traffic_log, "--traffic-log")
+        writable_directory(traffic_log, param("traffic_log"))
     if engine.placement_from is not None:   # a bad log: one line before anything is written
         check_placement_log(engine.placement_from, settings.engine, graph, settings.batch_size)
     data = load_for_graph(settings.data, graph, budget)
@@ -115,7 +117,7 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
         except EngineError as exc:  # an actor that did not come back: say how to go on
             if path.exists():
                 raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
-                                  f"with --resume {out_dir}") from None
+                                  f"with {param('resume')} {out_dir}") from None
             raise
         except KeyboardInterrupt as exc:  # a stop signal: cli.main says how to go on
             if path.exists():
@@ -158,7 +160,7 @@ def check_placement_log(directory: str, engine: str, graph, batch_size: int) -> 
     (docs/placement.md)."""
     if engine != "ray":
         raise ConfigError("a traffic log places the shards of Ray actors; it needs the ray "
-                          "engine", field="--placement-from")
+                          "engine", field="placement_from")
     from neurolocal.engines.ray.placement import weights_from_log
 
     weights_from_log(directory, graph, batch_size)
@@ -182,10 +184,9 @@ def resumed_settings(out_dir: Path, given: dict):
     movable = ("epochs", "engine")
     for key, value in given.items():
         if key not in movable and value is not None and value != current[key]:
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(f"{flag} {value} differs from the resumed run's {current[key]}; "
-                              "a resumed run keeps its settings (only --epochs and --engine "
-                              "may change)")
+            raise ConfigError(f"{param(key)} {value} differs from the resumed run's "
+                              f"{current[key]}; a resumed run keeps its settings (only "
+                              f"{param('epochs')} and {param('engine')} may change)")
     changes = {k: given[k] for k in movable if given.get(k) is not None}
     if changes:
         saved = training.Settings.from_saved({**saved.as_dict(), **changes})

@@ -3,10 +3,10 @@ checked once (`resolve_settings`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from neurolocal.checks import number
 from neurolocal.engines.base import check_relaxation_settings
 from neurolocal.errors import ConfigError
 from neurolocal.graph import Graph
@@ -184,18 +184,11 @@ MAX_SEED = (1 << 64) - 1
 
 
 def _whole(value: Any, name: str, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"expected a whole number >= {minimum}, got {value!r}", field=name)
-    if value > maximum:
-        raise ConfigError(f"expected a whole number <= {maximum}, got {value}", field=name)
-    return value
+    return number(name, value, whole=True, strict=True, minimum=minimum, maximum=maximum)
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ConfigError(f"expected a positive number, got {value!r}", field=name)
-    return float(value)
+    return number(name, value, positive=True)
 
 
 def iterations_for(settings: Settings, graph: Graph) -> int:

@@ -102,6 +102,7 @@ class ShardActor:
             path = (os.path.join(traffic.directory, f"{traffic.run}.{writer}.replay")
                     if journal else None)
             self.journal = ActorJournal(path, writer or self.name, self.shard.names)
+            self.shard.observer = self.journal   # it hears the reads and drops
         self._paused = False               # a pause caps the shard's rounds (horizon)
         # posting ahead (run_batch's `after`): the last batch id done here, an event set
         # whenever one is, and the era a restore ends (it abandons every waiting batch)
@@ -188,7 +189,7 @@ class ShardActor:
             self.traffic = dataclasses.replace(self.traffic, hosts=tuple(hosts))
             self.shard.log = dataclasses.replace(self.shard.log, hosts=tuple(hosts))
 
-    async def restore(self, params, optimizer, learning) -> None:
+    async def restore_vertices(self, params, optimizer, learning) -> None:
         """Its vertices back to a snapshot held by the driver (`Shard.restore`). A batch
         still running here (its peer died) is abandoned first, so no late message of it
         moves a restored weight, and so is every batch posted ahead and waiting."""
@@ -202,7 +203,7 @@ class ShardActor:
         self.turn = asyncio.Event()
         self.shard.restore(params, optimizer, learning)
 
-    async def snapshot(self) -> dict:
+    async def snapshot_vertices(self) -> dict:
         """Its vertices' parameters and optimizer state, between batches."""
         return self.shard.snapshot()
 
@@ -224,8 +225,7 @@ class ShardActor:
         if wait <= 0 or self._paused:
             return
         self._paused = True
-        self.shard.horizon = 0 if fresh else min(s.round or 0
-                                                 for s in self.shard.slots.values())
+        self.shard.horizon = 0 if fresh else self.shard.waiting_rounds()
         asyncio.get_running_loop().call_later(wait, self._unpause)
 
     def _unpause(self) -> None:
@@ -253,14 +253,11 @@ class ShardActor:
             raise
 
     def _step(self, call):
-        """One shard step (paced when a straggler or pausing), then its reads into the
-        journal."""
+        """One shard step (paced when a straggler or pausing; the journal hears its reads
+        from the round machine)."""
         if self.pacer is not None:
             self._pause()
-        out = self.pacer.step(call) if self.pacer is not None else call()
-        if self.journal is not None:
-            self.journal.collect(self.shard)
-        return out
+        return self.pacer.step(call) if self.pacer is not None else call()
 
     def _send(self, destination: int, messages) -> None:
         self.peers[destination].deliver.remote(messages)

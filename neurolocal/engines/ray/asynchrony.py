@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurolocal.engines.rounds import CONSTANT, FEEDBACK
+from neurolocal.engines.rounds import CONSTANT, FEEDBACK, RoundObserver, feedback_age
 from neurolocal.asynchrony.models import ONE, Asynchrony
 from neurolocal.errors import ConfigError
 
@@ -226,15 +226,13 @@ class Pacer:
 
 
 class Receiver:
-    """The receiving side of one actor: substitutes lost messages (journaling them),
-    and notes the messages its shard will discard as stale."""
+    """The receiving side of one actor: substitutes lost messages (journaling them)."""
 
     def __init__(self):
         self.held: dict = {}     # (kind, src, dst) -> (batch, tag, payload): last delivered
 
     def prepare(self, shard, messages, journal=None) -> list:
         current = None if shard.settings is None else shard.settings.batch
-        staleness = 0 if shard.settings is None else shard.settings.staleness
         out = []
         for message in messages:
             batch, kind, tag, src, dst, payload, t_send = message
@@ -247,20 +245,15 @@ class Receiver:
                     journal.lost(batch, [kind, src, dst, tag, held[1] if same else None])
             else:
                 self.held[(kind, src, dst)] = (batch, tag, payload)
-            if journal is not None and current is not None:
-                if batch < current:
-                    journal.stale([batch, src, dst, kind, tag])
-                elif batch == current and kind == FEEDBACK and staleness > 0:
-                    box = shard.slots[dst].inbox.get(src, {})
-                    if box and (CONSTANT in box or max(box) >= tag):
-                        journal.stale([batch, src, dst, kind, tag])
             out.append(message)
         return out
 
 
-class ActorJournal:
+class ActorJournal(RoundObserver):
     """One actor's replay journal stream (engines/journal.py): per batch, the reads of
-    its hidden vertices, the stale drops and the lost messages it substituted."""
+    its hidden vertices, the stale drops and the lost messages it substituted. It hears
+    the reads and drops from the round machine (`RoundObserver`): under staleness > 0
+    every update of a hidden vertex reads one feedback message per child."""
 
     def __init__(self, path, writer: str, names):
         """`path` None: keep no stream, only the batch's oldest feedback (max age)."""
@@ -269,7 +262,6 @@ class ActorJournal:
         self.stream = (None if path is None else
                        JournalStream(path, {"writer": writer, "vertices": list(names)}))
         self.entries: dict[int, dict] = {}
-        self.seen: dict[str, int] = {}
         self.max_age = 0
 
     def _entry(self, batch: int) -> dict:
@@ -277,7 +269,6 @@ class ActorJournal:
                                                "lost": []})
 
     def begin(self, batch: int) -> None:
-        self.seen = {}
         self.max_age = 0
         self._entry(batch)
 
@@ -287,29 +278,19 @@ class ActorJournal:
     def stale(self, record: list) -> None:
         self._entry(record[0])["stale"].append(record)
 
-    def collect(self, shard) -> None:
-        """The reads since the last call, from the shard's trace (`Slot.consumed`). With
-        staleness > 0 every update of a hidden vertex consumes exactly one feedback
-        message per child, in graph order: the k-th group of len(children) feedback
-        entries is update k (one step may run several updates)."""
+    # --- what the round machine tells (RoundObserver) --------------------------------------
+
+    def read(self, shard, vertex, update, kind, src, tag) -> None:
         settings = shard.settings
-        if settings is None or settings.staleness == 0:
+        if (kind != FEEDBACK or tag == CONSTANT or settings.staleness == 0
+                or shard.role(vertex) != "hidden"):
             return
-        reads = self._entry(settings.batch)["reads"]
-        for name, slot in shard.slots.items():
-            if slot.rule.role != "hidden":
-                continue
-            index, position = self.seen.get(name, (0, 0))
-            width = len(slot.children)
-            for kind, child, tag in slot.consumed[index:]:
-                if kind != FEEDBACK:
-                    continue
-                update = position // width + 1
-                position += 1
-                if tag != CONSTANT:
-                    reads.append([name, update, child, tag])
-                    self.max_age = max(self.max_age, update - 1 - tag)
-            self.seen[name] = (len(slot.consumed), position)
+        self._entry(settings.batch)["reads"].append([vertex, update, src, tag])
+        self.max_age = max(self.max_age, feedback_age(update, tag))
+
+    def dropped(self, shard, message, why) -> None:
+        batch, kind, tag, src, dst = message[:5]
+        self.stale([batch, src, dst, kind, tag])
 
     def flush(self) -> None:
         """Write every entry still open that holds anything (late stale drops)."""

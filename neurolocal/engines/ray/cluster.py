@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from neurolocal import procs
 from neurolocal.errors import ConfigError
 
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or the file "
@@ -237,23 +238,23 @@ class LocalCluster:
         GCS, Ray workers), nothing else. Returns the pids signalled."""
         pids = []
         for process in self.processes:
-            pids += [process.pid, *descendants(process.pid)]
+            pids += [process.pid, *procs.descendants(process.pid)]
         for pid in pids:
-            _signal(pid, signal.SIGTERM)
+            procs.send(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(procs.alive(pid) for pid in pids):
             for process in self.processes:
                 process.poll()  # reap our direct children so they do not linger as zombies
             time.sleep(0.1)
         for pid in pids:
-            if _alive(pid):
-                _signal(pid, signal.SIGKILL)
+            if procs.alive(pid):
+                procs.send(pid, signal.SIGKILL)
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
         # SIGKILL is not instant on a loaded machine: return once every pid has exited
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(procs.alive(pid) for pid in pids):
             time.sleep(0.05)
         self.processes = []
         return pids
@@ -264,35 +265,3 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` in the process tree (Linux /proc), children first-found."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found, frontier = [], [pid]
-    while frontier:
-        below = children.get(frontier.pop(), [])
-        found += below
-        frontier += below
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-
-
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signum)

@@ -32,7 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from neurolocal import signals
+from neurolocal import procs, signals
 from neurolocal.errors import EngineError
 
 #: the embedded Ray's processes whose death ends a run, as Ray names them
@@ -96,7 +96,7 @@ class EmbeddedRay:
     def dead(self) -> list[str]:
         """The vital processes (GCS, raylet) that have exited, described."""
         return [f"the embedded Ray's {VITAL[kind]}, pid {pid}"
-                for kind in VITAL for pid in self.processes.get(kind, ()) if not _alive(pid)]
+                for kind in VITAL for pid in self.processes.get(kind, ()) if not procs.alive(pid)]
 
     def sweep(self) -> None:
         """Close the watchdog's pipe: it kills what is left; wait for it to say so."""
@@ -234,9 +234,3 @@ def _quiet_fd(fd: int):
         os.close(devnull)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False

@@ -81,7 +81,7 @@ class DriverJournal:
                          "options": [list(o) for o in learning.options],
                          "updates_per_batch": learning.updates_per_batch}})
 
-    def snapshot(self, params, optimizer) -> None:
+    def snapshot_taken(self, params, optimizer) -> None:
         self.stream.append({"event": "snapshot", "after": self.batches,
                             "digest": state_digest(params, optimizer),
                             "vertices": {v: state_digest({v: ps}, None)

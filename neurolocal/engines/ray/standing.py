@@ -35,8 +35,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurolocal.engines.ray.cluster import LocalCluster, descendants
+from neurolocal.engines.ray.cluster import LocalCluster
 from neurolocal.errors import ConfigError, EngineError
+from neurolocal.files import write_atomic
+from neurolocal.procs import descendants, rss_bytes, start_time
 
 STATE_ENV = "NEUROLOCAL_CLUSTER_DIR"
 RECORD, TOKEN = "cluster.json", "auth_token"
@@ -47,16 +49,6 @@ def state_dir() -> Path:
 
 
 # --- processes, by (pid, start time) ---------------------------------------------------------
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or
-    None when no such process runs (a zombie has exited)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
 
 
 def still_ours(pid: int, started: int) -> bool:
@@ -90,16 +82,6 @@ def stop_processes(processes: list[tuple[int, int]], grace: float = 5.0) -> list
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
     return [pid for pid, _ in targets]
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 # --- the record ------------------------------------------------------------------------------
@@ -140,11 +122,8 @@ def read_record() -> Record | None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a file only this user can read, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as out:   # mkstemp makes it 0600
-        out.write(text)
-    os.replace(tmp, path)
+    """Write a file only this user can read (0600), atomically."""
+    write_atomic(path, text, private=True)
 
 
 def _clear_state() -> None:

@@ -1,8 +1,8 @@
 """The embedded Ray's watchdog: a small process that outlives a driver killed with SIGKILL
 and then stops every process that driver's Ray started (docs/lifecycle.md).
 
-Run as `python -S watchdog.py DRIVER_PID` (standard library only, no neurolocal or Ray
-import: it starts in a few milliseconds) by `lifecycle.EmbeddedRay`, in a session of its
+Run as `python -S watchdog.py DRIVER_PID` (standard library only, no neurolocal package or
+Ray import, it loads neurolocal/procs.py by path: it starts in a few milliseconds) by `lifecycle.EmbeddedRay`, in a session of its
 own so that a signal to the driver's process group does not reach it, with a pipe from
 the driver on its stdin. Only the driver holds the pipe's write end, so the kernel closes
 it when the driver exits for any reason, SIGKILL included, and the watchdog reads EOF
@@ -40,34 +40,30 @@ INTERVAL = 0.2
 GRACE = 10.0
 
 
-def process_table() -> tuple[dict[int, list[int]], dict[int, int]]:
-    """(children of every pid, start time of every pid) from /proc."""
-    children: dict[int, list[int]] = {}
-    started: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:  # exited while we looked
-            continue
-        if fields[0] == b"Z":  # exited, waiting to be reaped: nothing left to stop
-            continue
-        pid = int(name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        started[pid] = int(fields[19])
-    return children, started
+def _procs():
+    """neurolocal/procs.py, the one /proc reader: imported when this file is imported as
+    part of neurolocal, loaded by its path when it runs as `python -S watchdog.py` (no
+    site-packages, no neurolocal package import: procs.py is standard library only)."""
+    if __package__:
+        from neurolocal import procs
+        return procs
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(os.path.dirname(os.path.dirname(here)), "procs.py")
+    spec = importlib.util.spec_from_file_location("neurolocal_procs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def below(roots, children: dict[int, list[int]]) -> set[int]:
-    found, frontier = set(), list(roots)
-    while frontier:
-        for child in children.get(frontier.pop(), ()):
-            if child not in found:
-                found.add(child)
-                frontier.append(child)
-    return found
+procs = _procs()
+
+
+def process_table() -> dict:
+    """pid -> (state, parent, start time) of every process that has not exited (a zombie
+    waits to be reaped: nothing left to stop)."""
+    return procs.table(zombies=False)
 
 
 class Tracker:
@@ -76,19 +72,19 @@ class Tracker:
     def __init__(self, driver: int):
         self.driver = driver
         self.me = os.getpid()
-        children, started = process_table()
-        self.before = {(p, started[p]) for p in below([driver], children) if p in started}
+        table = process_table()
+        self.before = {(p, table[p].started) for p in procs.below([driver], table)}
         self.noted: dict[int, int] = {}
         self.started = False  # Ray is up: new children of the driver are not Ray's
 
-    def look(self) -> tuple[dict[int, list[int]], dict[int, int]]:
-        children, started = process_table()
+    def look(self) -> None:
+        table = process_table()
+        started = {pid: entry.started for pid, entry in table.items()}
         alive = [p for p, t in self.noted.items() if started.get(p) == t]
         roots = alive if self.started else [self.driver, *alive]
-        for pid in below(roots, children):
-            if pid != self.me and pid in started and (pid, started[pid]) not in self.before:
+        for pid in procs.below(roots, table):
+            if pid != self.me and (pid, started[pid]) not in self.before:
                 self.noted.setdefault(pid, started[pid])
-        return children, started
 
     def sweep(self) -> int:
         """SIGKILL every noted process still alive; wait until they are gone."""
@@ -105,8 +101,9 @@ class Tracker:
         return len(targets)
 
     def alive(self) -> list[int]:
-        _, started = process_table()
-        return [p for p, t in self.noted.items() if started.get(p) == t and p != self.driver]
+        table = process_table()
+        return [p for p, t in self.noted.items()
+                if p in table and table[p].started == t and p != self.driver]
 
 
 def main(argv: list[str]) -> int:

@@ -28,32 +28,27 @@ applies its updates in batch order, so each is at most K - 1 updates stale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
-from neurolocal.engines.base import (
-    Relaxation,
-    Step,
-    check_relaxation_settings,
-    default_iterations,
-    prepare_batch,
-)
+from neurolocal.asynchrony.models import Asynchrony
+from neurolocal.engines.capabilities import CAPABILITIES
+from neurolocal.engines.config import EngineConfig
+from neurolocal.engines.engine import Engine, initial_params
 from neurolocal.engines.rounds import (
     CONSTANT,
     FEEDBACK,
     Learning,
-    RunSettings,
+    RoundObserver,
     Shard,
     ShardLog,
-    check_schedule,
-    merge_results,
-    merge_snapshots,
-    step_from_results,
+    feedback_age,
+    zeros_like_payload,
 )
 from neurolocal.engines.sim.events import EventQueue
-from neurolocal.asynchrony.models import Asynchrony
+from neurolocal.engines.staleness import StalenessLedger
+from neurolocal.engines.transport import Batch, Outcome
 from neurolocal.graph import Graph, Params
 from neurolocal.traffic.log import TrafficRecorder
 
@@ -62,57 +57,65 @@ DELIVER, FREE, ENTER = 0, 1, 2
 COUNTERS = ("messages", "lost", "retransmitted", "sim_time", "max_age")
 
 
-@dataclass
-class SimStep(Step):
-    """A training batch's scalars, plus the simulated run's counters (`report`: sim_time,
-    messages_lost, messages_retransmitted, max_feedback_age; summed into metrics.json)."""
-    report: dict = field(default_factory=dict)
+class _Heard(RoundObserver):
+    """What one call into a vertex's shard did, from the round machine's events (the
+    transport reads it after every call instead of comparing the vertex's state)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.did_step = self.computed = self.forward_done = self.learned_now = False
+        self.reads: list[tuple] = []
+
+    def forward(self, shard, vertex):
+        self.forward_done = True
+
+    def stepped(self, shard, vertex, computed):
+        self.did_step = True
+        self.computed = self.computed or computed
+
+    def read(self, shard, vertex, update, kind, src, tag):
+        if kind == FEEDBACK and tag != CONSTANT:
+            self.reads.append((vertex, update, src, tag))
+
+    def learned(self, shard, vertex):
+        self.learned_now = True
 
 
-def _zeros_like(payload):
-    if isinstance(payload, list):         # tied partials / new values: [(param, array), ...]
-        return [(key, np.zeros_like(value)) for key, value in payload]
-    return np.zeros_like(payload)
+class SimTransport:
+    """Every vertex its own shard, in simulated time. `stats`, a dict, receives running
+    totals of COUNTERS over every batch (for sweeps); `totals` holds the same. With a
+    `journal` (a list), every relaxation's reads and lost messages are kept for
+    `neurolocal replay`, written to `replay_path` on close."""
 
+    capabilities = CAPABILITIES["sim"]
 
-class SimEngine:
-    """Predictive coding in simulated time. Parameters are shared by reference with the
-    caller (as the local engine's). `stats`, a dict, receives running totals of
-    COUNTERS over every relaxation (for sweeps); `totals` holds the same."""
-
-    def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
-                 schedule: str = "jacobi", staleness: int = 0,
+    def __init__(self, graph: Graph, mode: str, staleness: int = 0,
                  asynchrony: Asynchrony | None = None, seed: int = 0,
-                 recorder: TrafficRecorder | None = None, stats: dict | None = None):
-        check_schedule(schedule, mode, staleness, graph)
+                 recorder: TrafficRecorder | None = None, stats: dict | None = None,
+                 ledger: StalenessLedger | None = None, schedule: str = "jacobi"):
         self.graph = graph
-        self.params = params if params is not None else graph.init_params(seed)
-        self.mode, self.schedule, self.staleness = mode, schedule, int(staleness)
+        self.mode, self.staleness, self.schedule = mode, int(staleness), schedule
         self.spec = asynchrony or Asynchrony()
         self.seed = int(seed)
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         self.recorder = recorder
+        self.ledger = ledger or StalenessLedger()
         self.batches = 0
-        self.learning: Learning | None = None
         self.clock = 0.0
         self.index = {n: i for i, n in enumerate(graph.order)}
-        log = (ShardLog(recorder, [f"sim-{n}" for n in graph.order], [None] * len(graph.order))
-               if recorder is not None else None)
-        self._log = log
-        self.shards = [Shard(graph, (n,), self.index, mode, log, trace=True)
-                       for n in graph.order]
-        self.slots = [shard.slots[n] for shard, n in zip(self.shards, graph.order)]
-        #: pipelining (train_batches): lane k holds every vertex's shard for one batch in
-        #: flight; lane 0 is `shards`, the others share its vertices' weights and optimizers
+        self._log = (ShardLog(recorder, [f"sim-{n}" for n in graph.order],
+                              [None] * len(graph.order)) if recorder is not None else None)
+        self._heard = _Heard()
+        self.shards = self._new_lane()
+        #: pipelining: lane k holds every vertex's shard for one batch in flight; lane 0 is
+        #: `shards`, the others share its vertices' weights and optimizers
         self.lanes = [self.shards]
-        self._slots = [self.slots]
         self.pipeline = 1
-        #: (batch, vertex, weight staleness) of every update applied while training, when
-        #: a list (None: not kept); `staleness_histogram` counts them always
-        self.weight_staleness: list | None = None
-        self.staleness_histogram: dict[int, int] = {}
         self.timing = [self.spec.vertex(n) for n in graph.order]
         self.is_input = [graph.is_input(n) for n in graph.order]
+        self.has_params: list[bool] = [False] * len(graph.order)
         self.totals = dict.fromkeys(COUNTERS, 0)
         self.totals["batches"] = 0
         self.stats = stats
@@ -123,107 +126,61 @@ class SimEngine:
         self.replay_path = None        # where close() writes the journal (replay.py)
         self.replay_topology = None
         self._relaxed: list = []       # (parameters, Relaxation) of each journaled batch
-        for shard in self.shards:
-            shard.load_params(self.params)
+        self._params: Params | None = None
+
+    def _new_lane(self) -> list[Shard]:
+        shards = [Shard(self.graph, (n,), self.index, self.mode, self._log, trace=True)
+                  for n in self.graph.order]
+        for shard in shards:
+            shard.observer = self._heard
+        return shards
 
     @property
     def rules(self):
-        return {slot.name: slot.rule for slot in self.slots}
+        return {n: shard.rules[n] for shard, n in zip(self.shards, self.graph.order)}
 
-    def __enter__(self) -> "SimEngine":
-        return self
+    # --- the Transport protocol ------------------------------------------------------------
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def load(self, params: Params) -> None:
+        self._params = params
+        for shard in self.shards:
+            shard.load_params(params)
 
-    def close(self) -> None:
-        if self.replay_path is not None and self.journal:
-            from neurolocal.engines.replay import write_journal
-
-            write_journal(self.replay_path, self, self.replay_topology, self._relaxed)
-        if self.recorder is not None:
-            self.recorder.close()
-
-    # --- one batch -----------------------------------------------------------------------
-
-    def relax(self, inputs, target, eta: float = 1.0, iterations: int | None = None,
-              read_inputs: bool = False,
-              on_round: Callable[[int], None] | None = None) -> Relaxation:
-        if on_round is not None:
-            raise ValueError("the sim engine has no global rounds to watch (use the local "
-                             "engine for on_round)")
-        graph = self.graph
-        iterations = default_iterations(graph, read_inputs) if iterations is None else iterations
-        check_relaxation_settings(eta, iterations, self.mode)
-        settings = RunSettings(self.batches, float(eta), int(iterations), self.staleness,
-                               bool(read_inputs), self.schedule)
-        for shard in self.shards:   # relaxing reads the caller's parameters, by reference
-            shard.load_params(self.params)
-        params = ({v: {k: np.array(a, copy=True) for k, a in ps.items()}
-                   for v, ps in self.params.items()} if self.journal is not None else None)
-        results, rounds, report = self._run(settings, inputs, target)
-        dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
-            graph, results, rounds, read_inputs)
-        self._log_energy(energy)
-        extras = {"report": report}
-        if self.schedule == "backward-in-time":
-            extras.update(schedule=self.schedule, rounds=rounds)
-        relaxation = Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
-                          energy=energy, loss=loss, prediction=prediction,
-                          messages=counts["local_messages"] + counts["remote_messages"],
-                          extras=extras)
-        if self.journal is not None:
-            self._relaxed.append((params, relaxation))
-        return relaxation
-
-    # --- training: the vertices own their parameters (docs/rounds.md, plasticity) -------
-
-    def restore(self, params: Params, optimizer, learning: Learning) -> None:
-        """As the local engine's: every vertex gets its parameters and optimizer state."""
-        self.learning = learning
-        self.params = params
+    def restore_vertices(self, params: Params, optimizer, learning: Learning) -> None:
+        self._params = params
         for shard in self.shards:
             shard.restore(params, optimizer, learning)
             shard.load_params(params)
 
-    def train_step(self, inputs, target, eta: float = 1.0,
-                   iterations: int | None = None) -> "SimStep":
-        """One batch in simulated time in which every vertex applies its own update."""
-        graph = self.graph
-        iterations = default_iterations(graph) if iterations is None else iterations
-        check_relaxation_settings(eta, iterations, self.mode)
-        if self.learning is None:
-            raise RuntimeError("train_step needs restore() first (parameters and optimizer)")
-        settings = RunSettings(self.batches, float(eta), int(iterations), self.staleness,
-                               False, self.schedule, self.learning)
-        results, rounds, report = self._run(settings, inputs, target)
-        step = step_from_results(graph, results, rounds)
-        self._log_energy(step.energy)
-        return SimStep(loss=step.loss, hits=step.hits, energy=step.energy,
-                       messages=step.messages, report=report)
+    def run(self, batch: Batch) -> Outcome:
+        """Every event of one batch, from its start at the transport's clock until nothing
+        is in flight."""
+        if batch.params is not None:   # relaxing reads the caller's parameters, by reference
+            self.load(batch.params)
+        settings = batch.settings.with_batch(self.batches)
+        self._open(1, None)
+        self._journal = ({"reads": [], "lost": []}
+                         if self.journal is not None and settings.learning is None else None)
+        self._admit(settings, batch, self.clock)
+        while self._queue:
+            self._event()
+        if settings.batch not in self._finished:  # the machine's or this file's bug
+            raise RuntimeError("the simulated run stopped before every vertex finished")
+        results, report, flight = self._finished.pop(settings.batch)
+        if self._journal is not None:
+            self.journal.append({"batch": settings.batch, "settings": settings,
+                                 "inputs": flight["inputs"], "target": flight["target"],
+                                 **self._journal})
+        return Outcome(results, settings.batch, report=report)
 
-    def train_batches(self, batches: Iterable, eta: float = 1.0,
-                      iterations: int | None = None, pipeline: int = 1) -> Iterator["SimStep"]:
-        """Train on `batches` ((inputs, target) pairs, read lazily) with up to `pipeline`
-        batches in flight at once (docs/asynchrony.md §7); yields each batch's `SimStep`
-        in batch order. Batch b enters when a batch in flight leaves; every vertex works
-        on one update at a time, oldest batch first, computes with the weights it holds
-        at that moment and applies its updates in batch order, so an update is at most
-        `pipeline - 1` of its own updates staler than the weights its batch's forward
-        pass used (`weight_staleness`, and `max_weight_staleness` in the report).
-        `pipeline = 1` is `train_step` batch after batch, bit for bit."""
-        graph = self.graph
-        iterations = default_iterations(graph) if iterations is None else iterations
-        check_relaxation_settings(eta, iterations, self.mode)
-        check_pipeline(pipeline, self.schedule)
-        if self.learning is None:
-            raise RuntimeError("train_batches needs restore() first (parameters and optimizer)")
-
-        def settings_of(batch: int) -> RunSettings:
-            return RunSettings(batch, float(eta), int(iterations), self.staleness, False,
-                               self.schedule, self.learning)
-
-        self._open(int(pipeline), iter(batches), settings_of)
+    def run_many(self, batches: Iterable[Batch], pipeline: int) -> Iterator[tuple[Batch, Outcome]]:
+        """Up to `pipeline` batches in flight (docs/asynchrony.md §7). Batch b enters when a
+        batch in flight leaves; every vertex works on one update at a time, oldest batch
+        first, computes with the weights it holds at that moment and applies its updates
+        in batch order, so an update is at most `pipeline - 1` of its own updates staler
+        than the weights its batch's forward pass used. `pipeline = 1` is one batch
+        after the other, bit for bit."""
+        self._open(int(pipeline), iter(batches))
         for _ in range(int(pipeline)):
             if not self._enter(self.clock):
                 break
@@ -235,43 +192,37 @@ class SimEngine:
                     break             # every batch of the source is done
                 # the machine's or this file's bug, never the user's
                 raise RuntimeError("the simulated run stopped before every vertex finished")
-            results, rounds, report, _ = self._finished.pop(self._next)
+            results, report, flight = self._finished.pop(self._next)
             self._next += 1
-            step = step_from_results(graph, results, rounds)
-            if self.recorder is not None:
-                self.recorder.record_energy(self._next - 1, step.energy)
-                self.recorder.flush()
-            yield SimStep(loss=step.loss, hits=step.hits, energy=step.energy,
-                          messages=step.messages, report=report)
-    def snapshot(self):
-        return merge_snapshots(self.graph, [shard.snapshot() for shard in self.shards])
+            yield flight["source"], Outcome(results, self._next - 1, report=report)
 
-    def _log_energy(self, energy) -> None:
+    def snapshot_parts(self) -> list[dict]:
+        return [shard.snapshot() for shard in self.shards]
+
+    def keep_snapshot(self, params, optimizer) -> None:
+        """Nothing to keep: nothing here can be lost."""
+
+    def completed(self, batch: Batch, outcome: Outcome, result) -> None:
+        """A journaled relaxation keeps its parameters and result for the replay file."""
+        if self.journal is not None and batch.settings.learning is None:
+            params = {v: {k: np.array(a, copy=True) for k, a in ps.items()}
+                      for v, ps in (batch.params or {}).items()}
+            self._relaxed.append((params, result))
+
+    def report(self) -> dict:
+        return {"sim": {k: v for k, v in self.totals.items()}}
+
+    def close(self) -> None:
+        if self.replay_path is not None and self.journal:
+            from neurolocal.engines.replay import write_journal
+
+            write_journal(self.replay_path, self, self.replay_topology, self._relaxed)
         if self.recorder is not None:
-            self.recorder.record_energy(self.batches - 1, energy)
-            self.recorder.flush()
+            self.recorder.close()
 
-    # --- the transport -------------------------------------------------------------------
+    # --- the discrete-event machinery -------------------------------------------------------
 
-    def _run(self, settings: RunSettings, inputs, target):
-        """Every event of one batch, from its start at the engine's clock until nothing
-        is in flight. Returns (shard results, rounds, report)."""
-        self._open(1, None, None)
-        self._journal = ({"reads": [], "lost": []}
-                         if self.journal is not None and settings.learning is None else None)
-        self._admit(settings, inputs, target, self.clock)
-        while self._queue:
-            self._event()
-        if settings.batch not in self._finished:  # the machine's or this file's bug
-            raise RuntimeError("the simulated run stopped before every vertex finished")
-        results, rounds, report, flight = self._finished.pop(settings.batch)
-        if self._journal is not None:
-            self.journal.append({"batch": settings.batch, "settings": settings,
-                                 "inputs": flight["inputs"], "target": flight["target"],
-                                 **self._journal})
-        return results, rounds, report
-
-    def _open(self, pipeline: int, source, settings_of) -> None:
+    def _open(self, pipeline: int, source) -> None:
         """Fresh transport state for a run of batches with `pipeline` lanes (one set of
         per-vertex shards per batch in flight, sharing the vertices' weights and
         optimizers); the simulated clock goes on from where the last run ended."""
@@ -282,18 +233,16 @@ class SimEngine:
         self._queue = EventQueue()
         self._busy = [self.clock] * n        # when each vertex's current update is done
         self._generation = [0] * n           # invalidates superseded FREE events
-        self._seen: dict[int, list] = {}     # lane -> consumed entries inspected per vertex
         self._free_lanes: list[int] = []     # lanes made and free (made when first needed)
         self._made = 0
         self._lane_of: dict[int, int] = {}   # batch in flight -> its lane
         self._flight: dict[int, dict] = {}   # batch in flight -> its transport state
         self._finished: dict[int, tuple] = {}
-        self._source, self._settings_of = source, settings_of
-        self._next = self.batches            # the next batch train_batches yields
+        self._source = source
+        self._next = self.batches            # the next batch run_many yields
         self._applied = [self.batches - 1] * n   # the last batch each vertex learned from
-        self._updates = [0] * n              # updates each vertex applied in this run
-        self._at_forward: dict[tuple, int] = {}
-        self.has_params = [bool(slot.rule.params) for slot in self.slots]
+        self.ledger.begin_run()              # updates each vertex applied in this run
+        self.has_params = [shard.has_params(n) for shard, n in zip(self.shards, self.graph.order)]
 
     def _lane(self) -> int:
         """A free lane for a batch entering: one that finished, else a new one (lanes are
@@ -301,12 +250,8 @@ class SimEngine:
         if self._free_lanes:
             return self._free_lanes.pop(0)
         lane, self._made = self._made, self._made + 1
-        graph = self.graph
         if lane == len(self.lanes):
-            shards = [Shard(graph, (n,), self.index, self.mode, self._log, trace=True)
-                      for n in graph.order]
-            self.lanes.append(shards)
-            self._slots.append([shard.slots[n] for shard, n in zip(shards, graph.order)])
+            self.lanes.append(self._new_lane())
         self._link(lane)
         return lane
 
@@ -314,33 +259,30 @@ class SimEngine:
         """One vertex, several batches: the lane's vertices use lane 0's weights and
         optimizers."""
         if lane:
-            for slot, own in zip(self._slots[lane], self.slots):
-                slot.rule.params = own.rule.params
-                slot.optimizer = own.optimizer
+            for shard, own in zip(self.lanes[lane], self.shards):
+                shard.share_vertices(own)
 
     def _enter(self, t: float) -> bool:
         """The next batch of the source enters the graph at time t (False: none left)."""
         if self._source is None:
             return False
-        item = next(self._source, None)
-        if item is None:
+        batch = next(self._source, None)
+        if batch is None:
             self._source = None
             return False
-        inputs, target = item
-        self._admit(self._settings_of(self.batches), inputs, target, t)
+        self._admit(batch.settings.with_batch(self.batches), batch, t)
         return True
 
-    def _admit(self, settings: RunSettings, inputs, target, t: float) -> None:
+    def _admit(self, settings, source: Batch, t: float) -> None:
         graph = self.graph
-        inputs, target = prepare_batch(graph, inputs, target)
+        inputs, target = source.inputs, source.target
         batch = settings.batch
         lane = self._lane()
         self._lane_of[batch] = lane
         self._flight[batch] = {"entry": t, "done_at": [None] * len(graph.order),
                                "held": {}, "arrival": {}, "lost": 0, "retransmitted": 0,
                                "max_age": 0, "max_staleness": 0, "inputs": inputs,
-                               "target": target}
-        self._seen[lane] = [0] * len(graph.order)
+                               "target": target, "source": source}
         self.batches = batch + 1
         for i, shard in enumerate(self.lanes[lane]):
             shard.horizon = 0
@@ -380,7 +322,7 @@ class SimEngine:
                      "retransmitted": flight["retransmitted"],
                      "sim_time": report["sim_time"], "max_age": flight["max_age"]})
         self.clock = max(self.clock, finish)
-        self._finished[batch] = (results, shards[0].schedule.rounds, report, flight)
+        self._finished[batch] = (results, report, flight)
         self._free_lanes.append(lane)
         if self._source is not None:
             self._queue.push(finish, (ENTER,))
@@ -402,24 +344,26 @@ class SimEngine:
         """Lanes of the batches in flight, oldest batch first (the order a vertex serves them)."""
         return [self._lane_of[b] for b in self._flight]
 
+    def _progress(self, lane: int, i: int) -> tuple[int | None, bool]:
+        return self.lanes[lane][i].progress(self.graph.order[i])
+
     def _waiting(self, lane: int, i: int) -> bool:
         """Free to begin its next update, and waiting for messages to do so."""
-        slot = self._slots[lane][i]
-        return (not slot.finished and slot.round is not None
-                and self.lanes[lane][i].horizon == slot.round + 1)
+        round_, finished = self._progress(lane, i)
+        return (not finished and round_ is not None
+                and self.lanes[lane][i].horizon == round_ + 1)
 
     def _call(self, lane: int, i: int, t: float, call, begin: bool = False) -> bool:
-        """Call into vertex i's shard of `lane` at time t; account for what it did.
-        True if the vertex stepped (it is then busy for its compute time). `begin`: the
-        call starts a batch, so the state to compare with is a fresh slot's (not the
-        previous batch's: resetting is not an update and costs no compute time)."""
-        slot = self._slots[lane][i]
-        before = (slot.round, slot.relaxed, slot.finished)
-        learned = slot.learned
-        if begin:
-            before, learned = (None, False, False), True
+        """Call into vertex i's shard of `lane` at time t; account for what it did, as the
+        round machine's events tell it. True if the vertex stepped (it is then busy for
+        its compute time). `begin`: the call starts a batch (an update applied within it,
+        T = 0, is not a pipelined update)."""
+        heard = self._heard
+        heard.reset()
         out = call()
-        return self._after(lane, i, t, out, before, learned)
+        if begin:
+            heard.learned_now = False
+        return self._after(lane, i, t, out, heard)
 
     def _deliver(self, t: float, i: int, message, substitute: bool) -> None:
         batch = message[0]
@@ -431,7 +375,7 @@ class SimEngine:
             _, kind, round_, src, dst, payload, t_send = message
             held = flight["held"].get((kind, src, dst))
             message = (batch, kind, round_, src, dst,
-                       held[1] if held is not None else _zeros_like(payload), t_send)
+                       held[1] if held is not None else zeros_like_payload(payload), t_send)
             if self._journal is not None:
                 self._journal["lost"].append(
                     [kind, src, dst, round_, None if held is None else held[0]])
@@ -443,7 +387,7 @@ class SimEngine:
             resume = pause.resume_time(t) if waiting else t
             if resume > t:                      # paused: no update begins before `resume`
                 for k in waiting:
-                    self.lanes[k][i].horizon = self._slots[k][i].round
+                    self.lanes[k][i].horizon = self._progress(k, i)[0]
                 self._generation[i] += 1
                 self._queue.push(resume, (FREE, i, self._generation[i]))
         shard = self.lanes[lane][i]
@@ -453,7 +397,7 @@ class SimEngine:
         if generation != self._generation[i]:
             return
         lanes = [k for k in self._lanes_in_flight()
-                 if not self._slots[k][i].finished and self._slots[k][i].round is not None]
+                 if not self._progress(k, i)[1] and self._progress(k, i)[0] is not None]
         if not lanes:
             return
         pause = self.timing[i].pause
@@ -464,32 +408,33 @@ class SimEngine:
                 return
         for lane in lanes:      # oldest batch first; the first that can step does
             shard = self.lanes[lane][i]
-            shard.horizon = self._slots[lane][i].round + 1
+            shard.horizon = self._progress(lane, i)[0] + 1
             if self._call(lane, i, t, shard.resume):
                 break
 
-    def _after(self, lane: int, i: int, t: float, out: dict, before, learned: bool) -> bool:
+    def _after(self, lane: int, i: int, t: float, out: dict, heard: _Heard) -> bool:
         """After a call into vertex i's shard of `lane` at time t: if the vertex stepped,
         it is busy for its compute time (its other batches wait) and its messages leave
         when it is done; an update applied is recorded with its weight staleness."""
-        shard, slot = self.lanes[lane][i], self._slots[lane][i]
+        shard = self.lanes[lane][i]
         batch = shard.settings.batch
         flight = self._flight[batch]
-        stepped = (slot.round, slot.relaxed, slot.finished) != before
+        stepped, forward, learned = heard.did_step, heard.forward_done, heard.learned_now
+        reads = list(heard.reads)
         if stepped:
             begin = max(t, self._busy[i])
-            done = begin + (self._compute_time(i) if self._works(lane, i, before) else 0.0)
+            done = begin + (self._compute_time(i) if heard.computed else 0.0)
             self._busy[i] = done
             self._generation[i] += 1
-            if any(not self._slots[k][i].finished for k in self._lanes_in_flight()):
+            if any(not self._progress(k, i)[1] for k in self._lanes_in_flight()):
                 self._queue.push(done, (FREE, i, self._generation[i]))
-            self._track_age(lane, i, flight)
-            if before[0] is None and slot.round is not None:   # its forward pass
-                self._at_forward[(batch, i)] = self._updates[i]
+            self._track_age(i, reads, flight)
+            if forward:
+                self.ledger.forward(batch, self.graph.order[i])
             for k in self._lanes_in_flight():    # one update at a time per vertex
-                other = self._slots[k][i]
-                if k != lane and other.round is not None and not other.finished:
-                    self.lanes[k][i].horizon = other.round
+                round_, finished = self._progress(k, i)
+                if k != lane and round_ is not None and not finished:
+                    self.lanes[k][i].horizon = round_
         depart = max(t, self._busy[i])
         complete = False
         if flight["done_at"][i] is None and shard.done:
@@ -498,43 +443,25 @@ class SimEngine:
         for messages in out.values():
             for message in messages:
                 self._post(message, depart)
-        if slot.learned and not learned and self.has_params[i]:
-            self._applied_update(lane, i, batch, t, flight)
+        if learned and self.has_params[i]:
+            self._applied_update(i, batch, t, flight)
         if complete:
             self._complete(batch)
         return stepped
 
-    def _applied_update(self, lane: int, i: int, batch: int, t: float, flight: dict) -> None:
+    def _applied_update(self, i: int, batch: int, t: float, flight: dict) -> None:
         """Vertex i applied its update of `batch`: record its weight staleness (its own
         updates applied since its forward pass of the batch) and let its update of the
         next batch, held back until now, land."""
-        staleness = self._updates[i] - self._at_forward.pop((batch, i), self._updates[i])
-        self._updates[i] += 1
+        staleness = self.ledger.learned(batch, self.graph.order[i])
         self._applied[i] = batch
         flight["max_staleness"] = max(flight["max_staleness"], staleness)
-        self.staleness_histogram[staleness] = self.staleness_histogram.get(staleness, 0) + 1
-        if self.weight_staleness is not None:
-            self.weight_staleness.append((batch, self.graph.order[i], staleness))
         after = self._lane_of.get(batch + 1)
         if after is not None:
             shard = self.lanes[after][i]
             shard.hold_learning = False
-            slot = self._slots[after][i]
-            if slot.finished and not slot.learned:
+            if shard.learning_held:
                 self._call(after, i, t, shard.resume)
-
-    def _works(self, lane: int, i: int, before) -> bool:
-        """Did the step just taken compute anything? The forward pass, a strict phase, a
-        relaxing update and a vertex's last update when it has weights (its Hebbian
-        update) do; an update the schedule idles through (event or backward-in-time: no
-        child spoke, not its block) is bookkeeping and takes no simulated time."""
-        slot = self._slots[lane][i]
-        if before[0] is None or self.mode == "strict" or slot.rule.role != "hidden":
-            return True
-        schedule = self.lanes[lane][i].schedule
-        update = slot.round
-        return (schedule.relaxes(slot.name, update, slot.children)
-                or (update == schedule.rounds and bool(slot.rule.params)))
 
     def _compute_time(self, i: int) -> float:
         if self.is_input[i]:
@@ -545,22 +472,17 @@ class SimEngine:
             else model.mean(self.spec.round_ms)
         return value * timing.slow
 
-    def _track_age(self, lane: int, i: int, flight: dict) -> None:
-        """The largest age (rounds behind update - 1) of any feedback a hidden vertex used,
-        and (when journaling for replay) which tag of each child every update read."""
-        slot = self._slots[lane][i]
-        entries = slot.consumed[self._seen[lane][i]:]
-        self._seen[lane][i] = len(slot.consumed)
-        if self.is_input[i] or slot.round is None or self.staleness == 0:
+    def _track_age(self, i: int, reads: list, flight: dict) -> None:
+        """The largest age of any feedback a hidden vertex used, and (journaling for
+        replay) which tag of each child every update read."""
+        if self.is_input[i] or self.staleness == 0:
             return   # S = 0: the machine reads exactly the synchronous sweep's messages
-        update = slot.round + (1 if slot.relaxed else 0)
-        for kind, child, tag in entries:
-            if kind == FEEDBACK and tag != CONSTANT:
-                age = update - 1 - tag
-                if age > flight["max_age"]:
-                    flight["max_age"] = age
-                if self._journal is not None:
-                    self._journal["reads"].append([slot.name, update, child, tag])
+        for vertex, update, child, tag in reads:
+            age = feedback_age(update, tag)
+            if age > flight["max_age"]:
+                flight["max_age"] = age
+            if self._journal is not None:
+                self._journal["reads"].append([vertex, update, child, tag])
 
     def _post(self, message, depart: float) -> None:
         spec, rng = self.spec, self.rng
@@ -586,16 +508,43 @@ class SimEngine:
         self._queue.push(arrival, (DELIVER, self.index[dst], message, False))
 
 
-def check_pipeline(pipeline, schedule: str) -> None:
-    """Refuse a pipeline the engine cannot run (ConfigError naming `pipeline`)."""
-    from neurolocal.errors import ConfigError
 
-    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
-        raise ConfigError(f"expected a whole number >= 1, got {pipeline!r}", field="pipeline")
-    if pipeline > 1 and schedule == "ipc":
-        raise ConfigError("iPC moves every weight every round, so a batch has no single "
-                          "update whose staleness a pipeline could bound; use --pipeline 1",
-                          field="pipeline")
+class SimEngine(Engine):
+    """Predictive coding in simulated time: the `Engine` over `SimTransport`. Parameters
+    are shared by reference with the caller (as the local engine's). `stats`, a dict,
+    receives running totals of COUNTERS over every batch (for sweeps); `totals` holds
+    the same; `clock` is the simulated time reached."""
+
+    def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
+                 schedule: str = "jacobi", staleness: int = 0,
+                 asynchrony: Asynchrony | None = None, seed: int = 0,
+                 recorder: TrafficRecorder | None = None, stats: dict | None = None,
+                 config: EngineConfig | None = None):
+        config = config or EngineConfig(engine="sim", mode=mode, schedule=schedule,
+                                        staleness=staleness)
+        Engine.check(config, graph, SimTransport)
+        ledger = StalenessLedger()
+        transport = SimTransport(graph, config.mode, config.staleness, asynchrony, seed,
+                                 recorder, stats, ledger, config.resolved_schedule)
+        super().__init__(config, graph, initial_params(graph, params, seed, "float64"),
+                         transport, ledger)
+        transport.load(self.params)
+
+    @property
+    def rules(self):
+        return self.transport.rules
+
+    @property
+    def clock(self) -> float:
+        return self.transport.clock
+
+    @property
+    def totals(self) -> dict:
+        return self.transport.totals
+
+    @property
+    def shards(self) -> list[Shard]:
+        return self.transport.shards
 
 
-__all__ = ["COUNTERS", "SimEngine", "SimStep", "check_pipeline"]
+__all__ = ["COUNTERS", "SimEngine", "SimTransport"]
