@@ -185,8 +185,8 @@ def cmd_run(args) -> int:
     run_training(RunRequest(
         topology=args.topology, overrides={k: getattr(args, k) for k in RUN_FLAGS},
         out=args.out, resume=args.resume, quiet=args.quiet,
-        record_traffic=not args.no_traffic_log, engine=_engine_config(args),
-        budget=_budget(args), params=args.params))
+        record_traffic=not args.no_traffic_log, depth_audit=not args.no_depth_audit,
+        engine=_engine_config(args), budget=_budget(args), params=args.params))
     return EXIT_OK
 
 
@@ -246,6 +246,10 @@ def add_run_parser(commands) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     run.add_argument("--no-traffic-log", action="store_true",
                      help="do not record messages (by default they go to OUT/traffic)")
+    run.add_argument("--no-depth-audit", action="store_true",
+                     help="do not probe every layer after each epoch (by default the error "
+                          "per layer and round, weight change and gradient cosine go to "
+                          "OUT/depth.json; `neurolocal traffic depth OUT` reads it)")
     run.add_argument("--pipeline", type=_positive_int, default=None, metavar="K",
                      help="K batches in flight through the graph at once, every vertex "
                           "applying its update when its error for a batch is final (weight "

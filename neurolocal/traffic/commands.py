@@ -70,6 +70,10 @@ def add_traffic_parser(commands, parser_class) -> None:
                                              "rounds, latency, energy")
     report.add_argument("directory")
     report.add_argument("-o", "--output", required=True, help="the page (.html)")
+    depth = tools.add_parser("depth", help="per layer: weight change, gradient cosine, the "
+                                           "round its error arrived (a run's depth.json)")
+    depth.add_argument("directory")
+    depth.add_argument("--json", action="store_true")
     traffic.set_defaults(run=cmd_traffic)
 
 
@@ -95,7 +99,12 @@ def cmd_traffic(args) -> int:
         from neurolocal.files import writable_file
 
         writable_file(output, "-o")
-    if command == "summary":
+    if command == "depth":
+        from neurolocal.traffic.depth import format_depth, read_depth
+
+        document = read_depth(args.directory)
+        print(json.dumps(document) if args.json else format_depth(document))
+    elif command == "summary":
         summary = report.summary(args.directory)
         print(json.dumps(summary) if args.json else report.format_summary(summary))
     elif command == "edges":

@@ -23,13 +23,15 @@ class RunRequest:
     given). out: the output directory (default runs/<topology>-<time>). resume: a run's
     directory to continue (only epochs and engine may change). quiet: no progress bar
     or per-epoch lines. record_traffic: keep a traffic log (in engine.traffic_log, or
-    OUT/traffic). engine: where the vertices run (its engine and mode are the settings')."""
+    OUT/traffic). engine: where the vertices run (its engine and mode are the settings').
+    depth_audit: write OUT/depth.json, the per-layer audit (training/depth_audit.py)."""
     topology: str
     overrides: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
     resume: str | None = None
     quiet: bool = False
     record_traffic: bool = True
+    depth_audit: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
     budget: Any = None      # neurolocal.limits.Budget; None: the default (NEUROLOCAL_BUDGET)
     params: str | None = None   # a parameter file to start from (neurolocal/params_file.py)
@@ -99,6 +101,7 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
             f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
             f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
     runs = {}
+    audits: dict = {}
 
     def write_metrics(_run=None):
         doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
@@ -114,10 +117,14 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
             if initial is not None:
                 runs[algorithm].params = {v: {k: a.copy() for k, a in ps.items()}
                                           for v, ps in initial.items()}
+        on_epoch = write_metrics
+        if request.depth_audit:
+            on_epoch = _audited(write_metrics, graph, algorithm, runs[algorithm], data, settings,
+                                out_dir, audits)
         try:
             training.train(runs[algorithm], graph, data, settings, checkpoint=path,
                            progress=training.progress_factory(request.quiet), log=log,
-                           on_epoch=write_metrics, engine_config=engine,
+                           on_epoch=on_epoch, engine_config=engine,
                            updates_per_batch=topology.paper.updates_per_batch)
         except EngineError as exc:  # an actor that did not come back: say how to go on
             if path.exists():
@@ -140,6 +147,24 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     return out_dir
 
 
+
+
+def _audited(write_metrics, graph, algorithm, run, data, settings, out_dir, audits):
+    """An on_epoch that also probes every layer (training/depth_audit.py) and rewrites
+    OUT/depth.json, one entry per algorithm."""
+    from neurolocal import training
+    from neurolocal.training.depth_audit import audit_for_run
+
+    audit = audit_for_run(graph, algorithm, run.params, data, settings,
+                          training.iterations_for(settings, graph))
+
+    def on_epoch(run):
+        audit.record(run.params, epoch=len(run.history.test_loss))
+        audits[algorithm] = audit.document()
+        training.write_json_atomic(out_dir / "depth.json", audits)
+        return write_metrics(run)
+
+    return on_epoch
 
 
 def check_placement_log(directory: str, engine: str, graph, batch_size: int) -> None:

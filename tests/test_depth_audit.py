@@ -1,0 +1,104 @@
+"""The per-layer audit (issue 26): it names exactly the layers no error reaches, and a net
+where every layer learns comes out clean."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neurolocal.generate import resnet, topology_yaml
+from neurolocal.topology import graph_from_dict
+from neurolocal.training.depth_audit import DepthAudit, probe, weight_change
+
+
+def graph_of(depth=6, skips=True, zero_at=None, activation="tanh"):
+    document = resnet(depth=depth, width=8, input_width=5, output_width=3,
+                      parameterization="standard", activation=activation, skips=skips,
+                      init="xavier")
+    if zero_at is not None:   # a layer that passes no error down: J^T eps = 0 * ...
+        for entry in document["vertices"]:
+            if entry["name"] == zero_at:
+                entry["multiplier"] = 0.0
+    return graph_from_dict(document)
+
+
+def batch(graph, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((16, 5))}, rng.standard_normal((16, 3))
+
+
+def silent(graph, mode, eta, rounds):
+    params = graph.init_params(1)
+    x, y = batch(graph)
+    layers = probe(graph, params, x, y, mode=mode, eta=eta, iterations=rounds)
+    return {n for n, row in layers.items() if row["arrived"] is None}, layers
+
+
+def test_T_shorter_than_the_distance_names_exactly_the_layers_beyond_it():
+    graph = graph_of(depth=6)
+    found, layers = silent(graph, "fixed", 1.0, 3)
+    assert found == {"h1", "h2", "h3"}           # out 0, h6 1, h5 2, h4 3 edges away
+    assert [layers[n]["arrived"] for n in ("out", "h6", "h5", "h4")] == [0, 1, 2, 3]
+    assert all(layers[n]["cosine"] is None for n in found)      # no update at all
+    assert all(layers[n]["cosine"] > 1 - 1e-12 for n in ("out", "h6", "h5", "h4"))
+
+
+@pytest.mark.parametrize("mode, eta, rounds", [("fixed", 1.0, 8), ("strict", 0.2, 12)])
+def test_a_zero_multiplier_without_a_skip_silences_everything_below_it(mode, eta, rounds):
+    graph = graph_of(depth=6, skips=False, zero_at="h4")
+    found, _ = silent(graph, mode, eta, rounds)
+    assert found == {"h1", "h2", "h3"}
+
+
+@pytest.mark.parametrize("mode, eta, rounds", [("fixed", 1.0, 6), ("strict", 0.2, 12)])
+def test_every_layer_reached_is_clean(mode, eta, rounds):
+    graph = graph_of(depth=6)
+    found, layers = silent(graph, mode, eta, rounds)
+    assert found == set()
+    if mode == "fixed":   # T = depth at eta 1: backprop's gradient in every layer
+        assert all(row["cosine"] > 1 - 1e-10 for row in layers.values())
+    assert all(len(row["energy"]) == rounds + 1 for row in layers.values())
+    row = layers["h3"]
+    np.testing.assert_allclose(row["error_norm"], np.sqrt(2 * np.array(row["energy"])))
+
+
+def test_weight_change_is_relative_and_per_layer():
+    start = {"a": {"weight": np.ones((2, 2))}, "b": {"weight": np.ones(4)}, "x": {}}
+    now = {"a": {"weight": np.ones((2, 2)) * 1.5}, "b": {"weight": np.ones(4)}}
+    assert weight_change(start, now) == {"a": pytest.approx(0.5), "b": 0.0}
+
+
+def test_audit_document_names_silent_and_still_layers():
+    graph = graph_of(depth=6)
+    params = graph.init_params(1)
+    x, y = batch(graph)
+    audit = DepthAudit(graph, "pc", params, x, y, mode="fixed", eta=1.0, iterations=3)
+    moved = {v: {k: a * (1.0 if v in ("h1", "h2", "h3") else 2.0) for k, a in p.items()}
+             for v, p in params.items()}
+    audit.record(moved, epoch=1)
+    document = audit.document()
+    assert document["silent"] == ["h1", "h2", "h3"]
+    assert document["not_moving"] == ["h1", "h2", "h3"]
+
+
+def test_run_writes_depth_json_and_traffic_depth_names_the_silent_layers(cli, tmp_path):
+    document = resnet(depth=4, width=16, input_width=64, output_width=10, activation="tanh",
+                      parameterization="standard", init="xavier")
+    topology = tmp_path / "r.yaml"
+    topology.write_text(topology_yaml(document))
+    out = tmp_path / "run"
+    done = cli("run", topology, "--data", "digits", "--engine", "local", "--epochs", "1",
+               "-T", "2", "--out", out, "--quiet", "--no-traffic-log")
+    assert done.returncode == 0, done.stderr
+    audit = json.loads((out / "depth.json").read_text())["pc"]
+    assert audit["silent"] == ["h1", "h2"]            # out 0, h4 1, h3 2 edges away
+    assert [e["epoch"] for e in audit["epochs"]] == [None, 1]
+    shown = cli("traffic", "depth", out)
+    assert shown.returncode == 0, shown.stderr
+    assert "error never arrived at: h1, h2" in shown.stdout
+    clean_out = tmp_path / "clean"
+    assert cli("run", topology, "--data", "digits", "--engine", "local", "--epochs", "1",
+               "--out", clean_out, "--quiet", "--no-traffic-log").returncode == 0
+    assert "every layer's error arrived: clean" in cli("traffic", "depth", clean_out).stdout
+    missing = cli("traffic", "depth", tmp_path)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
