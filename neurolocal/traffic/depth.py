@@ -20,8 +20,8 @@ def read_depth(directory: str) -> dict:
             except (OSError, ValueError) as exc:
                 raise DataError(f"cannot read the depth audit: {exc}",
                                 source=str(candidate)) from None
-    raise DataError("no depth.json here: it is written by `neurolocal run` (unless "
-                    "--no-depth-audit) into its output directory", source=str(directory))
+    raise DataError("no depth.json here: every run writes one into its output directory "
+                    "unless its depth audit is off", source=str(directory))
 
 
 def _number(value, form: str) -> str:
