@@ -65,7 +65,7 @@ loss: mse
     "empty.yaml": ("", "expected a mapping"),
     "vertices_not_list.yaml": (GOOD.replace("vertices:\n", "vertices: 3\nx:\n"), "unknown key"),
     "unknown_section.yaml": (GOOD + "optimiser: adam\n", "unknown key"),
-    "bad_activation.yaml": (GOOD.replace("activation: tanh", "activation: gelu"),
+    "bad_activation.yaml": (GOOD.replace("activation: tanh", "activation: swish"),
                             "expected one of"),
     "recurrence_cycle.yaml": ("""vertices:
   - {name: x, op: input, shape: [4]}
