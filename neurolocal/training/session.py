@@ -4,6 +4,8 @@ metrics, pictures and the closing lines. The command line (`cli.cmd_run`) and sc
 
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -160,11 +162,23 @@ def _audited(write_metrics, graph, algorithm, run, data, settings, out_dir, audi
 
     def on_epoch(run):
         audit.record(run.params, epoch=len(run.history.test_loss))
-        audits[algorithm] = audit.document()
+        audits[algorithm] = _finite_or_none(audit.document())
         training.write_json_atomic(out_dir / "depth.json", audits)
         return write_metrics(run)
 
     return on_epoch
+
+
+def _finite_or_none(value):
+    """The audit's numbers as JSON has them: a value that overflowed (a run diverging,
+    which then ends in one line) is written as null, read back as "-"."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def check_placement_log(directory: str, engine: str, graph, batch_size: int) -> None:
