@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -157,11 +159,16 @@ def _audited(write_metrics, graph, algorithm, run, data, settings, out_dir, audi
     from neurolocal import training
     from neurolocal.training.depth_audit import audit_for_run
 
-    audit = audit_for_run(graph, algorithm, run.params, data, settings,
-                          training.iterations_for(settings, graph))
+    # overflow in a probe is not reported as numpy warnings: a diverging run ends in one
+    # line from the training loop, which checks the same numbers
+    quiet = dict(over="ignore", invalid="ignore", divide="ignore")
+    with np.errstate(**quiet):
+        audit = audit_for_run(graph, algorithm, run.params, data, settings,
+                              training.iterations_for(settings, graph))
 
     def on_epoch(run):
-        audit.record(run.params, epoch=len(run.history.test_loss))
+        with np.errstate(**quiet):
+            audit.record(run.params, epoch=len(run.history.test_loss))
         audits[algorithm] = _finite_or_none(audit.document())
         training.write_json_atomic(out_dir / "depth.json", audits)
         return write_metrics(run)
