@@ -122,7 +122,7 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
                 runs[algorithm].params = {v: {k: a.copy() for k, a in ps.items()}
                                           for v, ps in initial.items()}
         on_epoch = write_metrics
-        if request.depth_audit:
+        if request.depth_audit and auditable(graph, settings):
             on_epoch = _audited(write_metrics, graph, algorithm, runs[algorithm], data, settings,
                                 out_dir, audits)
         try:
@@ -151,6 +151,18 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     return out_dir
 
 
+
+
+#: the depth audit's probes step the rounds one by one (Engine.relax's on_round): past
+#: this many vertex-rounds per probe it is skipped, so it never costs a run more than a
+#: fraction of a batch's work (docs/depth.md §3)
+MAX_AUDIT_VERTEX_ROUNDS = 50_000
+
+
+def auditable(graph, settings) -> bool:
+    from neurolocal import training
+
+    return training.iterations_for(settings, graph) * len(graph.order) <= MAX_AUDIT_VERTEX_ROUNDS
 
 
 def _audited(write_metrics, graph, algorithm, run, data, settings, out_dir, audits):
