@@ -21,7 +21,7 @@ def scalar_graph():
         added.append(name)
         return register_op(name, **kw)
 
-    reg("scale", forward=lambda x, theta: theta * x,
+    reg("times_theta", forward=lambda x, theta: theta * x,
         vjp=lambda eps, inputs, out, theta: [theta * eps],
         param_vjp=lambda eps, inputs, out, theta: {"theta": np.sum(eps * inputs[0])},
         params={"theta": 1.0})
@@ -32,7 +32,7 @@ def scalar_graph():
     graph = graph_from_dict({
         "vertices": [
             {"name": "x", "op": "input", "shape": [1]},
-            {"name": "y1", "op": "scale", "parents": ["x"], "theta": THETA},
+            {"name": "y1", "op": "times_theta", "parents": ["x"], "theta": THETA},
             {"name": "y2", "op": "sqrt", "parents": ["y1"]},
             {"name": "y3", "op": "square", "parents": ["x"]},
             {"name": "y4", "op": "tan_plus_sin", "parents": ["y2", "y3"]},

@@ -3,7 +3,7 @@
 A user adds an op without touching the package, either by subclassing `Op` and
 calling `register_op(MyOp)`, or from plain functions::
 
-    register_op("scale", forward=lambda x, theta: theta * x,
+    register_op("times_theta", forward=lambda x, theta: theta * x,
                 vjp=lambda eps, inputs, out, theta: [theta * eps],
                 param_vjp=lambda eps, inputs, out, theta: {"theta": np.sum(eps * inputs[0])},
                 params={"theta": 1.0})
