@@ -1,0 +1,174 @@
+"""The planned path (issue 24, docs/rounds.md §9): a shard holding the whole graph runs its
+synchronous rounds from a layout compiled from the Schedule. Every number it gives must be
+the message path's bit for bit — relaxations (dtheta, errors, dL/dx, energies, loss, message
+counts) and training (parameters and optimizer state after several epochs) — on every
+topology in topologies/, every synchronous schedule and mode, tied groups, random DAGs, and
+its traffic log must hold the same records per edge."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from neurolocal.engines.local import LocalEngine
+from neurolocal.engines.rounds import Learning
+from neurolocal.generate import random_dag
+from neurolocal.gradcheck import synthetic_batch
+from neurolocal.optimizers import make_optimizer
+from neurolocal.topology import graph_from_dict, load_topology
+from conftest import TOPOLOGIES
+
+NAMES = sorted(p.stem for p in TOPOLOGIES.glob("*.yaml"))
+#: (mode, schedule, eta, rounds): every synchronous schedule in the modes it runs in
+CASES = [("fixed", "jacobi", 1.0, None), ("fixed", "jacobi", 0.3, 7), ("fixed", "event", 1.0, None),
+         ("fixed", "event", 0.5, 6), ("fixed", "backward-in-time", 1.0, 2),
+         ("strict", "jacobi", 0.2, 5), ("strict", "ipc", 0.3, 4)]
+RECURRENT = {"rnn", "lstm"}
+
+
+def engine(graph, params, mode, schedule, planned, recorder=None):
+    e = LocalEngine(graph, params, mode=mode, schedule=schedule, recorder=recorder)
+    for shard in e.shards:
+        shard.use_plan = planned
+    return e
+
+
+def copy(params):
+    return {v: {k: np.array(a, copy=True) for k, a in p.items()} for v, p in params.items()}
+
+
+def same_arrays(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in b:
+        if isinstance(b[k], dict):
+            same_arrays(a[k], b[k])
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+
+
+def same_relaxation(got, want) -> None:
+    assert got.messages == want.messages > 0
+    assert got.energy == want.energy and got.loss == want.loss
+    assert got.vertex_energy == want.vertex_energy
+    same_arrays(got.dtheta, want.dtheta)
+    same_arrays(got.errors, want.errors)
+    same_arrays(got.input_feedback, want.input_feedback)
+    np.testing.assert_array_equal(got.prediction, want.prediction)
+
+
+def relax_both(graph, params, mode, schedule, eta, rounds, read_inputs, batch=5):
+    x, y = synthetic_batch(graph, batch, seed=2)
+    runs = []
+    for planned in (True, False):
+        e = engine(graph, params, mode, schedule, planned)
+        runs.append(e.relax(x, y, eta=eta, iterations=rounds, read_inputs=read_inputs))
+        assert e.shards[0].path == ("planned" if planned else "message")
+    return runs
+
+
+def applicable(name, schedule):
+    """backward-in-time needs an unrolled graph; ipc refuses tied parameters."""
+    if schedule == "backward-in-time":
+        return name in RECURRENT
+    return not (schedule == "ipc" and load_topology(TOPOLOGIES / f"{name}.yaml").graph.tied)
+
+
+@pytest.mark.parametrize("name, mode, schedule, eta, rounds",
+                         [(n, *case) for n in NAMES for case in CASES if applicable(n, case[1])])
+@pytest.mark.parametrize("read_inputs", [False, True])
+def test_relaxation_is_the_message_path_bit_for_bit(name, mode, schedule, eta, rounds,
+                                                    read_inputs):
+    graph = load_topology(TOPOLOGIES / f"{name}.yaml").graph
+    same_relaxation(*relax_both(graph, graph.init_params(1), mode, schedule, eta, rounds,
+                                read_inputs))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_dags_are_the_message_path_bit_for_bit(seed):
+    graph = graph_from_dict(random_dag(seed, vertices=10 + seed % 7))
+    params = graph.init_params(seed)
+    mode, schedule, eta, rounds = CASES[seed % len(CASES)]
+    if schedule == "backward-in-time":
+        mode, schedule = "fixed", "jacobi"
+    same_relaxation(*relax_both(graph, params, mode, schedule, eta, rounds, seed % 2 == 0))
+
+
+def train(graph, mode, schedule, planned, learning, epochs=3, batches=3, eta=0.3, rounds=4):
+    params = copy(graph.init_params(5))
+    e = engine(graph, params, mode, schedule, planned)
+    e.restore(params, None, learning)
+    steps = []
+    for epoch in range(epochs):
+        for b in range(batches):
+            steps.append(e.train_step(*synthetic_batch(graph, 6, seed=10 * epoch + b), eta=eta,
+                                      iterations=rounds))
+    assert e.shards[0].path == ("planned" if planned else "message")
+    return steps, e.snapshot()
+
+
+@pytest.mark.parametrize("name, mode, schedule", [
+    (n, m, s) for n in ["mlp", "cnn", "dag", "rnn", "resnet", "transformer"]
+    for m, s in [("fixed", "jacobi"), ("fixed", "event"), ("strict", "jacobi"), ("strict", "ipc")]
+    if applicable(n, s)])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_training_is_the_message_path_bit_for_bit(name, optimizer, mode, schedule):
+    """Every vertex applying its own update over 3 epochs (tied groups in rnn): the same
+    losses, energies and counts per batch, and the same parameters and optimizer state."""
+    graph = load_topology(TOPOLOGIES / f"{name}.yaml").graph
+    learning = Learning(optimizer, 1e-2, factory=make_optimizer)
+    (steps_a, (params_a, state_a)), (steps_b, (params_b, state_b)) = [
+        train(graph, mode, schedule, planned, learning) for planned in (True, False)]
+    for a, b in zip(steps_a, steps_b):
+        assert (a.loss, a.hits, a.messages, a.energy, a.vertex_energy) == \
+            (b.loss, b.hits, b.messages, b.energy, b.vertex_energy)
+    same_arrays(params_a, params_b)
+    same_arrays(state_a, state_b)
+
+
+def test_a_watched_relaxation_runs_planned_round_by_round():
+    """on_round holds the vertices round by round: the plan honours the horizon."""
+    graph = load_topology(TOPOLOGIES / "mlp.yaml").graph
+    params = graph.init_params(0)
+    x, y = synthetic_batch(graph, 4, seed=0)
+    for mode in ("fixed", "strict"):
+        e = engine(graph, params, mode, "jacobi", True)
+        seen, energies = [], []
+        watched = e.relax(x, y, eta=0.1, iterations=5,
+                          on_round=lambda r: (seen.append(r), energies.append(
+                              sum(rule.energy() for rule in e.rules.values()))))
+        assert seen == list(range(6)) and e.shards[0].path == "planned"
+        plain = engine(graph, params, mode, "jacobi", False).relax(x, y, eta=0.1, iterations=5)
+        assert watched.energy == plain.energy == energies
+
+
+@pytest.mark.parametrize("mode, schedule", [("fixed", "jacobi"), ("fixed", "event"),
+                                            ("strict", "jacobi"), ("strict", "ipc")])
+def test_a_planned_traffic_log_records_every_message_the_message_path_does(tmp_path, mode,
+                                                                          schedule):
+    from neurolocal.traffic import TrafficRecorder, read_traffic
+
+    graph = load_topology(TOPOLOGIES / "dag.yaml").graph
+    params = graph.init_params(0)
+    x, y = synthetic_batch(graph, 4, seed=0)
+    records, results = [], []
+    for planned in (True, False):
+        directory = tmp_path / str(planned)
+        recorder = TrafficRecorder(directory, "run", "local", graph=graph.name,
+                                   settings={"eta": 0.2, "iterations": 5, "read_inputs": True})
+        e = engine(graph, params, mode, schedule, planned, recorder)
+        results.append(e.relax(x, y, eta=0.2, iterations=5, read_inputs=True))
+        assert (e.shards[0].path == "planned") is planned
+        e.close()
+        c = read_traffic(directory).columns
+        records.append(Counter(zip(*(list(c[k]) for k in ("batch", "round", "src", "dst",
+                                                           "kind", "bytes")))))
+    assert records[0] == records[1] and sum(records[0].values()) == results[0].messages
+    assert results[0].energy == results[1].energy
+
+
+def test_the_message_path_runs_where_the_plan_cannot():
+    """Several shards, asynchronous rounds and traced vertices take the message path."""
+    graph = load_topology(TOPOLOGIES / "mlp.yaml").graph
+    e = LocalEngine(graph, graph.init_params(0), shards=2)
+    e.relax(*synthetic_batch(graph, 4, seed=0), eta=0.1, iterations=3)
+    assert {s.path for s in e.shards} == {"message"}
