@@ -55,6 +55,25 @@ def value_step(value, error, feedback, eta):
 
 
 @njit_on_first_call
+def squared_norms(rows):
+    """Sum of squares of each row of a 2-D array, summed in order (float64).
+
+    A vertex's energy (`VertexRule.energy`) is this of its error as one row, and a group
+    of vertices run together (the planned path, engines/plan/groups.py) takes it of
+    its stacked errors, one row per vertex: the same loop, so the same bits either
+    way — unlike BLAS's dot, whose order of summation depends on the length and
+    alignment it is handed."""
+    out = np.empty(rows.shape[0])
+    for g in range(rows.shape[0]):
+        total = 0.0
+        for k in range(rows.shape[1]):
+            x = float(rows[g, k])
+            total += x * x
+        out[g] = total
+    return out
+
+
+@njit_on_first_call
 def scale_by_derivative(error, derivative):
     """delta = eps * f'(z): the error seen through a cached activation derivative."""
     out = np.empty_like(error)

@@ -172,3 +172,82 @@ def test_the_message_path_runs_where_the_plan_cannot():
     e = LocalEngine(graph, graph.init_params(0), shards=2)
     e.relax(*synthetic_batch(graph, 4, seed=0), eta=0.1, iterations=3)
     assert {s.path for s in e.shards} == {"message"}
+
+
+# --- stacked groups (engines/plan/groups.py) --------------------------------------------------
+
+def tiled(fan_in=3, activation="tanh", vertices=45, layers=3):
+    from neurolocal.generate import tiled_mlp
+
+    return graph_from_dict(tiled_mlp(vertices=vertices, layers=layers, fan_in=fan_in,
+                                     activation=activation, input_width=6, output_width=3))
+
+
+def grouped(e) -> list[int]:
+    (state,) = e.shards[0]._layouts.values()
+    return [len(members) for members in state.layout.groups]
+
+
+@pytest.mark.parametrize("fan_in, activation", [(3, "tanh"), (0, "relu"), (2, "identity"),
+                                                (1, "gelu")])
+@pytest.mark.parametrize("schedule, eta, rounds", [("jacobi", 0.5, None), ("jacobi", 1.0, None),
+                                                   ("event", 1.0, None), ("event", 0.4, 5)])
+@pytest.mark.parametrize("batch, read_inputs", [(7, True), (1, False)])
+def test_stacked_groups_relax_as_the_message_path_bit_for_bit(fan_in, activation, schedule,
+                                                              eta, rounds, batch, read_inputs):
+    graph = tiled(fan_in, activation)
+    x, y = synthetic_batch(graph, batch, seed=3)
+    runs = []
+    for planned in (True, False):
+        e = engine(graph, graph.init_params(4), "fixed", schedule, planned)
+        runs.append(e.relax(x, y, eta=eta, iterations=rounds, read_inputs=read_inputs))
+        if planned:
+            assert grouped(e) and sum(grouped(e)) >= len(graph.order) - 6
+    same_relaxation(*runs)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("fan_in", [3, 0])
+def test_stacked_groups_train_as_the_message_path_bit_for_bit(optimizer, fan_in):
+    """Each member applies its own optimizer step (stacked), over 3 epochs: the same
+    parameters, moments and step counts as vertices stepping one at a time, and as the
+    planned path without groups."""
+    graph = tiled(fan_in)
+    learning = Learning(optimizer, 3e-2, factory=make_optimizer)
+    runs = []
+    for planned, groups in ((True, True), (True, False), (False, False)):
+        params = copy(graph.init_params(5))
+        e = engine(graph, params, "fixed", "jacobi", planned)
+        e.shards[0].group_vertices = groups
+        e.restore(params, None, learning)
+        steps = [e.train_step(*synthetic_batch(graph, 6, seed=10 * epoch + b), eta=0.7,
+                              iterations=None)
+                 for epoch in range(3) for b in range(3)]
+        if groups:
+            assert grouped(e)
+        runs.append((steps, e.snapshot()))
+    (steps_a, (params_a, state_a)) = runs[0]
+    for steps_b, (params_b, state_b) in runs[1:]:
+        for a, b in zip(steps_a, steps_b):
+            assert (a.loss, a.hits, a.messages, a.energy, a.vertex_energy) == \
+                (b.loss, b.hits, b.messages, b.energy, b.vertex_energy)
+        same_arrays(params_a, params_b)
+        same_arrays(state_a, state_b)
+
+
+def test_stacked_groups_pipeline_as_the_message_path_bit_for_bit():
+    """K = 3 batches in flight (local lanes): updates land in the same ticks."""
+    graph = tiled(3)
+    learning = Learning("adam", 1e-2, factory=make_optimizer)
+    batches = [synthetic_batch(graph, 5, seed=b) for b in range(7)]
+    runs = []
+    for planned in (True, False):
+        params = copy(graph.init_params(2))
+        e = engine(graph, params, "fixed", "jacobi", planned)
+        e.restore(params, None, learning)
+        losses = [s.loss for s in e.train_batches(batches, eta=1.0, iterations=None,
+                                                  pipeline=3)]
+        runs.append((losses, e.staleness_histogram, e.snapshot()))
+    assert runs[0][:2] == runs[1][:2]
+    same_arrays(runs[0][2][0], runs[1][2][0])
+    same_arrays(runs[0][2][1], runs[1][2][1])

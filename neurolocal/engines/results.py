@@ -24,7 +24,7 @@ def merge_results(graph: Graph, results: Sequence[dict], rounds: int, read_input
             counts[key] += result["counts"][key]
         if "loss" in result:
             loss, prediction = result["loss"], result["prediction"]
-    energy = [sum(merged["energy"][n][r] for n in graph.order) for r in range(rounds + 1)]
+    energy = energy_per_round(graph, merged["energy"], rounds)
     return (
         {n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
         {n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
@@ -43,8 +43,15 @@ def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
         if "loss" in result:
             loss, hits = result["loss"], result["hits"]
     return Step(loss=loss, hits=hits, messages=messages,
-                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)],
+                energy=energy_per_round(graph, energy, rounds),
                 vertex_energy={n: list(energy[n]) for n in graph.order})
+
+
+def energy_per_round(graph: Graph, energy: dict, rounds: int) -> list[float]:
+    """The energy of each round: every vertex's, summed in graph order (the columns of
+    the vertices' lists, added as Python's sum adds them)."""
+    columns = zip(*(energy[n] for n in graph.order))
+    return [sum(column) for column, _ in zip(columns, range(rounds + 1))]
 
 
 def vertex_energy(graph: Graph, results: Sequence[dict]) -> dict[str, list[float]]:

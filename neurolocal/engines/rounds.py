@@ -298,6 +298,9 @@ class Shard:
         #: (`_plannable`, docs/rounds.md §9); False: always the message path (the tests
         #: compare the two)
         self.use_plan = True
+        #: the planned path runs vertices of one op and shape as stacked groups
+        #: (engines/plan/groups.py); False: one at a time
+        self.group_vertices = True
         #: which path the last batch ran: "planned" or "message"
         self.path = "message"
         self._runner = None
@@ -567,14 +570,17 @@ class Shard:
 
     def _planned(self) -> Outgoing:
         """Start the batch on the planned path (the runner keeps it until it closes)."""
-        from neurolocal.engines.plan import PlannedRounds, compile_layout
+        from neurolocal.engines.plan import PlannedRounds, PlanState, compile_layout
 
-        key = (self.settings.schedule, self.settings.eta, self.settings.iterations)
-        layout = self._layouts.get(key)
-        if layout is None:
-            self._layouts = {key: compile_layout(self.graph, self.names, self.schedule)}
-            layout = self._layouts[key]
-        self._runner = PlannedRounds(self, layout)
+        key = (self.settings.schedule, self.settings.eta, self.settings.iterations,
+               self.group_vertices)
+        state = self._layouts.get(key)
+        if state is None:
+            layout = compile_layout(self.graph, self.names, self.schedule,
+                                    group=self.group_vertices)
+            self._layouts = {key: PlanState(self.graph, self.schedule, layout)}
+            state = self._layouts[key]
+        self._runner = PlannedRounds(self, state)
         return self._runner.start()
 
     def _advance(self) -> Outgoing:

@@ -2,6 +2,6 @@
 once from the `Schedule` into a `Layout`, run by `PlannedRounds` without message tuples."""
 
 from neurolocal.engines.plan.layout import Layout, compile_layout
-from neurolocal.engines.plan.runner import PlannedRounds
+from neurolocal.engines.plan.runner import PlannedRounds, PlanState
 
-__all__ = ["Layout", "PlannedRounds", "compile_layout"]
+__all__ = ["Layout", "PlanState", "PlannedRounds", "compile_layout"]

@@ -1,0 +1,251 @@
+"""Vertices of one op and one shape, run together on the planned path (docs/rounds.md §9).
+
+A wide layer cut into tiles is hundreds of `dense` / `multi_dense` vertices with the same
+attributes and the same shapes. The planned path runs such a set as one `DenseGroup`: their
+values, errors and predictions stacked ([G, batch, units]), their weights stacked
+([G, fan-in, units]), and each step of the vertex rule done once for all of them — the
+forward product, the relaxation kernel, the energy, J^T eps for each parent, the Hebbian
+update, the optimizer's step. Each vertex still has its own rule, whose arrays are views
+of the group's rows, its own optimizer (moments kept per vertex, stacked for the step),
+and its own messages (views of one mailbox, `Mailbox`).
+
+The numbers are the message path's bit for bit: every elementwise step is the same
+arithmetic on the same numbers; a stacked product is numpy's matmul calling the same
+BLAS kernel on each [batch, fan-in] x [fan-in, units] slice that the vertex would call;
+a stacked sum over the batch adds the rows in the same order; the energy is one kernel
+(`kernels.squared_norms`) for a row or a stack. tests/test_plan.py holds the two paths
+equal on tiled graphs, training with Adam and SGD included.
+
+Which vertices group (`group_key`): hidden `dense` / `multi_dense` in fixed mode with a
+plain linear map (multiplier 1, no pre-activation, no skip), flat parents, no parent
+twice, no tied parameter, the same attributes, parent shapes and input/relaxing pattern,
+the same schedule pattern (speaking tags, relaxing updates) and the same level (longest
+path from an input: a level's vertices depend only on lower levels). Anything else runs
+one vertex at a time on the same planned rounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurolocal import kernels
+from neurolocal.ops.activations import apply_activation
+from neurolocal.ops.dense import Dense
+from neurolocal.ops.multi_dense import MultiDense
+
+#: fewer vertices than this run one at a time (a stack of one buys nothing)
+MIN_GROUP = 2
+
+
+def weight_names(op, parents: int) -> tuple[str, ...]:
+    return ("weight",) if type(op) is Dense else tuple(f"weight{k}" for k in range(parents))
+
+
+def group_key(graph, schedule, name: str, level: int):
+    """What vertices must share to run as one group; None: this one runs alone."""
+    spec = graph.vertices[name]
+    op = spec.op
+    if schedule.strict or graph.is_input(name) or name == graph.output:
+        return None
+    if type(op) not in (Dense, MultiDense):
+        return None
+    if op.multiplier != 1.0 or op.pre_activation != "identity" or op.skip:
+        return None
+    parents = tuple(spec.parents)
+    if len(set(parents)) != len(parents):
+        return None
+    sends, expects = graph.ties_of(name)
+    if sends or expects or any(group.owner[0] == name for group in graph.tied):
+        return None
+    shapes = tuple(graph.shapes[p] for p in parents)
+    if any(len(s) != 1 for s in shapes):
+        return None
+    inputs = tuple(graph.is_input(p) for p in parents)
+    children = graph.children[name]
+    relaxes = tuple(u for u in range(1, schedule.rounds + 1)
+                    if schedule.relaxes(name, u, children))
+    return (type(op).__name__, op.units, op.activation, op.bias, shapes, inputs,
+            schedule.ranges(name), relaxes, level)
+
+
+class Mailbox:
+    """The edge buffers a group reads or writes, one array per message shape: row 0 is
+    zeros (a child that has not spoken), every other row one edge (src, dst). A group's
+    J^T eps to its k-th parents are consecutive rows, so one stacked product writes
+    them; a group's feedback total gathers its rows in one indexing."""
+
+    def __init__(self):
+        self.rows: dict[tuple[str, str], tuple[tuple, int]] = {}
+        self.count: dict[tuple, int] = {}
+        self.arrays: dict[tuple, np.ndarray] = {}
+
+    def add(self, edge: tuple[str, str], shape: tuple) -> int:
+        if edge in self.rows:
+            return self.rows[edge][1]
+        row = self.count.get(shape, 1)
+        self.count[shape] = row + 1
+        self.rows[edge] = (shape, row)
+        return row
+
+    def allocate(self, batch: int, dtype) -> None:
+        self.arrays = {shape: np.zeros((n, batch, *shape), dtype=dtype)
+                       for shape, n in self.count.items()}
+
+    def view(self, edge: tuple[str, str]) -> np.ndarray:
+        shape, row = self.rows[edge]
+        return self.arrays[shape][row]
+
+
+class DenseGroup:
+    """G hidden dense / multi_dense vertices of one key, run as one."""
+
+    def __init__(self, graph, schedule, members: tuple[str, ...]):
+        self.members = members
+        spec = graph.vertices[members[0]]
+        self.op = spec.op
+        self.K = len(spec.parents)
+        self.parents = tuple(tuple(graph.vertices[m].parents[k] for m in members)
+                             for k in range(self.K))
+        self.relaxing = tuple(k for k in range(self.K) if not graph.is_input(spec.parents[k]))
+        self.parent_shapes = tuple(graph.shapes[p] for p in spec.parents)
+        self.names = weight_names(self.op, self.K)
+        self.shape = graph.shapes[members[0]]
+        self.children = tuple(graph.children[m] for m in members)
+        self.relaxes = frozenset(u for u in range(1, schedule.rounds + 1)
+                                 if schedule.relaxes(members[0], u,
+                                                     graph.children[members[0]]))
+        #: update u -> for each member, the children whose feedback it reads at u
+        self.reads = {u: tuple(tuple(c for c in graph.children[m]
+                                     if schedule.needed(c, u) is not None) for m in members)
+                      for u in self.relaxes}
+        self.gather: dict[int, np.ndarray] = {}
+
+    # --- the mailbox -------------------------------------------------------------------
+
+    def claim_outgoing(self, mailbox: Mailbox) -> None:
+        """Consecutive rows for J^T eps to each relaxing parent slot."""
+        for k in self.relaxing:
+            for m, p in zip(self.members, self.parents[k]):
+                mailbox.add((m, p), self.parent_shapes[k])
+
+    def claim_incoming(self, mailbox: Mailbox) -> None:
+        """A row for every edge this group reads, and the gather index of each update."""
+        for u, reads in self.reads.items():
+            width = max((len(r) for r in reads), default=0)
+            index = np.zeros((len(self.members), width), dtype=np.intp)
+            for g, (m, children) in enumerate(zip(self.members, reads)):
+                for i, c in enumerate(children):
+                    index[g, i] = mailbox.add((c, m), self.shape)
+            self.gather[u] = index
+
+    def bind(self, mailbox: Mailbox, store: dict) -> None:
+        """Views of the mailbox: the group's outgoing blocks, and each edge's buffer."""
+        self.inbox = mailbox.arrays[self.shape]
+        self.out = {}
+        for k in self.relaxing:
+            first = mailbox.rows[(self.members[0], self.parents[k][0])][1]
+            block = mailbox.arrays[self.parent_shapes[k]][first:first + len(self.members)]
+            self.out[k] = block
+            for g, (m, p) in enumerate(zip(self.members, self.parents[k])):
+                store[(m, p)] = block[g]
+
+    # --- one batch ---------------------------------------------------------------------
+
+    def forward(self, rules, values: dict, dtype) -> None:
+        """Every member's prediction from its parents' values; members' rules see views."""
+        self.rules = [rules[m] for m in self.members]
+        self.W = [np.stack([r.params[n] for r in self.rules]) for n in self.names]
+        self.b = np.stack([r.params["bias"] for r in self.rules]) if self.op.bias else None
+        self.X = [np.stack([values[p] for p in self.parents[k]]) for k in range(self.K)]
+        z = np.matmul(self.X[0], self.W[0])
+        for k in range(1, self.K):
+            z += np.matmul(self.X[k], self.W[k])
+        if self.b is not None:
+            z += self.b[:, None, :]
+        self.P, self.D = apply_activation(self.op.activation, z)
+        self.P = np.ascontiguousarray(self.P)
+        self.V = self.P.copy()
+        self.E = np.zeros_like(self.P)
+        single = type(self.op) is Dense
+        for g, (m, rule) in enumerate(zip(self.members, self.rules)):
+            rule.prediction = rule.forward_prediction = prediction = self.P[g]
+            rule.value, rule.error = self.V[g], self.E[g]
+            derivative = None if self.D is None else self.D[g]
+            inputs = [x[g] for x in self.X]
+            rule._cache = (inputs[0], derivative) if single else (inputs, derivative)
+            values[m] = prediction
+
+    def energies(self) -> np.ndarray:
+        """Each member's energy, as `VertexRule.energy` computes it."""
+        G = len(self.members)
+        norms = kernels.squared_norms(self.E.reshape(G, -1))
+        return 0.5 * norms / self.E.shape[1]
+
+    def relax_values(self, u: int, eta: float) -> None:
+        index = self.gather[u]
+        width = index.shape[1]
+        if width == 0:
+            total = np.zeros_like(self.V)
+        else:
+            messages = self.inbox[index]            # [G, children, batch, units]
+            total = messages[:, 0]
+            for i in range(1, width):               # the graph's order of children
+                total = total + messages[:, i]
+            total = np.ascontiguousarray(total, dtype=self.V.dtype)
+        kernels.relax_step(self.V, self.E, self.P, total, float(eta))
+
+    def speak(self) -> int:
+        """J^T eps to every relaxing parent, into the mailbox. Returns messages sent."""
+        delta = self._delta(self.E)
+        for k in self.relaxing:
+            np.matmul(delta, self.W[k].transpose(0, 2, 1), out=self.out[k])
+        return len(self.relaxing) * len(self.members)
+
+    def _delta(self, error):
+        error = np.ascontiguousarray(error)
+        return error if self.D is None else kernels.scale_by_derivative(error, self.D)
+
+    def hebbian(self) -> None:
+        """Each member's update eps . dvhat/dtheta (batch mean), as `VertexRule.hebbian`."""
+        mean = self.E * (1.0 / self.E.shape[1])
+        delta = self._delta(mean)
+        updates = {n: np.matmul(x.transpose(0, 2, 1), delta) for n, x in zip(self.names, self.X)}
+        if self.op.bias:
+            updates["bias"] = delta.sum(axis=1)
+        self.updates = updates
+
+    def member_updates(self) -> list[dict]:
+        """Each member's own update (views of the stacked ones)."""
+        updates = self.updates
+        return [{n: u[g] for n, u in updates.items()} for g in range(len(self.members))]
+
+    def learn(self, optimizers, learning) -> bool:
+        """Every member's optimizer step at once (each its own moments, stacked for the
+        step). False when the members' optimizers differ (then each steps alone)."""
+        first = optimizers[0]
+        if any(type(o) is not type(first) or o.describe() != first.describe()
+               or o.step_count != first.step_count for o in optimizers):
+            return False
+        names = list(self.names) + (["bias"] if self.op.bias else [])
+        stacked = dict(zip(self.names, self.W))
+        if self.op.bias:
+            stacked["bias"] = self.b
+        for _ in range(learning.updates_per_batch):
+            for o in optimizers:
+                o.step_count += 1
+            for name in names:
+                gradient = -self.updates[name]
+                moments = {}
+                for slot in first.moments:
+                    rows = [o._slot(slot, m, name, gradient[g])
+                            for g, (o, m) in enumerate(zip(optimizers, self.members))]
+                    moments[slot] = (rows, np.stack(rows))
+                delta = first._delta(gradient, **{s: a for s, (_, a) in moments.items()})
+                stacked[name] -= delta
+                for rows, array in moments.values():
+                    for g, row in enumerate(rows):
+                        row[...] = array[g]
+        for g, rule in enumerate(self.rules):
+            for name in names:
+                rule.params[name][...] = stacked[name][g]
+        return True
