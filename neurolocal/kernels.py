@@ -74,6 +74,28 @@ def squared_norms(rows):
 
 
 @njit_on_first_call
+def gather_sum(table, index, counts, out):
+    """out[g] = table[index[g, 0]] + table[index[g, 1]] + ... (counts[g] terms, added left
+    to right; zeros when none): the summed feedback of a group of vertices, each reading
+    its children's rows of a mailbox (engines/plan/groups.py) in the graph's order of
+    children — the additions the message path makes, one message at a time."""
+    width = table.shape[1]
+    for g in range(index.shape[0]):
+        n = counts[g]
+        if n == 0:
+            for k in range(width):
+                out[g, k] = 0.0
+            continue
+        first = index[g, 0]
+        for k in range(width):
+            out[g, k] = table[first, k]
+        for i in range(1, n):
+            row = index[g, i]
+            for k in range(width):
+                out[g, k] = out[g, k] + table[row, k]
+
+
+@njit_on_first_call
 def scale_by_derivative(error, derivative):
     """delta = eps * f'(z): the error seen through a cached activation derivative."""
     out = np.empty_like(error)

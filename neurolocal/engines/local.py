@@ -210,6 +210,8 @@ class LocalTransport:
         if lane == len(self.lanes):
             self.lanes.append([Shard(self.graph, shard.names, shard.shard_of, self.mode,
                                      self._log) for shard in self.shards])
+            for new, own in zip(self.lanes[lane], self.shards):   # the same path as lane 0
+                new.use_plan, new.group_vertices = own.use_plan, own.group_vertices
         for shard in self.lanes[lane]:
             shard.observer = observer
         self._link(lane)

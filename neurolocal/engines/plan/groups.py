@@ -35,6 +35,8 @@ from neurolocal.ops.multi_dense import MultiDense
 
 #: fewer vertices than this run one at a time (a stack of one buys nothing)
 MIN_GROUP = 2
+#: the attribute naming the group whose stacks hold an optimizer's moments
+BINDING = "_moments_stacked_by"
 
 
 def weight_names(op, parents: int) -> tuple[str, ...]:
@@ -132,11 +134,12 @@ class DenseGroup:
         """A row for every edge this group reads, and the gather index of each update."""
         for u, reads in self.reads.items():
             width = max((len(r) for r in reads), default=0)
-            index = np.zeros((len(self.members), width), dtype=np.intp)
+            index = np.zeros((len(self.members), max(width, 1)), dtype=np.int64)
+            counts = np.array([len(r) for r in reads], dtype=np.int64)
             for g, (m, children) in enumerate(zip(self.members, reads)):
                 for i, c in enumerate(children):
                     index[g, i] = mailbox.add((c, m), self.shape)
-            self.gather[u] = index
+            self.gather[u] = (index, counts)
 
     def bind(self, mailbox: Mailbox, store: dict) -> None:
         """Views of the mailbox: the group's outgoing blocks, and each edge's buffer."""
@@ -151,11 +154,29 @@ class DenseGroup:
 
     # --- one batch ---------------------------------------------------------------------
 
-    def forward(self, rules, values: dict, dtype) -> None:
-        """Every member's prediction from its parents' values; members' rules see views."""
-        self.rules = [rules[m] for m in self.members]
+    def _gather_weights(self) -> None:
+        """The members' current weights, stacked; and when they were taken (see `_current`)."""
         self.W = [np.stack([r.params[n] for r in self.rules]) for n in self.names]
         self.b = np.stack([r.params["bias"] for r in self.rules]) if self.op.bias else None
+        self._gathered = self._version()
+
+    def _version(self):
+        """How many steps the members' optimizers have taken (None: no optimizer). Within a
+        batch only learning moves a member's weights: another pipelining lane's, sharing
+        these vertices, all members at once."""
+        optimizer = self.optimizer_of(self.members[0])
+        return None if optimizer is None else optimizer.step_count
+
+    def _current(self) -> None:
+        """Take the weights again if they moved since they were stacked."""
+        if self._version() != self._gathered:
+            self._gather_weights()
+
+    def forward(self, rules, values: dict, dtype, optimizers) -> None:
+        """Every member's prediction from its parents' values; members' rules see views."""
+        self.rules = [rules[m] for m in self.members]
+        self.optimizer_of = optimizers
+        self._gather_weights()
         self.X = [np.stack([values[p] for p in self.parents[k]]) for k in range(self.K)]
         z = np.matmul(self.X[0], self.W[0])
         for k in range(1, self.K):
@@ -182,20 +203,17 @@ class DenseGroup:
         return 0.5 * norms / self.E.shape[1]
 
     def relax_values(self, u: int, eta: float) -> None:
-        index = self.gather[u]
-        width = index.shape[1]
-        if width == 0:
-            total = np.zeros_like(self.V)
-        else:
-            messages = self.inbox[index]            # [G, children, batch, units]
-            total = messages[:, 0]
-            for i in range(1, width):               # the graph's order of children
-                total = total + messages[:, i]
-            total = np.ascontiguousarray(total, dtype=self.V.dtype)
+        """Update u: each member sums its children's feedback (graph order), relaxes."""
+        index, counts = self.gather[u]
+        G = len(self.members)
+        total = np.empty_like(self.V)
+        kernels.gather_sum(self.inbox.reshape(len(self.inbox), -1), index, counts,
+                           total.reshape(G, -1))
         kernels.relax_step(self.V, self.E, self.P, total, float(eta))
 
     def speak(self) -> int:
         """J^T eps to every relaxing parent, into the mailbox. Returns messages sent."""
+        self._current()
         delta = self._delta(self.E)
         for k in self.relaxing:
             np.matmul(delta, self.W[k].transpose(0, 2, 1), out=self.out[k])
@@ -220,32 +238,68 @@ class DenseGroup:
         return [{n: u[g] for n, u in updates.items()} for g in range(len(self.members))]
 
     def learn(self, optimizers, learning) -> bool:
-        """Every member's optimizer step at once (each its own moments, stacked for the
-        step). False when the members' optimizers differ (then each steps alone)."""
+        """Every member's optimizer step at once: each member keeps its own optimizer, whose
+        moments are rows of the group's stacks (bound once per set of optimizers), and its
+        own step count. False when the members' optimizers differ (each then steps alone)."""
+        if not self._bound_to(optimizers):
+            first = optimizers[0]
+            settings = _settings(first)
+            if any(type(o) is not type(first) or _settings(o) != settings
+                   or o.step_count != first.step_count for o in optimizers):
+                return False
+            self._bind_moments(optimizers)
         first = optimizers[0]
-        if any(type(o) is not type(first) or o.describe() != first.describe()
-               or o.step_count != first.step_count for o in optimizers):
+        self._current()
+        if any(o.step_count != first.step_count for o in optimizers):
             return False
-        names = list(self.names) + (["bias"] if self.op.bias else [])
         stacked = dict(zip(self.names, self.W))
         if self.op.bias:
             stacked["bias"] = self.b
         for _ in range(learning.updates_per_batch):
             for o in optimizers:
                 o.step_count += 1
-            for name in names:
-                gradient = -self.updates[name]
-                moments = {}
-                for slot in first.moments:
-                    rows = [o._slot(slot, m, name, gradient[g])
-                            for g, (o, m) in enumerate(zip(optimizers, self.members))]
-                    moments[slot] = (rows, np.stack(rows))
-                delta = first._delta(gradient, **{s: a for s, (_, a) in moments.items()})
-                stacked[name] -= delta
-                for rows, array in moments.values():
-                    for g, row in enumerate(rows):
-                        row[...] = array[g]
-        for g, rule in enumerate(self.rules):
-            for name in names:
-                rule.params[name][...] = stacked[name][g]
+            for name, params in stacked.items():
+                moments = {slot: self.moments[slot][name] for slot in first.moments}
+                params -= first._delta(-self.updates[name], **moments)
+        for g, rule in enumerate(self.rules):   # in place: the caller's arrays stay current
+            for name, params in stacked.items():
+                rule.params[name][...] = params[g]
         return True
+
+    def _bound_to(self, optimizers) -> bool:
+        """Are the members' moments rows of this group's stacks? (Another group — a
+        pipelining lane's — may have bound the same optimizers since, or a restore made
+        new ones.)"""
+        bound = getattr(self, "_optimizers", None)
+        return bound is not None and len(bound) == len(optimizers) and all(
+            a is b and a.state is state and getattr(a, BINDING, None) is self
+            for a, b, state in zip(bound, optimizers, self._states))
+
+    def _bind_moments(self, optimizers) -> None:
+        """Stack every member's moments (made as the optimizer makes them) and make the
+        member's own state arrays rows of the stacks."""
+        first = optimizers[0]
+        names = list(self.names) + (["bias"] if self.op.bias else [])
+        params = {n: self.W[i] for i, n in enumerate(self.names)}
+        if self.op.bias:
+            params["bias"] = self.b
+        self.moments = {}
+        for slot in first.moments:
+            self.moments[slot] = {}
+            for name in names:
+                rows = [o._slot(slot, m, name, params[name][g])
+                        for g, (o, m) in enumerate(zip(optimizers, self.members))]
+                stack = np.stack(rows)
+                for g, (o, m) in enumerate(zip(optimizers, self.members)):
+                    o.state[slot][m][name] = stack[g]
+                self.moments[slot][name] = stack
+        for o in optimizers:
+            setattr(o, BINDING, self)
+        self._optimizers = list(optimizers)
+        self._states = [o.state for o in optimizers]
+
+
+def _settings(optimizer) -> tuple:
+    """An optimizer's hyperparameters (everything but its state and step count)."""
+    return tuple(sorted((k, v) for k, v in vars(optimizer).items()
+                        if k not in ("state", "step_count", BINDING)))

@@ -125,7 +125,7 @@ class PlannedRounds:
 
     def _forward_group(self, index: int, rules) -> None:
         group, slots = self.groups[index], self.slots
-        group.forward(rules, self.values, self.dtype)
+        group.forward(rules, self.values, self.dtype, lambda name: slots[name].optimizer)
         energies = group.energies()
         self.history[index][0] = energies
         observer, traffic, values = self.shard.observer, self.traffic, self.values
