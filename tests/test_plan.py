@@ -141,29 +141,58 @@ def test_a_watched_relaxation_runs_planned_round_by_round():
         assert watched.energy == plain.energy == energies
 
 
-@pytest.mark.parametrize("mode, schedule", [("fixed", "jacobi"), ("fixed", "event"),
-                                            ("strict", "jacobi"), ("strict", "ipc")])
-def test_a_planned_traffic_log_records_every_message_the_message_path_does(tmp_path, mode,
-                                                                          schedule):
+@pytest.mark.parametrize("name, mode, schedule", [
+    ("dag", "fixed", "jacobi"), ("dag", "fixed", "event"), ("dag", "strict", "jacobi"),
+    ("dag", "strict", "ipc"), ("rnn", "fixed", "jacobi"), ("tiled", "fixed", "jacobi"),
+    ("tiled", "fixed", "event")])
+def test_a_planned_traffic_log_records_every_message_the_message_path_does(tmp_path, name,
+                                                                          mode, schedule):
+    """Several batches (the first records message by message, the next from the phases'
+    templates), relaxing and training: the same records per batch, round, edge, kind and
+    bytes, and `traffic audit` passes both logs."""
     from neurolocal.traffic import TrafficRecorder, read_traffic
+    from neurolocal.traffic.audit import audit
 
-    graph = load_topology(TOPOLOGIES / "dag.yaml").graph
-    params = graph.init_params(0)
-    x, y = synthetic_batch(graph, 4, seed=0)
-    records, results = [], []
+    graph = tiled(3) if name == "tiled" else load_topology(TOPOLOGIES / f"{name}.yaml").graph
+    eta = 1.0 if mode == "fixed" else 0.2
+    settings = {"engine": "local", "mode": mode, "schedule": schedule, "eta": eta,
+                "iterations": 5, "read_inputs": True}
+    records, messages = [], []
     for planned in (True, False):
         directory = tmp_path / str(planned)
         recorder = TrafficRecorder(directory, "run", "local", graph=graph.name,
-                                   settings={"eta": 0.2, "iterations": 5, "read_inputs": True})
+                                   settings=settings)
+        params = copy(graph.init_params(0))
         e = engine(graph, params, mode, schedule, planned, recorder)
-        results.append(e.relax(x, y, eta=0.2, iterations=5, read_inputs=True))
+        counted = [e.relax(*synthetic_batch(graph, 4, seed=b), eta=eta, iterations=5,
+                           read_inputs=True).messages for b in range(3)]
         assert (e.shards[0].path == "planned") is planned
         e.close()
+        log = read_traffic(directory)
+        result = audit(log, graph)
+        assert result.ok and (result.counts_checked or schedule == "ipc"), result.violations
+        c = log.columns
+        records.append(Counter(zip(*(c[k].tolist() for k in ("batch", "round", "src", "dst",
+                                                              "kind", "bytes")))))
+        messages.append(counted)
+    assert records[0] == records[1] and sum(records[0].values()) == sum(messages[0])
+    assert messages[0] == messages[1]
+    # a training run's log: the same records (tied `partial`/`param` messages included)
+    trained = []
+    for planned in (True, False):
+        directory = tmp_path / f"train-{planned}"
+        recorder = TrafficRecorder(directory, "run", "local", graph=graph.name,
+                                   settings={**settings, "read_inputs": False})
+        params = copy(graph.init_params(0))
+        e = engine(graph, params, mode, schedule, planned, recorder)
+        e.restore(params, None, Learning("adam", 1e-2))
+        for b in range(3):
+            e.train_step(*synthetic_batch(graph, 4, seed=b), eta=eta, iterations=5)
+        e.close()
         c = read_traffic(directory).columns
-        records.append(Counter(zip(*(list(c[k]) for k in ("batch", "round", "src", "dst",
-                                                           "kind", "bytes")))))
-    assert records[0] == records[1] and sum(records[0].values()) == results[0].messages
-    assert results[0].energy == results[1].energy
+        trained.append(Counter(zip(*(c[k].tolist() for k in ("batch", "round", "src", "dst",
+                                                              "kind", "bytes")))))
+    assert trained[0] == trained[1]
 
 
 def test_the_message_path_runs_where_the_plan_cannot():

@@ -44,6 +44,8 @@ class PlanState:
             group.claim_incoming(self.mailbox)
         self.store: dict[tuple[str, str], np.ndarray] = {}
         self.shape = None
+        #: traffic templates per (batch size, dtype): phase -> Template (traffic.py)
+        self.templates: dict = {}
 
     def prepare(self, batch: int, dtype) -> None:
         if self.shape == (batch, dtype):
@@ -84,7 +86,10 @@ class PlannedRounds:
         self.next_update = 1
         self.closed = False
         self.sent = 0
-        self.traffic = PlanTraffic(shard) if shard.log is not None else None
+        self.traffic = (PlanTraffic(shard, state.templates.setdefault(
+            (batch, self.dtype.str), {})) if shard.log is not None else None)
+        #: this batch records its messages one by one (the layout's first logged batch)
+        self.capture = self.traffic is not None and self.traffic.capturing
         R = layout.rounds
         self.history = [np.empty((R + 1, len(g.members))) for g in self.groups]
 
@@ -122,13 +127,16 @@ class PlannedRounds:
             else:
                 values[item] = rule.predict([values[p] for p in rule.parents])
             self._after_forward(slots[item])
+        if self.traffic is not None:
+            self.traffic.phase("forward")
 
     def _forward_group(self, index: int, rules) -> None:
         group, slots = self.groups[index], self.slots
         group.forward(rules, self.values, self.dtype, lambda name: slots[name].optimizer)
         energies = group.energies()
         self.history[index][0] = energies
-        observer, traffic, values = self.shard.observer, self.traffic, self.values
+        observer, values = self.shard.observer, self.values
+        traffic = self.traffic if self.capture else None
         for g, name in enumerate(group.members):
             slot = slots[name]
             slot.round = 0
@@ -149,7 +157,7 @@ class PlannedRounds:
         shard, R, name, rule = self.shard, self.layout.rounds, slot.name, slot.rule
         children = slot.children
         self.sent += len(children)
-        if self.traffic is not None and children:
+        if self.capture and children:
             self.traffic.values(0, name, children, self.values[name])
         if shard.observer is not None:
             shard.observer.forward(shard, name)
@@ -202,7 +210,8 @@ class PlannedRounds:
 
     def _strict_update(self, u: int) -> None:
         # phase A: relax every hidden vertex (ipc: its weight step first), values travel
-        shard, slots, traffic = self.shard, self.slots, self.traffic
+        shard, slots = self.shard, self.slots
+        traffic = self.traffic if self.capture else None
         if self.ipc:
             for name in self.layout.predicting:
                 slot = slots[name]
@@ -217,6 +226,8 @@ class PlannedRounds:
             self.sent += len(children)
             if traffic is not None and children:
                 traffic.values(u, name, children, value)
+        if self.traffic is not None:
+            self.traffic.phase(("values", u))
         # phase B: every vertex re-predicts from the moved values, then speaks
         values, frozen = self.values, self.layout.frozen
         for name in self.layout.predicting:
@@ -253,6 +264,8 @@ class PlannedRounds:
                     slots[name].round = u
                 if self.layout.group_speaks(index, u):
                     self._group_speak(index, u)
+        if self.traffic is not None and not last:
+            self.traffic.phase(("feedback", u))
 
     def _close_group(self, index: int, u: int) -> None:
         """A group's last update: energies, dL/dx to inputs, Hebbian updates, learning —
@@ -287,7 +300,7 @@ class PlannedRounds:
     def _group_speak(self, index: int, tag: int) -> None:
         group = self.groups[index]
         self.sent += group.speak()
-        if self.traffic is not None:
+        if self.capture:
             for k in group.relaxing:
                 for g, (m, p) in enumerate(zip(group.members, group.parents[k])):
                     self.traffic.feedback(tag, m, p, group.out[k][g])
@@ -304,7 +317,7 @@ class PlannedRounds:
                 if (name, parent) in rows:
                     self.mailbox.view((name, parent))[...] = message
                 self.sent += 1
-                if self.traffic is not None:
+                if self.capture:
                     self.traffic.feedback(tag, name, parent, message)
 
     def speak_inputs(self, slot) -> None:
