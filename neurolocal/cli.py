@@ -123,10 +123,11 @@ def cmd_check_grad(args) -> int:
     if args.json:
         report = check.as_dict()
         report["engine"] = args.engine
+        report["path"] = relaxation.extras.get("path")
         report.update(relaxation.extras.get("report", {}))
         print(json.dumps(report))
     else:
-        _print_check(check, args)
+        _print_check(check, args, relaxation.extras.get("path"))
         report = relaxation.extras.get("report", {})
         if "messages_lost" in report:   # sim, or Ray with injected asynchrony
             print(f"asynchrony: {report['messages_lost']} message(s) lost, "
@@ -141,10 +142,11 @@ CHECK_TABLE_ROWS = 20
 CHECK_WORST_ROWS = 10
 
 
-def _print_check(check, args) -> None:
+def _print_check(check, args, path: str | None) -> None:
     stale = f", staleness {check.staleness}" if check.staleness else ""
     print(f"{check.graph}: {args.engine} engine, {check.mode} mode, eta {check.eta}, "
-          f"{check.iterations} iterations (depth {check.depth}{stale}), loss {check.loss:.6g}")
+          f"{check.iterations} iterations (depth {check.depth}{stale}), loss {check.loss:.6g}"
+          + (f"; {path} rounds" if path else ""))
     rows = check.rows
     summarise = len(rows) > CHECK_TABLE_ROWS and not args.all
     if summarise:

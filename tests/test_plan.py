@@ -280,3 +280,20 @@ def test_stacked_groups_pipeline_as_the_message_path_bit_for_bit():
     assert runs[0][:2] == runs[1][:2]
     same_arrays(runs[0][2][0], runs[1][2][0])
     same_arrays(runs[0][2][1], runs[1][2][1])
+
+
+def test_the_path_that_ran_is_said(tmp_path, capsys):
+    """check-grad prints and writes which path ran; `run` counts batches per path in
+    metrics.json."""
+    import json
+
+    from conftest import cli_code
+
+    assert cli_code("check-grad", TOPOLOGIES / "mlp.yaml", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["path"] == "planned"
+    out = tmp_path / "run"
+    assert cli_code("run", TOPOLOGIES / "mlp.yaml", "--engine", "local", "--epochs", "1",
+                    "--out", out, "--no-depth-audit") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = metrics["runs"]["pc"]["engine_report"]
+    assert report["batches_planned_path"] > 0 and "batches_message_path" not in report

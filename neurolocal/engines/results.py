@@ -47,6 +47,13 @@ def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
                 vertex_energy={n: list(energy[n]) for n in graph.order})
 
 
+def round_path(results: Sequence[dict]) -> str:
+    """Which path the shards' rounds took (docs/rounds.md §9): "planned", "message", or
+    "mixed" (some shards each)."""
+    paths = {result.get("path", "message") for result in results}
+    return paths.pop() if len(paths) == 1 else "mixed"
+
+
 def energy_per_round(graph: Graph, energy: dict, rounds: int) -> list[float]:
     """The energy of each round: every vertex's, summed in graph order (the columns of
     the vertices' lists, added as Python's sum adds them)."""

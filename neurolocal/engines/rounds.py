@@ -82,6 +82,7 @@ from neurolocal.vertex import VertexRule
 from neurolocal.engines.results import (  # noqa: F401
     merge_results,
     merge_snapshots,
+    round_path,
     step_from_results,
     vertex_energy,
 )
@@ -437,7 +438,8 @@ class Shard:
         parameters stay with the vertices."""
         slots = self.slots.values()
         if self.settings.learning is not None:
-            out = {"energy": {s.name: s.energy for s in slots}, "counts": dict(self.counts)}
+            out = {"energy": {s.name: s.energy for s in slots}, "counts": dict(self.counts),
+                   "path": self.path}
             if self.graph.output in self.slots:
                 output = self.slots[self.graph.output].rule
                 out["loss"] = output.loss_value
@@ -450,6 +452,7 @@ class Shard:
             "input_feedback": dict(self.input_feedback),
             "energy": {s.name: s.energy for s in slots},
             "counts": dict(self.counts),
+            "path": self.path,
         }
         if self.graph.output in self.slots:
             output = self.slots[self.graph.output].rule
