@@ -44,7 +44,7 @@ def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
             loss, hits = result["loss"], result["hits"]
     return Step(loss=loss, hits=hits, messages=messages,
                 energy=energy_per_round(graph, energy, rounds),
-                vertex_energy={n: list(energy[n]) for n in graph.order})
+                vertex_energy={n: energy[n] for n in graph.order})
 
 
 def round_path(results: Sequence[dict]) -> str:

@@ -69,6 +69,7 @@ before and after a call (docs/rounds.md §8).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
@@ -225,8 +226,9 @@ class Slot:
         self.round: int | None = None                      # None: forward pass not done
         self.relaxed = False                               # strict: phase A of round+1 done
         self.values: dict[str, np.ndarray] = {}            # parent -> forward value
-        self.moved: dict[str, dict[int, np.ndarray]] = {p: {} for p in self.moving_parents}
-        self.inbox: dict[str, dict[int, np.ndarray]] = {c: {} for c in self.children}
+        # per neighbour, made on first use (a planned batch never touches most of them)
+        self.moved: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+        self.inbox: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
         self.energy: list[float] = []
         self.finished = False                              # relaxation (and dL/dx) over
         self.update: dict[str, np.ndarray] = {}            # own Hebbian update, once final
@@ -405,12 +407,16 @@ class Shard:
     def progress(self, vertex: str) -> tuple[int | None, bool]:
         """(updates done, None before the forward pass; finished relaxing) of a vertex."""
         slot = self.slots[vertex]
+        if self._runner is not None:
+            done = self._runner.updates_done(vertex)
+            if done is not None:
+                return done, False
         return slot.round, slot.finished
 
     def waiting_rounds(self) -> int:
         """The lowest update count among this shard's vertices (0 before any forward
         pass): the round a horizon may hold them at without undoing anything."""
-        return min(s.round or 0 for s in self.slots.values())
+        return min(self.progress(n)[0] or 0 for n in self.names)
 
     @property
     def learning_held(self) -> bool:

@@ -39,6 +39,14 @@ MIN_GROUP = 2
 BINDING = "_moments_stacked_by"
 
 
+def stack(arrays: list) -> np.ndarray:
+    """Arrays of one shape and dtype as one array, the first axis new (np.stack's result,
+    made by one concatenation: np.stack checks every array's shape in Python)."""
+    first = arrays[0]
+    return np.concatenate(arrays).reshape(len(arrays), *first.shape) if first.ndim else \
+        np.array(arrays)
+
+
 def weight_names(op, parents: int) -> tuple[str, ...]:
     return ("weight",) if type(op) is Dense else tuple(f"weight{k}" for k in range(parents))
 
@@ -121,6 +129,7 @@ class DenseGroup:
                                      if schedule.needed(c, u) is not None) for m in members)
                       for u in self.relaxes}
         self.gather: dict[int, np.ndarray] = {}
+        self._rows: dict[int, object] = {}   # parent slot -> rows of one source group
 
     # --- the mailbox -------------------------------------------------------------------
 
@@ -156,8 +165,8 @@ class DenseGroup:
 
     def _gather_weights(self) -> None:
         """The members' current weights, stacked; and when they were taken (see `_current`)."""
-        self.W = [np.stack([r.params[n] for r in self.rules]) for n in self.names]
-        self.b = np.stack([r.params["bias"] for r in self.rules]) if self.op.bias else None
+        self.W = [stack([r.params[n] for r in self.rules]) for n in self.names]
+        self.b = stack([r.params["bias"] for r in self.rules]) if self.op.bias else None
         self._gathered = self._version()
 
     def _version(self):
@@ -172,12 +181,28 @@ class DenseGroup:
         if self._version() != self._gathered:
             self._gather_weights()
 
-    def forward(self, rules, values: dict, dtype, optimizers) -> None:
+    def _parent_values(self, k: int, values: dict, sources: dict) -> np.ndarray:
+        """The members' k-th parents' values, stacked: rows of one group's predictions taken
+        in one indexing when every such parent is in that group, else stacked one by one."""
+        parents = self.parents[k]
+        source = sources.get(parents[0])
+        if source is not None:
+            group, rows = source[0], self._rows.get(k)
+            if rows is None:
+                found = [sources.get(p) for p in parents]
+                rows = (np.array([f[1] for f in found], dtype=np.intp)
+                        if all(f is not None and f[0] is group for f in found) else False)
+                self._rows[k] = rows
+            if rows is not False:
+                return group.P[rows]
+        return stack([values[p] for p in parents])
+
+    def forward(self, rules, values: dict, dtype, optimizers, sources: dict) -> None:
         """Every member's prediction from its parents' values; members' rules see views."""
         self.rules = [rules[m] for m in self.members]
         self.optimizer_of = optimizers
         self._gather_weights()
-        self.X = [np.stack([values[p] for p in self.parents[k]]) for k in range(self.K)]
+        self.X = [self._parent_values(k, values, sources) for k in range(self.K)]
         z = np.matmul(self.X[0], self.W[0])
         for k in range(1, self.K):
             z += np.matmul(self.X[k], self.W[k])

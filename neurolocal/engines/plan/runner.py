@@ -37,6 +37,9 @@ class PlanState:
     def __init__(self, graph, schedule, layout: Layout):
         self.layout = layout
         self.groups = [DenseGroup(graph, schedule, members) for members in layout.groups]
+        #: vertex -> (its group, its row): where a group finds its parents' predictions
+        self.sources = {m: (group, g) for group in self.groups
+                        for g, m in enumerate(group.members)}
         self.mailbox = Mailbox()
         for group in self.groups:
             group.claim_outgoing(self.mailbox)
@@ -112,6 +115,13 @@ class PlannedRounds:
             self.sent = 0
         return shard._advance() if self.closed else shard._flush()
 
+    def updates_done(self, vertex: str) -> int | None:
+        """Updates a grouped vertex has done mid-batch (its slot learns its round when the
+        group closes); None: the slot knows (a vertex run alone, or a closed batch)."""
+        if self.closed or vertex not in self.state.sources:
+            return None
+        return self.next_update - 1
+
     # --- the forward pass ----------------------------------------------------------------
 
     def _forward(self) -> None:
@@ -132,7 +142,8 @@ class PlannedRounds:
 
     def _forward_group(self, index: int, rules) -> None:
         group, slots = self.groups[index], self.slots
-        group.forward(rules, self.values, self.dtype, lambda name: slots[name].optimizer)
+        group.forward(rules, self.values, self.dtype, lambda name: slots[name].optimizer,
+                      self.state.sources)
         energies = group.energies()
         self.history[index][0] = energies
         observer, values = self.shard.observer, self.values
@@ -259,10 +270,7 @@ class PlannedRounds:
             self.history[index][u] = group.energies()
             if last:
                 self._close_group(index, u)
-            else:
-                for name in group.members:
-                    slots[name].round = u
-                if self.layout.group_speaks(index, u):
+            elif self.layout.group_speaks(index, u):
                     self._group_speak(index, u)
         if self.traffic is not None and not last:
             self.traffic.phase(("feedback", u))
