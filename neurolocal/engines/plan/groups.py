@@ -328,3 +328,81 @@ def _settings(optimizer) -> tuple:
     """An optimizer's hyperparameters (everything but its state and step count)."""
     return tuple(sorted((k, v) for k, v in vars(optimizer).items()
                         if k not in ("state", "step_count", BINDING)))
+
+
+# --- vertices that run alone, with many edges ------------------------------------------------
+
+#: a vertex running alone sums its children's feedback with one gather (WideReceiver) from
+#: this many children on
+WIDE = 8
+
+
+def splits_evenly(graph, name: str) -> bool:
+    """A `concat` of flat parents of one shape, each once and each relaxing: its J^T eps to
+    parent k is the k-th equal slice of its error (`ConcatSender`)."""
+    from neurolocal.ops.structure import Concat
+
+    spec = graph.vertices[name]
+    parents = tuple(spec.parents)
+    if type(spec.op) is not Concat or len(parents) < WIDE or len(set(parents)) != len(parents):
+        return False
+    shapes = {graph.shapes[p] for p in parents}
+    return len(shapes) == 1 and len(next(iter(shapes))) == 1 and not any(
+        graph.is_input(p) for p in parents)
+
+
+class ConcatSender:
+    """A concat vertex's J^T eps — its error cut into its parents' slices — written into
+    consecutive mailbox rows as one copy (the message path's `Concat.vjp`, without a
+    message per parent)."""
+
+    def __init__(self, graph, name: str):
+        self.name = name
+        self.parents = tuple(graph.vertices[name].parents)
+        self.shape = graph.shapes[self.parents[0]]
+
+    def claim(self, mailbox: Mailbox) -> None:
+        for p in self.parents:
+            mailbox.add((self.name, p), self.shape)
+
+    def bind(self, mailbox: Mailbox, store: dict) -> None:
+        first = mailbox.rows[(self.name, self.parents[0])][1]
+        self.block = mailbox.arrays[self.shape][first:first + len(self.parents)]
+        for k, p in enumerate(self.parents):
+            store[(self.name, p)] = self.block[k]
+
+    def speak(self, rule) -> int:
+        error = rule.error
+        n, width = len(self.parents), self.shape[0]
+        self.block[...] = error.reshape(len(error), n, width).transpose(1, 0, 2)
+        return n
+
+
+class WideReceiver:
+    """A vertex running alone that sums many children's feedback: one gather over the
+    mailbox rows of its incoming edges (kernels.gather_sum), in the graph's order."""
+
+    def __init__(self, graph, schedule, name: str):
+        self.name = name
+        self.shape = graph.shapes[name]
+        children = graph.children[name]
+        self.reads = {u: tuple(c for c in children if schedule.needed(c, u) is not None)
+                      for u in range(1, schedule.rounds + 1)}
+        self.gather: dict[int, tuple] = {}
+
+    def claim(self, mailbox: Mailbox) -> None:
+        for u, children in self.reads.items():
+            index = np.zeros((1, max(len(children), 1)), dtype=np.int64)
+            for i, c in enumerate(children):
+                index[0, i] = mailbox.add((c, self.name), self.shape)
+            self.gather[u] = (index, np.array([len(children)], dtype=np.int64))
+
+    def bind(self, mailbox: Mailbox) -> None:
+        self.inbox = mailbox.arrays[self.shape]
+
+    def total(self, u: int, like: np.ndarray) -> np.ndarray:
+        index, counts = self.gather[u]
+        out = np.empty_like(like)
+        kernels.gather_sum(self.inbox.reshape(len(self.inbox), -1), index, counts,
+                           out.reshape(1, -1))
+        return out

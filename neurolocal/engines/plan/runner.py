@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurolocal.engines.plan.groups import DenseGroup, Mailbox
+from neurolocal.engines.plan.groups import (
+    WIDE,
+    ConcatSender,
+    DenseGroup,
+    Mailbox,
+    WideReceiver,
+    splits_evenly,
+)
 from neurolocal.engines.plan.layout import Layout
 from neurolocal.engines.plan.traffic import PlanTraffic
 from neurolocal.engines.schedule import CONSTANT
@@ -41,10 +48,20 @@ class PlanState:
         self.sources = {m: (group, g) for group in self.groups
                         for g, m in enumerate(group.members)}
         self.mailbox = Mailbox()
+        single = [n for n in layout.order if n not in self.sources]
+        #: concat vertices whose feedback is their error's equal slices, written at once
+        self.concats = {n: ConcatSender(graph, n) for n in single if splits_evenly(graph, n)}
+        #: vertices running alone that sum many children's feedback with one gather
+        self.wide = {n: WideReceiver(graph, schedule, n) for n in layout.hidden
+                     if len(graph.children[n]) >= WIDE}
         for group in self.groups:
             group.claim_outgoing(self.mailbox)
+        for sender in self.concats.values():
+            sender.claim(self.mailbox)
         for group in self.groups:
             group.claim_incoming(self.mailbox)
+        for receiver in self.wide.values():
+            receiver.claim(self.mailbox)
         self.store: dict[tuple[str, str], np.ndarray] = {}
         self.shape = None
         #: traffic templates per (batch size, dtype): phase -> Template (traffic.py)
@@ -58,6 +75,10 @@ class PlanState:
         self.store = {}
         for group in self.groups:
             group.bind(self.mailbox, self.store)
+        for sender in self.concats.values():
+            sender.bind(self.mailbox, self.store)
+        for receiver in self.wide.values():
+            receiver.bind(self.mailbox)
 
 
 class PlannedRounds:
@@ -204,13 +225,17 @@ class PlannedRounds:
     def _totals(self, u: int) -> None:
         """Relax phase: every relaxing vertex of update u sums its children's feedback (in
         the graph's order of children), then relaxes."""
-        slots, store, eta = self.slots, self.store, self.eta
+        slots, store, eta, wide = self.slots, self.store, self.eta, self.state.wide
         for name, children in self.layout.relaxers[u]:
+            rule = slots[name].rule
+            if name in wide and children:
+                rule.relax(wide[name].total(u, rule.value), eta)
+                continue
             total = None
             for child in children:
                 message = store[(child, name)]
                 total = message if total is None else total + message
-            slots[name].rule.relax(total, eta)
+            rule.relax(total, eta)
         for group in self.groups:
             if u in group.relaxes:
                 group.relax_values(u, eta)
@@ -317,6 +342,13 @@ class PlannedRounds:
         """J^T eps of `slot` to its relaxing parents, into the edge buffers
         (Shard._send_feedback, S = 0); a group reading an edge finds it in the mailbox."""
         rule = slot.rule
+        concat = self.state.concats.get(slot.name)
+        if concat is not None:
+            self.sent += concat.speak(rule)
+            if self.capture:
+                for parent, message in zip(concat.parents, concat.block):
+                    self.traffic.feedback(tag, slot.name, parent, message)
+            return
         messages = rule.feedback()
         store, name, rows = self.store, slot.name, self.rows
         for parent in slot.parents:
