@@ -200,11 +200,67 @@ def test_a_planned_traffic_log_records_every_message_the_message_path_does(tmp_p
 
 
 def test_the_message_path_runs_where_the_plan_cannot():
-    """Several shards, asynchronous rounds and traced vertices take the message path."""
+    """Simulated time hears every message (the sim transport listens to `stepped`), so it
+    takes the message path; the local engine's shards take the plan."""
+    from neurolocal.engines.sim import SimEngine
+
     graph = load_topology(TOPOLOGIES / "mlp.yaml").graph
-    e = LocalEngine(graph, graph.init_params(0), shards=2)
-    e.relax(*synthetic_batch(graph, 4, seed=0), eta=0.1, iterations=3)
-    assert {s.path for s in e.shards} == {"message"}
+    x, y = synthetic_batch(graph, 4, seed=0)
+    sim = SimEngine(graph, graph.init_params(0)).relax(x, y, eta=0.1, iterations=3)
+    local = LocalEngine(graph, graph.init_params(0), shards=2).relax(x, y, eta=0.1,
+                                                                     iterations=3)
+    assert (sim.extras["path"], local.extras["path"]) == ("message", "planned")
+    assert sim.energy == local.energy
+
+
+# --- shards that hold part of the graph ------------------------------------------------------
+
+def sharded(graph, params, mode, schedule, planned, shards):
+    e = LocalEngine(graph, params, mode=mode, schedule=schedule, shards=shards)
+    for shard in e.shards:
+        shard.use_plan = planned
+    return e
+
+
+@pytest.mark.parametrize("name, mode, schedule, eta, rounds",
+                         [(n, *case) for n in NAMES for case in CASES if applicable(n, case[1])])
+@pytest.mark.parametrize("shards", [2, 5])
+def test_shards_holding_part_of_the_graph_relax_as_the_message_path(name, mode, schedule, eta,
+                                                                    rounds, shards):
+    """Each shard runs its part planned, messages crossing shards (one list per
+    destination): every number is the one-shard message path's."""
+    graph = load_topology(TOPOLOGIES / f"{name}.yaml").graph
+    params = graph.init_params(1)
+    x, y = synthetic_batch(graph, 5, seed=2)
+    e = sharded(graph, params, mode, schedule, True, shards)
+    got = e.relax(x, y, eta=eta, iterations=rounds, read_inputs=True)
+    assert {s.path for s in e.shards} == {"planned"}
+    want = engine(graph, params, mode, schedule, False).relax(x, y, eta=eta, iterations=rounds,
+                                                              read_inputs=True)
+    same_relaxation(got, want)
+
+
+@pytest.mark.parametrize("graph_name", ["tiled", "tiled-full", "rnn", "dag"])
+@pytest.mark.parametrize("mode, schedule", [("fixed", "jacobi"), ("fixed", "event"),
+                                            ("strict", "jacobi")])
+def test_shards_holding_part_of_the_graph_train_as_the_message_path(graph_name, mode,
+                                                                    schedule):
+    graph = (tiled(3) if graph_name == "tiled" else tiled(0) if graph_name == "tiled-full"
+             else load_topology(TOPOLOGIES / f"{graph_name}.yaml").graph)
+    learning = Learning("adam", 1e-2)
+    runs = []
+    for planned, shards in ((True, 3), (False, 1)):
+        params = copy(graph.init_params(5))
+        e = sharded(graph, params, mode, schedule, planned, shards)
+        e.restore(params, None, learning)
+        steps = [e.train_step(*synthetic_batch(graph, 6, seed=b), eta=0.5, iterations=4)
+                 for b in range(4)]
+        runs.append((steps, e.snapshot()))
+    (steps_a, (params_a, state_a)), (steps_b, (params_b, state_b)) = runs
+    for a, b in zip(steps_a, steps_b):
+        assert (a.loss, a.hits, a.messages, a.energy) == (b.loss, b.hits, b.messages, b.energy)
+    same_arrays(params_a, params_b)
+    same_arrays(state_a, state_b)
 
 
 # --- stacked groups (engines/plan/groups.py) --------------------------------------------------

@@ -565,17 +565,17 @@ class Shard:
     # --- the rounds ----------------------------------------------------------------------
 
     def _plannable(self) -> bool:
-        """Synchronous rounds run from a compiled plan (docs/rounds.md §9) when this shard
-        holds the whole graph and nobody follows its messages one by one: staleness 0, no
-        trace, and an observer (if any) that hears forward passes and applied updates only
-        (`stepped` and `read` are the message path's events). A horizon, a traffic log and
-        tied groups are fine."""
+        """Synchronous rounds run from a compiled plan (docs/rounds.md §9) when nobody
+        follows the shard's messages one by one: staleness 0, no trace, and an observer
+        (if any) that hears forward passes and applied updates only (`stepped` and `read`
+        are the message path's events). A horizon, a traffic log, tied groups and other
+        shards (messages across them, one list per destination) are fine."""
         observer = self.observer
         listens = observer is not None and (
             type(observer).stepped is not RoundObserver.stepped
             or type(observer).read is not RoundObserver.read)
         return (self.use_plan and self.settings.staleness == 0 and not self.trace
-                and not listens and len(self.slots) == len(self.graph.order))
+                and not listens)
 
     def _planned(self) -> Outgoing:
         """Start the batch on the planned path (the runner keeps it until it closes)."""

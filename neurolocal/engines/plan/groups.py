@@ -199,7 +199,7 @@ class DenseGroup:
 
     def forward(self, rules, values: dict, dtype, optimizers, sources: dict) -> None:
         """Every member's prediction from its parents' values; members' rules see views."""
-        self.rules = [rules[m] for m in self.members]
+        self.rules = rules
         self.optimizer_of = optimizers
         self._gather_weights()
         self.X = [self._parent_values(k, values, sources) for k in range(self.K)]
@@ -398,7 +398,7 @@ class WideReceiver:
             self.gather[u] = (index, np.array([len(children)], dtype=np.int64))
 
     def bind(self, mailbox: Mailbox) -> None:
-        self.inbox = mailbox.arrays[self.shape]
+        self.inbox = mailbox.arrays.get(self.shape)   # None: it never reads a child
 
     def total(self, u: int, like: np.ndarray) -> np.ndarray:
         index, counts = self.gather[u]

@@ -50,7 +50,9 @@ class PlanState:
         self.mailbox = Mailbox()
         single = [n for n in layout.order if n not in self.sources]
         #: concat vertices whose feedback is their error's equal slices, written at once
-        self.concats = {n: ConcatSender(graph, n) for n in single if splits_evenly(graph, n)}
+        local = set(layout.order)
+        self.concats = {n: ConcatSender(graph, n) for n in single if splits_evenly(graph, n)
+                        and all(p in local for p in graph.vertices[n].parents)}
         #: vertices running alone that sum many children's feedback with one gather
         self.wide = {n: WideReceiver(graph, schedule, n) for n in layout.hidden
                      if len(graph.children[n]) >= WIDE}
@@ -66,6 +68,57 @@ class PlanState:
         self.shape = None
         #: traffic templates per (batch size, dtype): phase -> Template (traffic.py)
         self.templates: dict = {}
+        self._remote(graph, schedule, layout)
+        for group in self.groups:   # J^T eps of a member to a parent on another shard
+            group.remote_out = tuple((k, g, m, p) for k in group.relaxing
+                                     for g, (m, p) in enumerate(zip(group.members,
+                                                                    group.parents[k]))
+                                     if p not in self.local)
+
+    def _remote(self, graph, schedule, layout: Layout) -> None:
+        """What this shard's rounds need from other shards, and send them (a shard that
+        holds part of the graph): per forward item, its remote parents; per update, the
+        remote children's feedback each relaxer reads (with its tag) and, in strict mode,
+        the remote parents' moved values each re-prediction reads."""
+        local = set(layout.order)
+        self.local = local
+        self.remote_children = {n: tuple(c for c in graph.children[n] if c not in local)
+                                for n in layout.order}
+        self.local_children = {n: tuple(c for c in graph.children[n] if c in local)
+                               for n in layout.order}
+        groups = {i: members for i, members in enumerate(layout.groups)}
+        self.forward_needs = {}
+        #: per forward item, its local parents (a shard's item may wait on a local parent
+        #: that waits on another shard); empty when the whole graph is here (level order)
+        self.forward_after = {}
+        whole = len(local) == len(graph.order)
+        for item in layout.forward:
+            members = groups[item] if isinstance(item, int) else (item,)
+            parents = [(m, p) for m in members for p in dict.fromkeys(graph.vertices[m].parents)]
+            self.forward_needs[item] = tuple((m, p) for m, p in parents if p not in local)
+            self.forward_after[item] = () if whole else tuple(
+                dict.fromkeys(p for _, p in parents if p in local))
+        relaxing = [n for n in layout.order if not graph.is_input(n) and n != graph.output]
+        self.needs_feedback = [()]
+        for u in range(1, layout.rounds + 1):
+            row = []
+            for v in relaxing:
+                if not schedule.relaxes(v, u, graph.children[v]):
+                    continue
+                for c in self.remote_children[v]:
+                    tag = schedule.needed(c, u)
+                    if tag is not None:
+                        row.append((v, c, tag))
+            self.needs_feedback.append(tuple(row))
+        self.needs_values = ()
+        if schedule.strict:
+            self.needs_values = tuple(
+                (v, p) for v in layout.order if not graph.is_input(v)
+                and v not in layout.frozen
+                for p in dict.fromkeys(graph.vertices[v].parents)
+                if p not in local and not graph.is_input(p))
+        #: the whole graph is here: nothing to wait for, nothing to send
+        self.whole = len(local) == len(graph.order)
 
     def prepare(self, batch: int, dtype) -> None:
         if self.shape == (batch, dtype):
@@ -97,38 +150,54 @@ class PlannedRounds:
         self.ipc = shard.schedule.ipc
         self.graph = shard.graph
         self.dtype = np.dtype(settings.dtype)
-        batch = len(next(iter(self.slots[n].rule.value for n in layout.order
-                               if self.slots[n].rule.role == "input")))
-        state.prepare(batch, self.dtype)
-        #: the newest J^T eps each vertex sent each relaxing parent: (src, dst) -> array
-        self.store = state.store
         self.rows = state.mailbox.rows
         self.mailbox = state.mailbox
         self.groups = state.groups
-        #: forward values: what each vertex sent its children in round 0
+        #: forward values: what each vertex sent its children in round 0 (and the values
+        #: of remote parents, once they arrive)
         self.values: dict[str, object] = {}
+        self.waiting = list(layout.forward)   # forward items not run yet
         self.next_update = 1
+        self.phase_b = False   # strict: update next_update's values are out, phase B next
         self.closed = False
         self.sent = 0
-        self.traffic = (PlanTraffic(shard, state.templates.setdefault(
-            (batch, self.dtype.str), {})) if shard.log is not None else None)
-        #: this batch records its messages one by one (the layout's first logged batch)
-        self.capture = self.traffic is not None and self.traffic.capturing
+        self.prepared = False
+        self.traffic = None
+        self.capture = False
         R = layout.rounds
         self.history = [np.empty((R + 1, len(g.members))) for g in self.groups]
+
+    def _prepare(self, batch: int) -> None:
+        """The batch size is known (the first value seen): buffers and traffic templates."""
+        self.prepared = True
+        state = self.state
+        state.prepare(batch, self.dtype)
+        #: the newest J^T eps each vertex sent each relaxing parent: (src, dst) -> array
+        self.store = state.store
+        if self.shard.log is not None:
+            self.traffic = PlanTraffic(self.shard, state.templates.setdefault(
+                (batch, self.dtype.str), {}))
+            #: this batch records its messages one by one (the layout's first logged batch)
+            self.capture = self.traffic.capturing
 
     # --- entry points --------------------------------------------------------------------
 
     def start(self):
-        self._forward()
         return self.resume()
 
     def resume(self):
-        """Run the rounds the horizon allows; after the last, the machine closes the batch."""
+        """Run what the messages held and the horizon allow: the forward pass, then whole
+        updates (each once every remote message it reads is here); after the last, the
+        machine closes the batch."""
         shard, R = self.shard, self.layout.rounds
+        if self.waiting:
+            self._forward()
+            if self.waiting:
+                return shard._flush()
         while self.next_update <= R and (shard.horizon is None
                                          or self.next_update <= shard.horizon):
-            self._update(self.next_update)
+            if not self._update(self.next_update):
+                return shard._flush()
             self.next_update += 1
         if self.next_update > R and not self.closed:
             self.closed = True
@@ -146,36 +215,57 @@ class PlannedRounds:
     # --- the forward pass ----------------------------------------------------------------
 
     def _forward(self) -> None:
-        shard, slots, values, R = self.shard, self.slots, self.values, self.layout.rounds
-        rules = {n: slots[n].rule for n in self.layout.order}
-        for item in self.layout.forward:
-            if isinstance(item, int):
-                self._forward_group(item, rules)
+        """Every forward item whose parents' values are here (remote ones as messages)."""
+        slots, values = self.slots, self.values
+        needs, after = self.state.forward_needs, self.state.forward_after
+        waiting = []
+        for item in self.waiting:
+            if after[item] and not all(p in values for p in after[item]):
+                waiting.append(item)
                 continue
-            rule = rules[item]
+            remote = needs[item]
+            if remote:
+                if not all(p in slots[m].values for m, p in remote):
+                    waiting.append(item)
+                    continue
+                for m, p in remote:
+                    values[p] = slots[m].values[p]
+            if not self.prepared:
+                self._prepare(self._batch_size(item))
+            if isinstance(item, int):
+                self._forward_group(item)
+                continue
+            rule = slots[item].rule
             if rule.role == "input":
                 values[item] = rule.value
             else:
                 values[item] = rule.predict([values[p] for p in rule.parents])
             self._after_forward(slots[item])
-        if self.traffic is not None:
+        self.waiting = waiting
+        if not waiting and self.traffic is not None:
             self.traffic.phase("forward")
 
-    def _forward_group(self, index: int, rules) -> None:
+    def _batch_size(self, item) -> int:
+        name = self.groups[item].members[0] if isinstance(item, int) else item
+        rule = self.slots[name].rule
+        if rule.role == "input":
+            return len(rule.value)
+        parent = rule.parents[0]
+        return len(self.values[parent])
+
+    def _forward_group(self, index: int) -> None:
         group, slots = self.groups[index], self.slots
-        group.forward(rules, self.values, self.dtype, lambda name: slots[name].optimizer,
-                      self.state.sources)
+        group.forward([slots[m].rule for m in group.members], self.values, self.dtype,
+                      lambda name: slots[name].optimizer, self.state.sources)
         energies = group.energies()
         self.history[index][0] = energies
         observer, values = self.shard.observer, self.values
         traffic = self.traffic if self.capture else None
+        local, remote = self.state.local_children, self.state.remote_children
         for g, name in enumerate(group.members):
             slot = slots[name]
             slot.round = 0
-            children = slot.children
-            self.sent += len(children)
-            if traffic is not None and children:
-                traffic.values(0, name, children, values[name])
+            self._values_out(0, name, values[name], local[name], remote[name], traffic)
             if observer is not None:
                 observer.forward(self.shard, name)
         if self.layout.rounds > 0:
@@ -187,10 +277,8 @@ class PlannedRounds:
     def _after_forward(self, slot) -> None:
         """The message path's `_forward` after the prediction: sends, energy, feedback."""
         shard, R, name, rule = self.shard, self.layout.rounds, slot.name, slot.rule
-        children = slot.children
-        self.sent += len(children)
-        if self.capture and children:
-            self.traffic.values(0, name, children, self.values[name])
+        self._values_out(0, name, self.values[name], self.state.local_children[name],
+                         self.state.remote_children[name], self.traffic if self.capture else None)
         if shard.observer is not None:
             shard.observer.forward(shard, name)
         if rule.role == "input":
@@ -216,11 +304,47 @@ class PlannedRounds:
 
     # --- one update ----------------------------------------------------------------------
 
-    def _update(self, u: int) -> None:
-        if self.strict:
-            self._strict_update(u)
-        else:
-            self._fixed_update(u)
+    def _update(self, u: int) -> bool:
+        """Update u, once the remote messages it reads are here. False: not yet (strict:
+        phase A may be done, phase B waits for the remote parents' moved values)."""
+        if not self.phase_b:
+            if not self._import_feedback(u):
+                return False
+            if not self.strict:
+                self._totals(u)
+                self._close(u, self.layout.hidden)
+                return True
+            self._strict_values(u)
+            self.phase_b = True
+        if not self._import_values(u):
+            return False
+        self.phase_b = False
+        self._strict_close(u)
+        return True
+
+    def _import_feedback(self, u: int) -> bool:
+        """The remote children's feedback update u reads, into the edge buffers."""
+        needs = self.state.needs_feedback[u]
+        if not needs:
+            return True
+        slots = self.slots
+        for v, c, tag in needs:
+            if tag not in slots[v].inbox[c]:
+                return False
+        store, rows, mailbox = self.store, self.rows, self.mailbox
+        for v, c, tag in needs:
+            box = slots[v].inbox[c]
+            store[(c, v)] = message = box[tag]
+            for old in [t for t in box if t < tag and t != CONSTANT]:
+                del box[old]
+            if (c, v) in rows:
+                mailbox.view((c, v))[...] = message
+        return True
+
+    def _import_values(self, u: int) -> bool:
+        """Strict mode: the remote parents' values of update u are here."""
+        slots = self.slots
+        return all(u in slots[v].moved[p] for v, p in self.state.needs_values)
 
     def _totals(self, u: int) -> None:
         """Relax phase: every relaxing vertex of update u sums its children's feedback (in
@@ -240,12 +364,9 @@ class PlannedRounds:
             if u in group.relaxes:
                 group.relax_values(u, eta)
 
-    def _fixed_update(self, u: int) -> None:
-        self._totals(u)
-        self._close(u, self.layout.hidden)
-
-    def _strict_update(self, u: int) -> None:
-        # phase A: relax every hidden vertex (ipc: its weight step first), values travel
+    def _strict_values(self, u: int) -> None:
+        """Strict phase A: relax every hidden vertex (ipc: its weight step first); the
+        values travel to the children."""
         shard, slots = self.shard, self.slots
         traffic = self.traffic if self.capture else None
         if self.ipc:
@@ -253,26 +374,31 @@ class PlannedRounds:
                 slot = slots[name]
                 if slot.rule.params:
                     shard._accumulate(slot)
-        moved = {}
+        self.moved = moved = {}
         self._totals(u)
+        local, remote = self.state.local_children, self.state.remote_children
         for name in self.layout.hidden:
-            slot = slots[name]
-            moved[name] = value = slot.rule.value_message()
-            children = slot.children
-            self.sent += len(children)
-            if traffic is not None and children:
-                traffic.values(u, name, children, value)
+            moved[name] = value = slots[name].rule.value_message()
+            self._values_out(u, name, value, local[name], remote[name], traffic)
         if self.traffic is not None:
             self.traffic.phase(("values", u))
-        # phase B: every vertex re-predicts from the moved values, then speaks
-        values, frozen = self.values, self.layout.frozen
+
+    def _strict_close(self, u: int) -> None:
+        """Strict phase B: every vertex re-predicts from the moved values, then speaks."""
+        slots, moved, values, frozen = self.slots, self.moved, self.values, self.layout.frozen
+        local = self.state.local
         for name in self.layout.predicting:
-            rule = slots[name].rule
+            slot = slots[name]
+            rule = slot.rule
             if name in frozen:   # the same prediction: only the error moves
                 if rule.role == "hidden":
                     rule.refresh_error()
-            else:
-                rule.repredict([moved[p] if p in moved else values[p] for p in rule.parents])
+                continue
+            rule.repredict([moved[p] if p in moved
+                            else values[p] if p in local or self.graph.is_input(p)
+                            else slot.moved[p][u] for p in rule.parents])
+        for v, p in self.state.needs_values:   # read: gone
+            slots[v].moved[p].pop(u, None)
         self._close(u, self.layout.predicting)
 
     def _close(self, u: int, names) -> None:
@@ -330,13 +456,27 @@ class PlannedRounds:
 
     # --- messages --------------------------------------------------------------------------
 
+    def _values_out(self, round_: int, name: str, value, local, remote, traffic) -> None:
+        """A value to the children: local ones read it where it is (counted, recorded);
+        remote ones get a message."""
+        self.sent += len(local)
+        if traffic is not None and local:
+            traffic.values(round_, name, local, value)
+        for child in remote:
+            self.shard._send(VALUE, round_, name, child, value)
+
     def _group_speak(self, index: int, tag: int) -> None:
         group = self.groups[index]
         self.sent += group.speak()
+        for k, g, m, p in group.remote_out:   # a copy: the block is written again next round
+            self.sent -= 1
+            self.shard._send(FEEDBACK, tag, m, p, group.out[k][g].copy())
         if self.capture:
+            local = self.state.local
             for k in group.relaxing:
                 for g, (m, p) in enumerate(zip(group.members, group.parents[k])):
-                    self.traffic.feedback(tag, m, p, group.out[k][g])
+                    if p in local:
+                        self.traffic.feedback(tag, m, p, group.out[k][g])
 
     def speak(self, slot, tag: int) -> None:
         """J^T eps of `slot` to its relaxing parents, into the edge buffers
@@ -350,9 +490,12 @@ class PlannedRounds:
                     self.traffic.feedback(tag, slot.name, parent, message)
             return
         messages = rule.feedback()
-        store, name, rows = self.store, slot.name, self.rows
+        store, name, rows, local = self.store, slot.name, self.rows, self.state.local
         for parent in slot.parents:
             if parent in messages:
+                if parent not in local:
+                    self.shard._send(FEEDBACK, tag, name, parent, messages[parent])
+                    continue
                 store[(name, parent)] = message = messages[parent]
                 if (name, parent) in rows:
                     self.mailbox.view((name, parent))[...] = message
