@@ -438,7 +438,7 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "placement_from": "--placement-from",
                 "placement": "--placement", "timeout": "--timeout",
                 "max_restarts": "--max-restarts", "fault": "--fault", "pipeline": "--pipeline",
-                "post_ahead": "--post-ahead", "dtype": "--dtype"}
+                "post_ahead": "--post-ahead", "dtype": "--dtype", "rounds": "--rounds"}
 
 
 #: the one table of parameters and the flags that set them: library errors name the
@@ -491,6 +491,10 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                              "in fixed mode with synchronous rounds, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    parser.add_argument("--rounds", choices=("auto", "message"), default="auto",
+                        help="auto (default): synchronous rounds run from a plan compiled "
+                             "from the schedule where they can (docs/rounds.md §9); message: "
+                             "always one message at a time (the same numbers, slower)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="what the vertices compute in and send: float64 (default) or "
                              "float32 (half the bytes, faster matmuls; agrees with backprop to "

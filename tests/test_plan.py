@@ -351,6 +351,8 @@ def test_the_path_that_ran_is_said(tmp_path, capsys):
 
     assert cli_code("check-grad", TOPOLOGIES / "mlp.yaml", "--json") == 0
     assert json.loads(capsys.readouterr().out)["path"] == "planned"
+    assert cli_code("check-grad", TOPOLOGIES / "mlp.yaml", "--json", "--rounds", "message") == 0
+    assert json.loads(capsys.readouterr().out)["path"] == "message"
     out = tmp_path / "run"
     assert cli_code("run", TOPOLOGIES / "mlp.yaml", "--engine", "local", "--epochs", "1",
                     "--out", out, "--no-depth-audit") == 0

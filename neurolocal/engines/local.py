@@ -54,7 +54,7 @@ class LocalTransport:
     capabilities = CAPABILITIES["local"]
 
     def __init__(self, graph: Graph, mode: str, recorder: TrafficRecorder | None = None,
-                 shards: int = 1, ledger: StalenessLedger | None = None):
+                 shards: int = 1, ledger: StalenessLedger | None = None, plan: bool = True):
         self.graph = graph
         self.mode = mode
         self.recorder = recorder
@@ -65,6 +65,8 @@ class LocalTransport:
         self._log = (ShardLog(recorder, ["local"] * len(groups), [None] * len(groups))
                      if recorder is not None else None)
         self.shards = [Shard(graph, names, owners, mode, self._log) for names in groups]
+        for shard in self.shards:   # EngineConfig.rounds: "message" turns the plan off
+            shard.use_plan = plan
         #: pipelining: lane 0 is `shards`; the others are made as batches enter
         self.lanes = [self.shards]
 
@@ -246,7 +248,8 @@ class LocalEngine(Engine):
                                         dtype=dtype)
         Engine.check(config, graph, LocalTransport)
         ledger = StalenessLedger()
-        transport = LocalTransport(graph, config.mode, recorder, shards, ledger)
+        transport = LocalTransport(graph, config.mode, recorder, shards, ledger,
+                                   plan=config.rounds != "message")
         super().__init__(config, graph, initial_params(graph, params, seed, config.dtype),
                          transport, ledger)
         transport.load(self.params)
