@@ -250,6 +250,8 @@ class Slot:
 
     def report(self) -> dict[str, np.ndarray]:
         """The updates this vertex reports: tied partials summed in graph order."""
+        if not self.partial_senders and not self.rule.sends and not self.rule.expects:
+            return self.update   # untied: its own update, as computed
         received = [p for sender in self.partial_senders for p in self.partials[sender]]
         return self.rule.receive_partials(self.update, received)
 

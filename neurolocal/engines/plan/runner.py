@@ -462,6 +462,8 @@ class PlannedRounds:
         self.sent += len(local)
         if traffic is not None and local:
             traffic.values(round_, name, local, value)
+        if remote and value.base is not None:   # a group's row: send it, not its stack
+            value = value.copy()
         for child in remote:
             self.shard._send(VALUE, round_, name, child, value)
 
