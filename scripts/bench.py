@@ -410,7 +410,7 @@ def bench_scale(quick: bool) -> None:
         ray.shutdown()
 
 
-# --- 11. the planned path (issue 24): rounds at the speed of their arithmetic -----------------
+# --- 12. the planned path (issue 24): rounds at the speed of their arithmetic -----------------
 
 
 def tiled_graph(vertices: int, layers: int = 4):
@@ -437,7 +437,7 @@ def bench_planned(quick: bool) -> None:
     from neurolocal.gradcheck import synthetic_batch
     from neurolocal.traffic import TrafficRecorder
 
-    print("11. the planned path (issue 24): tiled graphs (width-4 tiles, fan-in 3, batch 32); "
+    print("12. the planned path (issue 24): tiled graphs (width-4 tiles, fan-in 3, batch 32); "
           "baseline: the message path, same graph, same run")
     repeats = 3 if quick else 5
 

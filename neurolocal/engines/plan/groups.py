@@ -120,7 +120,6 @@ class DenseGroup:
         self.parent_shapes = tuple(graph.shapes[p] for p in spec.parents)
         self.names = weight_names(self.op, self.K)
         self.shape = graph.shapes[members[0]]
-        self.children = tuple(graph.children[m] for m in members)
         self.relaxes = frozenset(u for u in range(1, schedule.rounds + 1)
                                  if schedule.relaxes(members[0], u,
                                                      graph.children[members[0]]))
@@ -152,11 +151,15 @@ class DenseGroup:
 
     def bind(self, mailbox: Mailbox, store: dict) -> None:
         """Views of the mailbox: the group's outgoing blocks, and each edge's buffer."""
-        self.inbox = mailbox.arrays[self.shape]
+        self.inbox = mailbox.arrays.get(self.shape)   # None: it reads no child
         self.out = {}
+        G = len(self.members)
         for k in self.relaxing:
-            first = mailbox.rows[(self.members[0], self.parents[k][0])][1]
-            block = mailbox.arrays[self.parent_shapes[k]][first:first + len(self.members)]
+            rows = [mailbox.rows[(m, p)][1] for m, p in zip(self.members, self.parents[k])]
+            first = rows[0]
+            if rows != list(range(first, first + G)):   # the machine's bug, never the user's
+                raise RuntimeError("a group's outgoing mailbox rows are not consecutive")
+            block = mailbox.arrays[self.parent_shapes[k]][first:first + G]
             self.out[k] = block
             for g, (m, p) in enumerate(zip(self.members, self.parents[k])):
                 store[(m, p)] = block[g]

@@ -422,7 +422,7 @@ class PlannedRounds:
             if last:
                 self._close_group(index, u)
             elif self.layout.group_speaks(index, u):
-                    self._group_speak(index, u)
+                self._group_speak(index, u)
         if self.traffic is not None and not last:
             self.traffic.phase(("feedback", u))
 
@@ -431,8 +431,6 @@ class PlannedRounds:
         the machine's `_close_update`, `_finish` and `_learn`, stacked."""
         shard, slots, group = self.shard, self.slots, self.groups[index]
         history = self.history[index][:u + 1]
-        if u == 0:
-            history[0] = group.energies()
         group.hebbian()
         learning = self.learning
         members = [slots[n] for n in group.members]
