@@ -210,7 +210,8 @@ class Slot:
         #: vertices that send this one partials of tied parameters it owns, in graph order
         senders = {v for group in graph.tied if group.owner[0] == self.name
                    for v, _ in group.members}
-        self.partial_senders = tuple(n for n in graph.order if n in senders)
+        self.partial_senders = (tuple(n for n in graph.order if n in senders) if senders
+                                else ())   # (a scan of the graph per tied owner only)
         #: training: member vertex -> [(member param, own param)] this owner sends values to
         self.param_receivers: dict[str, list[tuple[str, str]]] = {}
         for group in graph.tied:
