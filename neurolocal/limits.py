@@ -34,6 +34,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from neurolocal.bulk import paused_gc
 from neurolocal.checks import parse_number
 from neurolocal.errors import ConfigError, TopologyError, param
 
@@ -243,6 +244,13 @@ def check_document(text: str, budget: Budget, loader: Any, source: str | None = 
         raise TopologyError(f"document is {size} bytes, more than the budget of "
                             f"{budget.document_bytes}; "
                             f"{budget.raise_hint('document_bytes', size)}", source=source)
+    with paused_gc():    # a parse makes an object per event, none of them garbage
+        _count_events(yaml.parse(text, Loader=loader), budget, source)
+
+
+def _count_events(events, budget: Budget, source: str | None) -> None:
+    import yaml
+
     stack: list[list] = []          # [count, anchor] of each open collection
     anchors: dict[str, int] = {}
     total = 0
@@ -259,8 +267,12 @@ def check_document(text: str, budget: Budget, loader: Any, source: str | None = 
         if stack:
             stack[-1][0] += count if size is None else size
 
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+    for event in events:
+        if isinstance(event, yaml.ScalarEvent):     # most events: tested first
+            if event.anchor is not None:
+                anchors[event.anchor] = 1
+            add(1, event)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             stack.append([0, event.anchor])
             if len(stack) > budget.document_depth:
                 mark = event.start_mark
@@ -273,9 +285,5 @@ def check_document(text: str, budget: Budget, loader: Any, source: str | None = 
             if anchor is not None:
                 anchors[anchor] = inner + 1
             add(1, event, size=inner + 1)
-        elif isinstance(event, yaml.ScalarEvent):
-            if event.anchor is not None:
-                anchors[event.anchor] = 1
-            add(1, event)
         elif isinstance(event, yaml.AliasEvent):
             add(anchors.get(event.anchor, 1), event)
