@@ -32,9 +32,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields, replace
-from typing import Any
 
-from neurolocal.bulk import paused_gc
 from neurolocal.checks import parse_number
 from neurolocal.errors import ConfigError, TopologyError, param
 
@@ -231,24 +229,23 @@ def check_batch(graph, budget: Budget, batch_size: int, iterations: int,
 # --- YAML documents ----------------------------------------------------------------------
 
 
-def check_document(text: str, budget: Budget, loader: Any, source: str | None = None) -> None:
-    """Size, nesting depth and alias-expanded node count of a YAML text, from its event
-    stream alone (libyaml's parser keeps its own stack: no recursion, nothing built).
-
-    An alias counts as many nodes as the node it names, so a 'billion laughs' document
-    of a few hundred bytes is refused before one list is constructed."""
-    import yaml
-
+def check_document_size(text: str, budget: Budget, source: str | None = None) -> None:
+    """A YAML text's size, before it is parsed (then `checked_events` bounds its structure)."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > budget.document_bytes:
         raise TopologyError(f"document is {size} bytes, more than the budget of "
                             f"{budget.document_bytes}; "
                             f"{budget.raise_hint('document_bytes', size)}", source=source)
-    with paused_gc():    # a parse makes an object per event, none of them garbage
-        _count_events(yaml.parse(text, Loader=loader), budget, source)
 
 
-def _count_events(events, budget: Budget, source: str | None) -> None:
+def checked_events(events, budget: Budget, source: str | None = None):
+    """A YAML parser's `events` passed on one by one, each after the nesting-depth and
+    node-count checks (libyaml's parser keeps its own stack: no recursion), so whatever
+    reads the stream stops at the event that breaks the budget, before building more.
+
+    An alias counts as many nodes as the node it names, so a 'billion laughs' document
+    of a few hundred bytes is refused before one list is constructed
+    (`neurolocal.yaml_load.load_checked` reads a topology through this filter)."""
     import yaml
 
     stack: list[list] = []          # [count, anchor] of each open collection
@@ -287,3 +284,4 @@ def _count_events(events, budget: Budget, source: str | None) -> None:
             add(1, event, size=inner + 1)
         elif isinstance(event, yaml.AliasEvent):
             add(anchors.get(event.anchor, 1), event)
+        yield event

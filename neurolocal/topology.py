@@ -32,13 +32,14 @@ from neurolocal.bulk import paused_gc
 from neurolocal.errors import TopologyError
 from neurolocal.files import read_bytes
 from neurolocal.graph import Graph, VertexSpec
-from neurolocal.limits import Budget, check_document, check_graph, check_vertex_count, default_budget
+from neurolocal.limits import (Budget, check_document_size, check_graph, check_vertex_count,
+                               checked_events, default_budget)
 from neurolocal.ops import LOSSES, make_loss
 from neurolocal.ops.losses import check_loss_options
 from neurolocal.paper import PaperMode, paper_mode_from
 from neurolocal.recurrence import Recurrence
 from neurolocal.tied import TiedGroup
-from neurolocal.yaml_load import SafeBase, load_yaml
+from neurolocal.yaml_load import load_checked
 
 TOP_LEVEL_KEYS = ("name", "description", "vertices", "recurrence", "tied", "output", "loss",
                   "training", "asynchrony")
@@ -71,8 +72,8 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
     except UnicodeDecodeError:
         raise TopologyError("not UTF-8 text", source=source) from None
     try:
-        check_document(text, budget, SafeBase, source=source)
-        document = load_yaml(text)
+        check_document_size(text, budget, source=source)
+        document = load_checked(text, lambda events: checked_events(events, budget, source))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"

@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 from neurolocal.bulk import paused_gc
-from neurolocal.yaml_load import load_yaml
+from neurolocal.errors import TopologyError
+from neurolocal.limits import Budget, checked_events
+from neurolocal.yaml_load import load_checked, load_yaml
 
 DOCUMENTS = [
     "a: 1\nb: [x, 'y', \"z\", 2.5, .inf, -0x1F, 1_000, 0o17, null, ~, true, No, on]\n",
@@ -15,6 +17,7 @@ DOCUMENTS = [
     # aliases: the same scalar, list and mapping named twice
     "s: &s text\nl: &l [1, 2]\nm: &m {k: v}\nagain: [*s, *l, *m]\n",
     # merge and value keys: refused, as they always were
+    "a: 1\na: 2\n", "{1: a, 1.0: b}\n", "[x]\n---\n[y]\n", "--- just text\n", "a: [\n",
     "base: &b {units: 4, op: dense}\nv: {<<: *b, name: t}\nw: {<<: [*b], units: 8}\n",
     "=: value key\nplain: !!str 12\nbin: !!binary aGVsbG8=\nstamp: 2026-12-06\n",
     "? [complex, key]\n: not a plain value\n",
@@ -45,23 +48,50 @@ def _reference_mapping(loader, node, deep=False):
 Reference.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _reference_mapping)
 
 
+def _checked_load(text):
+    return load_checked(text, lambda events: checked_events(events, Budget()))
+
+
+@pytest.mark.parametrize("load", [load_yaml, _checked_load])
 @pytest.mark.parametrize("text", DOCUMENTS)
-def test_loads_what_the_reference_loader_loads(text):
+def test_loads_what_the_reference_loader_loads(text, load):
     try:
         expected = yaml.load(text, Loader=Reference)
     except yaml.YAMLError as exc:
         with pytest.raises(yaml.YAMLError) as refused:
-            load_yaml(text)
+            load(text)
         assert str(refused.value) == str(exc)
         return
-    assert repr(load_yaml(text)) == repr(expected)
+    assert repr(load(text)) == repr(expected)
+
+
+def test_a_plain_document_is_built_in_the_checks_pass():
+    from neurolocal.generate import tiled_mlp, topology_yaml
+
+    text = topology_yaml(tiled_mlp(200, layers=3)).replace("mse", "{type: mse, scale: 0.5}")
+    passes = []
+
+    def checked(events):
+        passes.append(1)
+        return checked_events(events, Budget())
+
+    assert load_checked(text, checked) == yaml.load(text, Loader=Reference)
+    assert len(passes) == 1
+    # a budget broken half way stops the one pass there, as the checks alone did
+    small = Budget(document_nodes=500)
+    with pytest.raises(TopologyError, match="more than 500 nodes") as alone:
+        for _ in checked_events(yaml.parse(text, Loader=Reference), small):
+            pass
+    with pytest.raises(TopologyError) as refused:
+        load_checked(text, lambda events: checked_events(events, small))
+    assert str(refused.value) == str(alone.value) and alone.value.field.startswith("line ")
 
 
 def test_a_generated_topology_loads_as_before():
     from neurolocal.generate import random_graph, topology_yaml
 
     text = topology_yaml(random_graph(300, seed=3))
-    assert load_yaml(text) == yaml.load(text, Loader=Reference)
+    assert load_yaml(text) == _checked_load(text) == yaml.load(text, Loader=Reference)
 
 
 def test_duplicate_keys_are_refused_at_their_line():
