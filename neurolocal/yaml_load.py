@@ -26,6 +26,7 @@ import yaml
 
 from neurolocal.bulk import paused_gc
 
+#: libyaml's parser when PyYAML was built with it, the pure-Python one otherwise
 SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
 #: the scalars `load_checked` builds itself (anything else, e.g. a timestamp, goes to PyYAML)
@@ -74,6 +75,7 @@ def _mapping_without_duplicates(loader: StrictSafeLoader, node: yaml.MappingNode
     # constructor of its own, so the loop above already refused it)
     return {loader.construct_object(k, deep=deep): loader.construct_object(v, deep=deep)
             for k, v in node.value}
+
 
 StrictSafeLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
