@@ -269,6 +269,7 @@ def add_run_parser(commands) -> None:
 
 
 def cmd_generate(args) -> int:
+    from neurolocal.bulk import paused_gc
     from neurolocal.files import writable_file
     from neurolocal.generate import GENERATORS, topology_yaml
     from neurolocal.limits import budget_from, check_vertex_count
@@ -288,12 +289,14 @@ def cmd_generate(args) -> int:
         if args.vertices is None:
             raise ConfigError(f"generate {args.shape} needs --vertices N", field="vertices")
         options = _sized_options(args, budget)
-    try:
-        document = GENERATORS[args.shape](**options)
-    except ValueError as exc:
-        raise ConfigError(str(exc), field=args.shape) from None
-    graph = topology_from_dict(document, budget=budget).graph  # refuse a file that would not load
-    _write_atomically(args.output, topology_yaml(document))
+    with paused_gc():   # a 100,000-vertex mapping, its graph and its text: no garbage
+        try:
+            document = GENERATORS[args.shape](**options)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field=args.shape) from None
+        graph = topology_from_dict(document, budget=budget).graph  # refuse what would not load
+        text = topology_yaml(document)
+    _write_atomically(args.output, text)
     print(f"wrote {args.output}: {len(graph.order)} vertices, {len(graph.edges)} edges, "
           f"{graph.parameter_count()} parameters, depth {graph.depth}")
     return EXIT_OK

@@ -88,7 +88,7 @@ class Graph:
         self.output = self._check_output(output)
         #: longest path, in edges, from each vertex down to the output (None: no path)
         self.distance: dict[str, int | None] = self._distances_to_output()
-        self.tied: tuple[TiedGroup, ...] = check_groups(tied, self.param_shapes())
+        self.tied: tuple[TiedGroup, ...] = check_groups(tied, self.param_shapes() if tied else {})
 
     # --- structure ---------------------------------------------------------------------
 

@@ -1077,10 +1077,69 @@ def bench_epoch(quick: bool) -> None:
              theirs_cpu, "s", 1.0)
 
 
+#: section 10's child: one graph size in a fresh interpreter (its peak RSS is that size's)
+_BUILD_CHILD = """
+import json, resource, sys, time, yaml
+from neurolocal.generate import tiled_mlp, topology_yaml
+from neurolocal.limits import budget_from
+from neurolocal.topology import load_topology
+from neurolocal.training.settings import check_training_section
+from neurolocal.yaml_load import SafeBase
+vertices, path, flag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+start = time.perf_counter()
+text = topology_yaml(tiled_mlp(vertices=vertices, layers=10))
+with open(path, "w") as handle:
+    handle.write(text)
+generate = time.perf_counter() - start
+start = time.perf_counter()
+topology = load_topology(path, budget_from(flag or None))
+check_training_section(topology.training, topology.graph)
+load = time.perf_counter() - start
+start = time.perf_counter()
+yaml.load(text, Loader=SafeBase)
+floor = time.perf_counter() - start
+start = time.perf_counter()
+topology.graph.init_params(0)
+init = time.perf_counter() - start
+print(json.dumps({"vertices": len(topology.graph.order), "generate": generate, "load": load,
+                  "floor": floor, "init": init,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_build(quick: bool) -> None:
+    """Generated tiled graphs (10 layers, fan-in 3) loaded and validated as `validate` does."""
+    import json
+    import shutil
+    import tempfile
+
+    print("10. building big graphs: `load_topology` + the training-section checks (what "
+          "`validate` does) on tiled graphs; baseline: PyYAML's libyaml safe load of the "
+          "same file")
+    work = Path(tempfile.mkdtemp(prefix="nl-build-"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        for vertices in (1_000, 10_000, 100_000):
+            # 100k vertices take more than the default budget (docs/limits.md)
+            flag = "vertices=200000,document_nodes=4000000" if vertices > 20_000 else ""
+            done = subprocess.run([sys.executable, "-c", _BUILD_CHILD, str(vertices),
+                                   str(work / f"tiled-{vertices}.yaml"), flag], env=env,
+                                  capture_output=True, text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            n = row["vertices"]
+            report("build", f"{n} vertices: load + validate", row["load"], row["floor"],
+                   unit="s", note=f"{row['load'] / n * 1e6:.1f} us/vertex; generate + write "
+                                  f"{row['generate']:.2f} s, init_params {row['init']:.2f} s, "
+                                  f"peak RSS {row['rss_mb']:.0f} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
             "placement": bench_placement, "logging": bench_logging, "traffic": bench_traffic,
             "startup": bench_startup, "memory": bench_memory, "epoch": bench_epoch,
-            "planned": bench_planned}
+            "planned": bench_planned, "build": bench_build}
 
 
 def main() -> None:
