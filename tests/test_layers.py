@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "neurolocal"
 #: each package or module of neurolocal by layer; a module may import its own layer or lower
 LAYERS = [
     {"errors", "checks", "dtypes", "files", "limits", "jit", "kernels", "spatial_kernels",
-     "numba_cache", "paper", "signals", "procs"},
+     "numba_cache", "paper", "signals", "procs", "bulk", "yaml_load"},
     {"ops", "tied", "graph", "recurrence", "vertex", "optimizers", "asynchrony", "topology",
      "generate", "batches"},
     {"traffic", "backprop"},

@@ -22,6 +22,7 @@ from neurolocal.engines.engine import Engine, initial_params
 from neurolocal.engines.rounds import Learning, RoundObserver, Shard, ShardLog
 from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.transport import Batch, Outcome
+from neurolocal.bulk import paused_gc
 from neurolocal.graph import Graph, Params
 from neurolocal.tied import exchange_tied_partials  # noqa: F401  (re-exported)
 from neurolocal.traffic.log import TrafficRecorder
@@ -83,6 +84,10 @@ class LocalTransport:
             shard.load_params(params)
 
     def run(self, batch: Batch) -> Outcome:
+        with paused_gc():   # a batch builds many objects that live until it ends
+            return self._run(batch)
+
+    def _run(self, batch: Batch) -> Outcome:
         if batch.params is not None:   # relaxing reads the caller's parameters, by reference
             self.load(batch.params)
         settings = batch.settings.with_batch(self.batches)
@@ -132,10 +137,11 @@ class LocalTransport:
 
         def step(lane: int, call) -> None:
             """`call` on every shard of the lane, then deliver until quiet."""
-            queue = deque()
-            for shard in lanes[lane]:
-                queue.extend(call(shard).items())
-            self._drain(lanes[lane], queue)
+            with paused_gc():
+                queue = deque()
+                for shard in lanes[lane]:
+                    queue.extend(call(shard).items())
+                self._drain(lanes[lane], queue)
 
         def enter() -> bool:
             batch = next(source, None)

@@ -185,9 +185,13 @@ class DenseGroup:
             self._gather_weights()
 
     def _parent_values(self, k: int, values: dict, sources: dict) -> np.ndarray:
-        """The members' k-th parents' values, stacked: rows of one group's predictions taken
-        in one indexing when every such parent is in that group, else stacked one by one."""
+        """The members' k-th parents' values, stacked: one vertex's value as a stack of one
+        (matmul broadcasts it: the same product per member), rows of one group's
+        predictions taken in one indexing when every such parent is in that group, else
+        stacked one by one."""
         parents = self.parents[k]
+        if len(set(parents)) == 1:   # every member reads one vertex (the input): broadcast
+            return values[parents[0]][None]
         source = sources.get(parents[0])
         if source is not None:
             group, rows = source[0], self._rows.get(k)
@@ -220,7 +224,7 @@ class DenseGroup:
             rule.prediction = rule.forward_prediction = prediction = self.P[g]
             rule.value, rule.error = self.V[g], self.E[g]
             derivative = None if self.D is None else self.D[g]
-            inputs = [x[g] for x in self.X]
+            inputs = [x[g if len(x) > 1 else 0] for x in self.X]
             rule._cache = (inputs[0], derivative) if single else (inputs, derivative)
             values[m] = prediction
 
