@@ -65,6 +65,13 @@ whether it computed anything), each message read (with the update that read it),
 message dropped (late, or superseded under staleness), each update applied. Transports,
 journals and logs subscribe to those events instead of comparing the machine's state
 before and after a call (docs/rounds.md §8).
+
+Two paths through the same rules: the message path above (`_advance`, `_step`), which
+every asynchronous, traced or closely watched batch takes; and the planned path
+(`neurolocal/engines/plan/`, docs/rounds.md §9), which runs synchronous rounds from a
+layout compiled once from the `Schedule`, same-shaped vertices stacked, without message
+tuples — the same numbers bit for bit. The shard chooses per batch (`_plannable`) and says
+which (`path`).
 """
 
 from __future__ import annotations
