@@ -107,7 +107,7 @@ def train(graph, mode, schedule, planned, learning, epochs=3, batches=3, eta=0.3
 
 
 @pytest.mark.parametrize("name, mode, schedule", [
-    (n, m, s) for n in ["mlp", "cnn", "dag", "rnn", "resnet", "transformer"]
+    (n, m, s) for n in ["mlp", "cnn", "dag", "rnn", "lstm", "resnet", "transformer"]
     for m, s in [("fixed", "jacobi"), ("fixed", "event"), ("strict", "jacobi"), ("strict", "ipc")]
     if applicable(n, s)])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
