@@ -132,6 +132,30 @@ class Schedule:
         self._needed[key] = found
         return found
 
+    def first_read(self, child: str) -> int | None:
+        """The first update whose `needed(child, update)` is not None: from there on every
+        update reads the child (its newest tag only grows); None: none within R."""
+        ranges = self.ranges(child)
+        if not ranges:
+            return None
+        start = min(a for a, _ in ranges)
+        return 1 if start == CONSTANT else start + 1
+
+    def read_at(self, children: Sequence[str], update: int) -> tuple[str, ...]:
+        """The children whose feedback update `update` reads (those that have spoken by
+        then), in the given (the graph's) order."""
+        first = self.first_read
+        return tuple(c for c in children if (f := first(c)) is not None and f <= update)
+
+    def tags(self, vertex: str) -> range | tuple:
+        """The tags 0..R-1 at which `vertex` speaks to its relaxing parents (none for a
+        constant output: it spoke once, at the forward pass)."""
+        found = []
+        for a, b in self.ranges(vertex):
+            if a != CONSTANT:
+                found.extend(range(max(a, 0), min(b, self.rounds)))
+        return tuple(found)
+
     def relaxes(self, vertex: str, update: int, children: Sequence[str]) -> bool:
         """Does a hidden vertex move its value in update `update`?"""
         if self.name == "backward-in-time":

@@ -124,8 +124,7 @@ class DenseGroup:
                                  if schedule.relaxes(members[0], u,
                                                      graph.children[members[0]]))
         #: update u -> for each member, the children whose feedback it reads at u
-        self.reads = {u: tuple(tuple(c for c in graph.children[m]
-                                     if schedule.needed(c, u) is not None) for m in members)
+        self.reads = {u: tuple(schedule.read_at(graph.children[m], u) for m in members)
                       for u in self.relaxes}
         self.gather: dict[int, np.ndarray] = {}
         self._rows: dict[int, object] = {}   # parent slot -> rows of one source group
@@ -140,14 +139,18 @@ class DenseGroup:
 
     def claim_incoming(self, mailbox: Mailbox) -> None:
         """A row for every edge this group reads, and the gather index of each update."""
+        made: dict[tuple, tuple] = {}   # one index per pattern of reads (jacobi: one)
         for u, reads in self.reads.items():
+            if reads in made:
+                self.gather[u] = made[reads]
+                continue
             width = max((len(r) for r in reads), default=0)
             index = np.zeros((len(self.members), max(width, 1)), dtype=np.int64)
             counts = np.array([len(r) for r in reads], dtype=np.int64)
             for g, (m, children) in enumerate(zip(self.members, reads)):
                 for i, c in enumerate(children):
                     index[g, i] = mailbox.add((c, m), self.shape)
-            self.gather[u] = (index, counts)
+            self.gather[u] = made[reads] = (index, counts)
 
     def bind(self, mailbox: Mailbox, store: dict) -> None:
         """Views of the mailbox: the group's outgoing blocks, and each edge's buffer."""
@@ -393,16 +396,19 @@ class WideReceiver:
         self.name = name
         self.shape = graph.shapes[name]
         children = graph.children[name]
-        self.reads = {u: tuple(c for c in children if schedule.needed(c, u) is not None)
+        self.reads = {u: schedule.read_at(children, u)
                       for u in range(1, schedule.rounds + 1)}
         self.gather: dict[int, tuple] = {}
 
     def claim(self, mailbox: Mailbox) -> None:
+        made: dict[tuple, tuple] = {}
         for u, children in self.reads.items():
-            index = np.zeros((1, max(len(children), 1)), dtype=np.int64)
-            for i, c in enumerate(children):
-                index[0, i] = mailbox.add((c, self.name), self.shape)
-            self.gather[u] = (index, np.array([len(children)], dtype=np.int64))
+            if children not in made:
+                index = np.zeros((1, max(len(children), 1)), dtype=np.int64)
+                for i, c in enumerate(children):
+                    index[0, i] = mailbox.add((c, self.name), self.shape)
+                made[children] = (index, np.array([len(children)], dtype=np.int64))
+            self.gather[u] = made[children]
 
     def bind(self, mailbox: Mailbox) -> None:
         self.inbox = mailbox.arrays.get(self.shape)   # None: it never reads a child

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neurolocal.engines.schedule import CONSTANT, Schedule
+from neurolocal.engines.schedule import Schedule
 from neurolocal.graph import Graph
 
 
@@ -93,13 +93,14 @@ def compile_layout(graph: Graph, names: tuple[str, ...], schedule: Schedule,
             children = graph.children[v]
             if not schedule.relaxes(v, u, children):
                 continue
-            row.append((v, tuple(c for c in children if schedule.needed(c, u) is not None)))
+            row.append((v, schedule.read_at(children, u)))
         relaxers.append(tuple(row))
-    speakers = []
-    for tag in range(R):
-        speakers.append(frozenset(v for v in names if not graph.is_input(v)
-                                  if schedule.ranges(v) != ((CONSTANT, CONSTANT + 1),)
-                                  and schedule.speaks(v, tag)))
+    speaking: list[set] = [set() for _ in range(R)]
+    for v in names:
+        if not graph.is_input(v):
+            for tag in schedule.tags(v):
+                speaking[tag].add(v)
+    speakers = [frozenset(s) for s in speaking]
     frozen = frozenset()
     if schedule.strict and not schedule.ipc:
         frozen = frozenset(v for v in predicting
