@@ -615,7 +615,7 @@ def bench_logging(quick: bool) -> None:
                                  for key, engine in engines.items()})
             row = f"{label} {mode} {schedule} eta={eta} T={iterations}"
             report("logging", f"logging on, {row}", times["on"], times["off"],
-                   note="strict: the fused rounds, recording every message"
+                   note="strict: the planned rounds, recording every message"
                    if mode == "strict" else "")
             goal(f"logging overhead: local {row}", times["on"], times["off"], "ms", 1.05)
 
@@ -992,11 +992,11 @@ def bench_epoch(quick: bool) -> None:
     graph = mlp([64, 128, 128, 10], "digits-mlp")
     batches = list(zip(bounds[:-1], bounds[1:]))
 
-    def pc_epoch(mode, eta, iterations, dtype="float64", fuse=True):
+    def pc_epoch(mode, eta, iterations, dtype="float64", planned=True):
         engine = LocalEngine(graph, graph.init_params(0), mode=mode, schedule="jacobi",
                              dtype=dtype)
         for shard in engine.shards:
-            shard.fuse = fuse
+            shard.use_plan = planned
         params = engine.params   # float32: the engine's own copy
 
         def epoch():
@@ -1010,7 +1010,7 @@ def bench_epoch(quick: bool) -> None:
     steps = {"fixed": (pc_epoch("fixed", 1.0, graph.depth), epochs),
              "strict": (pc_epoch("strict", 0.1, 20), epochs),
              "strict32": (pc_epoch("strict", 0.1, 20, "float32"), epochs),
-             "message": (pc_epoch("strict", 0.1, 20, fuse=False), epochs)}
+             "message": (pc_epoch("strict", 0.1, 20, planned=False), epochs)}
     try:
         import torch
     except ImportError:
@@ -1048,9 +1048,9 @@ def bench_epoch(quick: bool) -> None:
                      ("strict32", "neurolocal local, strict PC eta=0.1 T=20, float32"),
                      ("message", "neurolocal local, strict PC T=20, float64, message path")):
         report("epoch", row, times[key], baseline, unit="s",
-               note="the rounds as messages (before the fused rounds)" if key == "message" else "")
+               note="the rounds as messages (the planned path off)" if key == "message" else "")
         goal(row + " (s/epoch)", times[key], baseline, "s", None)
-    report("epoch", "strict float64: fused rounds vs the message path", times["strict"],
+    report("epoch", "strict float64: planned rounds vs the message path", times["strict"],
            times["message"], unit="s")
     for dtype, mine in (("float32", times["strict32"]), ("float64", times["strict"])):
         if pcx[dtype].error:
