@@ -31,7 +31,11 @@ class StalenessLedger:
         done = self.updates.get(vertex, 0)
         staleness = done - self._at_forward.pop((batch, vertex), done)
         self.updates[vertex] = done + 1
+        self.add(batch, vertex, staleness)
+        return staleness
+
+    def add(self, batch: int, vertex: str, staleness: int) -> None:
+        """An update counted elsewhere (a Ray actor's own ledger): recorded here."""
         self.histogram[staleness] = self.histogram.get(staleness, 0) + 1
         if self.records is not None:
             self.records.append((batch, vertex, staleness))
-        return staleness

@@ -33,6 +33,8 @@ from neurolocal.engines.ray.recovery import (  # noqa: F401  (re-exported)
     replace_restart,
 )
 from neurolocal.engines.ray.asynchrony import Injection
+from neurolocal.engines.ray.pipelined import Pipelining, check_pipelined
+from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.ray.replay_log import DriverJournal, asynchrony_report
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.nodes import (
@@ -58,7 +60,7 @@ from neurolocal.traffic.log import (
 
 
 
-class RayTransport(Recovery):
+class RayTransport(Recovery, Pipelining):
     """Vertices in Ray actors: the driver starts them, dispatches one call per actor per
     batch, collects the results and recovers from actor deaths (the package docstring).
     The `Engine` (engines/engine.py) runs over it."""
@@ -67,7 +69,7 @@ class RayTransport(Recovery):
 
     def __init__(self, graph: Graph, params: Params, config: EngineConfig,
                  traffic_settings: dict | None = None, asynchrony: Injection | None = None,
-                 topology: str | None = None):
+                 topology: str | None = None, ledger: StalenessLedger | None = None):
         """`config`: the run's (checked: capabilities, schedule); its `timeout` bounds any
         wait of the driver (actors starting, a batch, a restarted actor coming back);
         `traffic_log` a directory for the traffic log, `traffic_settings` going into its
@@ -81,7 +83,8 @@ class RayTransport(Recovery):
         (engines/ray/asynchrony.py); an asynchronous run (it, or staleness > 0) with a
         traffic log also writes replay journals (docs/asynchrony.md §6), naming
         `topology` (the file) for the replay. `post_ahead`: training batches `run_many`
-        keeps posted to the actors at once (docs/rounds.md §7; 1 where asynchronous)."""
+        keeps posted to the actors at once (docs/rounds.md §7; 1 where asynchronous).
+        `ledger`: counts the weight staleness of pipelined updates (engines/staleness.py)."""
         self.graph = graph
         self.params = params
         self.config = config
@@ -100,6 +103,10 @@ class RayTransport(Recovery):
         self.asynchrony = asynchrony
         self.topology = topology
         self.journal: DriverJournal | None = None   # opened with the traffic log
+        self.ledger = ledger if ledger is not None else StalenessLedger()
+        self._piping = False   # the actors route messages through their lanes (pipelined.py)
+        if config.pipeline > 1:
+            check_pipelined(self)
         placement_from = config.placement_from
         if asynchrony is not None and self.vertices_per_actor == AUTO and placement_from is None:
             # injected delays and losses act on messages between actors: with auto, one
@@ -291,7 +298,7 @@ class RayTransport(Recovery):
 
     def run_many(self, batches, pipeline: int):
         """Training batches, yielding (batch, outcome) in order: the same outcomes, bit for
-        bit, as `run` batch after batch (`pipeline` is 1: capabilities.py).
+        bit, as `run` batch after batch (`pipeline` > 1: `run_groups`, pipelined.py).
 
         Posting ahead (docs/rounds.md §7): up to `ahead` batches are posted to the actors
         at once instead of waiting for one batch's results before posting the next.
@@ -304,6 +311,10 @@ class RayTransport(Recovery):
         the batches in flight posted again under fresh ids. `fault`'s batch runs alone
         (the batches before it collected first, none posted before it is), so the actor
         dies under exactly that batch and it is the one batch abandoned, as with 1."""
+        if pipeline > 1:   # K batches in flight, as the local engine's (pipelined.py)
+            self.ledger.begin_run()
+            yield from self.run_groups(batches, pipeline)
+            return
         ahead = self.ahead
         if ahead == 1:
             for batch in batches:
@@ -603,8 +614,10 @@ class RayEngine(Engine):
             topology = topology or getattr(config.sim, "topology", None)
         Engine.check(config, graph, RayTransport)
         params = initial_params(graph, params, seed, config.dtype)
-        transport = RayTransport(graph, params, config, traffic_settings, asynchrony, topology)
-        super().__init__(config, graph, params, transport)
+        ledger = StalenessLedger()
+        transport = RayTransport(graph, params, config, traffic_settings, asynchrony, topology,
+                                 ledger)
+        super().__init__(config, graph, params, transport, ledger)
 
     # the transport's own state, as the tests and scripts read it
     actors = property(lambda self: self.transport.actors)
