@@ -40,9 +40,10 @@ class Capabilities:
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
 
-#: one row per transport (engines/local.py, engines/sim/, engines/ray/)
+#: one row per transport (engines/local.py, engines/threads.py, engines/sim/, engines/ray/)
 CAPABILITIES: dict[str, Capabilities] = {
     "local": Capabilities(float32=True, pipelining=True, watch_rounds=True),
+    "threads": Capabilities(float32=True, pipelining=True),
     "sim": Capabilities(staleness=True, asynchrony=True, pipelining=True),
     "ray": Capabilities(staleness=True, asynchrony=True, float32=True, pipelining=True,
                         posting_ahead=True, fault_injection=True, placement=True),
@@ -65,7 +66,8 @@ WHAT = {
     "asynchrony": "delays, loss and stragglers are simulated: they need the sim engine (or "
                   "the ray engine, which injects them for real)",
     "float32": "float32 runs on the local and ray engines",
-    "pipelining": "pipelining (batches in flight) runs on the local, sim and ray engines",
+    "pipelining": "pipelining (batches in flight) runs on the local, threads, sim and ray "
+                  "engines",
     "posting_ahead": "posting batches ahead is for batches sent to actors",
     "fault_injection": "fault injection kills a Ray actor",
     "placement": "placing shards is for Ray actors",
