@@ -34,6 +34,8 @@ from neurolocal.engines.ray.recovery import (  # noqa: F401  (re-exported)
 )
 from neurolocal.engines.ray.asynchrony import Injection
 from neurolocal.engines.ray.pipelined import Pipelining, check_pipelined
+from neurolocal.engines.ray.costmodel import CostContext, ray_costs
+from neurolocal.engines.base import default_iterations
 from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.ray.replay_log import DriverJournal, asynchrony_report
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
@@ -151,7 +153,7 @@ class RayTransport(Recovery, Pipelining):
         cpus = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes()}
         chosen = plan(graph, self.vertices_per_actor, nodes, cpus, self.placement, driver_node,
                       self._weights, self.traffic_settings.get("batch_size"),
-                      self._placement_from)
+                      self._placement_from, self._cost_context())
         self.shards, where, self.partition = chosen.shards, chosen.nodes, chosen.info
         self.fault = check_fault(self.fault, len(self.shards))
         traffic = self._traffic_spec(where, driver_node)
@@ -164,6 +166,16 @@ class RayTransport(Recovery, Pipelining):
         self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
                             "host": traffic.hosts[i] if traffic else None, **info}
                            for i, (names, info) in enumerate(zip(self.shards, infos))]
+
+    def _cost_context(self) -> CostContext | None:
+        """What `auto` predicts batch times with (costmodel.py): the measured flop rate,
+        a Ray hop's costs, the rounds a batch runs, the pipeline depth."""
+        if self.vertices_per_actor != AUTO:
+            return None
+        iterations = self.traffic_settings.get("iterations")
+        rounds = iterations if isinstance(iterations, int) and iterations > 0 else \
+            default_iterations(self.graph)
+        return CostContext(ray_costs(), rounds, self.config.pipeline)
 
     def _new_actor(self, index: int, node: str, replacement: bool = False):
         """Shard `index`'s actor, on `node`."""
