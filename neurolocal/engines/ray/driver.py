@@ -168,10 +168,11 @@ class RayTransport(Recovery, Pipelining):
                            for i, (names, info) in enumerate(zip(self.shards, infos))]
 
     def _cost_context(self) -> CostContext | None:
-        """What `auto` predicts batch times with (costmodel.py): the measured flop rate,
-        a Ray hop's costs, the rounds a batch runs, the pipeline depth."""
-        if self.vertices_per_actor != AUTO:
-            return None
+        """What `auto` predicts batch times with when training (costmodel.py): the
+        measured flop rate, a Ray hop's costs, the rounds a batch runs, the pipeline
+        depth. None: every core offered gets a shard."""
+        if self.vertices_per_actor != AUTO or not self.traffic_settings.get("learning"):
+            return None   # a relaxation (check-grad) checks the packing on every core
         iterations = self.traffic_settings.get("iterations")
         rounds = iterations if isinstance(iterations, int) and iterations > 0 else \
             default_iterations(self.graph)
