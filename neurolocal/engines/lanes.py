@@ -24,21 +24,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from neurolocal.engines.rounds import Outgoing, RoundObserver, RunSettings, Shard
-from neurolocal.engines.staleness import StalenessLedger
-
-
-class LedgerObserver(RoundObserver):
-    """Forward passes and applied updates, told to a staleness ledger."""
-
-    def __init__(self, ledger: StalenessLedger):
-        self.ledger = ledger
-
-    def forward(self, shard, vertex):
-        self.ledger.forward(shard.settings.batch, vertex)
-
-    def learned(self, shard, vertex):
-        self.ledger.learned(shard.settings.batch, vertex)
+from neurolocal.engines.rounds import Outgoing, Shard
+from neurolocal.engines.staleness import LedgerObserver, StalenessLedger
 
 
 #: one batch of a group: (settings, {input vertex: data}, target or None)
@@ -195,6 +182,3 @@ def merge(into: Outgoing, more: Outgoing) -> None:
     for destination, messages in more.items():
         into.setdefault(destination, []).extend(messages)
 
-
-def group_settings(group: Sequence[Entry]) -> list[RunSettings]:
-    return [entry[0] for entry in group]

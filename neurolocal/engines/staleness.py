@@ -6,6 +6,8 @@ through the transports that pipeline (local, sim); the engine exposes what it co
 
 from __future__ import annotations
 
+from neurolocal.engines.rounds import RoundObserver
+
 
 class StalenessLedger:
     """Counts per vertex, over one run of batches (`begin_run`): updates applied, and the
@@ -39,3 +41,16 @@ class StalenessLedger:
         self.histogram[staleness] = self.histogram.get(staleness, 0) + 1
         if self.records is not None:
             self.records.append((batch, vertex, staleness))
+
+
+class LedgerObserver(RoundObserver):
+    """Forward passes and applied updates of the shards it is set on, told to a ledger."""
+
+    def __init__(self, ledger: StalenessLedger):
+        self.ledger = ledger
+
+    def forward(self, shard, vertex):
+        self.ledger.forward(shard.settings.batch, vertex)
+
+    def learned(self, shard, vertex):
+        self.ledger.learned(shard.settings.batch, vertex)
