@@ -87,3 +87,32 @@ def test_engine_threads_on_the_command_line(tmp_path):
     assert cli_code("traffic", "audit", tmp_path / "t" / "traffic", MLP) == 0
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert "threads" in json.dumps(metrics)
+
+
+@pytest.mark.parametrize("name,mode,schedule,pipeline", [
+    ("rnn", "fixed", "backward-in-time", 2), ("lstm", "fixed", "jacobi", 3),
+    ("cnn", "strict", "jacobi", 2), ("dag", "fixed", "event", 3),
+])
+def test_pipelined_lanes_equal_the_local_engine_on_tied_and_strict_graphs(name, mode, schedule,
+                                                                           pipeline):
+    """The lanes' gates (engines/lanes.py) with tied groups (owners' new values travel as
+    `param` messages), the backward-in-time schedule, strict mode and three shards."""
+    graph = graph_of(name)
+    batches = [synthetic_batch(graph, 4, seed=s) for s in range(5)]
+
+    def train(engine):
+        engine.restore(graph.init_params(0), None, LEARNING)
+        losses = [s.loss for s in engine.train_batches(batches, eta=0.3, iterations=3,
+                                                       pipeline=pipeline)]
+        return losses, engine.snapshot()
+
+    want = train(LocalEngine(graph, graph.init_params(0), mode=mode, schedule=schedule))
+    with ThreadsEngine(graph, graph.init_params(0), mode=mode, schedule=schedule,
+                       shards=3) as threads:
+        got = train(threads)
+    assert got[0] == want[0]
+    for v, params in want[1][0].items():
+        for k, value in params.items():
+            np.testing.assert_array_equal(got[1][0][v][k], value, err_msg=f"{v}/{k}")
+    for k, value in want[1][1].items():
+        np.testing.assert_array_equal(got[1][1][k], value, err_msg=k)
