@@ -46,6 +46,7 @@ GRAPHS = {
     "mlp": lambda: load_topology(REPO_ROOT / "topologies" / "mlp.yaml").graph,
     "cnn": lambda: load_topology(REPO_ROOT / "topologies" / "cnn.yaml").graph,
     "chain": chain,
+    "rnn": lambda: load_topology(REPO_ROOT / "topologies" / "rnn.yaml").graph,
 }
 
 
@@ -82,10 +83,11 @@ def local_run(graph, batches, pipeline, mode="fixed", schedule="jacobi", iterati
 @pytest.mark.parametrize("name,mode,schedule,per_actor", [
     ("mlp", "fixed", "jacobi", 1), ("mlp", "strict", "jacobi", 2), ("mlp", "fixed", "event", 2),
     ("cnn", "fixed", "jacobi", 2), ("chain", "fixed", "jacobi", 3),
+    ("rnn", "fixed", "backward-in-time", 12),
 ])
 def test_ray_pipeline_equals_the_local_engine_bit_for_bit(name, mode, schedule, per_actor):
     graph = GRAPHS[name]()
-    size = 4 if name == "cnn" else 8
+    size = 4 if name in ("cnn", "rnn") else 8
     batches = [synthetic_batch(graph, size, seed=s) for s in range(7)]
     with RayEngine(graph, graph.init_params(0), mode=mode, schedule=schedule,
                    vertices_per_actor=per_actor) as ray_engine:

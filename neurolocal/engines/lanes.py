@@ -118,6 +118,12 @@ class Lanes:
             shard.observer = None
         self.group, self.lane_of, self.early, self.begun = [], {}, {}, 0
 
+    def release(self, observer=None) -> None:
+        """Pipelining is over: the lanes stop listening; `home` gets `observer` back."""
+        for shard in self.lanes:
+            shard.observer = None
+        self.home.observer = observer
+
     # --- the gates -----------------------------------------------------------------------
 
     def pump(self) -> Outgoing:

@@ -186,6 +186,8 @@ class ThreadsTransport:
                     yield batch, Outcome([part[k] for part in parts], number)
         finally:
             self._piping = False
+            for lanes in self.lanes:
+                lanes.release()
 
     def snapshot_parts(self) -> list[dict]:
         return [shard.snapshot() for shard in self.shards]

@@ -241,6 +241,8 @@ class ShardActor:
     async def set_piping(self, piping: bool) -> None:
         """Pipelining on or off (`run_group`): the driver says so between runs."""
         self.piping = piping
+        if not piping:
+            self.lanes.release(self.journal)
 
     async def ping(self) -> int:
         """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
