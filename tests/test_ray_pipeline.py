@@ -140,3 +140,27 @@ def test_asynchronous_pipelines_are_refused_on_ray():
     graph = chain()
     with pytest.raises(ConfigError, match="synchronous rounds only"):
         RayEngine(graph, config=EngineConfig(engine="ray", staleness=1, pipeline=2))
+
+
+def test_run_with_pipeline_on_ray_ends_with_the_local_checkpoint(tmp_path):
+    """`neurolocal run --engine ray --pipeline 3` (auto placement, traffic log on) ends
+    with the parameters and Adam state of `--engine local --pipeline 3`; the log passes
+    the audit."""
+    from conftest import cli_code
+    from neurolocal.traffic import read_traffic
+    from neurolocal.traffic.audit import audit
+
+    mlp = REPO_ROOT / "topologies" / "mlp.yaml"
+    common = ["--epochs", 1, "--batch-size", 256, "--pipeline", 3, "--seed", 2, "--quiet"]
+    assert cli_code("run", mlp, *common, "--engine", "local", "--out", tmp_path / "local",
+                    "--no-traffic-log") == 0
+    assert cli_code("run", mlp, *common, "--engine", "ray", "--vertices-per-actor", 2,
+                    "--out", tmp_path / "ray") == 0
+    with np.load(tmp_path / "local" / "checkpoint-pc.npz") as a, \
+            np.load(tmp_path / "ray" / "checkpoint-pc.npz") as b:
+        keys = [k for k in a.files if k.startswith(("param/", "optimizer/"))]
+        assert keys
+        for key in keys:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    result = audit(read_traffic(tmp_path / "ray" / "traffic"), GRAPHS["mlp"]())
+    assert result.ok and result.counts_checked, result.violations
