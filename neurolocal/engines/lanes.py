@@ -58,7 +58,9 @@ class Lanes:
         self.group = list(group)
         self.begun = 0
         while len(self.lanes) < len(self.group):
-            self.lanes.append(self.make())
+            lane = self.make()   # the same path as home (EngineConfig.rounds)
+            lane.use_plan, lane.group_vertices = self.home.use_plan, self.home.group_vertices
+            self.lanes.append(lane)
         for shard in self.lanes:
             if shard is not self.home:
                 shard.share_vertices(self.home)   # restore() replaces home's vertices' state

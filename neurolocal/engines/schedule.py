@@ -68,6 +68,7 @@ class Schedule:
         self.staleness = settings.staleness
         self.ipc = self.name == "ipc"
         self._ranges: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._needed: dict[tuple, int | None] = {}
         self._block: dict[str, tuple[int, int]] = {}
         if self.name == "backward-in-time":
             from neurolocal.engines.timewise import time_blocks
@@ -113,13 +114,23 @@ class Schedule:
 
     def needed(self, child: str, update: int) -> int | None:
         """The tag of `child`'s message that update `update` of a parent reads: its newest
-        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken)."""
-        for a, b in reversed(self.ranges(child)):
+        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken).
+        A function of the child's speaking ranges and the update: computed once per pair
+        (most vertices share their ranges; a 10,000-vertex plan asks 300,000 times)."""
+        ranges = self.ranges(child)
+        key = (ranges, update)
+        if key in self._needed:
+            return self._needed[key]
+        found = None
+        for a, b in reversed(ranges):
             if a == CONSTANT:
-                return CONSTANT
+                found = CONSTANT
+                break
             if a <= update - 1:
-                return min(b - 1, update - 1)
-        return None
+                found = min(b - 1, update - 1)
+                break
+        self._needed[key] = found
+        return found
 
     def relaxes(self, vertex: str, update: int, children: Sequence[str]) -> bool:
         """Does a hidden vertex move its value in update `update`?"""

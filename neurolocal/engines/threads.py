@@ -86,7 +86,8 @@ class ThreadsTransport:
     capabilities = CAPABILITIES["threads"]
 
     def __init__(self, graph: Graph, mode: str, recorder: TrafficRecorder | None = None,
-                 shards: int | None = None, ledger: StalenessLedger | None = None):
+                 shards: int | None = None, ledger: StalenessLedger | None = None,
+                 plan: bool = True):
         self.graph = graph
         self.mode = mode
         self.recorder = None if recorder is None else LockedRecorder(recorder)
@@ -97,6 +98,8 @@ class ThreadsTransport:
         log = (ShardLog(self.recorder, ["threads"] * len(groups), [None] * len(groups))
                if recorder is not None else None)
         self.shards = [Shard(graph, names, owners, mode, log) for names in groups]
+        for shard in self.shards:   # EngineConfig.rounds: "message" turns the plan off
+            shard.use_plan = plan
         self.lanes = [Lanes(shard, lambda names=names: Shard(graph, names, owners, mode, log),
                             StalenessLedger())
                       for shard, names in zip(self.shards, groups)]
@@ -247,7 +250,8 @@ class ThreadsEngine(Engine):
                                         dtype=dtype)
         Engine.check(config, graph, ThreadsTransport)
         ledger = StalenessLedger()
-        transport = ThreadsTransport(graph, config.mode, recorder, shards, ledger)
+        transport = ThreadsTransport(graph, config.mode, recorder, shards, ledger,
+                                     plan=config.rounds != "message")
         super().__init__(config, graph, initial_params(graph, params, seed, config.dtype),
                          transport, ledger)
         transport.load(self.params)
