@@ -1137,10 +1137,109 @@ def bench_build(quick: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# --- scaling: strong scaling 1 -> 2 shards on this machine (issue 25) ---------------------
+
+
+def scaling_graphs() -> dict:
+    """The issue's workloads: the compute-heavy chain, the width-tiled graph, the MLP."""
+    from neurolocal.generate import tiled_mlp
+    from neurolocal.topology import graph_from_dict
+
+    widths = [64, 1024, 1024, 1024, 1024, 10]
+    vertices = [{"name": "x", "op": "input", "shape": [64]}]
+    for i, width in enumerate(widths[1:], 1):
+        vertex = {"name": f"h{i}", "op": "dense", "units": width,
+                  "parents": ["x" if i == 1 else f"h{i - 1}"]}
+        if i < len(widths) - 1:
+            vertex["activation"] = "tanh"
+        vertices.append(vertex)
+    chain = graph_from_dict({"name": "chain-1024", "vertices": vertices, "output": "h5",
+                             "loss": "softmax_cross_entropy"})
+    tiled = tiled_mlp(vertices=40, layers=4, tile_width=128, input_width=64,
+                      output_width=10, fan_in=3, loss="softmax_cross_entropy")
+    return {"chain": chain, "tiled": graph_from_dict(tiled),
+            "mlp": mlp([64, 128, 128, 10], "digits-mlp")}
+
+
+def bench_scaling(quick: bool) -> None:
+    """Strong scaling 1 -> 2 shards: an epoch of digits on the local engine (one
+    process), the threads transport (a thread per shard) and Ray (an actor per shard),
+    each with the same batches, measured in alternating chunks."""
+    from neurolocal.engines.local import LocalEngine
+    from neurolocal.engines.ray import RayEngine
+    from neurolocal.engines.rounds import Learning
+    from neurolocal.engines.threads import ThreadsEngine
+    from neurolocal.optimizers import make_optimizer
+
+    print("11. scaling: an epoch of digits, 1 -> 2 shards (local, threads, Ray); load "
+          f"average {os.getloadavg()[0]:.1f}")
+    data = digits_batches(128)
+    _, x, y, bounds = data
+    graphs = scaling_graphs()
+    learning = Learning("adam", 1e-3, factory=make_optimizer)
+    limit = 4 if quick else None   # batches per epoch in a quick run
+    cases = [  # (workload, graph, batch bounds, T, pipeline, Ray shards)
+        ("chain 64-1024x4-10 tanh, batch 128, T 4, --pipeline 2", "chain", 128, 4, 2, 2),
+        ("tiled 40 vertices (9 tiles of 128/layer), batch 128, --pipeline 1", "tiled", 128, 4, 1, 2),
+        ("digits MLP 64-128-128-10, batch 32, --pipeline 1", "mlp", 32, 2, 1, "auto"),
+    ]
+    for label, key, batch_size, iterations, pipeline, ray_shards in cases:
+        graph = graphs[key]
+        cut = list(range(0, len(x), batch_size)) + [len(x)]
+        batches = [({graph.inputs[0]: x[lo:hi]}, y[lo:hi]) for lo, hi in zip(cut, cut[1:])]
+        batches = batches[:limit] if limit else batches
+
+        def epoch_of(engine):
+            engine.restore(graph.init_params(0), None, learning)
+
+            def epoch():
+                for _ in engine.train_batches(batches, eta=1.0, iterations=iterations,
+                                              pipeline=pipeline):
+                    pass
+            return epoch
+
+        per_actor = ray_shards if ray_shards == "auto" else -(-len(graph.order) // ray_shards)
+        engines = {"local": LocalEngine(graph, graph.init_params(0)),
+                   "threads-1": ThreadsEngine(graph, graph.init_params(0), shards=1),
+                   "threads-2": ThreadsEngine(graph, graph.init_params(0), shards=2)}
+        ray_engine = RayEngine(graph, graph.init_params(0), vertices_per_actor=per_actor,
+                               traffic_settings={"learning": True, "iterations": iterations,
+                                                 "batch_size": batch_size})
+        engines["ray"] = ray_engine
+        try:
+            repeats = 3 if quick else 6
+            times = interleaved({name: (epoch_of(e), repeats) for name, e in engines.items()})
+        finally:
+            for engine in engines.values():
+                engine.close()
+        actors = len(ray_engine.actor_info) if ray_engine.actor_info else "?"
+        print(f"  {label}: {len(batches)} batches; Ray on {actors} actor(s)"
+              + (f", auto predicted {ray_engine.partition.get('predicted_batch_ms')} ms/batch"
+                 if ray_shards == "auto" else ""))
+        report("scaling", f"{key}: threads, 2 shards vs 1", times["threads-2"],
+               times["threads-1"], unit="s")
+        report("scaling", f"{key}: threads, 2 shards vs local", times["threads-2"],
+               times["local"], unit="s")
+        report("scaling", f"{key}: Ray vs local", times["ray"], times["local"], unit="s")
+        report("scaling", f"{key}: Ray vs threads, 2 shards", times["ray"],
+               times["threads-2"], unit="s")
+        if key == "chain":
+            goal("chain on Ray --pipeline 2 vs local --pipeline 2 (s/epoch)", times["ray"],
+                 times["local"], "s", 0.6)
+            goal("chain on Ray --pipeline 2 vs threads --pipeline 2 (s/epoch)", times["ray"],
+                 times["threads-2"], "s", 1.15)
+        elif key == "tiled":
+            goal("tiled 40 vertices on Ray, --pipeline 1 vs local (s/epoch)", times["ray"],
+                 times["local"], "s", 0.65)
+        else:
+            goal("digits MLP on Ray (auto placement) vs local (s/epoch)", times["ray"],
+                 times["local"], "s", 1.3)
+
+
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
             "placement": bench_placement, "logging": bench_logging, "traffic": bench_traffic,
             "startup": bench_startup, "memory": bench_memory, "epoch": bench_epoch,
-            "planned": bench_planned, "build": bench_build}
+            "planned": bench_planned, "build": bench_build, "scaling": bench_scaling}
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ NEEDS = {
 def test_every_capability_has_a_request_and_every_transport_a_row():
     fields = set(Capabilities.__dataclass_fields__)
     assert set(NEEDS) | {"watch_rounds"} == fields
-    assert set(CAPABILITIES) == {"local", "sim", "ray"}
+    assert set(CAPABILITIES) == {"local", "sim", "ray", "threads"}
 
 
 @pytest.mark.parametrize("engine", sorted(CAPABILITIES))

@@ -148,8 +148,8 @@ def test_pipelining_a_depth_16_chain_doubles_batches_per_simulated_second():
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--engine", "ray", "--pipeline", "2"],
-     "--pipeline: pipelining runs on the sim and local engines"),
+    (["--engine", "ray", "--staleness", "1", "--pipeline", "2"],
+     "--pipeline: pipelining on the ray engine runs synchronous rounds only"),
     (["--engine", "sim", "--mode", "strict", "--schedule", "ipc", "--pipeline", "2"],
      "--pipeline: iPC moves every weight every round"),
     (["--engine", "sim", "--pipeline", "0"], "argument --pipeline"),

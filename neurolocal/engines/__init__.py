@@ -1,6 +1,7 @@
 """Engines run predictive coding on a graph: the one `Engine` (engines/engine.py) over a
-transport that moves the round machine's messages — in one process (`local`), in
-simulated time (`sim`) or between Ray actors (`ray`) — docs/rounds.md §6.
+transport that moves the round machine's messages — in one process (`local`), in one
+process a thread per shard (`threads`), in simulated time (`sim`) or between Ray actors
+(`ray`) — docs/rounds.md §6.
 
 `open_engine` is the one place an `EngineConfig` becomes an engine: it checks the config
 against the transport's capabilities (engines/capabilities.py) before anything starts.
@@ -32,6 +33,11 @@ def open_engine(config: EngineConfig, graph, params, *, log_settings: dict | Non
         return LocalEngine(graph, params, recorder=recorder, config=config)
     if config.engine == "sim":
         return _open_sim(config, graph, params, log_settings)
+    if config.engine == "threads":
+        from neurolocal.engines.threads import ThreadsEngine
+
+        recorder = traffic_recorder(config, graph, writer="threads", settings=log_settings)
+        return ThreadsEngine(graph, params, recorder=recorder, config=config)
     from neurolocal.engines.ray import RayEngine
 
     return RayEngine(graph, params, config=config, traffic_settings=log_settings)

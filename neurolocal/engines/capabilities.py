@@ -40,12 +40,13 @@ class Capabilities:
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
 
-#: one row per transport (engines/local.py, engines/sim/, engines/ray/)
+#: one row per transport (engines/local.py, engines/threads.py, engines/sim/, engines/ray/)
 CAPABILITIES: dict[str, Capabilities] = {
     "local": Capabilities(float32=True, pipelining=True, watch_rounds=True),
+    "threads": Capabilities(float32=True, pipelining=True),
     "sim": Capabilities(staleness=True, asynchrony=True, pipelining=True),
-    "ray": Capabilities(staleness=True, asynchrony=True, float32=True, posting_ahead=True,
-                        fault_injection=True, placement=True),
+    "ray": Capabilities(staleness=True, asynchrony=True, float32=True, pipelining=True,
+                        posting_ahead=True, fault_injection=True, placement=True),
 }
 
 
@@ -65,8 +66,8 @@ WHAT = {
     "asynchrony": "delays, loss and stragglers are simulated: they need the sim engine (or "
                   "the ray engine, which injects them for real)",
     "float32": "float32 runs on the local and ray engines",
-    "pipelining": "pipelining runs on the sim and local engines (throughput is measured in "
-                  "simulated time)",
+    "pipelining": "pipelining (batches in flight) runs on the local, threads, sim and ray "
+                  "engines",
     "posting_ahead": "posting batches ahead is for batches sent to actors",
     "fault_injection": "fault injection kills a Ray actor",
     "placement": "placing shards is for Ray actors",
@@ -82,9 +83,7 @@ def refusal(engine: str, capability: str) -> str:
     if "engine" not in text:
         text += f"; it needs the {' or '.join(others)} engine" if others else \
             f"; the {engine} engine does not"
-    if capability == "pipelining" and engine == "ray":
-        text += "; the Ray engine trains one batch at a time"
-    elif capability == "float32":
+    if capability == "float32":
         text += f"; the {engine} engine computes in float64 only"
     elif capability == "watch_rounds":
         text += f"; the {engine} engine has none"

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from neurolocal.checks import expected, number
 from neurolocal.errors import ConfigError
 
-ENGINE_NAMES = ("local", "ray", "sim")
+ENGINE_NAMES = ("local", "ray", "sim", "threads")
 SCHEDULES = ("auto", "jacobi", "event", "backward-in-time", "ipc")
 MODES = ("fixed", "strict")
 PLACEMENTS = ("spread", "pack")

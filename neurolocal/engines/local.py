@@ -19,8 +19,8 @@ from typing import Iterable, Iterator
 from neurolocal.engines.capabilities import CAPABILITIES
 from neurolocal.engines.config import EngineConfig
 from neurolocal.engines.engine import Engine, initial_params
-from neurolocal.engines.rounds import Learning, RoundObserver, Shard, ShardLog
-from neurolocal.engines.staleness import StalenessLedger
+from neurolocal.engines.rounds import Learning, Shard, ShardLog
+from neurolocal.engines.staleness import LedgerObserver as _Ledgered, StalenessLedger
 from neurolocal.engines.transport import Batch, Outcome
 from neurolocal.bulk import paused_gc
 from neurolocal.graph import Graph, Params
@@ -34,19 +34,6 @@ def split(graph: Graph, shards: int) -> list[tuple[str, ...]]:
     shards = max(1, min(int(shards), n))
     size = -(-n // shards)
     return [graph.order[i:i + size] for i in range(0, n, size)]
-
-
-class _Ledgered(RoundObserver):
-    """Forward passes and applied updates of a lane, told to the staleness ledger."""
-
-    def __init__(self, ledger: StalenessLedger):
-        self.ledger = ledger
-
-    def forward(self, shard, vertex):
-        self.ledger.forward(shard.settings.batch, vertex)
-
-    def learned(self, shard, vertex):
-        self.ledger.learned(shard.settings.batch, vertex)
 
 
 class LocalTransport:

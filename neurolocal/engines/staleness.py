@@ -6,6 +6,8 @@ through the transports that pipeline (local, sim); the engine exposes what it co
 
 from __future__ import annotations
 
+from neurolocal.engines.rounds import RoundObserver
+
 
 class StalenessLedger:
     """Counts per vertex, over one run of batches (`begin_run`): updates applied, and the
@@ -31,7 +33,24 @@ class StalenessLedger:
         done = self.updates.get(vertex, 0)
         staleness = done - self._at_forward.pop((batch, vertex), done)
         self.updates[vertex] = done + 1
+        self.add(batch, vertex, staleness)
+        return staleness
+
+    def add(self, batch: int, vertex: str, staleness: int) -> None:
+        """An update counted elsewhere (a Ray actor's own ledger): recorded here."""
         self.histogram[staleness] = self.histogram.get(staleness, 0) + 1
         if self.records is not None:
             self.records.append((batch, vertex, staleness))
-        return staleness
+
+
+class LedgerObserver(RoundObserver):
+    """Forward passes and applied updates of the shards it is set on, told to a ledger."""
+
+    def __init__(self, ledger: StalenessLedger):
+        self.ledger = ledger
+
+    def forward(self, shard, vertex):
+        self.ledger.forward(shard.settings.batch, vertex)
+
+    def learned(self, shard, vertex):
+        self.ledger.learned(shard.settings.batch, vertex)

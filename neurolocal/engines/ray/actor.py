@@ -21,7 +21,9 @@ import ray
 
 from neurolocal.graph import Graph
 from neurolocal.engines.ray.asynchrony import ActorJournal, Injection, Outbox, Pacer, Receiver
+from neurolocal.engines.lanes import Lanes
 from neurolocal.engines.rounds import RunSettings, Shard, ShardLog
+from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.traffic.log import SCHEDULER, TrafficRecorder, now, payload_bytes
 
 
@@ -91,6 +93,11 @@ class ShardActor:
         watched = journal or injection is not None
         self.shard = Shard(graph, names, owners, mode, log, trace=watched)
         self.shard.use_plan = plan   # EngineConfig.rounds (docs/rounds.md §9)
+        #: pipelining (`run_group`): the shard's lanes; `piping`: every message goes
+        #: through them (set by the driver, between runs, with nothing in flight)
+        self.lanes = Lanes(self.shard, lambda: Shard(graph, names, owners, mode, log),
+                           StalenessLedger())
+        self.piping = False
         self.peers: dict | None = None   # None until the driver connects this incarnation
         self.finished: asyncio.Event | None = None
         self.failure: BaseException | None = None
@@ -123,8 +130,9 @@ class ShardActor:
             k += 1
         return f"{self.name}-restart-{k}"
 
-    async def connect(self, peers: dict) -> dict:
+    async def connect(self, peers: dict, piping: bool = False) -> dict:
         self.peers = peers
+        self.piping = piping
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
                 "pid": os.getpid(), "restarted": self.restarted}
@@ -156,6 +164,7 @@ class ShardActor:
                 payload_bytes([params, inputs, target]) + settings_bytes(settings), t_send, now(),
                 self.traffic.scheduler_host, self.traffic.hosts[me], SCHEDULER, self.name)
         self.finished = finished = asyncio.Event()
+        early = self.lanes.claim(settings.batch) if self.piping else []
         if self.pacer is not None:
             self.pacer.begin_batch()
             self.shard.horizon, self._paused = None, False
@@ -163,6 +172,8 @@ class ShardActor:
         if self.journal is not None:
             self.journal.begin(settings.batch)
         self._post(self._step(lambda: self.shard.begin(settings, params, inputs, target)))
+        if early:
+            self._receive(early)
         await finished.wait()
         if self.finished is not finished:  # superseded: the driver no longer waits for it
             return {"abandoned": settings.batch}
@@ -180,6 +191,61 @@ class ShardActor:
             self.journal.end(settings.batch)
         return result
 
+    async def run_group(self, group, t_send: float = 0.0, after: int | None = None,
+                        fresh: bool = False) -> list[dict]:
+        """Pipelining (docs/rounds.md §7): a group of K training batches in flight, each
+        `(settings, inputs, target)`, run in this shard's lanes in lock-step with the
+        local engine's ticks (engines/lanes.py); answers every batch's scalars, in
+        order, once every vertex here is done with all of them. `after`: the last batch
+        id of the group posted before (it finishes here first). `fresh`: a new run of
+        batches (the staleness ledger counts from 0). Each result carries the weight
+        staleness of the updates applied here (`staleness`: [(batch, vertex, s)])."""
+        if self.peers is None:
+            raise ActorNotReady(f"{self.name} was restarted and is not connected yet")
+        era = self.era
+        if after is not None:
+            while self.last_done != after and self.era == era:
+                await self.turn.wait()
+            if self.era != era:
+                return [{"abandoned": entry[0].batch} for entry in group]
+        ledger = self.lanes.ledger
+        if fresh:
+            ledger.begin_run()
+        ledger.records = []
+        if self.traffic is not None:
+            me = self.shard.index
+            for settings, inputs, target in group:
+                self.shard.log.recorder.record(
+                    settings.batch, 0, SCHEDULER, self.name, "control",
+                    payload_bytes([None, inputs, target]) + settings_bytes(settings),
+                    t_send, now(), self.traffic.scheduler_host, self.traffic.hosts[me],
+                    SCHEDULER, self.name)
+        self.finished = finished = asyncio.Event()
+        self._post(self.lanes.start(group))
+        await finished.wait()
+        if self.finished is not finished or self.era != era:
+            return [{"abandoned": entry[0].batch} for entry in group]
+        self.shard.flush_log()
+        if self.failure is not None:
+            raise self.failure
+        results = self.lanes.results()
+        by_batch: dict[int, list] = {}
+        for batch, vertex, staleness in ledger.records:
+            by_batch.setdefault(batch, []).append((batch, vertex, staleness))
+        t = now()
+        results = [{**result, "staleness": by_batch.get(entry[0].batch, []), "t_send": t}
+                   for entry, result in zip(group, results)]
+        self.last_done = group[-1][0].batch
+        self.turn.set()
+        self.turn = asyncio.Event()
+        return results
+
+    async def set_piping(self, piping: bool) -> None:
+        """Pipelining on or off (`run_group`): the driver says so between runs."""
+        self.piping = piping
+        if not piping:
+            self.lanes.release(self.journal)
+
     async def ping(self) -> int:
         """Answered even mid-batch (an asyncio actor): is this actor reachable?"""
         return os.getpid()
@@ -196,6 +262,7 @@ class ShardActor:
         still running here (its peer died) is abandoned first, so no late message of it
         moves a restored weight, and so is every batch posted ahead and waiting."""
         self.shard.abandon()
+        self.lanes.abandon()
         if self.finished is not None and not self.finished.is_set():
             self.finished.set()   # its run_batch answers "abandoned"
         self.finished = None
@@ -247,6 +314,9 @@ class ShardActor:
         try:
             if self.receiver is not None:
                 messages = self.receiver.prepare(self.shard, messages, self.journal)
+            if self.piping:   # each message to the lane of its batch (run_group)
+                self._post(self.lanes.deliver(messages))
+                return
             self._post(self._step(lambda: self.shard.deliver(messages)))
         except Exception as exc:  # nobody awaits this call: wake run_batch to report it
             self.failure = exc
@@ -270,5 +340,6 @@ class ShardActor:
         else:
             for destination, messages in outgoing.items():
                 self._send(destination, messages)
-        if self.finished is not None and self.shard.done:
+        done = self.lanes.done if self.lanes.group else self.shard.done
+        if self.finished is not None and done:
             self.finished.set()

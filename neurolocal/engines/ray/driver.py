@@ -33,6 +33,10 @@ from neurolocal.engines.ray.recovery import (  # noqa: F401  (re-exported)
     replace_restart,
 )
 from neurolocal.engines.ray.asynchrony import Injection
+from neurolocal.engines.ray.pipelined import Pipelining, check_pipelined
+from neurolocal.engines.ray.costmodel import CostContext, ray_costs
+from neurolocal.engines.base import default_iterations
+from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.ray.replay_log import DriverJournal, asynchrony_report
 from neurolocal.engines.ray.connection import ADDRESS_LOCAL, start_ray
 from neurolocal.engines.ray.nodes import (
@@ -58,7 +62,7 @@ from neurolocal.traffic.log import (
 
 
 
-class RayTransport(Recovery):
+class RayTransport(Recovery, Pipelining):
     """Vertices in Ray actors: the driver starts them, dispatches one call per actor per
     batch, collects the results and recovers from actor deaths (the package docstring).
     The `Engine` (engines/engine.py) runs over it."""
@@ -67,7 +71,7 @@ class RayTransport(Recovery):
 
     def __init__(self, graph: Graph, params: Params, config: EngineConfig,
                  traffic_settings: dict | None = None, asynchrony: Injection | None = None,
-                 topology: str | None = None):
+                 topology: str | None = None, ledger: StalenessLedger | None = None):
         """`config`: the run's (checked: capabilities, schedule); its `timeout` bounds any
         wait of the driver (actors starting, a batch, a restarted actor coming back);
         `traffic_log` a directory for the traffic log, `traffic_settings` going into its
@@ -81,7 +85,8 @@ class RayTransport(Recovery):
         (engines/ray/asynchrony.py); an asynchronous run (it, or staleness > 0) with a
         traffic log also writes replay journals (docs/asynchrony.md §6), naming
         `topology` (the file) for the replay. `post_ahead`: training batches `run_many`
-        keeps posted to the actors at once (docs/rounds.md §7; 1 where asynchronous)."""
+        keeps posted to the actors at once (docs/rounds.md §7; 1 where asynchronous).
+        `ledger`: counts the weight staleness of pipelined updates (engines/staleness.py)."""
         self.graph = graph
         self.params = params
         self.config = config
@@ -100,6 +105,10 @@ class RayTransport(Recovery):
         self.asynchrony = asynchrony
         self.topology = topology
         self.journal: DriverJournal | None = None   # opened with the traffic log
+        self.ledger = ledger if ledger is not None else StalenessLedger()
+        self._piping = False   # the actors route messages through their lanes (pipelined.py)
+        if config.pipeline > 1:
+            check_pipelined(self)
         placement_from = config.placement_from
         if asynchrony is not None and self.vertices_per_actor == AUTO and placement_from is None:
             # injected delays and losses act on messages between actors: with auto, one
@@ -144,7 +153,7 @@ class RayTransport(Recovery):
         cpus = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes()}
         chosen = plan(graph, self.vertices_per_actor, nodes, cpus, self.placement, driver_node,
                       self._weights, self.traffic_settings.get("batch_size"),
-                      self._placement_from)
+                      self._placement_from, self._cost_context())
         self.shards, where, self.partition = chosen.shards, chosen.nodes, chosen.info
         self.fault = check_fault(self.fault, len(self.shards))
         traffic = self._traffic_spec(where, driver_node)
@@ -157,6 +166,17 @@ class RayTransport(Recovery):
         self.actor_info = [{"actor": i, "name": actor_name(i), "vertices": list(names),
                             "host": traffic.hosts[i] if traffic else None, **info}
                            for i, (names, info) in enumerate(zip(self.shards, infos))]
+
+    def _cost_context(self) -> CostContext | None:
+        """What `auto` predicts batch times with when training (costmodel.py): the
+        measured flop rate, a Ray hop's costs, the rounds a batch runs, the pipeline
+        depth. None: every core offered gets a shard."""
+        if self.vertices_per_actor != AUTO or not self.traffic_settings.get("learning"):
+            return None   # a relaxation (check-grad) checks the packing on every core
+        iterations = self.traffic_settings.get("iterations")
+        rounds = iterations if isinstance(iterations, int) and iterations > 0 else \
+            default_iterations(self.graph)
+        return CostContext(ray_costs(), rounds, self.config.pipeline)
 
     def _new_actor(self, index: int, node: str, replacement: bool = False):
         """Shard `index`'s actor, on `node`."""
@@ -292,7 +312,7 @@ class RayTransport(Recovery):
 
     def run_many(self, batches, pipeline: int):
         """Training batches, yielding (batch, outcome) in order: the same outcomes, bit for
-        bit, as `run` batch after batch (`pipeline` is 1: capabilities.py).
+        bit, as `run` batch after batch (`pipeline` > 1: `run_groups`, pipelined.py).
 
         Posting ahead (docs/rounds.md §7): up to `ahead` batches are posted to the actors
         at once instead of waiting for one batch's results before posting the next.
@@ -305,6 +325,10 @@ class RayTransport(Recovery):
         the batches in flight posted again under fresh ids. `fault`'s batch runs alone
         (the batches before it collected first, none posted before it is), so the actor
         dies under exactly that batch and it is the one batch abandoned, as with 1."""
+        if pipeline > 1:   # K batches in flight, as the local engine's (pipelined.py)
+            self.ledger.begin_run()
+            yield from self.run_groups(batches, pipeline)
+            return
         ahead = self.ahead
         if ahead == 1:
             for batch in batches:
@@ -604,8 +628,10 @@ class RayEngine(Engine):
             topology = topology or getattr(config.sim, "topology", None)
         Engine.check(config, graph, RayTransport)
         params = initial_params(graph, params, seed, config.dtype)
-        transport = RayTransport(graph, params, config, traffic_settings, asynchrony, topology)
-        super().__init__(config, graph, params, transport)
+        ledger = StalenessLedger()
+        transport = RayTransport(graph, params, config, traffic_settings, asynchrony, topology,
+                                 ledger)
+        super().__init__(config, graph, params, transport, ledger)
 
     # the transport's own state, as the tests and scripts read it
     actors = property(lambda self: self.transport.actors)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from neurolocal.checks import number
 from neurolocal.engines.config import AUTO, check_vertices_per_actor
 from neurolocal.engines.ray import partition as mincut
+from neurolocal.engines.ray.costmodel import CostContext, choose
 from neurolocal.errors import ConfigError, DataError
 from neurolocal.graph import Graph
 
@@ -96,18 +97,30 @@ def cores_per_node(nodes: Sequence[str], cpus: dict[str, float], placement: str,
 
 def plan(graph: Graph, vertices_per_actor, nodes: Sequence[str], cpus: dict[str, float],
          placement: str, driver_node: str, weights: mincut.Weights | None = None,
-         batch_size: int | None = None, source: str | None = None) -> Plan:
+         batch_size: int | None = None, source: str | None = None,
+         cost: CostContext | None = None) -> Plan:
     """Shards and their nodes for `vertices_per_actor` (auto or K) on these alive nodes
     (`cpus`: each node's CPU count). `weights`: a log's (`weights_from_log`), else the
     model's for `batch_size` samples. `info` says how the shards were chosen and what
-    they cut, in bytes per batch."""
+    they cut, in bytes per batch. `cost`: auto chooses how many of the cores offered to
+    use by the batch time it predicts (costmodel.py; `info`: the choice and every
+    prediction); None: every core offered."""
     k_given = check_vertices_per_actor(vertices_per_actor)
     model = weights or mincut.model_weights(graph, batch_size or DEFAULT_BATCH)
     if k_given == AUTO:
         counts = cores_per_node(nodes, cpus, placement, driver_node, len(graph.order))
-        part = mincut.min_cut(model, sum(counts))
-        shards = list(part.shards)
         where = [node for node, c in zip(nodes, counts) for _ in range(c)]
+        predicted = {}
+        if cost is None:
+            part = mincut.min_cut(model, sum(counts))
+        else:
+            best, seen = choose(model, sum(counts), cost)
+            part = best.partition
+            predicted = {"chosen_by": "cost model",
+                         "predicted_batch_ms": round(best.seconds * 1e3, 3),
+                         "predicted_ms": {str(k): round(v * 1e3, 3) for k, v in seen.items()}}
+        shards = list(part.shards)
+        where = where[:len(shards)]
         how = "min-cut" + (f" weighed by {source}" if source else "")
         cut, total = part.cut, part.total
     else:
@@ -119,6 +132,8 @@ def plan(graph: Graph, vertices_per_actor, nodes: Sequence[str], cpus: dict[str,
     info = {"vertices_per_actor": k_given, "partition": how, "shards": len(shards),
             "cut_bytes": round(cut),
             "cut_fraction": round(cut / total, 4) if total else 0.0}
+    if k_given == AUTO:
+        info.update(predicted)
     return Plan(shards, where, info)
 
 

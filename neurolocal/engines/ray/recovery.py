@@ -60,11 +60,7 @@ class Recovery:
                     self._load_snapshot()
                     if self.journal is not None:   # the replay restarts from there too
                         self.journal.restored(*self._snapshot, self.learning)
-                    for template, inputs, target in self._since:
-                        settings = replace(template, batch=self._batch)
-                        self._batch += 1
-                        results = gather(self._dispatch(settings, inputs, target, None),
-                                         self.timeout, self._describe_actors(), "replay a batch")
+                    for settings, inputs, target, results in self._replays():
                         if self.recorder is not None:
                             self._log_replies_now(settings.batch, results)
                             self.recorder.flush()
@@ -73,7 +69,7 @@ class Recovery:
                             self.journal.trained(settings, inputs, target,
                                                  step_from_results(self.graph, results, rounds),
                                                  results)
-                    replayed = len(self._since)
+                    replayed = sum(len(e) if isinstance(e, list) else 1 for e in self._since)
                     break
                 except ActorLost as again:   # lost once more while replaying: start over
                     records += self._recover(again, index, self._batch - 1, dispatched)
@@ -81,6 +77,20 @@ class Recovery:
         records = [replace_restart(r, replayed, seconds) for r in records]
         self.restarts += records
         return records
+
+    def _replays(self):
+        """The batches since the snapshot again, under fresh ids: (settings, inputs,
+        target, results) each; a pipelined group again as a group (pipelined.py)."""
+        for entry in self._since:
+            if isinstance(entry, list):
+                yield from self.replay_group(entry)
+                continue
+            template, inputs, target = entry
+            settings = replace(template, batch=self._batch)
+            self._batch += 1
+            yield settings, inputs, target, gather(
+                self._dispatch(settings, inputs, target, None), self.timeout,
+                self._describe_actors(), "replay a batch")
 
     def _load_snapshot(self) -> None:
         """Every actor's vertices back to the driver's last snapshot."""
@@ -106,7 +116,8 @@ class Recovery:
         replaced: set[int] = set()
         while pending:
             lifecycle.check_embedded()  # a dead GCS restarts no actor
-            refs = {self.actors[i].connect.remote(self._peers(i)): i for i in sorted(pending)}
+            refs = {self.actors[i].connect.remote(self._peers(i), self._piping): i
+                    for i in sorted(pending)}
             ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                 timeout=max(0.0, deadline - now()))
             fresh = False  # an actor re-created: every actor connects again, to its handle
