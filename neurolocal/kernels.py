@@ -54,23 +54,18 @@ def value_step(value, error, feedback, eta):
         v[k] += eta * (f[k] - e[k])
 
 
-@njit_on_first_call
 def squared_norms(rows):
-    """Sum of squares of each row of a 2-D array, summed in order (float64).
+    """Sum of squares of each row of a 2-D array (returned as float64).
 
     A vertex's energy (`VertexRule.energy`) is this of its error as one row, and a group
     of vertices run together (the planned path, engines/plan/groups.py) takes it of
-    its stacked errors, one row per vertex: the same loop, so the same bits either
-    way — unlike BLAS's dot, whose order of summation depends on the length and
-    alignment it is handed."""
-    out = np.empty(rows.shape[0])
-    for g in range(rows.shape[0]):
-        total = 0.0
-        for k in range(rows.shape[1]):
-            x = float(rows[g, k])
-            total += x * x
-        out[g] = total
-    return out
+    its stacked errors, one row per vertex: numpy sums each row of a contiguous array
+    alone, pairwise, whatever the rows around it, so the bits are the same either way —
+    unlike BLAS's dot, whose order of summation depends on the length and alignment it
+    is handed. Plain numpy, not a kernel: every vertex computes an energy at its forward
+    pass, and a first call to a numba kernel there (its load from the cache) made an
+    actor's first step late enough to change the timing of asynchronous Ray runs."""
+    return np.square(rows).sum(axis=1).astype(np.float64, copy=False)
 
 
 @njit_on_first_call

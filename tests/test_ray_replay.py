@@ -29,8 +29,9 @@ DAG = REPO_ROOT / "topologies" / "dag.yaml"
 #: consumption order depends on the timing of each run (on the DAG: trunk hears from
 #: three children along paths of different lengths; an MLP's order is fixed by its
 #: structure whatever the timing). The three runs below draw their delays from seeds 1,
-#: 2 and 3, so their orders differ however loaded the machine is (with one seed, a busy
-#: machine's scheduling can stretch every run the same way: the test was flaky at load 17)
+#: 2 and 3, so their orders differ whatever the machine's timing does (with one seed,
+#: anything that stalls one actor long enough — a first kernel load once did — makes
+#: every run's order the same)
 ASYNC = ["--staleness", "2", "--delay", "exp:2", "--straggler", "trunk:2"]
 
 
