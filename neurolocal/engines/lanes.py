@@ -117,7 +117,8 @@ class Lanes:
             self.floor = max(self.floor, max(self.lane_of))
         for shard in self.lanes:
             shard.abandon()
-            shard.observer = None
+            if shard.observer is self.observer:   # only what a group installed: the home
+                shard.observer = None             # shard keeps its own (a replay journal)
         self.group, self.lane_of, self.early, self.begun = [], {}, {}, 0
 
     def release(self, observer=None) -> None:
