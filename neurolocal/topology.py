@@ -95,6 +95,14 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise TopologyError("not UTF-8 text", source=source) from None
+    return topology_from_text(text, source, path.stem, budget)
+
+
+def topology_from_text(text: str, source: str, default_name: str,
+                       budget: Budget | None = None) -> Topology:
+    """A topology file's text (e.g. the copy a replay journal holds), checked as
+    `load_topology` checks a file."""
+    budget = budget or default_budget()
     try:
         check_document(text, budget, _SafeBase, source=source)
         document = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader
@@ -108,7 +116,7 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
     except RecursionError:
         raise TopologyError("structure nested too deeply", source=source) from None
     try:
-        return topology_from_dict(document, default_name=path.stem, source=source,
+        return topology_from_dict(document, default_name=default_name, source=source,
                                   budget=budget)
     except TopologyError as exc:
         raise exc.located(source=source) from None
