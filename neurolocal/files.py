@@ -47,7 +47,8 @@ def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
                 "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
         raise error(f"is {kind}, expected a regular {what}", source=source)
     if info.st_size > limit:
-        key = "document_bytes" if what == "topology file" else "data_bytes"
+        key = "document_bytes" if what in ("topology file", "asynchrony file") else \
+            "data_bytes"
         raise error(f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
                     f"it with {param('budget')} {key}=N (or NEUROLOCAL_BUDGET)", source=source)
     return info.st_size
