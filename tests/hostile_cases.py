@@ -63,13 +63,15 @@ def broken(code: Any, stderr: str, error: str | None = None, timeout: bool = Fal
     return None
 
 
-def run_cli(argv: list[str], *, cwd: Path | None = None, wall_timeout: float = 120) -> dict:
-    """`python -m neurolocal ARGV` under the limits; a record for `broken`."""
+def run_cli(argv: list[str], *, cwd: Path | None = None, wall_timeout: float = 120,
+            memory: int = MEMORY_BYTES) -> dict:
+    """`python -m neurolocal ARGV` under the limits (`memory` bytes of address space: the
+    issue's 2 GB for commands that load DuckDB); a record for `broken`."""
     command = [sys.executable, "-m", "neurolocal", *map(str, argv)]
     try:
         done = subprocess.run(command, cwd=cwd or REPO, env=child_env(), capture_output=True,
                               text=True, errors="replace", timeout=wall_timeout,
-                              preexec_fn=limit_child())
+                              preexec_fn=limit_child(memory=memory))
     except subprocess.TimeoutExpired:
         return {"code": None, "stderr": "", "error": None, "timeout": True}
     code = done.returncode
