@@ -110,6 +110,8 @@ class Record:
     cpus: int
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, start time)
     commands: dict = field(default_factory=dict)   # str(pid) -> its command line
+    #: the state directory it was read from (not written: where it lies says that)
+    state: str = field(default="", repr=False)
 
     @property
     def root(self) -> tuple[int, int]:
@@ -119,7 +121,10 @@ class Record:
         return bool(self.processes) and any(p == self.root for p in proven_processes(self))
 
     def token_path(self) -> Path:
-        return state_dir() / TOKEN
+        return Path(self.state or state_dir()) / TOKEN
+
+    def as_json(self) -> str:
+        return json.dumps({k: v for k, v in self.__dict__.items() if k != "state"}, indent=1)
 
 
 def read_record() -> Record | None:
@@ -133,6 +138,7 @@ def read_record() -> Record | None:
     try:
         data = json.loads(data)
         data["processes"] = [(int(p), int(t)) for p, t in data["processes"]]
+        data["state"] = str(state_dir())
         record = Record(**data)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise bad from None
@@ -149,9 +155,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(f"neurolocal cluster {token}".encode()).hexdigest()
 
 
-def _token() -> str | None:
+def _token(record: Record) -> str | None:
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        return (state_dir() / TOKEN).read_text()
+        return record.token_path().read_text()
     return None
 
 
@@ -159,7 +165,7 @@ def proven_temp_dir(record: Record) -> Path | None:
     """The record's temp dir when `up` created it (see the module's doc), else None."""
     import stat
 
-    token = _token()
+    token = _token(record)
     try:
         path = Path(record.temp_dir)
         info = os.lstat(path)
@@ -256,7 +262,7 @@ def up(cpus: int | None = None, object_store_bytes: int = 200 << 20,
                     started=time.time(), cpus=cpus, processes=processes, commands=commands)
     _write_private(Path(head.base_dir) / MARKER, _digest(head.token))
     _write_private(state_dir() / TOKEN, head.token)
-    _write_private(state_dir() / RECORD, json.dumps(record.__dict__, indent=1))
+    _write_private(state_dir() / RECORD, record.as_json())
     return record, True
 
 
