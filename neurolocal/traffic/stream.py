@@ -35,6 +35,8 @@ FLOAT_FIELDS = ("t_send", "t_recv")
 STR_FIELDS = ("src", "dst", "kind", "src_host", "dst_host", "src_actor", "dst_actor")
 BLOCK = MAX_OBJECT_BYTES  # a block always holds any one whole object
 ROWS = 1 << 18
+#: the type of each header key besides format and version (checked before it is used)
+HEADER_TYPES = {"run": str, "writer": str, "graph": str, "settings": dict, "fields": list}
 #: fields a header may declare: FIELDS plus the few a later version may add (a header
 #: declaring 20,000 made each chunk's buffers 39 GiB)
 MAX_FIELDS = 256
@@ -173,8 +175,7 @@ class LogStream:
         if header.get("version") != VERSION:
             raise DataError(f"traffic-log version {str(header.get('version'))[:40]} is not "
                             f"supported (expected {VERSION})", source=source)
-        for key, kind in (("run", str), ("writer", str), ("graph", str), ("settings", dict),
-                          ("fields", list)):
+        for key, kind in HEADER_TYPES.items():
             if key in header and not isinstance(header[key], kind):
                 raise DataError(f"header field {key!r} is not a {kind.__name__}", source=source)
         fields = tuple(header.get("fields") or FIELDS)
