@@ -41,17 +41,6 @@ def cluster(tmp_path_factory):
         head.stop()
 
 
-def catches(pid: int, signum: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except OSError:
-        pass
-    return False
-
-
 def moments(count: int, seed: int) -> list[tuple[str, float]]:
     """(after what, seconds): half from the handlers' installation, half from the first
     checkpoint."""
@@ -66,7 +55,7 @@ def sigterm_run(cluster, out, after: str, delay: float):
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=cluster.driver_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + TIMEOUT
-    while process.poll() is None and not catches(process.pid, signal.SIGTERM):
+    while process.poll() is None and not procs.catches(process.pid, signal.SIGTERM):
         time.sleep(0.001)
     if after == "checkpoint":
         while process.poll() is None and not (out / "checkpoint-pc.npz").exists():

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import hostile_cases as H
+from neurolocal import procs
 
 #: a child that starts the way `python -m neurolocal` does, then lets C code replace the
 #: SIGTERM handler (sigaction to SIG_DFL, what a library's C core might do mid-run),
@@ -53,18 +54,6 @@ def test_a_handler_replaced_in_c_is_put_back():
     assert done.stderr.strip() == "neurolocal: terminated (SIGTERM)", done
 
 
-def catches(pid: int, signum: int) -> bool:
-    """The process has a handler for `signum` (SigCgt of /proc/PID/status)."""
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except OSError:
-        pass
-    return False
-
-
 def test_a_signal_while_importing_is_one_line():
     """SIGTERM the moment `python -m neurolocal` has a handler: still importing the CLI
     (numpy, the ops...), it already ends in one line."""
@@ -72,7 +61,7 @@ def test_a_signal_while_importing_is_one_line():
                                 str(H.TOPOLOGIES / "dag.yaml")], env=H.child_env(),
                                cwd=H.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    while not catches(process.pid, signal.SIGTERM) and process.poll() is None:
+    while not procs.catches(process.pid, signal.SIGTERM) and process.poll() is None:
         time.sleep(0.001)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
@@ -101,7 +90,7 @@ def sigterm_at(argv, moment: float) -> tuple[int, str, float]:
     started = time.monotonic()
     # from neurolocal's first line on (before it, Python itself is starting: no program
     # can take a signal there, ~0.1 s)
-    while not catches(process.pid, signal.SIGTERM) and process.poll() is None:
+    while not procs.catches(process.pid, signal.SIGTERM) and process.poll() is None:
         time.sleep(0.001)
     time.sleep(moment)
     process.send_signal(signal.SIGTERM)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from neurolocal.checks import number
 from neurolocal.errors import DataError, NeurolocalError
 from neurolocal.limits import Budget
 
@@ -73,18 +74,18 @@ class Checker:
         return value
 
     def whole(self, value: Any, where: str, low: int = 0, high: int = MAX_WHOLE) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"expected a whole number, got {_kind(value)}")
-        if not low <= value <= high:
-            raise self.fail(where, f"expected {low}..{high}, got {value}")
-        return value
+        """An integer as msgpack typed it (1e9, a float, is not one) in [low, high]."""
+        try:
+            return number(where, value, whole=True, strict=True, minimum=low, maximum=high,
+                          error=DataError)
+        except DataError as exc:
+            raise exc.located(source=self.source) from None
 
     def number(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(where, f"expected a number, got {_kind(value)}")
-        if not math.isfinite(value):
-            raise self.fail(where, f"expected a finite number, got {value}")
-        return float(value)
+        try:
+            return number(where, value, error=DataError)
+        except DataError as exc:
+            raise exc.located(source=self.source) from None
 
     def flag(self, value: Any, where: str) -> bool:
         if not isinstance(value, bool):
