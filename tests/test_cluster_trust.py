@@ -63,6 +63,14 @@ def ours_dir(marked: bool = True, digest: str | None = None) -> Path:
     return path
 
 
+def down_with_one_process(tmp_path, cleanup, temp_dir):
+    """A record of `temp_dir` and one process naming it on its command line, then down."""
+    process = sleeper(f"--temp-dir={temp_dir}/n0")
+    cleanup[0].append(process)
+    write_record(tmp_path / "state", temp_dir, process)
+    return process, down(tmp_path / "state")
+
+
 @pytest.fixture
 def cleanup():
     started, dirs = [], []
@@ -97,10 +105,7 @@ def test_a_temp_dir_it_cannot_prove_is_kept_and_its_processes_live(tmp_path, cle
             f"{standing.PREFIX}link-{os.getpid()}"
         temp_dir.symlink_to(real)
     dirs.append(temp_dir)
-    process = sleeper(f"--temp-dir={temp_dir}/n0")
-    started.append(process)
-    write_record(tmp_path / "state", temp_dir, process)
-    result = down(tmp_path / "state")
+    process, result = down_with_one_process(tmp_path, cleanup, temp_dir)
     assert result["code"] == 0 and "0 processes" in result["stdout"], result
     assert process.poll() is None
     assert (precious / "data").read_text() == "keep me"
@@ -128,10 +133,7 @@ def test_a_record_it_can_prove_is_stopped_and_deleted(tmp_path, cleanup):
     started, dirs = cleanup
     temp_dir = ours_dir()
     dirs.append(temp_dir)
-    process = sleeper(f"--temp-dir={temp_dir}/n0")
-    started.append(process)
-    write_record(tmp_path / "state", temp_dir, process)
-    result = down(tmp_path / "state")
+    process, result = down_with_one_process(tmp_path, cleanup, temp_dir)
     assert result["code"] == 0 and "1 processes" in result["stdout"], result
     process.wait(timeout=10)
     assert not temp_dir.exists()

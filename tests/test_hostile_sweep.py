@@ -13,16 +13,7 @@ import hostile_cases as H
 from neurolocal.sweep.grid import MAX_RUNS, jobs, parse_vary
 from neurolocal.sweep.runner import point_path
 
-TINY = """
-name: tiny-digits
-vertices:
-  - {name: image, op: input, shape: [64]}
-  - {name: hidden, op: dense, parents: [image], units: 4, activation: tanh}
-  - {name: logits, op: dense, parents: [hidden], units: 10}
-output: logits
-loss: softmax_cross_entropy
-training: {data: digits, epochs: 1, batch_size: 1024, optimizer: {name: adam, lr: 0.01}}
-"""
+TINY = H.small_digits(units=4, batch_size=1024, iterations=None, engine=None)
 VARY = "staleness=0,1"
 
 

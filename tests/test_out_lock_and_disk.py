@@ -16,17 +16,7 @@ import pytest
 import hostile_cases as H
 from neurolocal.files import directory_lock
 
-TOPOLOGY = """
-name: small-digits
-vertices:
-  - {name: image, op: input, shape: [64]}
-  - {name: hidden, op: dense, parents: [image], units: 48, activation: tanh}
-  - {name: logits, op: dense, parents: [hidden], units: 10}
-output: logits
-loss: softmax_cross_entropy
-training: {data: digits, epochs: 1, batch_size: 256, iterations: 2, engine: local,
-           optimizer: {name: adam, lr: 0.01}}
-"""
+TOPOLOGY = H.small_digits(units=48)
 
 
 @pytest.fixture

@@ -69,17 +69,7 @@ def test_a_signal_while_importing_is_one_line():
     assert err.strip() == "neurolocal: terminated (SIGTERM)", err
 
 
-TOPOLOGY = """
-name: small-digits
-vertices:
-  - {name: image, op: input, shape: [64]}
-  - {name: hidden, op: dense, parents: [image], units: 32, activation: tanh}
-  - {name: logits, op: dense, parents: [hidden], units: 10}
-output: logits
-loss: softmax_cross_entropy
-training: {data: digits, epochs: 3, batch_size: 64, iterations: 2, engine: local,
-           optimizer: {name: adam, lr: 0.01}}
-"""
+TOPOLOGY = H.small_digits(units=32, epochs=3, batch_size=64)
 
 
 def sigterm_at(argv, moment: float) -> tuple[int, str, float]:
