@@ -72,6 +72,7 @@ def check_moment(cluster, tmp_path, after, delay):
     out = tmp_path / "run"
     code, err, below = sigterm_run(cluster, out, after, delay)
     lines = [line for line in err.splitlines() if line.strip()]
+    print(f"\nSIGTERM {delay:.2f} s after {after}: exit {code}, {len(lines)} line(s)")
     if code == 0:                  # it finished before the signal
         return
     assert code == 143 and len(lines) == 1, (code, err)
