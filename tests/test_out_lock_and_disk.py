@@ -88,4 +88,5 @@ def test_a_full_disk_is_one_line_and_the_checkpoint_resumes(topology, tmp_path):
         filler.unlink()
         resumed = run(topology, "--resume", out, "--epochs", "3")
         assert resumed["code"] == 0, resumed
-        assert json.loads((out / "metrics.json").read_text())["runs"]["pc"]["epochs"][-1]["epoch"] == 3
+        epochs = json.loads((out / "metrics.json").read_text())["runs"]["pc"]["epochs"]
+        assert epochs[-1]["epoch"] == 3

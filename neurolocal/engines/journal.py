@@ -147,8 +147,9 @@ class JournalStream:
 
 def read_stream(path: Path, limit: int | None = None) -> tuple[list, bool]:
     """Every whole object of a journal stream, and whether its tail was cut. Only a
-    regular file of at most `limit` bytes (default: the budget's data_bytes) is read (a FIFO, /dev/zero or a link to one is
-    refused in one line: files.read_bytes); each object is bounded by the same size."""
+    regular file of at most `limit` bytes (default: the budget's data_bytes) is read (a
+    FIFO, /dev/zero or a link to one is refused in one line: files.read_bytes); each
+    object is bounded by the same size."""
     from neurolocal.errors import DataError
     from neurolocal.files import read_bytes
     from neurolocal.limits import default_budget

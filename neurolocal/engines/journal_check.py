@@ -297,9 +297,9 @@ def _batch(c: Checker, event: dict, where: str, graph, budget: Budget, header: d
     c.mapping(event, where, BATCH)
     c.whole(event["batch"], f"{where}.batch")
     eta = c.number(event["eta"], f"{where}.eta")
-    if not 0 < eta < (2 if header["mode"] == "fixed" else math.inf):
-        raise c.fail(f"{where}.eta", f"expected 0 < eta{' < 2' if header['mode'] == 'fixed' else ''}"
-                                     f", got {eta}")
+    high = 2 if header["mode"] == "fixed" else math.inf   # (fixed mode diverges at 2)
+    if not 0 < eta < high:
+        raise c.fail(f"{where}.eta", f"expected 0 < eta < {high}, got {eta}")
     iterations = c.whole(event["iterations"], f"{where}.iterations", 1, budget.vertex_rounds)
     c.flag(event["read_inputs"], f"{where}.read_inputs")
     training = c.flag(event["training"], f"{where}.training")

@@ -105,14 +105,16 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     with directory_lock(out_dir, where), out_of_space(out_dir):
         log = None if request.quiet else (lambda line: say(line))
         if log:
-            log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} parameters, "
-                f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
-                f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
+            log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} "
+                f"parameters, depth {graph.depth}; data {data.name} ({data.train_size} train, "
+                f"{data.test_size} test); {'+'.join(settings.algorithms)} on the "
+                f"{settings.engine} engine -> {out_dir}")
         runs = {}
         audits: dict = {}
 
         def write_metrics(_run=None):
-            doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
+            doc = training.metrics_document(graph.name, topology.source, data, settings, graph,
+                                            runs)
             training.write_json_atomic(out_dir / "metrics.json", doc)
             return doc
 
@@ -127,8 +129,8 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
                                               for v, ps in initial.items()}
             on_epoch = write_metrics
             if request.depth_audit and auditable(graph, settings):
-                on_epoch = _audited(write_metrics, graph, algorithm, runs[algorithm], data, settings,
-                                    out_dir, audits)
+                on_epoch = _audited(write_metrics, graph, algorithm, runs[algorithm], data,
+                                    settings, out_dir, audits)
             try:
                 training.train(runs[algorithm], graph, data, settings, checkpoint=path,
                                progress=training.progress_factory(request.quiet), log=log,
