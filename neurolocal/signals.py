@@ -109,9 +109,20 @@ def exiting() -> None:
     stop signals are ignored from now on, so one arriving during the interpreter's
     teardown (which puts the default action back for Python's handlers, and can take a
     second on a loaded machine) no longer kills it: it ends with the command's own exit
-    code. SIGKILL still ends it."""
+    code. SIGKILL still ends it. A Ray still connected is disconnected here, not by
+    its atexit hook during the teardown: its C++ core puts SIGTERM's default action
+    back as it shuts down, so the signals are ignored again after it."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _ignore_stop_signals()
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
