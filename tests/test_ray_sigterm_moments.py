@@ -45,7 +45,7 @@ def moments(count: int, seed: int) -> list[tuple[str, float]]:
     """(after what, seconds): half from the handlers' installation, half from the first
     checkpoint."""
     rng = random.Random(seed)
-    return [("start", rng.uniform(0, 12)) if i % 2 else ("checkpoint", rng.uniform(0, 3))
+    return [("start", rng.uniform(0, 6)) if i % 2 else ("checkpoint", rng.uniform(0, 1.2))
             for i in range(count)]
 
 
