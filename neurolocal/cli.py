@@ -620,10 +620,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from neurolocal import signals
 
-    args = build_parser().parse_args(argv)
-    run: Callable = args.run
     with signals.stop_on_signals():
         try:
+            args = build_parser().parse_args(argv)   # (a signal while parsing: one line too)
+            run: Callable = args.run
             with warnings.catch_warnings(), _document_only_stdout(getattr(args, "json", False)):
                 warnings.showwarning = _one_line_warning
                 return run(args)

@@ -8,6 +8,10 @@ forever) or a directory end in one line instead of a hang or gigabytes read.
 (created if missing) must be a directory this process can create files in, so an
 unwritable output directory (`--out`) fails up front and leaves nothing half-written.
 
+`directory_lock` is held by the command that writes into a directory for as long as it
+does (a run's `--out`): a second one is refused in one line instead of mixing its files
+with the first's.
+
 `atomic_path` (and `write_atomic` on top of it) is the one way a file is written whole
 or not at all: written under a temporary name beside it, then renamed over it, so a
 reader (or a crash) sees the old file or the new one, never half of one. Every writer
@@ -47,7 +51,8 @@ def regular_file(path: str | Path, limit: int, error: Type[NeurolocalError],
                 "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
         raise error(f"is {kind}, expected a regular {what}", source=source)
     if info.st_size > limit:
-        key = "document_bytes" if what == "topology file" else "data_bytes"
+        key = "document_bytes" if what in ("topology file", "asynchrony file") else \
+            "data_bytes"
         raise error(f"{what} is {info.st_size} bytes, more than the budget of {limit}; raise "
                     f"it with {param('budget')} {key}=N (or NEUROLOCAL_BUDGET)", source=source)
     return info.st_size
@@ -130,6 +135,38 @@ def writable_file(path: str | Path, name: str) -> Path:
             raise ConfigError(f"directory {parent} does not exist", field=where)
         _probe(parent)
     return path
+
+
+# --- one writer per directory ------------------------------------------------------------------
+
+LOCK_NAME = ".neurolocal.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path, name: str) -> Iterator[None]:
+    """An exclusive lock on `directory` (an flock on DIR/.neurolocal.lock holding the pid)
+    for the block; ConfigError naming `name` (the parameter that gave the path) when
+    another process holds it. The kernel drops the lock when the holder exits, however it
+    ends, so a killed run never leaves a stale lock; the file itself stays."""
+    import fcntl
+
+    path = Path(directory) / LOCK_NAME
+    where = f"{name} {directory}"
+    with _writing_to(where):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise ConfigError(f"is in use by another run{f' (pid {holder})' if holder else ''}"
+                              "; wait for it to end or pick another directory",
+                              field=where) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- writing a file whole or not at all --------------------------------------------------------

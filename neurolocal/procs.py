@@ -113,6 +113,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def catches(pid: int, signum: int) -> bool:
+    """The process has a handler of its own for `signum` (SigCgt of /proc/PID/status)."""
+    try:
+        with open(f"{PROC}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    return False
+
+
 def environ(pid: int) -> list[bytes] | None:
     """The process's environment entries (b"NAME=value"), None when unreadable."""
     return _read(pid, "environ", lambda data: data.split(b"\0"))

@@ -11,11 +11,22 @@ already bounded. This module imports no Ray: every command, local ones too, has 
 While a step that cannot be unwound runs (Ray's start-up, see
 neurolocal/engines/ray/lifecycle.py), `abandon` holds a function that ends the process
 itself; the first stop signal calls it instead of raising.
+
+No window (issue 28): `python -m neurolocal` installs the handlers before it imports
+anything else (`install_early`, neurolocal/__main__.py), and while a command runs a
+keeper thread checks, every KEEP_EVERY seconds, that the kernel still calls Python's
+handler for each stop signal: C code that replaced it with its own (Ray's core worker
+installs one for SIGTERM) is undone at once, from any phase (Ray start-up, snapshot,
+checkpoint write, evaluation), so a signal never meets the default action (exit 143
+and no line). Once the command has returned, the stop signals are ignored (`exiting`):
+one during the interpreter's teardown no longer kills the process with the default
+action; it ends with the command's own exit code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import signal
 import sys
 import threading
@@ -31,6 +42,9 @@ abandon: Callable[[int], None] | None = None
 _received: int | None = None
 _installed = False
 _ignored: set[int] = set()  # stop signals ignored when the command started
+_original: dict | None = None  # the handlers before `install_early`, if it ran
+#: seconds between the keeper's checks of the kernel's handlers
+KEEP_EVERY = 0.02
 
 
 class Stopped(KeyboardInterrupt):
@@ -78,6 +92,95 @@ def install_handlers() -> None:
     _installed = True
 
 
+def install_early() -> None:
+    """Our handlers before anything else is imported (`python -m neurolocal`): a stop
+    signal during the imports is already one line. What was ignored stays ignored."""
+    global _original
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _original = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    _ignored.clear()
+    _ignored.update(s for s, handler in _original.items() if handler == signal.SIG_IGN)
+    install_handlers()
+
+
+def exiting() -> None:
+    """The command has returned and the process is exiting (`python -m neurolocal`): the
+    stop signals are ignored from now on, so one arriving during the interpreter's
+    teardown (which puts the default action back for Python's handlers, and can take a
+    second on a loaded machine) no longer kills it: it ends with the command's own exit
+    code. SIGKILL still ends it. A Ray still connected is disconnected here, not by
+    its atexit hook during the teardown: its C++ core puts SIGTERM's default action
+    back as it shuts down, so the signals are ignored again after it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _ignore_stop_signals()
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+# --- the keeper: the kernel keeps calling our handlers ---------------------------------------
+
+
+class _SigAction(ctypes.Structure):
+    """struct sigaction of Linux's C library: the handler comes first (x86-64, arm64)."""
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16),
+                ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+
+
+class Keeper:
+    """A daemon thread that puts Python's C-level handler back for every stop signal a
+    library's C code replaced (signal.signal cannot: it works from the main thread only,
+    and Python does not see the change). `restored` counts what it undid."""
+
+    def __init__(self, signums):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.saved = {}
+        for signum in signums:
+            action = _SigAction()
+            if self.libc.sigaction(int(signum), None, ctypes.byref(action)) == 0:
+                self.saved[int(signum)] = action
+        self.restored = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="neurolocal-signal-keeper",
+                                        daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        current = _SigAction()
+        for signum, ours in self.saved.items():
+            if self.libc.sigaction(signum, None, ctypes.byref(current)) != 0:
+                continue
+            if current.handler != ours.handler:
+                self.libc.sigaction(signum, ctypes.byref(ours), None)
+                self.restored += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(KEEP_EVERY):
+            self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def _keeper() -> Keeper | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return Keeper([s for s in STOP_SIGNALS if s not in _ignored])
+    except (OSError, AttributeError):  # no C library to ask: Python's handlers alone
+        return None
+
+
 @contextlib.contextmanager
 def stop_on_signals():
     """Around one command: stop signals raise `Stopped`; on the way out an embedded Ray
@@ -87,11 +190,13 @@ def stop_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    previous = _original if _original is not None else \
+        {s: signal.getsignal(s) for s in STOP_SIGNALS}
     _ignored.clear()
     _ignored.update(s for s, handler in previous.items() if handler == signal.SIG_IGN)
     _received = None
     install_handlers()
+    keeper = _keeper()
     try:
         yield
     finally:
@@ -100,7 +205,12 @@ def stop_on_signals():
             if lifecycle is not None:  # never imported: no embedded Ray was started
                 lifecycle.shutdown_embedded()
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-            _installed = False
+            if keeper is not None:
+                keeper.stop()
+            if _original is None:  # in a caller's process (tests): theirs come back
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+                _installed = False
+            else:                  # `python -m neurolocal`: ours stay until it exits
+                install_handlers()
             _received = None

@@ -71,6 +71,14 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise TopologyError("not UTF-8 text", source=source) from None
+    return topology_from_text(text, source, path.stem, budget)
+
+
+def topology_from_text(text: str, source: str, default_name: str,
+                       budget: Budget | None = None) -> Topology:
+    """A topology file's text (e.g. the copy a replay journal holds), checked as
+    `load_topology` checks a file."""
+    budget = budget or default_budget()
     try:
         check_document_size(text, budget, source=source)
         document = load_checked(text, lambda events: checked_events(events, budget, source))
@@ -85,7 +93,7 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
         raise TopologyError("structure nested too deeply", source=source) from None
     try:
         with paused_gc():    # tens of thousands of specs, ops and tuples, none garbage
-            return topology_from_dict(document, default_name=path.stem, source=source,
+            return topology_from_dict(document, default_name=default_name, source=source,
                                       budget=budget)
     except TopologyError as exc:
         raise exc.located(source=source) from None

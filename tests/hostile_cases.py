@@ -30,6 +30,24 @@ DRIVER = Path(__file__).resolve().parent / "hostile_driver.py"
 CPU_SECONDS = 10
 MEMORY_BYTES = 1 << 30
 
+# --- a small trainable graph ----------------------------------------------------------------
+
+
+def small_digits(units: int = 32, **training: Any) -> str:
+    """A digits classifier with one hidden layer of `units`, as topology text; `training`
+    overrides its training section (a value of None drops the key)."""
+    section = {"data": "digits", "epochs": 1, "batch_size": 256, "iterations": 2,
+               "engine": "local", "optimizer": {"name": "adam", "lr": 0.01}, **training}
+    return flow({"name": "small-digits",
+                 "vertices": [{"name": "image", "op": "input", "shape": [64]},
+                              {"name": "hidden", "op": "dense", "parents": ["image"],
+                               "units": units, "activation": "tanh"},
+                              {"name": "logits", "op": "dense", "parents": ["hidden"],
+                               "units": 10}],
+                 "output": "logits", "loss": "softmax_cross_entropy",
+                 "training": {k: v for k, v in section.items() if v is not None}})
+
+
 # --- the promise ---------------------------------------------------------------------------
 
 
@@ -63,13 +81,15 @@ def broken(code: Any, stderr: str, error: str | None = None, timeout: bool = Fal
     return None
 
 
-def run_cli(argv: list[str], *, cwd: Path | None = None, wall_timeout: float = 120) -> dict:
-    """`python -m neurolocal ARGV` under the limits; a record for `broken`."""
+def run_cli(argv: list[str], *, cwd: Path | None = None, wall_timeout: float = 120,
+            memory: int = MEMORY_BYTES) -> dict:
+    """`python -m neurolocal ARGV` under the limits (`memory` bytes of address space: the
+    issue's 2 GB for commands that load DuckDB); a record for `broken`."""
     command = [sys.executable, "-m", "neurolocal", *map(str, argv)]
     try:
         done = subprocess.run(command, cwd=cwd or REPO, env=child_env(), capture_output=True,
                               text=True, errors="replace", timeout=wall_timeout,
-                              preexec_fn=limit_child())
+                              preexec_fn=limit_child(memory=memory))
     except subprocess.TimeoutExpired:
         return {"code": None, "stderr": "", "error": None, "timeout": True}
     code = done.returncode

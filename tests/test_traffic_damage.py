@@ -214,7 +214,9 @@ def test_wrong_shapes_and_types_and_absurd_headers(tmp_path, capsys):
     for label, items in SHAPES.items():
         directory = shaped_log(tmp_path, label, items)
         codes = check_cli(capsys, directory, audit=items != "names")
-        if label in ("unknown side record", "negative batch", "round 2**62", "infinite times",
+        # (infinite or NaN times are refused by the reader since issue 28: no report,
+        # query or latency histogram can use them)
+        if label in ("unknown side record", "negative batch", "round 2**62",
                      "unknown kind", "a 1 MB vertex name"):
             assert codes[0] == 0, label  # readable; the audit judges the content
         else:

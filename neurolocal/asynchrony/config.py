@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from neurolocal.asynchrony.models import (
+    MAX_DURATION,
+    MAX_ROUND_MS,
+    MAX_SLOW,
+    MIN_ROUND_MS,
     Asynchrony,
     EdgeTiming,
     Pause,
@@ -43,8 +47,10 @@ VERTEX_KEYS = ("compute", "slow", "pause")
 PAUSE_KEYS = ("at", "for", "every")
 
 
-def _number(value, field: str, *, positive: bool = False) -> float:
-    return number(field, value, positive=positive, minimum=None if positive else 0)
+def _number(value, field: str, *, positive: bool = False,
+            maximum: float = MAX_DURATION) -> float:
+    return number(field, value, positive=positive, minimum=None if positive else 0,
+                  maximum=maximum)
 
 
 def _mapping(value, field: str) -> dict:
@@ -109,7 +115,8 @@ def parse_section(document: Any, graph=None, field: str = SECTION,
     if "timeout" in document:
         changes["timeout"] = _number(document["timeout"], f"{field}.timeout", positive=True)
     if "round_ms" in document:
-        changes["round_ms"] = _number(document["round_ms"], f"{field}.round_ms", positive=True)
+        changes["round_ms"] = number(f"{field}.round_ms", document["round_ms"],
+                                     minimum=MIN_ROUND_MS, maximum=MAX_ROUND_MS)
     if "edges" in document:
         edges = dict(spec.edges)
         for key, value in _mapping(document["edges"], f"{field}.edges").items():
@@ -142,25 +149,37 @@ def parse_section(document: Any, graph=None, field: str = SECTION,
             vertices[name] = VertexTiming(
                 compute=(parse_distribution(value["compute"], f"{where}.compute")
                          if "compute" in value else None),
-                slow=_number(value.get("slow", 1.0), f"{where}.slow", positive=True),
+                slow=_number(value.get("slow", 1.0), f"{where}.slow", positive=True,
+                             maximum=MAX_SLOW),
                 pause=parse_pause(value["pause"], f"{where}.pause") if "pause" in value else None)
         changes["vertices"] = vertices
     return replace(spec, **changes)
 
 
-def read_side_file(path: str, graph=None, base: Asynchrony | None = None) -> Asynchrony:
-    """`--asynchrony FILE.yaml`: the section alone, or a mapping holding `asynchrony:`."""
+def read_side_file(path: str, graph=None, base: Asynchrony | None = None,
+                   budget=None) -> Asynchrony:
+    """`--asynchrony FILE.yaml`: the section alone, or a mapping holding `asynchrony:`.
+    Bounded as a topology file is (a regular file within `document_bytes`; nodes with
+    aliases expanded and nesting depth checked before anything is built)."""
     import yaml
 
+    from neurolocal.files import read_bytes
+    from neurolocal.limits import check_document, default_budget
+
+    budget = budget or default_budget()
+    data = read_bytes(path, budget.document_bytes, ConfigError, "asynchrony file")
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such file", source=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", source=path) from None
+        text = data.decode("utf-8")
+        check_document(text, budget, getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+                       source=path)
+        document = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", source=path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
                           source=path) from None
+    except RecursionError:
+        raise ConfigError("structure nested too deeply", source=path) from None
     if isinstance(document, dict) and SECTION in document:
         document = document[SECTION]
     try:
@@ -180,7 +199,7 @@ def parse_straggler(text: str, graph=None, field: str = "straggler") -> tuple[st
         except ValueError:
             raise ConfigError(f"expected VERTEX:K (K times slower), got {text!r}",
                               field=field) from None
-        return name, VertexTiming(slow=_number(slow, field, positive=True))
+        return name, VertexTiming(slow=_number(slow, field, positive=True, maximum=MAX_SLOW))
     if len(parts) in (4, 5) and parts[1] == "pause":
         name = _vertex_name(parts[0], names, field)
         try:

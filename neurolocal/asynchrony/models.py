@@ -22,6 +22,15 @@ _ALIASES = {"const": "constant", "constant": "constant", "uniform": "uniform",
             "exp": "exponential", "exponential": "exponential", "lognormal": "lognormal",
             "lognorm": "lognormal"}
 _ARITY = {"constant": 1, "uniform": 2, "exponential": 1, "lognormal": 2}
+#: bounds of every number a model holds (docs/asynchrony.md §2): a duration in rounds (or
+#: ms), a straggler factor, a round's length in ms; beyond them simulated time or a Ray
+#: actor's sleep would overflow or never end
+MAX_DURATION = 1e9
+MAX_SLOW = 1e6
+MIN_ROUND_MS, MAX_ROUND_MS = 1e-6, 1e6
+#: with retransmission a message is sent at most this many times; after that it counts
+#: as lost (docs/asynchrony.md §4), so a drop probability near 1 still ends
+MAX_SENDS = 16
 
 
 @dataclass(frozen=True)
@@ -110,8 +119,9 @@ def parse_distribution(spec, field: str) -> Distribution:
         numbers = [float(p) for p in parts]
     except ValueError:
         raise ConfigError(f"expected numbers in {spec!r}", field=field) from None
-    if not all(math.isfinite(x) and x >= 0 for x in numbers):
-        raise ConfigError(f"durations must be finite and >= 0, got {spec!r}", field=field)
+    if not all(math.isfinite(x) and 0 <= x <= MAX_DURATION for x in numbers):
+        raise ConfigError(f"durations must be in [0, {MAX_DURATION:g}], got {spec!r}",
+                          field=field)
     if kind == "uniform" and numbers[0] > numbers[1]:
         raise ConfigError(f"uniform:A,B needs A <= B, got {spec!r}", field=field)
     return Distribution(kind, numbers[0], numbers[1] if len(numbers) > 1 else 0.0, unit)

@@ -145,16 +145,26 @@ class JournalStream:
             self._file = None
 
 
-def read_stream(path: Path) -> tuple[list, bool]:
-    """Every whole object of a journal stream, and whether its tail was cut."""
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 31)
-    unpacker.feed(path.read_bytes())
+def read_stream(path: Path, limit: int | None = None) -> tuple[list, bool]:
+    """Every whole object of a journal stream, and whether its tail was cut. Only a
+    regular file of at most `limit` bytes (default: the budget's data_bytes) is read (a
+    FIFO, /dev/zero or a link to one is refused in one line: files.read_bytes); each
+    object is bounded by the same size."""
+    from neurolocal.errors import DataError
+    from neurolocal.files import read_bytes
+    from neurolocal.limits import default_budget
+
+    limit = default_budget().data_bytes if limit is None else limit
+    data = read_bytes(path, limit, DataError, "replay journal")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1),
+                                strict_map_key=False)
+    unpacker.feed(data)
     objects, cut = [], False
     try:
         for obj in unpacker:
             objects.append(obj)
-    except (ValueError, msgpack.UnpackException):
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
         cut = True
-    if unpacker.tell() != path.stat().st_size:
+    if unpacker.tell() != len(data):
         cut = True
     return objects, cut

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
+import numpy as np
 
 from neurolocal.engines.journal import (
     FORMAT,
@@ -44,7 +45,9 @@ from neurolocal.engines.journal import (
 from neurolocal.engines.journal import (
     unpack_array as _from,
 )
-from neurolocal.errors import ConfigError, param
+from neurolocal.engines.journal_check import check_actor_entries, check_header, check_journal
+from neurolocal.errors import ConfigError, NeurolocalError, param
+from neurolocal.limits import Budget, add_budget_option, budget_from, default_budget
 
 VERSION = 1   # the sim engine's single-map journal; Ray's streams are version 2
 
@@ -78,7 +81,10 @@ class Journal:
     cut: list = field(default_factory=list)    # streams whose tail was cut
 
 
-def read_journals(directory: str) -> list[Journal]:
+def read_journals(directory: str, budget: Budget | None = None) -> list[Journal]:
+    """Every journal of `directory`, each header and actor record checked
+    (engines/journal_check.py); the events are checked against the graph by `replay`."""
+    budget = budget or default_budget()
     if not Path(directory).is_dir():
         raise ConfigError("no such directory", source=directory)
     found = sorted(Path(directory).glob(f"*{SUFFIX}"))
@@ -89,17 +95,17 @@ def read_journals(directory: str) -> list[Journal]:
                           "delays)", source=directory)
     journals, streams = [], []
     for path in found:
-        try:
-            objects, cut = read_stream(path)
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+        objects, cut = read_stream(path, budget.data_bytes)
         first = objects[0] if objects else None
         if not isinstance(first, dict) or first.get("format") != FORMAT:
             raise ConfigError("not a replay journal", source=str(path))
+        check_header(first, str(path), budget)
         if first.get("version") == VERSION:     # a sim journal: one map
             events = [{"event": "batch", "training": False, **b} for b in first["batches"]]
             journals.append(Journal(path, first, events))
         else:
+            if first.get("writer") != "scheduler":
+                check_actor_entries(objects[1:], str(path))
             streams.append((path, first, objects[1:], cut))
     drivers = [s for s in streams if s[1].get("writer") == "scheduler"]
     for path, header, events, cut in drivers:
@@ -112,7 +118,7 @@ def read_journals(directory: str) -> list[Journal]:
             raise ConfigError(f"the journal of {', '.join(missing[:5])} is missing "
                               f"({run}.actor-N.replay): the run cannot be replayed",
                               source=str(path))
-        if not any(e.get("event") == "batch" for e in events):
+        if not any(isinstance(e, dict) and e.get("event") == "batch" for e in events):
             raise ConfigError("the journal holds no whole batch (the run stopped before its "
                               "first batch ended): nothing to replay", source=str(path))
         reads: dict[int, dict] = {}
@@ -122,8 +128,10 @@ def read_journals(directory: str) -> list[Journal]:
                 for key in part:
                     part[key].extend(entry.get(key, []))
         for event in events:
-            if event.get("event") == "batch":
-                event.update(reads.get(event["batch"], {"reads": [], "lost": [], "stale": []}))
+            if isinstance(event, dict) and event.get("event") == "batch":
+                batch = event.get("batch")
+                event.update(reads.get(batch if isinstance(batch, int) else None,
+                                       {"reads": [], "lost": [], "stale": []}))
         journals.append(Journal(path, header, events, [p.name for p, _, _, c in mine if c]))
     if not journals:
         raise ConfigError("only actor journals, no scheduler journal (<run>.scheduler.replay)",
@@ -131,19 +139,19 @@ def read_journals(directory: str) -> list[Journal]:
     return journals
 
 
-def graph_of(journal: Journal):
-    """The recorded graph: the topology text the journal holds, else its file."""
-    from neurolocal.topology import load_topology, topology_from_dict
+def graph_of(journal: Journal, budget: Budget | None = None):
+    """The recorded graph: the topology text the journal holds (bounded and checked as a
+    topology file is), else its file."""
+    from neurolocal.topology import load_topology, topology_from_text
 
     header, source = journal.header, str(journal.source)
     text = header.get("topology_text")
     if text:
-        import yaml
-
-        return topology_from_dict(yaml.safe_load(text), default_name=header["graph"]).graph
+        return topology_from_text(text, source=f"{source} (topology_text)",
+                                  default_name=header["graph"], budget=budget).graph
     if not header.get("topology"):
         raise ConfigError("the journal names no topology file", source=source)
-    return load_topology(header["topology"]).graph
+    return load_topology(header["topology"], budget).graph
 
 
 def run_batch(graph, mode: str, schedule: str, settings, shards, batch: dict, inputs, target):
@@ -249,8 +257,9 @@ def _first_vertex(graph, want: dict | None, got: dict) -> str:
     return ""
 
 
-def replay(journal: Journal, on_batch=None) -> Outcome:
-    """Re-execute every event of a journal; stop at the first difference."""
+def replay(journal: Journal, on_batch=None, budget: Budget | None = None) -> Outcome:
+    """Check every event of a journal against its graph and the budget, then re-execute
+    them; stop at the first difference."""
     from neurolocal.engines.base import Relaxation
     from neurolocal.engines.rounds import (
         Learning,
@@ -261,7 +270,9 @@ def replay(journal: Journal, on_batch=None) -> Outcome:
         step_from_results,
     )
 
-    graph = graph_of(journal)
+    budget = budget or default_budget()
+    graph = graph_of(journal, budget)
+    check_journal(journal, graph, budget)
     header = journal.header
     mode, schedule = header["mode"], header["schedule"]
     index = {n: i for i, n in enumerate(graph.order)}
@@ -360,15 +371,25 @@ def cmd_replay(args) -> int:
     from tqdm import tqdm
 
     failed = 0
-    for journal in read_journals(args.directory):
+    budget = budget_from(args.budget)
+    for journal in read_journals(args.directory, budget):
         header = journal.header
-        for name in journal.cut:
-            print(f"neurolocal: warning: {name} ends in a cut record (its writer was killed); "
-                  "read up to its last whole batch", file=sys.stderr)
-        batches = sum(e["event"] == "batch" for e in journal.events)
-        with tqdm(total=batches, desc=f"replay {journal.source.name}", unit="batch",
-                  disable=None, leave=False) as bar:   # a bar on a terminal only
-            outcome = replay(journal, on_batch=lambda: bar.update(1))
+        cut = (f"{', '.join(journal.cut)} ends in a cut record (its writer was killed); "
+               "read up to its last whole batch")
+        batches = sum(isinstance(e, dict) and e.get("event") == "batch"
+                      for e in journal.events)
+        try:
+            with tqdm(total=batches, desc=f"replay {journal.source.name}", unit="batch",
+                      disable=None, leave=False) as bar:   # a bar on a terminal only
+                with np.errstate(all="ignore"):  # a recorded overflow recurs: the digest says
+                    outcome = replay(journal, on_batch=lambda: bar.update(1), budget=budget)
+        except NeurolocalError as exc:       # one line, saying the file was cut if it was
+            if not journal.cut:
+                raise
+            raise type(exc)(f"{exc.detail} ({cut})", source=exc.source,
+                            field=exc.field) from None
+        if journal.cut:
+            print(f"neurolocal: warning: {cut}", file=sys.stderr)
         engine = header.get("engine", "sim")
         what = (f"{journal.source.name}: {engine} run, {outcome.batches} batch(es)"
                 f" ({outcome.training} training), {outcome.reads} recorded reads, "
@@ -389,4 +410,5 @@ def add_replay_parser(commands) -> None:
     replay_.add_argument("directory", help="the --traffic-log DIR of an asynchronous run "
                                            "(--engine sim, or --engine ray with --staleness "
                                            "or injected delays)")
+    add_budget_option(replay_)
     replay_.set_defaults(run=cmd_replay)

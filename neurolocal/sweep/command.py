@@ -54,7 +54,9 @@ def cmd_sweep(args) -> int:
     from neurolocal.training import write_json_atomic
 
     topology = load_topology(args.topology)
-    number("seeds", args.seeds, whole=True, minimum=1)
+    from neurolocal.sweep.grid import MAX_RUNS
+
+    number("seeds", args.seeds, whole=True, minimum=1, maximum=MAX_RUNS)
     if args.jobs is not None:
         number("jobs", args.jobs, whole=True, minimum=1)
     grid = parse_vary(args.vary)
@@ -75,9 +77,10 @@ def cmd_sweep(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{topology.graph.name}"
     try:
         out.mkdir(parents=True, exist_ok=True)
+        (out / "points").mkdir(exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory: {exc.strerror}",
-                          source=str(out)) from None
+                          source=str(exc.filename or out)) from None
     write_json_atomic(out / "sweep.json", {"topology": args.topology, "grid": grid,
                                            "seeds": args.seeds, "fixed": base})
     workers = min(args.jobs or default_workers(), len(all_jobs))

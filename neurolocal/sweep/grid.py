@@ -37,6 +37,9 @@ NUMBERS = {"staleness": {"whole": True, "minimum": 0}, "pipeline": {"whole": Tru
            "iterations": {"whole": True, "minimum": 1},
            "batch_size": {"whole": True, "minimum": 1}, "epochs": {"whole": True, "minimum": 1},
            "eta": {"positive": True}, "lr": {"positive": True}}
+#: runs (points x seeds) one sweep may hold: a grid is checked against it before any job
+#: is listed (`--seeds 10000000` or a 39^4-point grid was a MemoryError)
+MAX_RUNS = 100_000
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
 
@@ -123,7 +126,22 @@ class Job:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def check_size(grid: dict[str, list], seeds: int) -> int:
+    """The number of runs, refused in one line past MAX_RUNS (nothing listed yet)."""
+    runs = seeds
+    for key, values in grid.items():
+        runs *= len(values)
+        if runs > MAX_RUNS:
+            points = " x ".join(str(len(v)) for v in grid.values())
+            raise ConfigError(f"{points} points x {seeds} seeds is more than {MAX_RUNS} runs: "
+                              "vary fewer values or seeds", field="vary")
+    if runs > MAX_RUNS:
+        raise ConfigError(f"{seeds} seeds is more than {MAX_RUNS} runs", field="seeds")
+    return runs
+
+
 def jobs(grid: dict[str, list], seeds: int) -> list[Job]:
+    check_size(grid, seeds)
     keys = list(grid)
     return [Job(tuple(zip(keys, values)), seed)
             for values in itertools.product(*(grid[k] for k in keys))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neurolocal.files import atomic_path
 from neurolocal.sweep.grid import Job
 from neurolocal.sweep.worker import RESULTS
 
@@ -23,11 +24,18 @@ def write_csv(path: Path, grid: dict[str, list], results: dict[Job, dict]) -> li
     for job, result in sorted(results.items(), key=lambda item: _order(grid, item[0])):
         rows.append({**{k: _text(v) for k, v in job.point}, "seed": job.seed,
                      **{k: result.get(k) for k in RESULTS}})
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(grid) + ["seed", *RESULTS])
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def _save(fig, path: Path) -> None:
+    """A figure written whole or not at all (a FIFO or a link where it goes is replaced,
+    not written into)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def _order(grid, job: Job):
@@ -89,7 +97,7 @@ def plot(out: Path, grid: dict[str, list], rows: list[dict], title: str) -> list
         fig.suptitle(f"{title}: against {key} (mean ± sd over seeds)")
         fig.tight_layout()
         path = out / f"{key}.png"
-        fig.savefig(path, dpi=110)
+        _save(fig, path)
         plt.close(fig)
         written.append(path)
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -105,7 +113,7 @@ def plot(out: Path, grid: dict[str, list], rows: list[dict], title: str) -> list
     ax.set_title(f"{title}: accuracy against messages")
     fig.tight_layout()
     path = out / "messages.png"
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     written.append(path)
     return written

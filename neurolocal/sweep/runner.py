@@ -4,6 +4,7 @@ written to DIR/points/<job>.json as it finishes, so a sweep resumes where it sto
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -16,17 +17,45 @@ def point_path(out: Path, job: Job) -> Path:
     return out / "points" / f"{job.key}.json"
 
 
+#: a point's result file is a few hundred bytes; anything far larger is not one
+MAX_POINT_BYTES = 1 << 20
+
+
 def load_done(out: Path, jobs: list[Job]) -> dict[Job, dict]:
-    """The jobs whose result file exists (a resumed sweep skips them)."""
+    """The jobs whose result file holds this job's results (a resumed sweep skips them).
+    A file that is unreadable JSON or another job's or of the wrong shape is run again
+    (its result replaces it); one that is no regular file (a FIFO, a link to /dev/zero,
+    a directory) or too large is one line (DataError): remove it."""
+    from neurolocal.errors import DataError
+    from neurolocal.files import read_bytes
+
     done = {}
     for job in jobs:
         path = point_path(out, job)
-        if path.exists():
-            try:
-                done[job] = json.loads(path.read_text())["results"]
-            except (ValueError, KeyError, OSError):
-                continue                 # a torn file: run the job again
+        if not os.path.lexists(path):
+            continue
+        data = read_bytes(path, MAX_POINT_BYTES, DataError, "sweep point file")
+        try:
+            document = json.loads(data)
+        except (ValueError, RecursionError):
+            continue                     # a torn file: run the job again
+        if _is_result_of(document, job):
+            done[job] = document["results"]
     return done
+
+
+def _is_result_of(document, job: Job) -> bool:
+    from neurolocal.sweep.worker import RESULTS
+
+    if not isinstance(document, dict) or document.get("seed") != job.seed:
+        return False
+    if document.get("point") != [list(kv) for kv in job.point]:
+        return False
+    results = document.get("results")
+    return isinstance(results, dict) and all(
+        results.get(k) is None or (isinstance(results.get(k), (int, float))
+                                   and not isinstance(results.get(k), bool)
+                                   and math.isfinite(results[k])) for k in RESULTS)
 
 
 def _write(out: Path, job: Job, results: dict) -> None:

@@ -38,6 +38,8 @@ VERSION = 1
 FIELDS = ("batch", "round", "src", "dst", "kind", "bytes", "t_send", "t_recv",
           "src_host", "dst_host", "src_actor", "dst_actor")
 KINDS = ("value", "error", "partial", "param", "control")
+#: the header's keys (a reader checks each one's type: traffic/stream.py)
+HEADER_KEYS = ("format", "version", "run", "writer", "fields", "graph", "settings")
 SCHEDULER = "scheduler"
 SUFFIX = ".traffic"
 #: a single record or header never legitimately exceeds this; larger means corruption

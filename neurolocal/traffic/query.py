@@ -1,5 +1,8 @@
 """SQL over a traffic log with DuckDB (the optional extra `neurolocal[analysis]`).
 
+The query reads and writes nothing outside the log (`_lock_down`): external access
+is off, extensions are neither installed nor loaded, and the configuration is locked.
+
 Two tables: `messages` (one row per message, the export's schema, see table.py) and
 `energy` (run, batch, round, energy). A log up to IN_MEMORY bytes on disk is read
 into Arrow and queried there; a larger one is first exported to a temporary
@@ -50,16 +53,18 @@ def query(source, sql: str) -> pa.Table:
     duckdb = _duckdb()
     stream = open_stream(source)
     con = duckdb.connect(":memory:")
+    parquet = None
     with tempfile.TemporaryDirectory(prefix="neurolocal-query-") as tmp:
         if stream.total_bytes() <= IN_MEMORY:
             messages = read_table(stream)
             con.register("messages", messages)
         else:
-            parquet = Path(tmp) / "messages.parquet"
+            parquet = Path(tmp) / "messages.parquet"   # (the only file DuckDB may read)
             export(stream, parquet)
             quoted = str(parquet).replace("'", "''")
             con.execute(f"CREATE VIEW messages AS SELECT * FROM read_parquet('{quoted}')")
         con.register("energy", energy_table(stream))
+        _lock_down(con, parquet)
         try:
             relation = con.sql(sql)
             if relation is None:  # a statement without rows
@@ -71,6 +76,19 @@ def query(source, sql: str) -> pa.Table:
             raise ConfigError(f"query failed: {text[:300]}") from None
         finally:
             con.close()
+
+
+def _lock_down(con, parquet: Path | None) -> None:
+    """No file, network or extension access from the query: the connection can read the
+    log's own temporary Parquet file (if any) and nothing else, install or load nothing,
+    and the settings are locked (a query cannot turn them back on). `COPY ... TO`,
+    `ATTACH`, `INSTALL`/`LOAD`, `read_csv('/etc/...')` and URLs fail in one line."""
+    if parquet is not None:
+        quoted = str(parquet).replace("'", "''")
+        con.execute(f"SET allowed_paths = ['{quoted}']")
+    for setting in ("enable_external_access = false", "autoinstall_known_extensions = false",
+                    "autoload_known_extensions = false", "lock_configuration = true"):
+        con.execute(f"SET {setting}")
 
 
 def format_table(table: pa.Table, max_width: int = 40) -> str:

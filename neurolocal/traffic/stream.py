@@ -35,6 +35,11 @@ FLOAT_FIELDS = ("t_send", "t_recv")
 STR_FIELDS = ("src", "dst", "kind", "src_host", "dst_host", "src_actor", "dst_actor")
 BLOCK = MAX_OBJECT_BYTES  # a block always holds any one whole object
 ROWS = 1 << 18
+#: the type of each header key besides format and version (checked before it is used)
+HEADER_TYPES = {"run": str, "writer": str, "graph": str, "settings": dict, "fields": list}
+#: fields a header may declare: FIELDS plus the few a later version may add (a header
+#: declaring 20,000 made each chunk's buffers 39 GiB)
+MAX_FIELDS = 256
 MAX_STRINGS = 1 << 20  # distinct names (vertices, hosts, actors, kinds) in one log
 MAX_NAME_BYTES = 128 << 20  # and their bytes
 TYPE_NAMES = {d.NIL: "nil", d.INT: "an integer", d.FLOAT: "a float", d.STR: "a string",
@@ -153,9 +158,15 @@ class LogStream:
             self._check_header(info, header)
             if info.run not in self.runs:
                 self.runs.append(info.run)
+            known = set(self.extra_fields)
             for name in info.fields[len(FIELDS):]:
-                if name not in self.extra_fields:
+                if name not in known:
+                    known.add(name)
                     self.extra_fields.append(name)
+            if len(FIELDS) + len(self.extra_fields) > MAX_FIELDS:
+                raise DataError(f"the headers declare {len(FIELDS) + len(self.extra_fields)} "
+                                f"fields, more than {MAX_FIELDS}: not a traffic log of this "
+                                "or a later version", source=str(info.path))
 
     def _check_header(self, info: FileInfo, header) -> None:
         source = str(info.path)
@@ -164,11 +175,13 @@ class LogStream:
         if header.get("version") != VERSION:
             raise DataError(f"traffic-log version {str(header.get('version'))[:40]} is not "
                             f"supported (expected {VERSION})", source=source)
-        for key, kind in (("run", str), ("writer", str), ("graph", str), ("settings", dict),
-                          ("fields", list)):
+        for key, kind in HEADER_TYPES.items():
             if key in header and not isinstance(header[key], kind):
                 raise DataError(f"header field {key!r} is not a {kind.__name__}", source=source)
         fields = tuple(header.get("fields") or FIELDS)
+        if len(fields) > MAX_FIELDS:
+            raise DataError(f"header declares {len(fields)} fields, more than {MAX_FIELDS}: "
+                            "not a traffic log of this or a later version", source=source)
         if fields[:len(FIELDS)] != FIELDS or not all(isinstance(f, str) for f in fields) \
                 or len(set(fields)) != len(fields):
             raise DataError(f"header 'fields' must start with {list(FIELDS)} (got "
@@ -191,8 +204,9 @@ class LogStream:
         nfields = len(info.fields)
         run = self.runs.index(info.run)
         source = str(info.path)
-        tags = np.empty((self.rows, nfields), np.uint8)
-        vals = np.empty((self.rows, nfields), np.int64)
+        rows = max(1, min(self.rows, self.rows * len(FIELDS) // nfields))  # bytes as for FIELDS
+        tags = np.empty((rows, nfields), np.uint8)
+        vals = np.empty((rows, nfields), np.int64)
         filled, first = 0, 0
         info.records, info.truncated = 0, False
         with open(info.path, "rb") as f:
@@ -299,8 +313,13 @@ class LogStream:
                 chunk.columns[name] = val.copy()
             elif name in FLOAT_FIELDS:
                 _expect(tag, (d.INT, d.FLOAT), name, "a number", info, first)
-                chunk.columns[name] = np.where(tag == d.FLOAT, val.view(np.float64),
-                                               val.astype(np.float64))
+                times = np.where(tag == d.FLOAT, val.view(np.float64), val.astype(np.float64))
+                finite = np.isfinite(times)
+                if not finite.all():   # NaN or inf: no binning, sorting or JSON of it holds
+                    i = int(np.argmin(finite))
+                    raise DataError(f"record {first + i}: field {name!r} is {times[i]}, "
+                                    "expected a finite time", source=str(info.path))
+                chunk.columns[name] = times
             elif name in STR_FIELDS:
                 _expect(tag, (d.STR,), name, "a string", info, first)
                 chunk.columns[name] = val.astype(np.int32)

@@ -4,6 +4,8 @@ metrics, pictures and the closing lines. The command line (`cli.cmd_run`) and sc
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 
 import numpy as np
@@ -48,7 +50,7 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
     from neurolocal.training import plots
     from neurolocal.training.data import load_for_graph
 
-    from neurolocal.files import writable_directory
+    from neurolocal.files import directory_lock, writable_directory
     from neurolocal.limits import check_batch, default_budget
 
     budget = request.budget or default_budget()
@@ -99,58 +101,80 @@ def run_training(request: RunRequest, say: Callable[[str], None] = print) -> Pat
         raise ConfigError(f"cannot create output directory: {exc.strerror}",
                           source=str(out_dir)) from None
 
-    log = None if request.quiet else (lambda line: say(line))
-    if log:
-        log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} parameters, "
-            f"depth {graph.depth}; data {data.name} ({data.train_size} train, {data.test_size} "
-            f"test); {'+'.join(settings.algorithms)} on the {settings.engine} engine -> {out_dir}")
-    runs = {}
-    audits: dict = {}
+    where = param("resume" if request.resume is not None else "out")
+    with directory_lock(out_dir, where), out_of_space(out_dir):
+        log = None if request.quiet else (lambda line: say(line))
+        if log:
+            log(f"{graph.name}: {len(graph.order)} vertices, {graph.parameter_count()} "
+                f"parameters, depth {graph.depth}; data {data.name} ({data.train_size} train, "
+                f"{data.test_size} test); {'+'.join(settings.algorithms)} on the "
+                f"{settings.engine} engine -> {out_dir}")
+        runs = {}
+        audits: dict = {}
 
-    def write_metrics(_run=None):
-        doc = training.metrics_document(graph.name, topology.source, data, settings, graph, runs)
-        training.write_json_atomic(out_dir / "metrics.json", doc)
-        return doc
+        def write_metrics(_run=None):
+            doc = training.metrics_document(graph.name, topology.source, data, settings, graph,
+                                            runs)
+            training.write_json_atomic(out_dir / "metrics.json", doc)
+            return doc
 
-    for algorithm in settings.algorithms:
-        path = training.checkpoint_path(out_dir, algorithm)
-        if request.resume is not None and path.exists():
-            runs[algorithm] = training.load_checkpoint(path, graph, settings)
-        else:
-            runs[algorithm] = training.new_run(algorithm, graph, settings)
-            if initial is not None:
-                runs[algorithm].params = {v: {k: a.copy() for k, a in ps.items()}
-                                          for v, ps in initial.items()}
-        on_epoch = write_metrics
-        if request.depth_audit and auditable(graph, settings):
-            on_epoch = _audited(write_metrics, graph, algorithm, runs[algorithm], data, settings,
-                                out_dir, audits)
-        try:
-            training.train(runs[algorithm], graph, data, settings, checkpoint=path,
-                           progress=training.progress_factory(request.quiet), log=log,
-                           on_epoch=on_epoch, engine_config=engine,
-                           updates_per_batch=topology.paper.updates_per_batch)
-        except EngineError as exc:  # an actor that did not come back: say how to go on
-            if path.exists():
-                raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
-                                  f"with {param('resume')} {out_dir}") from None
-            raise
-        except KeyboardInterrupt as exc:  # a stop signal: cli.main says how to go on
-            if path.exists():
-                exc.checkpoint_kept = str(out_dir)
-            raise
-    doc = write_metrics()
-    plots.plot_curves(doc, out_dir / "curves.png")
-    plots.plot_energy(doc, out_dir / "energy.png")
-    say(training.final_table(doc))
-    say(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
-    if engine.traffic_log and "pc" in settings.algorithms:
-        from neurolocal.traffic.commands import run_epilogue
+        for algorithm in settings.algorithms:
+            path = training.checkpoint_path(out_dir, algorithm)
+            if request.resume is not None and path.exists():
+                runs[algorithm] = training.load_checkpoint(path, graph, settings)
+            else:
+                runs[algorithm] = training.new_run(algorithm, graph, settings)
+                if initial is not None:
+                    runs[algorithm].params = {v: {k: a.copy() for k, a in ps.items()}
+                                              for v, ps in initial.items()}
+            on_epoch = write_metrics
+            if request.depth_audit and auditable(graph, settings):
+                on_epoch = _audited(write_metrics, graph, algorithm, runs[algorithm], data,
+                                    settings, out_dir, audits)
+            try:
+                training.train(runs[algorithm], graph, data, settings, checkpoint=path,
+                               progress=training.progress_factory(request.quiet), log=log,
+                               on_epoch=on_epoch, engine_config=engine,
+                               updates_per_batch=topology.paper.updates_per_batch)
+            except EngineError as exc:  # an actor that did not come back: say how to go on
+                if path.exists():
+                    raise EngineError(f"{exc}; the last epoch's checkpoint is kept, continue "
+                                      f"with {param('resume')} {out_dir}") from None
+                raise
+            except KeyboardInterrupt as exc:  # a stop signal: cli.main says how to go on
+                if path.exists():
+                    exc.checkpoint_kept = str(out_dir)
+                raise
+        doc = write_metrics()
+        plots.plot_curves(doc, out_dir / "curves.png")
+        plots.plot_energy(doc, out_dir / "energy.png")
+        say(training.final_table(doc))
+        say(f"wrote {out_dir / 'metrics.json'}, curves.png, energy.png")
+        if engine.traffic_log and "pc" in settings.algorithms:
+            from neurolocal.traffic.commands import run_epilogue
 
-        run_epilogue(engine.traffic_log, out_dir)  # bytes sent, and OUT/report.html
+            run_epilogue(engine.traffic_log, out_dir)  # bytes sent, and OUT/report.html
     return out_dir
 
 
+
+
+@contextlib.contextmanager
+def out_of_space(out_dir: Path):
+    """A full disk (or quota) while the run writes is one line, the last epoch's
+    checkpoint named (it is written whole or not at all, so the previous one survives)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from neurolocal import training
+
+        kept = [p for p in (training.checkpoint_path(out_dir, a) for a in training.ALGORITHMS)
+                if p.exists()]
+        hint = (f"; the last epoch's checkpoint is kept, continue with {param('resume')} "
+                f"{out_dir} once there is room" if kept else "")
+        raise ConfigError(f"no space left on the device{hint}", source=str(out_dir)) from None
 
 
 #: the depth audit's probes step the rounds one by one (Engine.relax's on_round): past

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurolocal.engines.rounds import CONSTANT, FEEDBACK, RoundObserver, feedback_age
-from neurolocal.asynchrony.models import ONE, Asynchrony
+from neurolocal.asynchrony.models import MAX_SENDS, ONE, Asynchrony
 from neurolocal.errors import ConfigError
 
 
@@ -142,13 +142,17 @@ class Outbox:
         depart = now
         p = spec.edge_drop(src, dst)
         if p > 0:
+            sends = 1
             while self.rng.random() < p:
-                if not spec.retransmit:   # the payload never leaves; a notice after the timeout
+                if not spec.retransmit or sends >= MAX_SENDS:
+                    # the payload never leaves (or retransmission gave up): a notice after
+                    # the timeout
                     self._count(message[0], 0)
                     notice = message[:5] + (Lost(message[5]),) + message[6:]
                     self._push(depart + injection.seconds(spec.timeout), destination, notice)
                     return
                 self._count(message[0], 1)
+                sends += 1
                 depart += injection.seconds(spec.timeout)
         model = spec.edge_delay(src, dst)
         release = depart if model.is_zero else \

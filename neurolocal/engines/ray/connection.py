@@ -64,7 +64,9 @@ def start_ray(address: str | None) -> bool:
 
         check_cluster_access(address)  # a missing or wrong token: one line, not Ray's retries
     try:
-        with (contextlib.nullcontext() if remote else lifecycle.starting_embedded()), \
+        # joining a cluster too: ray.init's Python SIGTERM handler (sys.exit(15), no line)
+        # must not replace ours (issue 28)
+        with (lifecycle.ray_keeps_our_handlers() if remote else lifecycle.starting_embedded()), \
                 stderr_kept_unless_failing():
             ray.init(address=address, logging_level="warning", log_to_driver=False,
                      runtime_env=worker_runtime_env(remote and not same_machine),

@@ -47,7 +47,7 @@ class RayProcessDied(EngineError):
 
 
 @contextlib.contextmanager
-def _ray_keeps_our_handlers():
+def ray_keeps_our_handlers():
     """While ray.init runs: Ray's Python SIGTERM handlers are not installed (they would
     `sys.exit` mid-start-up); ours go back on after its C++ core installed its own."""
     if not signals.installed():
@@ -154,7 +154,7 @@ def starting_embedded():
     embedded = begin_embedded()
     signals.abandon = embedded.abandon_start
     try:
-        with _ray_keeps_our_handlers():
+        with ray_keeps_our_handlers():
             yield embedded
     except BaseException:
         signals.abandon = None

@@ -12,9 +12,18 @@ actors. What `up` started is recorded in the state directory (`NEUROLOCAL_CLUSTE
 default ~/.neurolocal/cluster):
 
     cluster.json   address, temp dir, log, start time, and every process of the head
-                   as (pid, start time) pairs, so a pid reused by the system later is
-                   never mistaken for one of ours
+                   as (pid, start time) pairs with its command line, so a pid reused by
+                   the system later is never mistaken for one of ours
     auth_token     the cluster's token (mode 0600)
+
+The record is trusted only as far as it can be proven (`proven_temp_dir`,
+`proven_processes`): `down` (and `up` clearing a dead cluster) deletes the temp dir only
+when it is a directory of this user directly under the system temp dir, named
+`nl-ray-*`, not a link, holding the marker `up` wrote there (a digest of the token);
+and signals a process only when its start time and command line are what `up`
+recorded, it belongs to this user and its command line names that temp dir (or it
+runs below such a process). A record naming a foreign directory or pid deletes and
+kills nothing.
 
 `--address auto` reads that record first (unless RAY_ADDRESS is set): it attaches to
 the recorded address with the recorded token, whatever else runs on the machine.
@@ -25,6 +34,7 @@ are the raylet's children), never `ray stop` (that stops every Ray on the machin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -38,10 +48,12 @@ from pathlib import Path
 from neurolocal.engines.ray.cluster import LocalCluster
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.files import write_atomic
-from neurolocal.procs import descendants, rss_bytes, start_time
+from neurolocal.procs import cmdline, descendants, rss_bytes, start_time
 
 STATE_ENV = "NEUROLOCAL_CLUSTER_DIR"
 RECORD, TOKEN = "cluster.json", "auth_token"
+#: written by `up` into the temp dir it created: the proof `down` asks for before deleting
+MARKER, PREFIX = "neurolocal-cluster", "nl-ray-"
 
 
 def state_dir() -> Path:
@@ -56,7 +68,8 @@ def still_ours(pid: int, started: int) -> bool:
 
 
 def tree_of(roots: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The recorded processes that still run, and every process now below them."""
+    """The given processes that still run, and every process now below them (pass
+    `proven_processes(record)`, never a record's list unchecked)."""
     found: dict[int, int] = {}
     for pid, started in roots:
         if still_ours(pid, started):
@@ -96,29 +109,99 @@ class Record:
     started: float                                   # time.time() when it came up
     cpus: int
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, start time)
+    commands: dict = field(default_factory=dict)   # str(pid) -> its command line
+    #: the state directory it was read from (not written: where it lies says that)
+    state: str = field(default="", repr=False)
 
     @property
     def root(self) -> tuple[int, int]:
         return self.processes[0]
 
     def running(self) -> bool:
-        return bool(self.processes) and still_ours(*self.root)
+        return bool(self.processes) and any(p == self.root for p in proven_processes(self))
 
     def token_path(self) -> Path:
-        return state_dir() / TOKEN
+        return Path(self.state or state_dir()) / TOKEN
+
+    def as_json(self) -> str:
+        return json.dumps({k: v for k, v in self.__dict__.items() if k != "state"}, indent=1)
 
 
 def read_record() -> Record | None:
+    from neurolocal.files import read_bytes
+
     path = state_dir() / RECORD
-    try:
-        data = json.loads(path.read_text())
-        data["processes"] = [tuple(p) for p in data["processes"]]
-        return Record(**data)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError("is not a cluster record neurolocal wrote; remove it",
-                          source=str(path)) from None
+    bad = ConfigError("is not a cluster record neurolocal wrote; remove it", source=str(path))
+    data = read_bytes(path, 1 << 20, ConfigError, "cluster record")
+    try:
+        data = json.loads(data)
+        data["processes"] = [(int(p), int(t)) for p, t in data["processes"]]
+        data["state"] = str(state_dir())
+        record = Record(**data)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise bad from None
+    if not (isinstance(record.temp_dir, str) and isinstance(record.address, str)
+            and isinstance(record.commands, dict)):
+        raise bad
+    return record
+
+
+# --- what the record can prove ----------------------------------------------------------------
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(f"neurolocal cluster {token}".encode()).hexdigest()
+
+
+def _token(record: Record) -> str | None:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return record.token_path().read_text()
+    return None
+
+
+def proven_temp_dir(record: Record) -> Path | None:
+    """The record's temp dir when `up` created it (see the module's doc), else None."""
+    import stat
+
+    token = _token(record)
+    try:
+        path = Path(record.temp_dir)
+        info = os.lstat(path)
+        root = Path(os.path.realpath(tempfile.gettempdir()))
+        marker = path / MARKER
+        if not (path.is_absolute() and stat.S_ISDIR(info.st_mode)
+                and info.st_uid == os.getuid() and path.parent == root
+                and path.name.startswith(PREFIX) and os.path.realpath(path) == str(path)
+                and stat.S_ISREG(os.lstat(marker).st_mode) and token is not None):
+            return None
+        with open(marker, encoding="utf-8") as handle:
+            return path if handle.read(100) == _digest(token) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _mine(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == os.getuid()
+    except OSError:
+        return False
+
+
+def proven_processes(record: Record) -> list[tuple[int, int]]:
+    """The recorded processes that still run as `up` recorded them (start time, command
+    line), are this user's and name the proven temp dir on their command line."""
+    temp_dir = proven_temp_dir(record)
+    if temp_dir is None:
+        return []
+    found = []
+    for pid, started in record.processes:
+        line = cmdline(pid)
+        if (still_ours(pid, started) and _mine(pid) and line
+                and line == record.commands.get(str(pid)) and str(temp_dir) in line):
+            found.append((pid, started))
+    return found
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -150,14 +233,16 @@ def up(cpus: int | None = None, object_store_bytes: int = 200 << 20,
     if found is not None and found.running():
         return found, False
     if found is not None:  # the machine rebooted, or someone killed it: start afresh
-        shutil.rmtree(found.temp_dir, ignore_errors=True)
+        _remove_temp_dir(found)
         _clear_state()
     state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
     cpus = cpus or os.cpu_count() or 1
     ray_exe = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     # short: Ray's unix socket paths under the temp dir must stay < 108 characters
     head = StandingHead(workers=0, cpus_per_node=cpus, object_store_bytes=object_store_bytes,
-                        ray=ray_exe, base_dir=tempfile.mkdtemp(prefix="nl-ray-"))
+                        ray=ray_exe,
+                        base_dir=tempfile.mkdtemp(prefix=PREFIX, dir=os.path.realpath(
+                            tempfile.gettempdir())))
     try:
         head.start(timeout)  # no worker nodes: the head alone
         head._wait_for_nodes(1, timeout)
@@ -172,10 +257,12 @@ def up(cpus: int | None = None, object_store_bytes: int = 200 << 20,
     root = head.processes[0].pid
     processes = [(pid, t) for pid in [root, *descendants(root)]
                  if (t := start_time(pid)) is not None]
+    commands = {str(pid): line for pid, _ in processes if (line := cmdline(pid))}
     record = Record(address=head.address, temp_dir=head.base_dir, log=str(head.logs[0]),
-                    started=time.time(), cpus=cpus, processes=processes)
+                    started=time.time(), cpus=cpus, processes=processes, commands=commands)
+    _write_private(Path(head.base_dir) / MARKER, _digest(head.token))
     _write_private(state_dir() / TOKEN, head.token)
-    _write_private(state_dir() / RECORD, json.dumps(record.__dict__, indent=1))
+    _write_private(state_dir() / RECORD, record.as_json())
     return record, True
 
 
@@ -185,7 +272,7 @@ def status() -> dict | None:
     record = read_record()
     if record is None or not record.running():
         return None
-    processes = tree_of(record.processes)
+    processes = tree_of(proven_processes(record))
     report = {"address": record.address, "uptime_s": time.time() - record.started,
               "processes": len(processes),
               "rss_bytes": sum(rss_bytes(pid) for pid, _ in processes),
@@ -216,10 +303,17 @@ def down() -> list[int] | None:
     record = read_record()
     if record is None:
         return None
-    stopped = stop_processes(tree_of(record.processes))
-    shutil.rmtree(record.temp_dir, ignore_errors=True)
+    stopped = stop_processes(tree_of(proven_processes(record)))
+    _remove_temp_dir(record)
     _clear_state()
     return stopped
+
+
+def _remove_temp_dir(record: Record) -> None:
+    """The record's temp dir, deleted only when `up` provably created it."""
+    temp_dir = proven_temp_dir(record)
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def attach(address: str) -> str:

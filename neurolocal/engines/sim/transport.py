@@ -32,7 +32,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from neurolocal.asynchrony.models import Asynchrony
+from neurolocal.asynchrony.models import MAX_SENDS, Asynchrony
 from neurolocal.engines.capabilities import CAPABILITIES
 from neurolocal.engines.config import EngineConfig
 from neurolocal.engines.engine import Engine, initial_params
@@ -491,13 +491,15 @@ class SimTransport:
         p = spec.edge_drop(src, dst)
         when = depart
         if p > 0:
+            sends = 1
             while rng.random() < p:
-                if not spec.retransmit:
+                if not spec.retransmit or sends >= MAX_SENDS:   # given up: lost
                     flight["lost"] += 1
                     self._queue.push(when + spec.timeout,
                                      (DELIVER, self.index[dst], message, True))
                     return
                 flight["retransmitted"] += 1
+                sends += 1
                 when += spec.timeout
         model = spec.edge_delay(src, dst)
         arrival = when if model.is_zero else when + model.sample(rng, spec.round_ms)
