@@ -1,0 +1,464 @@
+"""Make RESULTS.md's section "Predictive coding at depth" (issue 26, docs/depth.md).
+
+    nice python scripts/depth_results.py [--depths 2,4,8,16,32,64,128] [--seeds 0,1,2]
+                                         [--epochs 5] [--variants ...] [--quick]
+                                         [--budget-minutes M] [--out runs/depth]
+                                         [--results RESULTS.md] [--render]
+
+`neurolocal run` on MNIST-5k (`--data mnist`: 4,000 train / 1,000 test), width 128, ReLU
+before each linear map, batch 128, the local engine, one run per (variant, depth, seed):
+
+  backprop        the muPC resnet (`generate resnet`), torch autograd, Adam 0.1
+  fixed           the same net and optimizer, fixed predictions, eta 1, T = depth
+                  (backprop exactly: every layer's error arrives)
+  fixed-standard  the standard-parameterisation resnet, fixed PC, eta 1, T = depth, Adam 1e-3
+  strict          standard PC as pcx runs it on the standard resnet: strict mode, eta 0.1,
+                  T 20, Adam 1e-3
+  ipc             incremental PC (`--schedule ipc`, a weight step every round), eta 0.1,
+                  T 20, Adam 3e-4
+  mupc            jpc's muPC: the muPC resnet, strict mode, activity lr 0.5 on the batch-mean
+                  energy (eta 0.5/128), T = depth, Adam 0.1
+  mupc-lr5        the same with activity lr 5 (eta 5/128)
+
+Each run keeps OUT/<variant>-d<depth>-s<seed>/ (metrics.json: accuracy, seconds per epoch;
+depth.json: per layer weight change, cosine with backprop's gradient, the round the error
+first arrived). Runs go cheapest first; a finished one is not run again, so re-running
+the same command finishes an interrupted or budget-cut grid (seed by seed, cheapest first). `--budget-minutes` starts no
+run after that many minutes. Tables and plots (results/depth/) are made from what is in
+--out, and the section says exactly which runs it holds and the command for the rest.
+`--quick`: depths 2,8, one seed, one epoch. `--render`: only rewrite the section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+BEGIN, END = "<!-- depth:begin -->", "<!-- depth:end -->"
+DEPTHS = (2, 4, 8, 16, 32, 64, 128)
+SEEDS = (0, 1, 2)
+EPOCHS = 5
+WIDTH, BATCH = 128, 128
+#: the muPC recipe's activity learning rates are jpc's, on the batch-mean energy
+VARIANTS = {
+    "backprop": {"net": "mupc", "args": ["--algorithm", "bp"], "T": None, "lr": "0.1"},
+    "fixed": {"net": "mupc", "args": ["--mode", "fixed", "--eta", "1"], "T": "depth",
+              "lr": "0.1"},
+    "fixed-standard": {"net": "standard", "args": ["--mode", "fixed", "--eta", "1"],
+                       "T": "depth", "lr": "0.001"},
+    "strict": {"net": "standard", "args": ["--mode", "strict", "--eta", "0.1"], "T": "20",
+               "lr": "0.001"},
+    "ipc": {"net": "standard", "args": ["--mode", "strict", "--schedule", "ipc",
+                                        "--eta", "0.1"], "T": "20", "lr": "0.0003"},
+    "mupc": {"net": "mupc", "args": ["--mode", "strict", "--eta", repr(0.5 / BATCH)],
+             "T": "depth", "lr": "0.1"},
+    "mupc-lr5": {"net": "mupc", "args": ["--mode", "strict", "--eta", repr(5 / BATCH)],
+                 "T": "depth", "lr": "0.1"},
+}
+#: jpc's and pcx's numbers measured for issue 26 (5 epochs, 1 seed), for comparison
+JPC = {"backprop": {8: 89.2, 16: 89.3, 32: 91.0, 64: 91.5, 128: 91.8},
+       "mupc": {8: 87.9, 16: 87.9, 32: 86.5, 64: 86.8},
+       "mupc-lr5": {16: 91.7, 32: 90.3},
+       "strict": {8: 88.2, 16: 77.4, 32: 10.0, 64: 10.0}}
+MOVED = (0.05, 0.1)
+
+
+def run_name(variant: str, depth: int, seed: int) -> str:
+    return f"{variant}-d{depth}-s{seed}"
+
+
+def rounds_of(variant: str, depth: int) -> int | None:
+    t = VARIANTS[variant]["T"]
+    return None if t is None else depth if t == "depth" else int(t)
+
+
+def cost(variant: str, depth: int) -> float:
+    """A guess at an epoch's relative cost: vertex-rounds (fixed mode's event schedule
+    and backprop send about one message per edge)."""
+    t = rounds_of(variant, depth)
+    per = 2 if t is None or VARIANTS[variant]["args"][1] == "fixed" else t
+    return (depth + 1) * per
+
+
+def topology(out: Path, net: str, depth: int) -> Path:
+    from neurolocal.generate import resnet, topology_yaml
+
+    path = out / "nets" / f"{net}-{depth}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(topology_yaml(resnet(depth=depth, width=WIDTH, parameterization=net,
+                                             activation="relu")))
+    return path
+
+
+def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
+    from neurolocal.cli import main as neurolocal
+
+    spec = VARIANTS[variant]
+    target = out / run_name(variant, depth, seed)
+    argv = ["run", str(topology(out, spec["net"], depth)), "--data", "mnist", "--engine",
+            "local", "--epochs", str(epochs), "--batch-size", str(BATCH), "--seed", str(seed),
+            "--optimizer", "adam", "--lr", spec["lr"], *spec["args"], "--out", str(target),
+            "--quiet", "--no-traffic-log"]
+    t = rounds_of(variant, depth)
+    if t is not None:
+        argv += ["-T", str(t)]
+    started = time.time()
+    code = neurolocal(argv)
+    (target).mkdir(parents=True, exist_ok=True)
+    (target / "done.json").write_text(json.dumps({
+        "exit": code, "seconds": time.time() - started, "argv": ["neurolocal", *argv],
+        "load": load_average(), "epochs": epochs}))
+    return code
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+# --- reading finished runs ------------------------------------------------------------------
+
+def read_run(path: Path) -> dict | None:
+    done = path / "done.json"
+    if not done.exists():
+        return None
+    info = json.loads(done.read_text())
+    row = {"exit": info["exit"], "load": info["load"], "epochs": info["epochs"],
+           "argv": info["argv"]}
+    metrics_path = path / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        algorithm = next(iter(metrics["runs"]))
+        run = metrics["runs"][algorithm]
+        row["accuracy"] = run["final"]["test_accuracy"]
+        row["seconds"] = float(np.mean([e["seconds"] for e in run["epochs"]]))
+    depth_path = path / "depth.json"
+    if depth_path.exists():
+        audit = next(iter(json.loads(depth_path.read_text()).values()))
+        last = audit["epochs"][-1]
+        layers = audit["layers"]
+        row["layers"] = layers
+        row["change"] = [last["weight_change"].get(n) for n in layers]
+        if "layers" in last:
+            row["arrived"] = [last["layers"][n]["arrived"] for n in layers]
+            row["cosine"] = [last["layers"][n]["cosine"] for n in layers]
+    return row
+
+
+def collect(out: Path) -> dict:
+    rows = {}
+    for path in sorted(out.glob("*-d*-s*")):
+        variant, depth, seed = path.name.rsplit("-", 2)
+        row = read_run(path)
+        if row is not None and variant in VARIANTS:
+            rows[(variant, int(depth[1:]), int(seed[1:]))] = row
+    return rows
+
+
+# --- the section ------------------------------------------------------------------------------
+
+def mean_sd(xs, scale=1.0, fmt="{:.1f}") -> str:
+    xs = [x * scale for x in xs if x is not None and np.isfinite(x)]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return fmt.format(xs[0])
+    return f"{fmt.format(np.mean(xs))} ± {fmt.format(np.std(xs))}"
+
+
+def moved(change, threshold) -> int:
+    return sum(1 for c in change if c is not None and c >= threshold)
+
+
+def per_layer_summary(rows: list[dict]) -> dict:
+    """Over seeds: layers moving >= 0.05 and >= 0.1, the smallest change, layers the
+    error reached, the mean cosine and the lowest layer's cosine."""
+    first = rows[0]
+    n = len(first.get("layers", []))
+    out = {"n": n}
+    if not n:
+        return out
+    out["moved05"] = mean_sd([moved(r["change"], MOVED[0]) for r in rows], fmt="{:.0f}")
+    out["moved10"] = mean_sd([moved(r["change"], MOVED[1]) for r in rows], fmt="{:.0f}")
+    out["least"] = mean_sd([min((c for c in r["change"] if c is not None), default=None)
+                            for r in rows], fmt="{:.3g}")
+    if "arrived" in first:
+        out["reached"] = mean_sd([sum(a is not None for a in r["arrived"]) for r in rows],
+                                 fmt="{:.0f}")
+        cos = [np.mean([c for c in r["cosine"] if c is not None] or [np.nan]) for r in rows]
+        out["cosine"] = mean_sd(cos, fmt="{:.2f}")
+        out["cosine_h1"] = mean_sd([r["cosine"][0] for r in rows], fmt="{:.2f}")
+        out["arrived_h1"] = mean_sd([r["arrived"][0] for r in rows], fmt="{:.0f}") \
+            if all(r["arrived"][0] is not None for r in rows) else "never"
+    return out
+
+
+def grouped(rows: dict) -> dict:
+    groups: dict = {}
+    for (variant, depth, seed), row in sorted(rows.items()):
+        groups.setdefault((variant, depth), []).append(row)
+    return groups
+
+
+def results_table(groups: dict) -> str:
+    lines = ["| variant | depth | seeds | test accuracy % | jpc/pcx % | s / epoch | "
+             "layers moving >= 0.05 | >= 0.1 | smallest change | error reached | "
+             "error at h1 (round) | cosine to bp (mean / h1) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for variant in VARIANTS:
+        for depth in DEPTHS:
+            rows = groups.get((variant, depth))
+            if not rows:
+                continue
+            ok = [r for r in rows if r["exit"] == 0]
+            failed = len(rows) - len(ok)
+            acc = mean_sd([r.get("accuracy") for r in ok], 100)
+            if failed:
+                acc += f" ({failed} diverged)"
+            s = per_layer_summary(ok) if ok else {"n": 0}
+            n = s["n"]
+            ref = JPC.get(variant, {}).get(depth) if rows[0]["epochs"] == EPOCHS else None
+            cos = f"{s['cosine']} / {s['cosine_h1']}" if "cosine" in s else "-"
+            lines.append(
+                f"| {variant} | {depth} | {len(rows)} | {acc} | "
+                f"{'-' if ref is None else f'{ref:.1f}'} | "
+                f"{mean_sd([r.get('seconds') for r in ok], fmt='{:.2f}')} | "
+                f"{s.get('moved05', '-')} of {n} | {s.get('moved10', '-')} of {n} | "
+                f"{s.get('least', '-')} | {s.get('reached', '-')} of {n} | "
+                f"{s.get('arrived_h1', '-')} | {cos} |")
+    return "\n".join(lines)
+
+
+def verdicts(groups: dict) -> list[str]:
+    """What the runs show, in sentences made from their numbers."""
+    said = []
+
+    def acc(variant, depth):
+        rows = [r for r in groups.get((variant, depth), []) if r["exit"] == 0]
+        xs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+        return (100 * float(np.mean(xs))) if xs else None
+
+    def layers(variant, depth):
+        rows = [r for r in groups.get((variant, depth), []) if r["exit"] == 0]
+        return rows[0] if rows and rows[0].get("change") else None
+
+    for depth in DEPTHS:
+        mu, bp = layers("mupc", depth), layers("backprop", depth)
+        if mu is None:
+            continue
+        n = len(mu["change"])
+        k = moved(mu["change"], MOVED[0])
+        top = [name for name, c in zip(mu["layers"], mu["change"])
+               if c is not None and c >= MOVED[0]]
+        reached = sum(a is not None for a in mu.get("arrived", []))
+        text = (f"Depth {depth}: under muPC (jpc's recipe) {k} of {n} weight matrices "
+                f"moved by >= {MOVED[0]} ({', '.join(top) or 'none'}); the probe's error "
+                f"reached {reached} of {n} layers")
+        if bp is not None:
+            text += (f"; under backprop {moved(bp['change'], MOVED[0])} of {n} moved "
+                     f"(smallest change {min(c for c in bp['change'] if c is not None):.3g})")
+        a_mu, a_bp = acc("mupc", depth), acc("backprop", depth)
+        if a_mu is not None and a_bp is not None:
+            text += f"; accuracy {a_mu:.1f}% against backprop's {a_bp:.1f}%"
+        ref = JPC["mupc"].get(depth) if mu["epochs"] == EPOCHS else None
+        if a_mu is not None and ref is not None:
+            gap = a_mu - ref
+            text += (f" (jpc's muPC {ref:.1f}%: {'within' if abs(gap) <= 1.5 else 'not within'}"
+                     f" 1.5 pp, {gap:+.1f})")
+        said.append(text + ".")
+    for depth in DEPTHS:
+        a_f, a_bp = acc("fixed", depth), acc("backprop", depth)
+        f = layers("fixed", depth)
+        if a_f is None or a_bp is None or f is None:
+            continue
+        n = len(f["change"])
+        said.append(f"Depth {depth}: fixed PC (eta 1, T = {depth}) {a_f:.1f}% against "
+                    f"backprop's {a_bp:.1f}% ({a_f - a_bp:+.1f} pp); {moved(f['change'], 0.1)}"
+                    f" of {n} layers moved by >= 0.1 (smallest "
+                    f"{min(c for c in f['change'] if c is not None):.3g}).")
+    return said
+
+
+def plots(groups: dict, figures: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures.mkdir(parents=True, exist_ok=True)
+    made = []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for variant in VARIANTS:
+        depths = [d for d in DEPTHS if any(r["exit"] == 0 and r.get("accuracy") is not None
+                                           for r in groups.get((variant, d), []))]
+        if not depths:
+            continue
+        acc = [100 * np.mean([r["accuracy"] for r in groups[(variant, d)] if r["exit"] == 0])
+               for d in depths]
+        sec = [np.mean([r["seconds"] for r in groups[(variant, d)] if r["exit"] == 0])
+               for d in depths]
+        left.plot(depths, acc, marker="o", label=variant)
+        right.plot(depths, sec, marker="o", label=variant)
+    for ax, label in ((left, "test accuracy %"), (right, "seconds per epoch")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("hidden layers")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(figures / "accuracy.png", dpi=110)
+    plt.close(fig)
+    made.append("accuracy.png")
+
+    depths = sorted({d for (_, d) in groups})
+    if depths:
+        fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4),
+                                 squeeze=False, sharey=True)
+        for ax, depth in zip(axes[0], depths):
+            for variant in VARIANTS:
+                rows = [r for r in groups.get((variant, depth), [])
+                        if r["exit"] == 0 and r.get("change")]
+                if not rows:
+                    continue
+                change = np.array([[c if c is not None else np.nan for c in r["change"]]
+                                   for r in rows]).mean(axis=0)
+                ax.plot(np.arange(1, change.size + 1), np.maximum(change, 1e-12),
+                        marker=".", label=variant)
+            ax.axhline(MOVED[0], color="grey", lw=0.8, ls="--")
+            ax.set_yscale("log")
+            ax.set_title(f"{depth} hidden layers", fontsize=9)
+            ax.set_xlabel("weight matrix (1 = input)")
+        axes[0][0].set_ylabel("relative weight change")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(figures / "weight_change.png", dpi=110)
+        plt.close(fig)
+        made.append("weight_change.png")
+    return made
+
+
+def section(rows: dict, args, made: list[str], spent: dict) -> str:
+    groups = grouped(rows)
+    ran = sorted({(v, d) for v, d, _ in rows})
+    seeds_of = {}
+    for v, d, s in rows:
+        seeds_of.setdefault((v, d), []).append(s)
+    full = [(v, d, s) for v in VARIANTS for d in DEPTHS for s in SEEDS]
+    missing = [k for k in full if k not in rows]
+    epochs = sorted({r["epochs"] for r in rows.values()})
+    loads = sorted({r["load"] for r in rows.values()})
+    ran_text = "; ".join(f"{v} at depth {', '.join(str(d) for vv, d in ran if vv == v)}"
+                         for v in VARIANTS if any(vv == v for vv, _ in ran))
+    seeds = sorted({s for _, _, s in rows})
+    verdict = "\n".join(f"- {line}" for line in verdicts(groups)) or "- (no muPC run yet)"
+    figures = "\n".join(f"![{m}](results/depth/{m})" for m in made)
+    return f"""{BEGIN}
+## Predictive coding at depth
+
+Made by `nice -n 10 python scripts/depth_results.py {args.command}` ({spent['when']},
+{spent['minutes']:.0f} minutes of one process on the local engine; load averages seen by the
+runs: {'; '.join(loads)}). MNIST-5k (`--data mnist`: 4,000 train / 1,000 test images), width
+{WIDTH}, ReLU before each linear map, batch {BATCH}, {', '.join(map(str, epochs))} epoch(s),
+seed(s) {', '.join(map(str, seeds))}. The variants and their recipes are in the script's
+docstring; "jpc/pcx %" is what the libraries themselves got (issue 26, 5 epochs, 1 seed).
+
+**What was run:** {ran_text}. **Not run** ({len(missing)} of the {len(full)} runs of the full
+grid: depths {', '.join(map(str, DEPTHS))}, seeds {', '.join(map(str, SEEDS))}, {EPOCHS} epochs):
+`nice -n 10 python scripts/depth_results.py` runs the rest (finished runs are kept in
+`runs/depth` and not repeated).
+
+Per layer, from each run's depth audit after its last epoch (`depth.json`: relative weight
+change since the start, the round at which the probe batch's error first reached the layer,
+the cosine of the PC update with backprop's gradient; mean ± sd over seeds):
+
+{results_table(groups)}
+
+What it shows (sentences written by the script from the numbers above):
+
+{verdict}
+
+{figures}
+{END}"""
+
+
+def replace_between(path: Path, text: str) -> None:
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(new)
+
+
+def parse_list(text: str, kind=int) -> list:
+    return [kind(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depths", default=",".join(map(str, DEPTHS)))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--quick", action="store_true",
+                        help="depths 2,8, seed 0, one epoch")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="start no run after this many minutes")
+    parser.add_argument("--out", default="runs/depth")
+    parser.add_argument("--results", default="RESULTS.md")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the section from the runs in --out")
+    args = parser.parse_args()
+    if args.quick:
+        args.depths, args.seeds, args.epochs = "2,8", "0", 1
+        args.out = args.out if args.out != "runs/depth" else "runs/depth-quick"
+    depths, seeds = parse_list(args.depths), parse_list(args.seeds)
+    variants = parse_list(args.variants, str)
+    bad = [v for v in variants if v not in VARIANTS] + [d for d in depths if d < 1]
+    if bad or args.epochs < 1 or not seeds:
+        parser.error(f"not a variant or depth: {bad}" if bad else "epochs and seeds, please")
+    args.command = " ".join(
+        ([f"--depths {args.depths}"] if args.depths != ",".join(map(str, DEPTHS)) else [])
+        + ([f"--seeds {args.seeds}"] if args.seeds != ",".join(map(str, SEEDS)) else [])
+        + ([f"--epochs {args.epochs}"] if args.epochs != EPOCHS else [])
+        + ([f"--variants {args.variants}"] if args.variants != ",".join(VARIANTS) else [])
+        + ([f"--budget-minutes {args.budget_minutes:g}"] if args.budget_minutes else []))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spent_path = out / "spent.json"
+    spent = json.loads(spent_path.read_text()) if spent_path.exists() else {"minutes": 0.0}
+    if not args.render:
+        started = time.time()
+        plan = sorted(((v, d, s) for v in variants for d in depths for s in seeds),
+                      key=lambda k: (k[2], cost(k[0], k[1]), k[1]))
+        for variant, depth, seed in plan:
+            if (out / run_name(variant, depth, seed) / "done.json").exists():
+                continue
+            if args.budget_minutes and time.time() - started > 60 * args.budget_minutes:
+                print(f"budget spent: not starting {run_name(variant, depth, seed)} and later")
+                break
+            t = time.time()
+            code = run_one(out, variant, depth, seed, args.epochs)
+            print(f"{run_name(variant, depth, seed)}: exit {code}, {time.time() - t:.0f} s, "
+                  f"load {load_average()}", flush=True)
+        spent["minutes"] += (time.time() - started) / 60
+        spent["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        spent_path.write_text(json.dumps(spent))
+    spent.setdefault("when", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    rows = collect(out)
+    made = plots(grouped(rows), Path("results/depth")) if rows else []
+    replace_between(Path(args.results), section(rows, args, made, spent))
+    print(f"wrote {args.results} (section 'Predictive coding at depth', {len(rows)} runs)")
+
+
+if __name__ == "__main__":
+    main()
