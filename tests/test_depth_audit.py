@@ -162,3 +162,63 @@ def test_run_writes_depth_json_and_traffic_depth_names_the_silent_layers(cli, tm
     assert clean.count("every layer's error arrived: clean") == 2, clean   # audit and log
     missing = cli("traffic", "depth", tmp_path)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def logged_relaxation(directory, rounds=3):
+    """A log of one fixed-mode relaxation of the depth-6 net with T = `rounds`."""
+    graph = graph_of(depth=6)
+    params = graph.init_params(1)
+    x, y = batch(graph)
+    recorder = TrafficRecorder(directory, "run", "local", graph="resnet-6",
+                               settings={"mode": "fixed", "eta": 1.0, "iterations": rounds})
+    engine = LocalEngine(graph, params, mode="fixed", recorder=recorder)
+    try:
+        relaxation = engine.relax(x, y, eta=1.0, iterations=rounds)
+    finally:
+        engine.close()
+        recorder.close()
+    return relaxation
+
+
+def test_the_report_carries_the_layer_by_round_table_of_the_log(tmp_path):
+    from neurolocal.traffic.html import collect
+
+    relaxation = logged_relaxation(tmp_path / "log")
+    layers = collect(tmp_path / "log")["layers"]
+    assert layers["layers"] == ["h1", "h2", "h3", "h4", "h5", "h6", "out"]
+    assert layers["round_numbers"] == [0, 1, 2, 3]
+    assert layers["silent"] == ["h1", "h2", "h3"]
+    assert layers["energy"]["last"]["h5"] == relaxation.vertex_energy["h5"]
+
+
+def test_the_report_draws_the_heat_map_in_chromium(tmp_path):
+    """Headless Chromium: one cell per layer and round, the silent layers named, a
+    tooltip on hover, the controls switch without errors."""
+    from headless import Browser, chromium
+    from neurolocal.traffic.html import write_report
+
+    if chromium() is None:
+        pytest.skip("chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    logged_relaxation(tmp_path / "log")
+    page = tmp_path / "report.html"
+    write_report(tmp_path / "log", page)
+    with Browser(chromium()) as browser:
+        browser.open(page)
+        assert browser.wait_for("document.body && document.body.dataset.rendered === '1'")
+        assert browser.evaluate("document.querySelectorAll('.heat rect.cell').length") == 7 * 4
+        notes = browser.evaluate("[...document.querySelectorAll('.note')].map(n => n.textContent)")
+        assert "error never arrived at (in no batch): h1, h2, h3" in notes
+        grey = browser.evaluate("[...document.querySelectorAll('.heat rect.cell')]"
+                                ".filter(r => r.getAttribute('fill') === '#e6e9ef').length")
+        assert grey == 3 * 4 + 3 + 2 + 1          # h1-h3 always; h4 until 3, h5 until 2, h6 1
+        tip = browser.evaluate("""(() => {
+            const cell = document.querySelectorAll('.heat rect.cell')[0];
+            const box = cell.getBoundingClientRect();
+            cell.dispatchEvent(new MouseEvent('mousemove', {clientX: box.x + 1, clientY: box.y + 1}));
+            return document.getElementById('tip').textContent; })()""")
+        assert tip.startswith("out · round 0 (forward pass)") and "error arrived: round 0" in tip
+        for label in ("error norm ‖ε‖", "last batch", "first batch"):
+            browser.evaluate(f"[...document.querySelectorAll('button')].find(b => "
+                             f"b.textContent === {label!r}).click()")
+        assert browser.evaluate("document.querySelectorAll('.heat rect.cell').length") == 7 * 4
+        assert browser.errors() == []
