@@ -19,6 +19,10 @@ before each linear map, batch 128, the local engine, one run per (variant, depth
   mupc            jpc's muPC: the muPC resnet, strict mode, activity lr 0.5 on the batch-mean
                   energy (eta 0.5/128), T = depth, Adam 0.1
   mupc-lr5        the same with activity lr 5 (eta 5/128)
+  pcx-strict      pcx's recipe on a plain MLP (no skips, GELU before each linear map but
+                  the first, He init): strict, eta 0.1, T 20, Adam 1e-3 (issue 26's
+                  Must-show: does it stay near chance at depth 16 while fixed PC trains?)
+  pcx-fixed       the same net, fixed PC, eta 1, T = depth, Adam 1e-3
 
 Each run keeps OUT/<variant>-d<depth>-s<seed>/ (metrics.json: accuracy, seconds per epoch;
 depth.json: per layer weight change, cosine with backprop's gradient, the round the error
@@ -59,13 +63,25 @@ VARIANTS = {
              "T": "depth", "lr": "0.1"},
     "mupc-lr5": {"net": "mupc", "args": ["--mode", "strict", "--eta", repr(5 / BATCH)],
                  "T": "depth", "lr": "0.1"},
+    "pcx-strict": {"net": "mlp", "args": ["--mode", "strict", "--eta", "0.1"], "T": "20",
+                   "lr": "0.001"},
+    "pcx-fixed": {"net": "mlp", "args": ["--mode", "fixed", "--eta", "1"], "T": "depth",
+                  "lr": "0.001"},
 }
+#: the nets (`generate resnet`); "mlp" is a plain GELU MLP like pcx's, with He init: with
+#: pcx's own uniform init backprop itself fails at depth 16 (issue 26)
+NETS = {"mupc": {"parameterization": "mupc", "activation": "relu"},
+        "standard": {"parameterization": "standard", "activation": "relu"},
+        "mlp": {"parameterization": "standard", "activation": "gelu", "skips": False,
+                "init": "he"}}
 #: jpc's and pcx's numbers measured for issue 26 (5 epochs, 1 seed), for comparison
 JPC = {"backprop": {8: 89.2, 16: 89.3, 32: 91.0, 64: 91.5, 128: 91.8},
        "mupc": {8: 87.9, 16: 87.9, 32: 86.5, 64: 86.8},
        "mupc-lr5": {16: 91.7, 32: 90.3},
        "strict": {8: 88.2, 16: 77.4, 32: 10.0, 64: 10.0}}
 MOVED = (0.05, 0.1)
+#: exit codes of a run stopped by a signal (SIGINT, SIGTERM): not a finished run
+INTERRUPTED = (130, 143)
 
 
 def run_name(variant: str, depth: int, seed: int) -> str:
@@ -91,8 +107,7 @@ def topology(out: Path, net: str, depth: int) -> Path:
     path = out / "nets" / f"{net}-{depth}.yaml"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(topology_yaml(resnet(depth=depth, width=WIDTH, parameterization=net,
-                                             activation="relu")))
+        path.write_text(topology_yaml(resnet(depth=depth, width=WIDTH, **NETS[net])))
     return path
 
 
@@ -110,6 +125,8 @@ def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
         argv += ["-T", str(t)]
     started = time.time()
     code = neurolocal(argv)
+    if code in INTERRUPTED:   # the run was stopped (its checkpoint kept): so is the grid
+        raise SystemExit(code)
     (target).mkdir(parents=True, exist_ok=True)
     (target / "done.json").write_text(json.dumps({
         "exit": code, "seconds": time.time() - started, "argv": ["neurolocal", *argv],
@@ -355,18 +372,23 @@ def section(rows: dict, args, made: list[str], spent: dict) -> str:
     full = [(v, d, s) for v in VARIANTS for d in DEPTHS for s in SEEDS]
     missing = [k for k in full if k not in rows]
     epochs = sorted({r["epochs"] for r in rows.values()})
-    loads = sorted({r["load"] for r in rows.values()})
+    ones = sorted(float(r["load"].split(",")[0]) for r in rows.values()
+                  if r["load"] != "unknown")
+    loads = [f"1-minute load {ones[0]:.1f} to {ones[-1]:.1f}, median "
+             f"{ones[len(ones) // 2]:.1f} at the ends of the runs"] if ones else ["unknown"]
     ran_text = "; ".join(f"{v} at depth {', '.join(str(d) for vv, d in ran if vv == v)}"
                          for v in VARIANTS if any(vv == v for vv, _ in ran))
     seeds = sorted({s for _, _, s in rows})
+    invocations = ", then ".join(f"`{c}`" for c in spent.get("invocations", [])) or "no runs"
     verdict = "\n".join(f"- {line}" for line in verdicts(groups)) or "- (no muPC run yet)"
     figures = "\n".join(f"![{m}](results/depth/{m})" for m in made)
     return f"""{BEGIN}
 ## Predictive coding at depth
 
-Made by `nice -n 10 python scripts/depth_results.py {args.command}` ({spent['when']},
-{spent['minutes']:.0f} minutes of one process on the local engine; load averages seen by the
-runs: {'; '.join(loads)}). MNIST-5k (`--data mnist`: 4,000 train / 1,000 test images), width
+Made by `nice -n 10 python scripts/depth_results.py` with {invocations} (finished
+{spent['when']}; {spent['minutes']:.0f} minutes of one process at a time on the local engine,
+on 2 cores shared with other work: the load averages the runs saw were
+{'; '.join(loads)}). MNIST-5k (`--data mnist`: 4,000 train / 1,000 test images), width
 {WIDTH}, ReLU before each linear map, batch {BATCH}, {', '.join(map(str, epochs))} epoch(s),
 seed(s) {', '.join(map(str, seeds))}. The variants and their recipes are in the script's
 docstring; "jpc/pcx %" is what the libraries themselves got (issue 26, 5 epochs, 1 seed).
@@ -436,8 +458,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     spent_path = out / "spent.json"
     spent = json.loads(spent_path.read_text()) if spent_path.exists() else {"minutes": 0.0}
+    spent.setdefault("invocations", [])
     if not args.render:
         started = time.time()
+        spent["invocations"].append(args.command or "(defaults)")
+        spent_path.write_text(json.dumps(spent))
         plan = sorted(((v, d, s) for v in variants for d in depths for s in seeds),
                       key=lambda k: (k[2], cost(k[0], k[1]), k[1]))
         for variant, depth, seed in plan:

@@ -67,7 +67,10 @@ def probe(graph: Graph, params: Params, inputs: dict, target: np.ndarray, *, mod
     from neurolocal.engines.local import LocalEngine
 
     own = {v: {k: np.array(a, copy=True) for k, a in p.items()} for v, p in params.items()}
-    engine = LocalEngine(graph, own, mode=mode)
+    # fixed mode: the event schedule, the same numbers round by round as jacobi, bit for
+    # bit (docs/rounds.md), at about one message per path length instead of T per edge
+    engine = LocalEngine(graph, own, mode=mode,
+                         schedule="event" if mode == "fixed" else "jacobi")
     layers = [n for n in graph.order if own.get(n)]
     energy: dict[str, list[float]] = {n: [] for n in layers}
 
