@@ -30,7 +30,10 @@ first arrived). Runs go cheapest first; a finished one is not run again, so re-r
 the same command finishes an interrupted or budget-cut grid (seed by seed, cheapest first). `--budget-minutes` starts no
 run after that many minutes. Tables and plots (results/depth/) are made from what is in
 --out, and the section says exactly which runs it holds and the command for the rest.
-`--quick`: depths 2,8, one seed, one epoch. `--render`: only rewrite the section.
+The full command also measures the cost goals (`timing.json`: fixed PC against torch
+backprop at depth 128 in one `run --algorithm both`; a muPC epoch at depth 64, T 64, in
+CPU-seconds; `--timing-only` measures just these). `--quick`: depths 2,8, one seed, one
+epoch. `--render`: only rewrite the section.
 """
 
 from __future__ import annotations
@@ -132,6 +135,67 @@ def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
         "exit": code, "seconds": time.time() - started, "argv": ["neurolocal", *argv],
         "load": load_average(), "epochs": epochs}))
     return code
+
+
+def timing(out: Path) -> dict:
+    """The issue's cost goals, each one epoch without the audit, in this process: fixed PC
+    (eta 1, T = 128) against torch backprop on the muPC resnet of depth 128 in the same
+    `run --algorithm both`; muPC (strict, T = 64) at depth 64, wall and CPU seconds."""
+    import resource
+
+    from neurolocal.cli import main as neurolocal
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    result = {"load_before": load_average()}
+    target = out / "timing-fixed-vs-bp-d128"
+    code = neurolocal(["run", str(topology(out, "mupc", 128)), "--data", "mnist", "--engine",
+                       "local", "--algorithm", "both", "--mode", "fixed", "--eta", "1",
+                       "-T", "128", "--epochs", "1", "--batch-size", str(BATCH), "--optimizer",
+                       "adam", "--lr", "0.1", "--out", str(target), "--quiet",
+                       "--no-traffic-log", "--no-depth-audit"])
+    if code:
+        raise SystemExit(code)
+    runs = json.loads((target / "metrics.json").read_text())["runs"]
+    result["d128"] = {a: {"seconds": r["epochs"][0]["seconds"],
+                          "accuracy": r["final"]["test_accuracy"]} for a, r in runs.items()}
+    target = out / "timing-mupc-d64"
+    wall, used = time.time(), cpu()
+    code = neurolocal(["run", str(topology(out, "mupc", 64)), "--data", "mnist", "--engine",
+                       "local", "--mode", "strict", "--eta", repr(0.5 / BATCH), "-T", "64",
+                       "--epochs", "1", "--batch-size", str(BATCH), "--optimizer", "adam",
+                       "--lr", "0.1", "--out", str(target), "--quiet", "--no-traffic-log",
+                       "--no-depth-audit"])
+    if code:
+        raise SystemExit(code)
+    run = json.loads((target / "metrics.json").read_text())["runs"]["pc"]
+    result["mupc_d64"] = {"seconds": run["epochs"][0]["seconds"],
+                          "process_wall": time.time() - wall, "process_cpu": cpu() - used}
+    result["load_after"] = load_average()
+    (out / "timing.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def timing_text(t: dict | None) -> str:
+    if not t:
+        return ("Cost goals: not measured yet (`scripts/depth_results.py --timing-only` "
+                "measures them).")
+    bp, pc = t["d128"]["bp"], t["d128"]["pc"]
+    ratio = pc["seconds"] / bp["seconds"]
+    mu = t["mupc_d64"]
+    return (f"Cost, one epoch each in one process (load {t['load_before']} before, "
+            f"{t['load_after']} after):\n\n"
+            f"- depth 128, width 128: fixed PC (eta 1, T 128, local engine) "
+            f"{pc['seconds']:.1f} s against torch backprop's {bp['seconds']:.1f} s in the same "
+            f"`run --algorithm both`: {ratio:.2f}x (goal <= 1.5x: "
+            f"{'met' if ratio <= 1.5 else 'not met'}); test accuracy "
+            f"{100 * pc['accuracy']:.1f}% / {100 * bp['accuracy']:.1f}% after that epoch.\n"
+            f"- muPC at depth 64, T 64 (strict): {mu['seconds']:.1f} s of wall time for the "
+            f"epoch; the whole run (data, evaluation included) took {mu['process_cpu']:.1f} "
+            f"CPU-seconds of this process, against jpc's 35 CPU-seconds an epoch (goal: "
+            f"within it: {'met' if mu['process_cpu'] <= 35 else 'not met'}).")
 
 
 def load_average() -> str:
@@ -267,6 +331,7 @@ def verdicts(groups: dict) -> list[str]:
         rows = [r for r in groups.get((variant, depth), []) if r["exit"] == 0]
         return rows[0] if rows and rows[0].get("change") else None
 
+    said.extend(headline(layers))
     for depth in DEPTHS:
         mu, bp = layers("mupc", depth), layers("backprop", depth)
         if mu is None:
@@ -302,6 +367,41 @@ def verdicts(groups: dict) -> list[str]:
                     f" of {n} layers moved by >= 0.1 (smallest "
                     f"{min(c for c in f['change'] if c is not None):.3g}).")
     return said
+
+
+def headline(layers) -> list[str]:
+    """The answer to "do muPC's deep layers learn?" from the muPC runs of depth >= 8:
+    no, when at every such depth fewer than half of the weight matrices moved by >=
+    MOVED[0] and the first did not; yes, when every matrix moved at every depth; partly
+    otherwise. Also for activity lr 5."""
+    out = []
+    for variant, label in (("mupc", "jpc's recipe, activity lr 0.5"),
+                           ("mupc-lr5", "activity lr 5")):
+        runs = {d: layers(variant, d) for d in DEPTHS if d >= 8 and layers(variant, d)}
+        if not runs:
+            continue
+        counts = {d: (moved(r["change"], MOVED[0]), len(r["change"])) for d, r in runs.items()}
+        first_moved = {d: (r["change"][0] or 0.0) >= MOVED[0] for d, r in runs.items()}
+        reached_first = {d: bool(r.get("arrived")) and r["arrived"][0] is not None
+                         for d, r in runs.items()}
+        if all(k < n / 2 for k, n in counts.values()) and not any(first_moved.values()):
+            answer = "No"
+        elif all(k == n for k, n in counts.values()):
+            answer = "Yes"
+        else:
+            answer = "Partly"
+        lowest = {}
+        for d, r in runs.items():
+            names = [n for n, c in zip(r["layers"], r["change"]) if c is not None
+                     and c >= MOVED[0]]
+            lowest[d] = names[0] if names else "none"
+        detail = "; ".join(f"depth {d}: {k} of {n} moved (the lowest that did: "
+                           f"{lowest[d]}), the probe's error "
+                           f"{'reached' if reached_first[d] else 'never reached'} h1"
+                           for d, (k, n) in counts.items())
+        out.append(f"**Do muPC's deep layers learn ({label})? {answer}.** Relative weight "
+                   f"change >= {MOVED[0]} after the last epoch: {detail}.")
+    return out
 
 
 def plots(groups: dict, figures: Path) -> list[str]:
@@ -408,6 +508,8 @@ What it shows (sentences written by the script from the numbers above):
 
 {verdict}
 
+{timing_text(spent.get('timing'))}
+
 {figures}
 {END}"""
 
@@ -437,6 +539,8 @@ def main() -> None:
                         help="start no run after this many minutes")
     parser.add_argument("--out", default="runs/depth")
     parser.add_argument("--results", default="RESULTS.md")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only measure the cost goals (timing.json), then write the section")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the section from the runs in --out")
     args = parser.parse_args()
@@ -459,7 +563,9 @@ def main() -> None:
     spent_path = out / "spent.json"
     spent = json.loads(spent_path.read_text()) if spent_path.exists() else {"minutes": 0.0}
     spent.setdefault("invocations", [])
-    if not args.render:
+    if args.timing_only:
+        timing(out)
+    elif not args.render:
         started = time.time()
         spent["invocations"].append(args.command or "(defaults)")
         spent_path.write_text(json.dumps(spent))
@@ -475,10 +581,15 @@ def main() -> None:
             code = run_one(out, variant, depth, seed, args.epochs)
             print(f"{run_name(variant, depth, seed)}: exit {code}, {time.time() - t:.0f} s, "
                   f"load {load_average()}", flush=True)
+        if not args.budget_minutes or time.time() - started < 60 * args.budget_minutes:
+            if not (out / "timing.json").exists() and args.command == "":
+                timing(out)   # the full command measures the cost goals too
         spent["minutes"] += (time.time() - started) / 60
         spent["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         spent_path.write_text(json.dumps(spent))
     spent.setdefault("when", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if (out / "timing.json").exists():
+        spent["timing"] = json.loads((out / "timing.json").read_text())
     rows = collect(out)
     made = plots(grouped(rows), Path("results/depth")) if rows else []
     replace_between(Path(args.results), section(rows, args, made, spent))

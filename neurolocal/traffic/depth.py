@@ -134,7 +134,7 @@ def log_audit(table: dict, settings: dict) -> dict:
                                for e in table["energy"]["mean"][n]],
                 "arrived": table["arrived"][n], "cosine": None} for n in table["layers"]}
     return {"algorithm": "pc", "source": "traffic log", "mode": settings.get("mode", "?"),
-            "eta": settings.get("eta", float("nan")),
+            "eta": settings.get("eta"),
             "iterations": settings.get("iterations", table["rounds"] - 1),
             "batches": table["batches"], "arrival_threshold": table["arrival_threshold"],
             "layers": table["layers"], "silent": table["silent"], "not_moving": [],
