@@ -514,15 +514,6 @@ What it shows (sentences written by the script from the numbers above):
 {END}"""
 
 
-def replace_between(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def parse_list(text: str, kind=int) -> list:
     return [kind(x) for x in text.split(",") if x.strip()]
 
@@ -592,7 +583,9 @@ def main() -> None:
         spent["timing"] = json.loads((out / "timing.json").read_text())
     rows = collect(out)
     made = plots(grouped(rows), Path("results/depth")) if rows else []
-    replace_between(Path(args.results), section(rows, args, made, spent))
+    from asynchrony_results import replace_between   # scripts/ is on sys.path
+
+    replace_between(Path(args.results), BEGIN, END, section(rows, args, made, spent))
     print(f"wrote {args.results} (section 'Predictive coding at depth', {len(rows)} runs)")
 
 
