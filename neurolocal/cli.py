@@ -123,10 +123,11 @@ def cmd_check_grad(args) -> int:
     if args.json:
         report = check.as_dict()
         report["engine"] = args.engine
+        report["path"] = relaxation.extras.get("path")
         report.update(relaxation.extras.get("report", {}))
         print(json.dumps(report))
     else:
-        _print_check(check, args)
+        _print_check(check, args, relaxation.extras.get("path"))
         report = relaxation.extras.get("report", {})
         if "messages_lost" in report:   # sim, or Ray with injected asynchrony
             print(f"asynchrony: {report['messages_lost']} message(s) lost, "
@@ -141,10 +142,11 @@ CHECK_TABLE_ROWS = 20
 CHECK_WORST_ROWS = 10
 
 
-def _print_check(check, args) -> None:
+def _print_check(check, args, path: str | None) -> None:
     stale = f", staleness {check.staleness}" if check.staleness else ""
     print(f"{check.graph}: {args.engine} engine, {check.mode} mode, eta {check.eta}, "
-          f"{check.iterations} iterations (depth {check.depth}{stale}), loss {check.loss:.6g}")
+          f"{check.iterations} iterations (depth {check.depth}{stale}), loss {check.loss:.6g}"
+          + (f"; {path} rounds" if path else ""))
     rows = check.rows
     summarise = len(rows) > CHECK_TABLE_ROWS and not args.all
     if summarise:
@@ -267,6 +269,7 @@ def add_run_parser(commands) -> None:
 
 
 def cmd_generate(args) -> int:
+    from neurolocal.bulk import paused_gc
     from neurolocal.files import writable_file
     from neurolocal.generate import GENERATORS, topology_yaml
     from neurolocal.limits import budget_from, check_vertex_count
@@ -286,12 +289,14 @@ def cmd_generate(args) -> int:
         if args.vertices is None:
             raise ConfigError(f"generate {args.shape} needs --vertices N", field="vertices")
         options = _sized_options(args, budget)
-    try:
-        document = GENERATORS[args.shape](**options)
-    except ValueError as exc:
-        raise ConfigError(str(exc), field=args.shape) from None
-    graph = topology_from_dict(document, budget=budget).graph  # refuse a file that would not load
-    _write_atomically(args.output, topology_yaml(document))
+    with paused_gc():   # a 100,000-vertex mapping, its graph and its text: no garbage
+        try:
+            document = GENERATORS[args.shape](**options)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field=args.shape) from None
+        graph = topology_from_dict(document, budget=budget).graph  # refuse what would not load
+        text = topology_yaml(document)
+    _write_atomically(args.output, text)
     print(f"wrote {args.output}: {len(graph.order)} vertices, {len(graph.edges)} edges, "
           f"{graph.parameter_count()} parameters, depth {graph.depth}")
     return EXIT_OK
@@ -436,7 +441,7 @@ ENGINE_FLAGS = {"engine": "--engine", "mode": "--mode", "schedule": "--schedule"
                 "placement_from": "--placement-from",
                 "placement": "--placement", "timeout": "--timeout",
                 "max_restarts": "--max-restarts", "fault": "--fault", "pipeline": "--pipeline",
-                "post_ahead": "--post-ahead", "dtype": "--dtype"}
+                "post_ahead": "--post-ahead", "dtype": "--dtype", "rounds": "--rounds"}
 
 
 #: the one table of parameters and the flags that set them: library errors name the
@@ -489,6 +494,10 @@ def add_engine_options(parser: argparse.ArgumentParser, *, engine_default: str |
                              "in fixed mode with synchronous rounds, else jacobi")
     parser.add_argument("--traffic-log", metavar="DIR", default=None,
                         help="record every message into DIR (read it with `neurolocal traffic`)")
+    parser.add_argument("--rounds", choices=("auto", "message"), default="auto",
+                        help="auto (default): synchronous rounds run from a plan compiled "
+                             "from the schedule where they can (docs/rounds.md §9); message: "
+                             "always one message at a time (the same numbers, slower)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="what the vertices compute in and send: float64 (default) or "
                              "float32 (half the bytes, faster matmuls; agrees with backprop to "

@@ -269,16 +269,29 @@ def topology_yaml(document: dict) -> str:
     takes seconds, and one line per vertex reads (and diffs) like a hand-written file.
     Names are quoted when YAML could read them as anything but text.
     """
+    texts: dict = {}    # each distinct text or number written once (names recur as parents)
+
+    def scalar(value) -> str:
+        kind = type(value)
+        if kind is list:
+            return "[" + ", ".join(map(scalar, value)) + "]"
+        if kind is str or kind is int:
+            text = texts.get((kind, value))
+            if text is None:
+                text = texts[kind, value] = _scalar(value)
+            return text
+        return _scalar(value)
+
     lines = []
     for key in ("name", "description"):
         if key in document:
-            lines.append(f"{key}: {_scalar(document[key])}")
+            lines.append(f"{key}: {scalar(document[key])}")
     lines.append("vertices:")
     for entry in document["vertices"]:
-        fields = ", ".join(f"{k}: {_scalar(v)}" for k, v in entry.items())
+        fields = ", ".join(f"{k}: {scalar(v)}" for k, v in entry.items())
         lines.append(f"  - {{{fields}}}")
-    lines.append(f"output: {_scalar(document['output'])}")
-    lines.append(f"loss: {_scalar(document['loss'])}")
+    lines.append(f"output: {scalar(document['output'])}")
+    lines.append(f"loss: {scalar(document['loss'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,8 @@ it meets a `TopologyError` naming the vertex before any actor starts.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 import zlib
@@ -86,7 +88,7 @@ class Graph:
         self.output = self._check_output(output)
         #: longest path, in edges, from each vertex down to the output (None: no path)
         self.distance: dict[str, int | None] = self._distances_to_output()
-        self.tied: tuple[TiedGroup, ...] = check_groups(tied, self.param_shapes())
+        self.tied: tuple[TiedGroup, ...] = check_groups(tied, self.param_shapes() if tied else {})
 
     # --- structure ---------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class Graph:
         """Vertices whose value relaxes: neither clamped to data nor the output."""
         return tuple(n for n in self.order if not self.is_input(n) and n != self.output)
 
-    @property
+    @functools.cached_property
     def depth(self) -> int:
         """Longest path from the output to a vertex whose error a parameter update reads.
 
@@ -116,7 +118,7 @@ class Graph:
                  if self.vertices[n].op.has_params and self.distance[n] is not None]
         return max(reads, default=0)
 
-    @property
+    @functools.cached_property
     def input_depth(self) -> int:
         """Steps after which the feedback arriving at every input is exact."""
         reads = [self.distance[c] for n in self.inputs for c in self.children[n]

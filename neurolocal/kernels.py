@@ -55,6 +55,47 @@ def value_step(value, error, feedback, eta):
 
 
 @njit_on_first_call
+def squared_norms(rows):
+    """Sum of squares of each row of a 2-D array, summed in order (float64).
+
+    A vertex's energy (`VertexRule.energy`) is this of its error as one row, and a group
+    of vertices run together (the planned path, engines/plan/groups.py) takes it of
+    its stacked errors, one row per vertex: the same loop, so the same bits either
+    way — unlike BLAS's dot, whose order of summation depends on the length and
+    alignment it is handed."""
+    out = np.empty(rows.shape[0])
+    for g in range(rows.shape[0]):
+        total = 0.0
+        for k in range(rows.shape[1]):
+            x = float(rows[g, k])
+            total += x * x
+        out[g] = total
+    return out
+
+
+@njit_on_first_call
+def gather_sum(table, index, counts, out):
+    """out[g] = table[index[g, 0]] + table[index[g, 1]] + ... (counts[g] terms, added left
+    to right; zeros when none): the summed feedback of a group of vertices, each reading
+    its children's rows of a mailbox (engines/plan/groups.py) in the graph's order of
+    children — the additions the message path makes, one message at a time."""
+    width = table.shape[1]
+    for g in range(index.shape[0]):
+        n = counts[g]
+        if n == 0:
+            for k in range(width):
+                out[g, k] = 0.0
+            continue
+        first = index[g, 0]
+        for k in range(width):
+            out[g, k] = table[first, k]
+        for i in range(1, n):
+            row = index[g, i]
+            for k in range(width):
+                out[g, k] = out[g, k] + table[row, k]
+
+
+@njit_on_first_call
 def scale_by_derivative(error, derivative):
     """delta = eps * f'(z): the error seen through a cached activation derivative."""
     out = np.empty_like(error)

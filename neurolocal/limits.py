@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields, replace
-from typing import Any
 
 from neurolocal.checks import parse_number
 from neurolocal.errors import ConfigError, TopologyError, param
@@ -230,19 +229,25 @@ def check_batch(graph, budget: Budget, batch_size: int, iterations: int,
 # --- YAML documents ----------------------------------------------------------------------
 
 
-def check_document(text: str, budget: Budget, loader: Any, source: str | None = None) -> None:
-    """Size, nesting depth and alias-expanded node count of a YAML text, from its event
-    stream alone (libyaml's parser keeps its own stack: no recursion, nothing built).
-
-    An alias counts as many nodes as the node it names, so a 'billion laughs' document
-    of a few hundred bytes is refused before one list is constructed."""
-    import yaml
-
+def check_document_size(text: str, budget: Budget, source: str | None = None) -> None:
+    """A YAML text's size, before it is parsed (then `checked_events` bounds its structure)."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > budget.document_bytes:
         raise TopologyError(f"document is {size} bytes, more than the budget of "
                             f"{budget.document_bytes}; "
                             f"{budget.raise_hint('document_bytes', size)}", source=source)
+
+
+def checked_events(events, budget: Budget, source: str | None = None):
+    """A YAML parser's `events` passed on one by one, each after the nesting-depth and
+    node-count checks (libyaml's parser keeps its own stack: no recursion), so whatever
+    reads the stream stops at the event that breaks the budget, before building more.
+
+    An alias counts as many nodes as the node it names, so a 'billion laughs' document
+    of a few hundred bytes is refused before one list is constructed
+    (`neurolocal.yaml_load.load_checked` reads a topology through this filter)."""
+    import yaml
+
     stack: list[list] = []          # [count, anchor] of each open collection
     anchors: dict[str, int] = {}
     total = 0
@@ -259,8 +264,12 @@ def check_document(text: str, budget: Budget, loader: Any, source: str | None = 
         if stack:
             stack[-1][0] += count if size is None else size
 
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+    for event in events:
+        if isinstance(event, yaml.ScalarEvent):     # most events: tested first
+            if event.anchor is not None:
+                anchors[event.anchor] = 1
+            add(1, event)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             stack.append([0, event.anchor])
             if len(stack) > budget.document_depth:
                 mark = event.start_mark
@@ -273,9 +282,6 @@ def check_document(text: str, budget: Budget, loader: Any, source: str | None = 
             if anchor is not None:
                 anchors[anchor] = inner + 1
             add(1, event, size=inner + 1)
-        elif isinstance(event, yaml.ScalarEvent):
-            if event.anchor is not None:
-                anchors[event.anchor] = 1
-            add(1, event)
         elif isinstance(event, yaml.AliasEvent):
             add(anchors.get(event.anchor, 1), event)
+        yield event

@@ -28,15 +28,18 @@ from typing import Any
 
 import yaml
 
+from neurolocal.bulk import paused_gc
 from neurolocal.errors import TopologyError
 from neurolocal.files import read_bytes
 from neurolocal.graph import Graph, VertexSpec
-from neurolocal.limits import Budget, check_document, check_graph, check_vertex_count, default_budget
+from neurolocal.limits import (Budget, check_document_size, check_graph, check_vertex_count,
+                               checked_events, default_budget)
 from neurolocal.ops import LOSSES, make_loss
 from neurolocal.ops.losses import check_loss_options
 from neurolocal.paper import PaperMode, paper_mode_from
 from neurolocal.recurrence import Recurrence
 from neurolocal.tied import TiedGroup
+from neurolocal.yaml_load import load_checked
 
 TOP_LEVEL_KEYS = ("name", "description", "vertices", "recurrence", "tied", "output", "loss",
                   "training", "asynchrony")
@@ -51,33 +54,6 @@ class Topology:
     source: str | None = None
     description: str = ""
     paper: PaperMode = PaperMode()
-
-
-# libyaml's parser when PyYAML was built with it: the pure-Python one takes ~20 s on a
-# 10,000-vertex file, libyaml well under 1 s. Both construct with SafeConstructor.
-_SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictSafeLoader(_SafeBase):
-    """A safe YAML loader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _mapping_without_duplicates(loader: _StrictSafeLoader, node: yaml.MappingNode, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, (list, dict)):
-            raise yaml.constructor.ConstructorError(
-                None, None, "mapping keys must be plain values", key_node.start_mark)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictSafeLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
@@ -96,8 +72,8 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
     except UnicodeDecodeError:
         raise TopologyError("not UTF-8 text", source=source) from None
     try:
-        check_document(text, budget, _SafeBase, source=source)
-        document = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader
+        check_document_size(text, budget, source=source)
+        document = load_checked(text, lambda events: checked_events(events, budget, source))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
@@ -108,8 +84,9 @@ def load_topology(path: str | Path, budget: Budget | None = None) -> Topology:
     except RecursionError:
         raise TopologyError("structure nested too deeply", source=source) from None
     try:
-        return topology_from_dict(document, default_name=path.stem, source=source,
-                                  budget=budget)
+        with paused_gc():    # tens of thousands of specs, ops and tuples, none garbage
+            return topology_from_dict(document, default_name=path.stem, source=source,
+                                      budget=budget)
     except TopologyError as exc:
         raise exc.located(source=source) from None
     except RecursionError:

@@ -236,4 +236,5 @@ class VertexRule:
         """This vertex's share of the free energy, 1/2 ||eps||^2 per sample."""
         if self.role == "input" or self.error is None:
             return 0.0
-        return 0.5 * float(np.vdot(self.error, self.error)) / self.error.shape[0]
+        error = self.error
+        return 0.5 * float(kernels.squared_norms(error.reshape(1, -1))[0]) / error.shape[0]

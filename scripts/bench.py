@@ -4,7 +4,8 @@
     python scripts/bench.py --quick          # every section, fewer repeats (~5-10 min)
     python scripts/bench.py                  # the full table in BENCHMARKS.md
     python scripts/bench.py --only local     # one section: local, ray, scale, placement,
-                                             # logging, traffic, startup, memory, epoch
+                                             # logging, traffic, startup, memory, epoch,
+                                             # planned
     python scripts/bench.py --only traffic   # reading 10 million traffic records
 
 Machines are noisy: each row is the median over repeats, and every time is printed
@@ -409,6 +410,137 @@ def bench_scale(quick: bool) -> None:
         ray.shutdown()
 
 
+# --- 12. the planned path (issue 24): rounds at the speed of their arithmetic -----------------
+
+
+def tiled_graph(vertices: int, layers: int = 4):
+    """The issue's tiled graphs: width-4 tiles, fan-in 3, 64 inputs, 10 outputs."""
+    from neurolocal.generate import tiled_mlp
+    from neurolocal.topology import graph_from_dict
+
+    return graph_from_dict(tiled_mlp(vertices=vertices, layers=layers, fan_in=3,
+                                     input_width=64, output_width=10))
+
+
+def bench_planned(quick: bool) -> None:
+    """Planned against message path, measured side by side: time per vertex-round as the
+    vertex count grows, a training batch of the 1k and 10k tiled graphs on the local and
+    Ray engines, logical messages per second, and what a traffic log costs."""
+    import tempfile
+
+    import ray
+
+    from neurolocal.engines import EngineConfig
+    from neurolocal.engines.local import LocalEngine
+    from neurolocal.engines.ray import RayEngine, worker_runtime_env
+    from neurolocal.engines.rounds import Learning
+    from neurolocal.gradcheck import synthetic_batch
+    from neurolocal.traffic import TrafficRecorder
+
+    print("12. the planned path (issue 24): tiled graphs (width-4 tiles, fan-in 3, batch 32); "
+          "baseline: the message path, same graph, same run")
+    repeats = 3 if quick else 5
+
+    def relax_time(graph, rounds: str, recorder=None) -> tuple[float, int, int]:
+        """(seconds per relaxed batch, vertex-rounds, logical messages) on the local engine."""
+        params = graph.init_params(0)
+        x, y = synthetic_batch(graph, 32, 0)
+        engine = LocalEngine(graph, params, recorder=recorder,
+                             config=EngineConfig(engine="local", rounds=rounds))
+        result = engine.relax(x, y, eta=0.5)
+        seconds = median_time(lambda: engine.relax(x, y, eta=0.5), repeats, warmup=1)
+        engine.close()
+        return seconds, len(graph.order) * len(result.energy), result.messages
+
+    # time per vertex-round against vertex count
+    sizes = [100, 1000, 10000] if quick else [100, 1000, 10000, 100000]
+    per_vertex_round = {}
+    for n in sizes:
+        graph = tiled_graph(n)
+        planned, vertex_rounds, messages = relax_time(graph, "auto")
+        per_vertex_round[n] = planned / vertex_rounds
+        if n <= (1000 if quick else 10000):
+            message, _, _ = relax_time(graph, "message")
+            report("planned", f"{len(graph.order)} vertices, relax: per vertex-round",
+                   planned / vertex_rounds, message / vertex_rounds, unit="ms",
+                   note=f"{messages / planned:,.0f} logical msg/s (message path "
+                        f"{messages / message:,.0f})")
+        else:
+            report("planned", f"{len(graph.order)} vertices, relax: per vertex-round",
+                   planned / vertex_rounds, per_vertex_round[1000], unit="ms",
+                   note=f"baseline: the 1k graph's planned round (message path not run: "
+                        f"{messages / planned:,.0f} logical msg/s)")
+        if n == 1000:
+            goal("logical messages/s, 1k-vertex tiled graph, one process", messages / planned,
+                 500_000, "msg/s", 1.0, at_least=True)
+    flat = max(per_vertex_round.values()) / min(per_vertex_round.values())
+    goal(f"time per vertex-round, {min(sizes)} to {max(sizes)} vertices: max/min",
+         max(per_vertex_round.values()), min(per_vertex_round.values()), "ms", 1.5)
+    print(f"  per vertex-round flat within {flat:.2f}x from {min(sizes)} to {max(sizes)} "
+          "vertices")
+
+    # a training batch, local engine
+    def train_time(engine, graph) -> float:
+        params = graph.init_params(0)
+        engine.restore(params, None, Learning("adam", 1e-3))
+        x, y = synthetic_batch(graph, 32, 0)
+        return median_time(lambda: engine.train_step(x, y, eta=1.0), repeats, warmup=1)
+
+    graphs = {"1k": tiled_graph(1000, 4), "10k": tiled_graph(10000, 10)}
+    for label, graph in graphs.items():
+        times = {}
+        for rounds in ("auto", "message"):
+            if rounds == "message" and label == "10k" and quick:
+                continue
+            engine = LocalEngine(graph, graph.init_params(0),
+                                 config=EngineConfig(engine="local", rounds=rounds))
+            times[rounds] = train_time(engine, graph)
+        baseline = times.get("message", float("nan"))
+        report("planned", f"{label} tiled graph ({len(graph.order)} vertices), local: "
+               "training batch", times["auto"], baseline, unit="ms",
+               note="baseline: the message path" if "message" in times else "")
+        if label == "10k":
+            goal("training batch, 10k-vertex tiled graph, local engine (s)", times["auto"],
+                 0.3, "s", 1.0)
+
+    # the same on Ray (default packing: about one actor per core)
+    ray.init(address="local", include_dashboard=False, logging_level="error",
+             runtime_env=worker_runtime_env())
+    try:
+        for label, graph in graphs.items():
+            times, rates = {}, {}
+            for rounds in ("auto", "message"):
+                if rounds == "message" and label == "10k" and quick:
+                    continue
+                with RayEngine(graph, graph.init_params(0),
+                               config=EngineConfig(engine="ray", rounds=rounds)) as engine:
+                    times[rounds] = train_time(engine, graph)
+                    actors = len(engine.actors)
+                    x, y = synthetic_batch(graph, 32, 0)
+                    relaxed = engine.relax(x, y, eta=0.5)
+                    rates[rounds] = relaxed.messages / median_time(
+                        lambda: engine.relax(x, y, eta=0.5), repeats, warmup=0)
+            baseline = times.get("message", float("nan"))
+            report("planned", f"{label} tiled graph, Ray ({actors} actors): training batch",
+                   times["auto"], baseline, unit="ms",
+                   note=f"{rates['auto']:,.0f} logical msg/s relaxing")
+            if label == "1k":
+                goal(f"logical messages/s, 1k-vertex tiled graph, Ray ({actors} actors)",
+                     rates["auto"], 1_000_000, "msg/s", 1.0, at_least=True)
+    finally:
+        ray.shutdown()
+
+    # what a traffic log costs on the planned path
+    for label, graph in graphs.items():
+        with tempfile.TemporaryDirectory() as directory:
+            off, _, _ = relax_time(graph, "auto")
+            recorder = TrafficRecorder(directory, "bench", "local", graph=graph.name)
+            on, _, _ = relax_time(graph, "auto", recorder)
+        report("planned", f"{label} tiled graph, relax with a traffic log", on, off, unit="ms",
+               note="baseline: no log")
+        goal(f"logging overhead: planned relax, {label} tiled graph", on, off, "ms", 1.05)
+
+
 def bench_placement(quick: bool) -> None:
     """The same graph over 1, 2 and 3 simulated nodes (ray.cluster_utils.Cluster); the
     1-node round is the baseline. The nodes share this machine's 2 cores."""
@@ -483,7 +615,7 @@ def bench_logging(quick: bool) -> None:
                                  for key, engine in engines.items()})
             row = f"{label} {mode} {schedule} eta={eta} T={iterations}"
             report("logging", f"logging on, {row}", times["on"], times["off"],
-                   note="strict: the fused rounds, recording every message"
+                   note="strict: the planned rounds, recording every message"
                    if mode == "strict" else "")
             goal(f"logging overhead: local {row}", times["on"], times["off"], "ms", 1.05)
 
@@ -860,11 +992,11 @@ def bench_epoch(quick: bool) -> None:
     graph = mlp([64, 128, 128, 10], "digits-mlp")
     batches = list(zip(bounds[:-1], bounds[1:]))
 
-    def pc_epoch(mode, eta, iterations, dtype="float64", fuse=True):
+    def pc_epoch(mode, eta, iterations, dtype="float64", planned=True):
         engine = LocalEngine(graph, graph.init_params(0), mode=mode, schedule="jacobi",
                              dtype=dtype)
         for shard in engine.shards:
-            shard.fuse = fuse
+            shard.use_plan = planned
         params = engine.params   # float32: the engine's own copy
 
         def epoch():
@@ -878,7 +1010,7 @@ def bench_epoch(quick: bool) -> None:
     steps = {"fixed": (pc_epoch("fixed", 1.0, graph.depth), epochs),
              "strict": (pc_epoch("strict", 0.1, 20), epochs),
              "strict32": (pc_epoch("strict", 0.1, 20, "float32"), epochs),
-             "message": (pc_epoch("strict", 0.1, 20, fuse=False), epochs)}
+             "message": (pc_epoch("strict", 0.1, 20, planned=False), epochs)}
     try:
         import torch
     except ImportError:
@@ -916,9 +1048,9 @@ def bench_epoch(quick: bool) -> None:
                      ("strict32", "neurolocal local, strict PC eta=0.1 T=20, float32"),
                      ("message", "neurolocal local, strict PC T=20, float64, message path")):
         report("epoch", row, times[key], baseline, unit="s",
-               note="the rounds as messages (before the fused rounds)" if key == "message" else "")
+               note="the rounds as messages (the planned path off)" if key == "message" else "")
         goal(row + " (s/epoch)", times[key], baseline, "s", None)
-    report("epoch", "strict float64: fused rounds vs the message path", times["strict"],
+    report("epoch", "strict float64: planned rounds vs the message path", times["strict"],
            times["message"], unit="s")
     for dtype, mine in (("float32", times["strict32"]), ("float64", times["strict"])):
         if pcx[dtype].error:
@@ -945,9 +1077,70 @@ def bench_epoch(quick: bool) -> None:
              theirs_cpu, "s", 1.0)
 
 
+#: section 10's child: one graph size in a fresh interpreter (its peak RSS is that size's)
+_BUILD_CHILD = """
+import json, resource, sys, time, yaml
+from neurolocal.generate import tiled_mlp, topology_yaml
+from neurolocal.limits import budget_from
+from neurolocal.topology import load_topology
+from neurolocal.training.settings import check_training_section
+from neurolocal.yaml_load import SafeBase
+vertices, path, flag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+start = time.perf_counter()
+text = topology_yaml(tiled_mlp(vertices=vertices, layers=10))
+with open(path, "w") as handle:
+    handle.write(text)
+generate = time.perf_counter() - start
+start, start_cpu = time.perf_counter(), time.process_time()
+topology = load_topology(path, budget_from(flag or None))
+check_training_section(topology.training, topology.graph)
+load, load_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # before the baseline's
+start = time.perf_counter()
+yaml.load(text, Loader=SafeBase)
+floor = time.perf_counter() - start
+start = time.perf_counter()
+topology.graph.init_params(0)
+init = time.perf_counter() - start
+print(json.dumps({"vertices": len(topology.graph.order), "generate": generate, "load": load,
+                  "load_cpu": load_cpu, "floor": floor, "init": init, "rss_mb": rss}))
+"""
+
+
+def bench_build(quick: bool) -> None:
+    """Generated tiled graphs (10 layers, fan-in 3) loaded and validated as `validate` does."""
+    import json
+    import shutil
+    import tempfile
+
+    print("10. building big graphs: `load_topology` + the training-section checks (what "
+          "`validate` does) on tiled graphs; baseline: PyYAML's libyaml safe load of the "
+          "same file")
+    work = Path(tempfile.mkdtemp(prefix="nl-build-"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        for vertices in (1_000, 10_000, 100_000):
+            # 100k vertices take more than the default budget (docs/limits.md)
+            flag = "vertices=200000,document_nodes=4000000" if vertices > 20_000 else ""
+            done = subprocess.run([sys.executable, "-c", _BUILD_CHILD, str(vertices),
+                                   str(work / f"tiled-{vertices}.yaml"), flag], env=env,
+                                  capture_output=True, text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            n = row["vertices"]
+            report("build", f"{n} vertices: load + validate", row["load"], row["floor"],
+                   unit="s", note=f"{row['load'] / n * 1e6:.1f} us/vertex (CPU "
+                                  f"{row['load_cpu']:.2f} s); generate + write "
+                                  f"{row['generate']:.2f} s, init_params {row['init']:.2f} s; "
+                                  f"peak RSS {row['rss_mb']:.0f} MB after loading")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,
             "placement": bench_placement, "logging": bench_logging, "traffic": bench_traffic,
-            "startup": bench_startup, "memory": bench_memory, "epoch": bench_epoch}
+            "startup": bench_startup, "memory": bench_memory, "epoch": bench_epoch,
+            "planned": bench_planned, "build": bench_build}
 
 
 def main() -> None:

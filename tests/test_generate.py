@@ -148,3 +148,25 @@ def test_deep_narrow_chains_stay_exact_where_gradients_vanish():
         graph = graph_from_dict(deep_chain(vertices=200, width=width))
         worst, errors = pc_against_torch(graph)
         assert worst <= 1e-10, (width, errors)
+
+
+def test_a_ten_thousand_vertex_tiled_graph_loads_and_validates(tmp_path):
+    # issue 24's size (no timing assert: scripts/bench.py --only build measures it)
+    from neurolocal.training.settings import check_training_section
+
+    doc = tiled_mlp(vertices=10_000, layers=10)
+    path = tmp_path / "tiled-10k.yaml"
+    path.write_text(topology_yaml(doc))
+    topology = load_topology(path)
+    check_training_section(topology.training, topology.graph)
+    graph = topology.graph
+    assert len(graph.order) == 10_003 and len(graph.edges) == 29_001
+    assert graph.depth == 11 and graph.parameter_count() == 552_004
+    # parents before children, each child listed under each of its parents once
+    position = {n: i for i, n in enumerate(graph.order)}
+    assert all(position[p] < position[n] for n in graph.order for p in graph.parents(n))
+    assert sum(len(c) for c in graph.children.values()) == len(graph.edges)
+    assert graph.children["l10.t999"] == ("join",)
+    assert [v.name for v in graph.vertices.values()] == list(graph.order)
+    params = graph.init_params(0)
+    assert sum(a.size for p in params.values() for a in p.values()) == 552_004

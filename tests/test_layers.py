@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "neurolocal"
 #: each package or module of neurolocal by layer; a module may import its own layer or lower
 LAYERS = [
     {"errors", "checks", "dtypes", "files", "limits", "jit", "kernels", "spatial_kernels",
-     "numba_cache", "paper", "signals", "procs"},
+     "numba_cache", "paper", "signals", "procs", "bulk", "yaml_load"},
     {"ops", "tied", "graph", "recurrence", "vertex", "optimizers", "asynchrony", "topology",
      "generate", "batches"},
     {"traffic", "backprop"},
@@ -94,7 +94,9 @@ def test_no_two_files_import_each_other():
 
 
 #: the round machine and the engine: the only modules that may touch Slot and Shard internals
-MACHINE = {"neurolocal/engines/rounds.py", "neurolocal/engines/engine.py"}
+MACHINE = {"neurolocal/engines/rounds.py", "neurolocal/engines/engine.py",
+           "neurolocal/engines/plan/runner.py", "neurolocal/engines/plan/groups.py",
+           "neurolocal/engines/plan/traffic.py"}
 
 
 def test_only_the_round_machine_touches_slot_and_shard_internals():

@@ -38,6 +38,10 @@ def check_vertices_per_actor(value: Any) -> int | str:
     return number("vertices_per_actor", value, whole=True, minimum=1)
 
 
+#: which path synchronous rounds take (EngineConfig.rounds)
+ROUND_PATHS = ("auto", "message")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """engine: local (one process), ray (actors) or sim (one process, simulated time). mode: fixed or strict predictions.
@@ -74,10 +78,14 @@ class EngineConfig:
     post_ahead: int = DEFAULT_POST_AHEAD
     #: float64 (default) or float32: parameters, values and messages (neurolocal/dtypes.py)
     dtype: str = "float64"
+    #: auto: synchronous rounds run from the planned path where they can (docs/rounds.md
+    #: §9); message: always the message path (the same numbers, bit for bit; slower)
+    rounds: str = "auto"
 
     def __post_init__(self) -> None:
         for name, choices in (("engine", ENGINE_NAMES), ("mode", MODES),
-                              ("schedule", SCHEDULES), ("placement", PLACEMENTS)):
+                              ("schedule", SCHEDULES), ("placement", PLACEMENTS),
+                              ("rounds", ROUND_PATHS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"expected one of {', '.join(choices)}, got "
                                   f"{getattr(self, name)!r}", field=name)

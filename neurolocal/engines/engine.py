@@ -35,6 +35,7 @@ from neurolocal.engines.rounds import (
     check_schedule,
     merge_results,
     merge_snapshots,
+    round_path,
     step_from_results,
     vertex_energy,
 )
@@ -119,6 +120,7 @@ class Engine:
         per_vertex = vertex_energy(graph, outcome.results)
         self._record_energy(outcome.batch, energy, per_vertex)
         extras: dict = {} if outcome.report is None else {"report": outcome.report}
+        extras["path"] = round_path(outcome.results)
         if self.schedule == "backward-in-time":
             extras.update(schedule=self.schedule, rounds=rounds)
         relaxation = Relaxation(dtheta=dtheta, errors=errors, input_feedback=input_feedback,
@@ -243,7 +245,9 @@ class Engine:
     def _step(self, batch: Batch, outcome: Outcome) -> Step:
         step = step_from_results(self.graph, outcome.results, self._rounds(batch.settings))
         step.restarts = list(outcome.restarts)
-        step.report = {} if outcome.report is None else outcome.report
+        step.report = {} if outcome.report is None else dict(outcome.report)
+        # summed over a run into metrics.json: how many batches took each path
+        step.report[f"batches_{round_path(outcome.results)}_path"] = 1
         self._record_energy(outcome.batch, step.energy, step.vertex_energy)
         self.transport.completed(batch, outcome, step)
         return step

@@ -22,6 +22,7 @@ from neurolocal.engines.engine import Engine, initial_params
 from neurolocal.engines.rounds import Learning, RoundObserver, Shard, ShardLog
 from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.transport import Batch, Outcome
+from neurolocal.bulk import paused_gc
 from neurolocal.graph import Graph, Params
 from neurolocal.tied import exchange_tied_partials  # noqa: F401  (re-exported)
 from neurolocal.traffic.log import TrafficRecorder
@@ -54,7 +55,7 @@ class LocalTransport:
     capabilities = CAPABILITIES["local"]
 
     def __init__(self, graph: Graph, mode: str, recorder: TrafficRecorder | None = None,
-                 shards: int = 1, ledger: StalenessLedger | None = None):
+                 shards: int = 1, ledger: StalenessLedger | None = None, plan: bool = True):
         self.graph = graph
         self.mode = mode
         self.recorder = recorder
@@ -65,6 +66,8 @@ class LocalTransport:
         self._log = (ShardLog(recorder, ["local"] * len(groups), [None] * len(groups))
                      if recorder is not None else None)
         self.shards = [Shard(graph, names, owners, mode, self._log) for names in groups]
+        for shard in self.shards:   # EngineConfig.rounds: "message" turns the plan off
+            shard.use_plan = plan
         #: pipelining: lane 0 is `shards`; the others are made as batches enter
         self.lanes = [self.shards]
 
@@ -81,6 +84,10 @@ class LocalTransport:
             shard.load_params(params)
 
     def run(self, batch: Batch) -> Outcome:
+        with paused_gc():   # a batch builds many objects that live until it ends
+            return self._run(batch)
+
+    def _run(self, batch: Batch) -> Outcome:
         if batch.params is not None:   # relaxing reads the caller's parameters, by reference
             self.load(batch.params)
         settings = batch.settings.with_batch(self.batches)
@@ -130,10 +137,11 @@ class LocalTransport:
 
         def step(lane: int, call) -> None:
             """`call` on every shard of the lane, then deliver until quiet."""
-            queue = deque()
-            for shard in lanes[lane]:
-                queue.extend(call(shard).items())
-            self._drain(lanes[lane], queue)
+            with paused_gc():
+                queue = deque()
+                for shard in lanes[lane]:
+                    queue.extend(call(shard).items())
+                self._drain(lanes[lane], queue)
 
         def enter() -> bool:
             batch = next(source, None)
@@ -210,6 +218,8 @@ class LocalTransport:
         if lane == len(self.lanes):
             self.lanes.append([Shard(self.graph, shard.names, shard.shard_of, self.mode,
                                      self._log) for shard in self.shards])
+            for new, own in zip(self.lanes[lane], self.shards):   # the same path as lane 0
+                new.use_plan, new.group_vertices = own.use_plan, own.group_vertices
         for shard in self.lanes[lane]:
             shard.observer = observer
         self._link(lane)
@@ -244,7 +254,8 @@ class LocalEngine(Engine):
                                         dtype=dtype)
         Engine.check(config, graph, LocalTransport)
         ledger = StalenessLedger()
-        transport = LocalTransport(graph, config.mode, recorder, shards, ledger)
+        transport = LocalTransport(graph, config.mode, recorder, shards, ledger,
+                                   plan=config.rounds != "message")
         super().__init__(config, graph, initial_params(graph, params, seed, config.dtype),
                          transport, ledger)
         transport.load(self.params)

@@ -24,7 +24,7 @@ def merge_results(graph: Graph, results: Sequence[dict], rounds: int, read_input
             counts[key] += result["counts"][key]
         if "loss" in result:
             loss, prediction = result["loss"], result["prediction"]
-    energy = [sum(merged["energy"][n][r] for n in graph.order) for r in range(rounds + 1)]
+    energy = energy_per_round(graph, merged["energy"], rounds)
     return (
         {n: merged["dtheta"][n] for n in graph.order if n in merged["dtheta"]},
         {n: merged["errors"][n] for n in graph.order if n in merged["errors"]},
@@ -43,8 +43,23 @@ def step_from_results(graph: Graph, results: Sequence[dict], rounds: int):
         if "loss" in result:
             loss, hits = result["loss"], result["hits"]
     return Step(loss=loss, hits=hits, messages=messages,
-                energy=[sum(energy[n][r] for n in graph.order) for r in range(rounds + 1)],
-                vertex_energy={n: list(energy[n]) for n in graph.order})
+                energy=energy_per_round(graph, energy, rounds),
+                vertex_energy={n: energy[n] for n in graph.order})
+
+
+def round_path(results: Sequence[dict]) -> str:
+    """Which path the shards' rounds took (docs/rounds.md §9): "planned", "message", or
+    "mixed" (some shards each)."""
+    paths = {result.get("path", "message") for result in results}
+    return paths.pop() if len(paths) == 1 else "mixed"
+
+
+def energy_per_round(graph: Graph, energy: dict, rounds: int) -> list[float]:
+    """The energy of each round: every vertex's, summed in graph order."""
+    table = np.array([energy[n][:rounds + 1] for n in graph.order], dtype=np.float64)
+    # a reduction over the first axis adds the rows one after another, column by column:
+    # the order Python's sum takes (tests/test_plan.py compares energies bit for bit)
+    return table.sum(axis=0).tolist()
 
 
 def vertex_energy(graph: Graph, results: Sequence[dict]) -> dict[str, list[float]]:

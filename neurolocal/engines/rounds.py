@@ -65,10 +65,18 @@ whether it computed anything), each message read (with the update that read it),
 message dropped (late, or superseded under staleness), each update applied. Transports,
 journals and logs subscribe to those events instead of comparing the machine's state
 before and after a call (docs/rounds.md §8).
+
+Two paths through the same rules: the message path above (`_advance`, `_step`), which
+every asynchronous, traced or closely watched batch takes; and the planned path
+(`neurolocal/engines/plan/`, docs/rounds.md §9), which runs synchronous rounds from a
+layout compiled once from the `Schedule`, same-shaped vertices stacked, without message
+tuples — the same numbers bit for bit. The shard chooses per batch (`_plannable`) and says
+which (`path`).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
@@ -82,6 +90,7 @@ from neurolocal.vertex import VertexRule
 from neurolocal.engines.results import (  # noqa: F401
     merge_results,
     merge_snapshots,
+    round_path,
     step_from_results,
     vertex_energy,
 )
@@ -208,7 +217,8 @@ class Slot:
         #: vertices that send this one partials of tied parameters it owns, in graph order
         senders = {v for group in graph.tied if group.owner[0] == self.name
                    for v, _ in group.members}
-        self.partial_senders = tuple(n for n in graph.order if n in senders)
+        self.partial_senders = (tuple(n for n in graph.order if n in senders) if senders
+                                else ())   # (a scan of the graph per tied owner only)
         #: training: member vertex -> [(member param, own param)] this owner sends values to
         self.param_receivers: dict[str, list[tuple[str, str]]] = {}
         for group in graph.tied:
@@ -224,8 +234,9 @@ class Slot:
         self.round: int | None = None                      # None: forward pass not done
         self.relaxed = False                               # strict: phase A of round+1 done
         self.values: dict[str, np.ndarray] = {}            # parent -> forward value
-        self.moved: dict[str, dict[int, np.ndarray]] = {p: {} for p in self.moving_parents}
-        self.inbox: dict[str, dict[int, np.ndarray]] = {c: {} for c in self.children}
+        # per neighbour, made on first use (a planned batch never touches most of them)
+        self.moved: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+        self.inbox: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
         self.energy: list[float] = []
         self.finished = False                              # relaxation (and dL/dx) over
         self.update: dict[str, np.ndarray] = {}            # own Hebbian update, once final
@@ -247,6 +258,8 @@ class Slot:
 
     def report(self) -> dict[str, np.ndarray]:
         """The updates this vertex reports: tied partials summed in graph order."""
+        if not self.partial_senders and not self.rule.sends and not self.rule.expects:
+            return self.update   # untied: its own update, as computed
         received = [p for sender in self.partial_senders for p in self.partials[sender]]
         return self.rule.receive_partials(self.update, received)
 
@@ -294,10 +307,17 @@ class Shard:
         self.counts = {"local_messages": 0, "remote_messages": 0, "remote_calls": 0}
         self.input_feedback: dict[str, np.ndarray] = {}
         self.target: np.ndarray | None = None
-        #: strict rounds of a closed shard may run fused (`_fusable`); False: always
-        #: the message path (the tests compare the two)
-        self.fuse = True
-        self.fused = False   # did the last batch run fused
+        #: synchronous rounds of a shard holding the whole graph may run from a plan
+        #: (`_plannable`, docs/rounds.md §9); False: always the message path (the tests
+        #: compare the two)
+        self.use_plan = True
+        #: the planned path runs vertices of one op and shape as stacked groups
+        #: (engines/plan/groups.py); False: one at a time
+        self.group_vertices = True
+        #: which path the last batch ran: "planned" or "message"
+        self.path = "message"
+        self._runner = None
+        self._layouts: dict = {}
         #: who hears the machine's events (`RoundObserver`); None: nobody
         self.observer: RoundObserver | None = None
         self._computed = True   # did the last step do arithmetic (`RoundObserver.stepped`)
@@ -338,9 +358,10 @@ class Shard:
         for message in self.pending.pop(settings.batch, []):
             self._store(message)
         self.pending = {b: m for b, m in self.pending.items() if b > settings.batch}
-        self.fused = self._fusable()
-        if self.fused:
-            return self._fused_strict()
+        self._runner = None
+        self.path = "planned" if self._plannable() else "message"
+        if self.path == "planned":
+            return self._planned()
         return self._advance()
 
     def abandon(self) -> None:
@@ -350,6 +371,7 @@ class Shard:
         if self.settings is not None:
             self.abandoned = max(self.abandoned, self.settings.batch)
             self.settings = None
+        self._runner = None
         self.pending = {b: m for b, m in self.pending.items() if b > self.abandoned}
 
     def deliver(self, messages: Sequence[Message]) -> Outgoing:
@@ -369,10 +391,16 @@ class Shard:
                 self._store(message)
             elif observer is not None:   # a late message of a finished batch; dropped
                 observer.dropped(self, message, "late")
-        return self._advance() if current is not None else {}
+        if current is None:
+            return {}
+        if self._runner is not None:
+            return self._runner.resume()
+        return self._advance()
 
     def resume(self) -> Outgoing:
         """Step on after the transport raised `horizon`."""
+        if self._runner is not None:
+            return self._runner.resume()
         return self._advance()
 
     @property
@@ -389,12 +417,16 @@ class Shard:
     def progress(self, vertex: str) -> tuple[int | None, bool]:
         """(updates done, None before the forward pass; finished relaxing) of a vertex."""
         slot = self.slots[vertex]
+        if self._runner is not None:
+            done = self._runner.updates_done(vertex)
+            if done is not None:
+                return done, False
         return slot.round, slot.finished
 
     def waiting_rounds(self) -> int:
         """The lowest update count among this shard's vertices (0 before any forward
         pass): the round a horizon may hold them at without undoing anything."""
-        return min(s.round or 0 for s in self.slots.values())
+        return min(self.progress(n)[0] or 0 for n in self.names)
 
     @property
     def learning_held(self) -> bool:
@@ -422,7 +454,8 @@ class Shard:
         parameters stay with the vertices."""
         slots = self.slots.values()
         if self.settings.learning is not None:
-            out = {"energy": {s.name: s.energy for s in slots}, "counts": dict(self.counts)}
+            out = {"energy": {s.name: s.energy for s in slots}, "counts": dict(self.counts),
+                   "path": self.path}
             if self.graph.output in self.slots:
                 output = self.slots[self.graph.output].rule
                 out["loss"] = output.loss_value
@@ -435,6 +468,7 @@ class Shard:
             "input_feedback": dict(self.input_feedback),
             "energy": {s.name: s.energy for s in slots},
             "counts": dict(self.counts),
+            "path": self.path,
         }
         if self.graph.output in self.slots:
             output = self.slots[self.graph.output].rule
@@ -540,99 +574,33 @@ class Shard:
 
     # --- the rounds ----------------------------------------------------------------------
 
-    def _fusable(self) -> bool:
-        """Strict rounds may run fused (`_fused_strict`) when this shard holds the whole
-        graph and nobody steps its messages one by one: no trace, no horizon (a transport
-        stepping round by round), synchronous rounds, no tied parameters (their partials
-        are messages between vertices). A traffic log still gets every message."""
-        schedule, settings = self.schedule, self.settings
-        return (self.fuse and schedule is not None and schedule.strict
-                and schedule.name in ("jacobi", "ipc") and schedule.rounds > 0
-                and settings.staleness == 0 and not self.trace
-                and self.horizon is None and not self.pending and not self.graph.tied
-                and len(self.slots) == len(self.graph.order))
+    def _plannable(self) -> bool:
+        """Synchronous rounds run from a compiled plan (docs/rounds.md §9) when nobody
+        follows the shard's messages one by one: staleness 0, no trace, and an observer
+        (if any) that hears forward passes and applied updates only (`stepped` and `read`
+        are the message path's events). A horizon, a traffic log, tied groups and other
+        shards (messages across them, one list per destination) are fine."""
+        observer = self.observer
+        listens = observer is not None and (
+            type(observer).stepped is not RoundObserver.stepped
+            or type(observer).read is not RoundObserver.read)
+        return (self.use_plan and self.settings.staleness == 0 and not self.trace
+                and not listens)
 
-    def _fused_strict(self) -> Outgoing:
-        """Strict (and ipc) rounds of a shard that holds every vertex, without messages.
+    def _planned(self) -> Outgoing:
+        """Start the batch on the planned path (the runner keeps it until it closes)."""
+        from neurolocal.engines.plan import PlannedRounds, PlanState, compile_layout
 
-        The forward pass runs on the message machine (held at round 0); then each round
-        is two vectorised sweeps over the shard's vertices: phase A (every hidden vertex
-        relaxes from its children's feedback of the previous round, summed in graph
-        order; ipc takes its weight step first) and phase B (every vertex re-predicts
-        from its parents' moved values and computes its feedback). The arithmetic is the
-        message path's, operation for operation, on the same arrays: the results are the
-        same bit for bit (tests/test_strict_fused.py); only the per-message bookkeeping
-        (tuples, inboxes, schedule look-ups) is gone. The last round closes through the
-        machine (`_close_update`): input feedback, Hebbian updates and learning as ever.
-        Message counts are those the message path would have sent, all local, and a
-        traffic log records each of them as the message path does (local messages are
-        recorded when sent).
-
-        A vertex whose parents are all inputs has a prediction that cannot move within
-        a batch (fixed parents, fixed weights): its re-prediction is the same BLAS call
-        on the same arrays, so it is skipped and only its error recomputed (not under
-        ipc, whose weights move every round)."""
-        self.horizon = 0
-        self._advance()                 # the forward pass; nothing leaves a closed shard
-        self.horizon = None
-        slots = [self.slots[n] for n in self.names]
-        hidden = [s for s in slots if s.rule.role == "hidden"]
-        predicting = [s for s in slots if s.rule.role != "input"]
-        ipc = self.schedule.ipc
-        frozen = {s.name for s in predicting if not s.moving_parents and not ipc}
-        # the feedback each hidden vertex holds from each child, tag 0: the forward pass's
-        heard = {s.name: {c: s.inbox[c].pop(0) for c in s.children if 0 in s.inbox[c]}
-                 for s in hidden}
-        eta, last = self.settings.eta, self.schedule.rounds
-        values_sent = sum(len(s.children) for s in hidden)
-        local = 0
-        logged = self._log_received if self.log is not None else None
-        batch = self.settings.batch
-        for update in range(1, last + 1):
-            # phase A: relax every hidden vertex, then its value travels to the children
-            moved = {}
-            for slot in slots:
-                rule = slot.rule
-                if rule.role == "hidden":
-                    total = None
-                    messages = heard[slot.name]
-                    for child in slot.children:
-                        message = messages.get(child)
-                        if message is not None:
-                            total = message if total is None else total + message
-                    if ipc and rule.params:
-                        self._accumulate(slot)
-                    rule.relax(total, eta)
-                    moved[slot.name] = value = rule.value_message()
-                    if logged is not None:
-                        t = now()
-                        logged([(batch, VALUE, update, slot.name, child, value, t)
-                                for child in slot.children], t)
-                elif rule.role == "output" and ipc and rule.params:
-                    self._accumulate(slot)
-            local += values_sent
-            # phase B: every vertex re-predicts from the moved values, then speaks
-            for slot in predicting:
-                rule = slot.rule
-                if slot.name in frozen:   # same prediction; a hidden value moved
-                    if rule.role == "hidden":
-                        rule.refresh_error()
-                else:
-                    rule.repredict([moved[p] if p in moved else slot.values[p]
-                                    for p in rule.parents])
-                if update == last:
-                    self._close_update(slot, update)
-                    continue
-                slot.round = update
-                slot.energy.append(rule.energy())
-                for parent, message in rule.feedback().items():
-                    heard[parent][slot.name] = message
-                    local += 1
-                    if logged is not None:
-                        t = now()
-                        logged([(batch, FEEDBACK, update, slot.name, parent, message, t)], t)
-        self.counts["local_messages"] += local
-        return self._advance()
+        key = (self.settings.schedule, self.settings.eta, self.settings.iterations,
+               self.group_vertices)
+        state = self._layouts.get(key)
+        if state is None:
+            layout = compile_layout(self.graph, self.names, self.schedule,
+                                    group=self.group_vertices)
+            self._layouts = {key: PlanState(self.graph, self.schedule, layout)}
+            state = self._layouts[key]
+        self._runner = PlannedRounds(self, state)
+        return self._runner.start()
 
     def _advance(self) -> Outgoing:
         """Step every vertex as far as its messages allow; local messages may unlock more."""
@@ -645,13 +613,20 @@ class Shard:
                     progress = True
                     if observer is not None:
                         observer.stepped(self, slot.name, self._computed)
-                if slot.finished and not slot.learned and slot.heard_partials \
-                        and not self.hold_learning:
-                    self._learn(slot)
+                if self._learn_if_final(slot):
                     progress = True
-                    if observer is not None and slot.rule.params:
-                        observer.learned(self, slot.name)
         return self._flush()
+
+    def _learn_if_final(self, slot: Slot) -> bool:
+        """Training: a vertex whose update is final (tied partials heard) applies it, unless
+        the transport holds updates back. True if it did."""
+        if slot.finished and not slot.learned and slot.heard_partials \
+                and not self.hold_learning:
+            self._learn(slot)
+            if self.observer is not None and slot.rule.params:
+                self.observer.learned(self, slot.name)
+            return True
+        return False
 
     def _feedback_total(self, slot: Slot, update: int):
         """(ready, summed feedback) for `update`: each child's message of the tag the

@@ -68,6 +68,7 @@ class Schedule:
         self.staleness = settings.staleness
         self.ipc = self.name == "ipc"
         self._ranges: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._needed: dict[tuple, int | None] = {}
         self._block: dict[str, tuple[int, int]] = {}
         if self.name == "backward-in-time":
             from neurolocal.engines.timewise import time_blocks
@@ -113,13 +114,47 @@ class Schedule:
 
     def needed(self, child: str, update: int) -> int | None:
         """The tag of `child`'s message that update `update` of a parent reads: its newest
-        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken)."""
-        for a, b in reversed(self.ranges(child)):
+        tag <= update - 1 (CONSTANT for a constant output; None: it has not spoken).
+        A function of the child's speaking ranges and the update: computed once per pair
+        (most vertices share their ranges; a 10,000-vertex plan asks 300,000 times)."""
+        ranges = self.ranges(child)
+        key = (ranges, update)
+        if key in self._needed:
+            return self._needed[key]
+        found = None
+        for a, b in reversed(ranges):
             if a == CONSTANT:
-                return CONSTANT
+                found = CONSTANT
+                break
             if a <= update - 1:
-                return min(b - 1, update - 1)
-        return None
+                found = min(b - 1, update - 1)
+                break
+        self._needed[key] = found
+        return found
+
+    def first_read(self, child: str) -> int | None:
+        """The first update whose `needed(child, update)` is not None: from there on every
+        update reads the child (its newest tag only grows); None: none within R."""
+        ranges = self.ranges(child)
+        if not ranges:
+            return None
+        start = min(a for a, _ in ranges)
+        return 1 if start == CONSTANT else start + 1
+
+    def read_at(self, children: Sequence[str], update: int) -> tuple[str, ...]:
+        """The children whose feedback update `update` reads (those that have spoken by
+        then), in the given (the graph's) order."""
+        first = self.first_read
+        return tuple(c for c in children if (f := first(c)) is not None and f <= update)
+
+    def tags(self, vertex: str) -> range | tuple:
+        """The tags 0..R-1 at which `vertex` speaks to its relaxing parents (none for a
+        constant output: it spoke once, at the forward pass)."""
+        found = []
+        for a, b in self.ranges(vertex):
+            if a != CONSTANT:
+                found.extend(range(max(a, 0), min(b, self.rounds)))
+        return tuple(found)
 
     def relaxes(self, vertex: str, update: int, children: Sequence[str]) -> bool:
         """Does a hidden vertex move its value in update `update`?"""

@@ -61,6 +61,8 @@ class TrafficRecorder:
             "fields": list(FIELDS), "graph": graph, "settings": settings or {},
         })]
         self._records: list[tuple] = []
+        self._packed: list[bytes] = []   # records appended packed since the last flush
+        self._packed_count = 0
         self._file = None
 
     def record(self, batch: int, round_: int, src: str, dst: str, kind: str, nbytes: int,
@@ -69,6 +71,14 @@ class TrafficRecorder:
         self._records.append((batch, round_, src, dst, kind, int(nbytes), t_send, t_recv,
                               src_host or self.host, dst_host or self.host, src_actor, dst_actor))
         if len(self._records) >= self.flush_every:
+            self.flush()
+
+    def record_packed(self, data: bytes, count: int) -> None:
+        """`count` records already packed (the planned path's templates,
+        engines/plan/traffic.py), appended as they are."""
+        self._packed.append(data)
+        self._packed_count += count
+        if self._packed_count + len(self._records) >= self.flush_every:
             self.flush()
 
     def record_energy(self, batch: int, energy: list[float],
@@ -85,8 +95,8 @@ class TrafficRecorder:
     def flush(self) -> None:
         """Append what is buffered and hand it to the OS (a killed process loses none of it)."""
         pack = self._packer.pack
-        chunks = self._pending + [pack(r) for r in self._records]
-        self._pending, self._records = [], []
+        chunks = self._pending + [pack(r) for r in self._records] + self._packed
+        self._pending, self._records, self._packed, self._packed_count = [], [], [], 0
         if chunks:
             if self._file is None:
                 self._file = open(self.path, "ab")  # noqa: SIM115 - kept open between batches

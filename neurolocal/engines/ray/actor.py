@@ -69,7 +69,8 @@ class ShardActor:
     runs to completion without awaiting in between, so the shard needs no locks."""
 
     def __init__(self, graph: Graph, names, owners, mode: str, traffic: TrafficSpec | None,
-                 replacement: bool = False, injection: Injection | None = None):
+                 replacement: bool = False, injection: Injection | None = None,
+                 plan: bool = True):
         """`replacement`: a new actor standing in for one lost with its node (it writes
         a stream of its own, as a restarted one). `injection`: the asynchrony to inject
         for real (None: post every message at once)."""
@@ -89,6 +90,7 @@ class ShardActor:
         journal = traffic is not None and traffic.journal
         watched = journal or injection is not None
         self.shard = Shard(graph, names, owners, mode, log, trace=watched)
+        self.shard.use_plan = plan   # EngineConfig.rounds (docs/rounds.md §9)
         self.peers: dict | None = None   # None until the driver connects this incarnation
         self.finished: asyncio.Event | None = None
         self.failure: BaseException | None = None

@@ -165,7 +165,8 @@ class RayTransport(Recovery):
         return (ShardActor.options(num_cpus=0, scheduling_strategy=placement_strategy(node),
                                    max_restarts=self.max_restarts)
                 .remote(self._graph_ref, self.shards[index], shard_of(self.shards), self.mode,
-                        self._traffic, replacement, self.asynchrony))
+                        self._traffic, replacement, self.asynchrony,
+                        self.config.rounds != "message"))
 
     def _replace_actor(self, index: int, alive: dict) -> None:
         """Node loss: re-create shard `index`'s actor on a surviving node, with the
