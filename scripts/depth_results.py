@@ -405,6 +405,11 @@ def headline(layers) -> list[str]:
     return out
 
 
+def colour(variant: str) -> str:
+    """One colour per variant in every panel."""
+    return f"C{list(VARIANTS).index(variant) % 10}"
+
+
 def plots(groups: dict, figures: Path) -> list[str]:
     import matplotlib
 
@@ -423,8 +428,8 @@ def plots(groups: dict, figures: Path) -> list[str]:
                for d in depths]
         sec = [np.mean([r["seconds"] for r in groups[(variant, d)] if r["exit"] == 0])
                for d in depths]
-        left.plot(depths, acc, marker="o", label=variant)
-        right.plot(depths, sec, marker="o", label=variant)
+        left.plot(depths, acc, marker="o", label=variant, color=colour(variant))
+        right.plot(depths, sec, marker="o", label=variant, color=colour(variant))
     for ax, label in ((left, "test accuracy %"), (right, "seconds per epoch")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("hidden layers")
@@ -439,7 +444,7 @@ def plots(groups: dict, figures: Path) -> list[str]:
 
     depths = sorted({d for (_, d) in groups})
     if depths:
-        fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4),
+        fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.8),
                                  squeeze=False, sharey=True)
         for ax, depth in zip(axes[0], depths):
             for variant in VARIANTS:
@@ -450,14 +455,17 @@ def plots(groups: dict, figures: Path) -> list[str]:
                 change = np.array([[c if c is not None else np.nan for c in r["change"]]
                                    for r in rows]).mean(axis=0)
                 ax.plot(np.arange(1, change.size + 1), np.maximum(change, 1e-12),
-                        marker=".", label=variant)
+                        marker=".", label=variant, color=colour(variant))
             ax.axhline(MOVED[0], color="grey", lw=0.8, ls="--")
             ax.set_yscale("log")
             ax.set_title(f"{depth} hidden layers", fontsize=9)
             ax.set_xlabel("weight matrix (1 = input)")
-        axes[0][0].set_ylabel("relative weight change")
-        axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
+        axes[0][0].set_ylabel("relative weight change (1e-12: none)")
+        handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()
+                   if not h.get_label().startswith("_")}
+        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center",
+                   ncol=len(handles))
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         fig.savefig(figures / "weight_change.png", dpi=110)
         plt.close(fig)
         made.append("weight_change.png")
