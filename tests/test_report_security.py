@@ -70,7 +70,8 @@ def hostile_log(tmp_path_factory) -> Path:
                                     dst_actor=actors[(i + 2) % len(actors)])
                     t += 0.002
             recorder.record(batch, 0, "scheduler", "scheduler", "control", 8, t, t + 0.001)
-            recorder.record_energy(batch, [3.0, 2.0, 1.0])
+            recorder.record_energy(batch, [3.0, 2.0, 1.0],   # the layer x round heat map
+                                   {v: [1.0, 0.5, 0.0] for v in vertices})
         recorder.close()
     return root
 

@@ -117,7 +117,8 @@ class Engine:
         rounds = self._rounds(settings)
         dtheta, errors, input_feedback, energy, loss, prediction, counts = merge_results(
             graph, outcome.results, rounds, settings.read_inputs)
-        self._record_energy(outcome.batch, energy)
+        per_vertex = vertex_energy(graph, outcome.results)
+        self._record_energy(outcome.batch, energy, per_vertex)
         extras: dict = {} if outcome.report is None else {"report": outcome.report}
         extras["path"] = round_path(outcome.results)
         if self.schedule == "backward-in-time":
@@ -126,7 +127,7 @@ class Engine:
                                 energy=energy, loss=loss, prediction=prediction,
                                 messages=counts["local_messages"] + counts["remote_messages"],
                                 extras=extras, restarts=list(outcome.restarts),
-                                vertex_energy=vertex_energy(graph, outcome.results))
+                                vertex_energy=per_vertex)
         self.transport.completed(batch, outcome, relaxation)
         return relaxation
 
@@ -247,14 +248,14 @@ class Engine:
         step.report = {} if outcome.report is None else dict(outcome.report)
         # summed over a run into metrics.json: how many batches took each path
         step.report[f"batches_{round_path(outcome.results)}_path"] = 1
-        self._record_energy(outcome.batch, step.energy)
+        self._record_energy(outcome.batch, step.energy, step.vertex_energy)
         self.transport.completed(batch, outcome, step)
         return step
 
-    def _record_energy(self, batch: int, energy) -> None:
+    def _record_energy(self, batch: int, energy, vertex_energy=None) -> None:
         recorder = self.transport.recorder
         if recorder is not None:
-            recorder.record_energy(batch, energy)
+            recorder.record_energy(batch, energy, vertex_energy)
             recorder.flush()
 
 

@@ -23,16 +23,18 @@ LOW_MS, DECADES, BINS_PER_DECADE = 1e-6, 13, 1000
 MAX_BATCHES = 4_000_000
 
 
-def open_stream(source):
-    """A `LogStream` over a directory, a run directory, a `TrafficLog` or a stream."""
+def open_stream(source, stream_class=None):
+    """A `LogStream` over a directory, a run directory, a `TrafficLog` or a stream
+    (`stream_class`: a LogStream subclass to open paths with)."""
     from neurolocal.traffic.log import TrafficLog
     from neurolocal.traffic.stream import LogStream
 
     if isinstance(source, LogStream):
         return source
+    stream_class = stream_class or LogStream
     if isinstance(source, TrafficLog):
-        return LogStream(source.directory)
-    return LogStream(Path(source))
+        return stream_class(source.directory)
+    return stream_class(Path(source))
 
 
 class LatencyHistogram:

@@ -27,6 +27,8 @@ from neurolocal.traffic.log import SCHEDULER
 ASSETS = Path(__file__).resolve().parent / "assets"
 TIME_BINS = 240
 MAX_BATCH_POINTS = 1500
+#: the layer x round heat map holds at most this many cells a series (3 series)
+MAX_HEAT_CELLS = 40_000
 KIND_MEANING = {
     "value": "a vertex's prediction mu, parent -> child (round 0: the forward pass; "
              "strict mode: every round)",
@@ -42,7 +44,9 @@ KIND_MEANING = {
 
 def collect(source) -> dict:
     """Everything the page shows, as plain JSON-able data."""
-    stream = open_stream(source)
+    from neurolocal.traffic.depth import LayerEnergyStream
+
+    stream = open_stream(source, LayerEnergyStream)
     totals = Totals(stream, edges=True, detail=True)
     for chunk in stream.chunks():
         totals.add(chunk)
@@ -133,6 +137,7 @@ def collect(source) -> dict:
                   "last": [_num(x) for x in ordered[-1][1]],
                   "batches": len(ordered)}
 
+    layers = layer_energy(stream, {e["dst"] for e in graph_edges if e["kind"] == "value"})
     timeline = activity(stream, totals)
     actors = sorted({v["actor"] for v in vertices.values()})
     hosts = sorted({v["host"] for v in vertices.values()})
@@ -156,10 +161,30 @@ def collect(source) -> dict:
         "marks": marks,
         "run_starts": run_starts,
         "energy": energy,
+        "layers": layers,
         "timeline": timeline,
         "truncated": stream.truncated,
         "side_records": stream.side_records,
     }
+
+
+def layer_energy(stream, receivers: set[str]) -> dict | None:
+    """The heat map's data: energy per layer and round (mean over batches, first and
+    last batch; traffic/depth.py `layers_from_log`), with at most MAX_HEAT_CELLS cells
+    (every k-th round past that; the last round always)."""
+    from neurolocal.traffic.depth import layers_from_log
+
+    table = layers_from_log(stream, receivers)
+    if table is None:
+        return None
+    rounds = table["rounds"]
+    stride = max(1, math.ceil(len(table["layers"]) * rounds / MAX_HEAT_CELLS))
+    keep = sorted(set(range(0, rounds, stride)) | {rounds - 1})
+    for series in table["energy"].values():
+        for n, values in series.items():
+            series[n] = [values[r] if r < len(values) else None for r in keep]
+    table["round_numbers"] = keep
+    return table
 
 
 def _batch_time(totals: Totals, run: int, batch: int):

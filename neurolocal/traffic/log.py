@@ -8,7 +8,8 @@ header map and continues with one array per message, in the order of `FIELDS`:
              "fields": [...], "graph": str, "settings": {...}}
     record  [batch, round, src, dst, kind, bytes, t_send, t_recv,
              src_host, dst_host, src_actor, dst_actor]
-    energy  {"energy": [batch, [energy after each round]]}   (optional, any position)
+    energy  {"energy": [batch, [energy after each round]],   (optional, any position)
+             "vertex_energy": {vertex: [its energy after each round]}}   (optional key)
 
 `round` 0 carries the forward pass (values); relaxation round t >= 1 carries the
 messages that update t consumes. `kind` is one of KINDS. Times are Unix seconds
@@ -82,8 +83,16 @@ class TrafficRecorder:
         if self._packed_count + len(self._records) >= self.flush_every:
             self.flush()
 
-    def record_energy(self, batch: int, energy: list[float]) -> None:
-        self._pending.append(self._packer.pack({"energy": [batch, [float(e) for e in energy]]}))
+    def record_energy(self, batch: int, energy: list[float],
+                      vertex_energy: dict[str, list[float]] | None = None) -> None:
+        """The batch's energy after each round and, when given, each vertex's share (the
+        per-layer audit from the log, traffic/depth.py; readers that do not know the key
+        read the total as before)."""
+        record: dict = {"energy": [batch, [float(e) for e in energy]]}
+        if vertex_energy:
+            record["vertex_energy"] = {str(n): [float(e) for e in values]
+                                       for n, values in vertex_energy.items()}
+        self._pending.append(self._packer.pack(record))
 
     def flush(self) -> None:
         """Append what is buffered and hand it to the OS (a killed process loses none of it)."""

@@ -36,6 +36,12 @@ MOVED = 0.05
 PROBE_BATCH = 128
 
 
+def arrival_round(energy: list[float], largest: float) -> int | None:
+    """The first round at which an energy exceeds ARRIVAL x `largest` (None: never)."""
+    return next((r for r, e in enumerate(energy)
+                 if largest > 0 and e > ARRIVAL * largest), None)
+
+
 def probe_indices(size: int, batch: int) -> np.ndarray:
     """Evenly spaced training samples: every class of a label-sorted file (mnist) is in."""
     batch = min(batch, size)
@@ -61,7 +67,10 @@ def probe(graph: Graph, params: Params, inputs: dict, target: np.ndarray, *, mod
     from neurolocal.engines.local import LocalEngine
 
     own = {v: {k: np.array(a, copy=True) for k, a in p.items()} for v, p in params.items()}
-    engine = LocalEngine(graph, own, mode=mode)
+    # fixed mode: the event schedule, the same numbers round by round as jacobi, bit for
+    # bit (docs/rounds.md), at about one message per path length instead of T per edge
+    engine = LocalEngine(graph, own, mode=mode,
+                         schedule="event" if mode == "fixed" else "jacobi")
     layers = [n for n in graph.order if own.get(n)]
     energy: dict[str, list[float]] = {n: [] for n in layers}
 
@@ -78,8 +87,7 @@ def probe(graph: Graph, params: Params, inputs: dict, target: np.ndarray, *, mod
     largest = max((e for n in layers for e in energy[n] if math.isfinite(e)), default=0.0)
     out = {}
     for n in layers:
-        arrived = next((r for r, e in enumerate(energy[n])
-                        if largest > 0 and e > ARRIVAL * largest), None)
+        arrived = arrival_round(energy[n], largest)
         pc = _flat(relaxation.dtheta.get(n, {}))
         bp = -_flat(gradients.get(n, {}))
         out[n] = {"energy": energy[n], "error_norm": [math.sqrt(2 * max(e, 0.0))

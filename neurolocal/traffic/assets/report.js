@@ -172,6 +172,9 @@
   g3.append(drawEnergy(), drawBatches());
   main.append(g3, make("div", { class: "row-gap" }));
 
+  // --- energy per layer and round (the depth audit from the log) -------------------------
+  main.append(drawLayers(), make("div", { class: "row-gap" }));
+
   // --- tables ----------------------------------------------------------------------------
   main.append(drawKinds(), drawEdgesTable());
   main.append(make("footer", {}, "neurolocal traffic report · one self-contained file · data, script and style inlined"));
@@ -556,6 +559,85 @@
         { name: "scheduler (control) bytes", values: B.control, colour: "#7a8497", dash: "5 3" }] }),
       lineChart({ xLabel: "batch", xLabelOf: label, marks, format: fmtInt, series: [
         { name: "messages", values: B.messages, colour: "#e0662b" }] }));
+  }
+
+  // =========================================================================================
+  // colour of t in [0, 1]: a perceptually ordered ramp (dark blue -> green -> yellow)
+  function ramp(t) {
+    const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+    const x = Math.max(0, Math.min(1, t)) * (RAMP.length - 1), i = Math.min(RAMP.length - 2, Math.floor(x)), f = x - i;
+    const c = RAMP[i].map((a, k) => Math.round(a + (RAMP[i + 1][k] - a) * f));
+    return "rgb(" + c.join(",") + ")";
+  }
+
+  function drawLayers() {
+    const L = D.layers;
+    const title = "Error per layer and round";
+    if (!L) return panel(title, "", make("div", { class: "empty" }, "this log holds no energy per vertex (written by an older version, or no batch finished)"));
+    const state = { measure: "energy", series: "mean" };
+    const holder = make("div", { class: "heat" });
+    const names = L.layers.slice().reverse();  // the output on top, the input side below
+    const R = L.round_numbers;
+    const silent = L.silent.length
+      ? make("div", { class: "note bad" }, "error never arrived at (in no batch): " + L.silent.join(", "))
+      : make("div", { class: "note" }, "every layer's error arrived: clean");
+    const controls = make("div", { class: "controls" },
+      make("span", { class: "lbl" }, "show"),
+      segmented([["energy", "energy ½‖ε‖²"], ["norm", "error norm ‖ε‖"]], "energy", v => { state.measure = v; draw(); }),
+      make("span", { class: "lbl" }, "batches"),
+      segmented([["mean", "mean"], ["first", "first batch"], ["last", "last batch"]], "mean", v => { state.series = v; draw(); }));
+    function value(name, i) {
+      const e = L.energy[state.series][name][i];
+      if (e == null) return null;
+      return state.measure === "norm" ? Math.sqrt(2 * Math.max(e, 0)) : e;
+    }
+    function draw() {
+      const rowH = names.length > 60 ? Math.max(3, 600 / names.length) : 16;
+      const left = 90, top = 8, bottom = 34, right = 70;
+      const plotW = Math.max(560, Math.min(1100, R.length * 14)), cellW = plotW / R.length;
+      const W = left + plotW + right, H = top + names.length * rowH + bottom;
+      const root = svg("svg", { width: "100%", viewBox: `0 0 ${W} ${H}` });
+      root.style.maxWidth = Math.round(W * 1.2) + "px";   // few layers: not blown up
+      const values = names.flatMap(n => R.map((_, i) => value(n, i))).filter(v => v != null && v > 0 && isFinite(v));
+      const largest = values.length ? Math.max(...values) : 1;
+      const floor = largest * (state.measure === "norm" ? Math.sqrt(L.arrival_threshold) : L.arrival_threshold);
+      const lo = Math.log10(Math.max(floor, values.length ? Math.min(...values) : floor)), hi = Math.log10(largest);
+      const scale = v => hi > lo ? (Math.log10(v) - lo) / (hi - lo) : 1;
+      const labelEvery = Math.max(1, Math.ceil(12 / rowH));
+      names.forEach((name, j) => {
+        const y = top + j * rowH;
+        if (j % labelEvery === 0) root.append(svg("text", { x: left - 6, y: y + rowH / 2 + 4, "text-anchor": "end", "font-size": 11, fill: "#3b4252" }, name));
+        R.forEach((r, i) => {
+          const v = value(name, i), none = v == null || !(v > floor);
+          const cell = svg("rect", { class: "cell", x: left + i * cellW, y, width: Math.max(0.5, cellW - (cellW > 4 ? 1 : 0)), height: Math.max(0.5, rowH - (rowH > 4 ? 1 : 0)),
+            fill: none ? "#e6e9ef" : ramp(scale(v)) });
+          cell.addEventListener("mousemove", ev => showTip(ev, [B(name), ` · round ${r}`, r === 0 ? " (forward pass)" : ""],
+            `${state.measure === "norm" ? "error norm" : "energy"} ${fmtNum(v)}` + (none ? " (no error yet)" : ""),
+            `error arrived: ${L.arrived[name] == null ? "never" : "round " + L.arrived[name]}`));
+          cell.addEventListener("mouseleave", hideTip);
+          root.append(cell);
+        });
+      });
+      const ax = svg("g", { class: "axis" });
+      for (const t of intTicks(R[0], R[R.length - 1], 12)) {
+        const i = R.indexOf(t); if (i < 0) continue;
+        ax.append(svg("text", { x: left + (i + 0.5) * cellW, y: H - bottom + 15, "text-anchor": "middle" }, String(t)));
+      }
+      ax.append(svg("text", { x: left + plotW / 2, y: H - 4, "text-anchor": "middle" }, "round (0 = forward pass)"));
+      root.append(ax);
+      const steps = 24, barH = Math.min(names.length * rowH, 200), bx = left + plotW + 14;
+      for (let k = 0; k < steps; k++) {
+        root.append(svg("rect", { x: bx, y: top + barH - (k + 1) * barH / steps, width: 12, height: barH / steps + 0.5, fill: ramp(k / (steps - 1)) }));
+      }
+      root.append(svg("text", { x: bx + 16, y: top + 10, "font-size": 10, fill: "#3b4252" }, fmtNum(largest)));
+      root.append(svg("text", { x: bx + 16, y: top + barH, "font-size": 10, fill: "#3b4252" }, fmtNum(Math.pow(10, lo))));
+      holder.replaceChildren(root);
+    }
+    draw();
+    return panel(title, `Each layer's share of the energy after each round (log colour scale; grey: no error, below ${L.arrival_threshold} of the largest), ` +
+      `over the ${fmtInt(L.batches)} batches this log holds` + (R.length && R[R.length - 1] + 1 > R.length ? ` (every ${R[1] - R[0]}th round shown)` : "") +
+      ". Where the colour never reaches a layer, no error reached it and its weights did not learn (neurolocal traffic depth DIR prints the same table).",
+      controls, holder, silent);
   }
 
   // =========================================================================================
