@@ -51,13 +51,21 @@ class LayerEnergyStream(LogStream):
             k: [float(e) for e in v] for k, v in value.items()}
 
 
+#: an error counts as arrived once its energy exceeds this fraction of the largest seen
+ARRIVAL = 1e-12
+
+
+def arrival_round(energy: list[float], largest: float) -> int | None:
+    """The first round at which an energy exceeds ARRIVAL x `largest` (None: never)."""
+    return next((r for r, e in enumerate(energy)
+                 if largest > 0 and e > ARRIVAL * largest), None)
+
+
 def layers_from_log(stream: LayerEnergyStream, receivers: set[str]) -> dict | None:
     """Per layer (a vertex that receives values: not an input), from the log's energy
     maps after a pass over its chunks: energy per round (mean over batches, first and
     last batch), error norm sqrt(2 E), the first round its error arrived in any batch
     (None: in none). None when the log holds no per-vertex energy."""
-    from neurolocal.training.depth_audit import ARRIVAL, arrival_round
-
     if not stream.vertex_energy:
         return None
     keys = sorted(stream.vertex_energy)

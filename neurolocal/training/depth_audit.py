@@ -28,18 +28,12 @@ from typing import Any
 import numpy as np
 
 from neurolocal.graph import Graph, Params
+# the arrival rule is the traffic log's reader's too (traffic depth), so it lives there
+from neurolocal.traffic.depth import ARRIVAL, arrival_round  # noqa: F401
 
-#: an error counts as arrived once its energy exceeds this fraction of the probe's largest
-ARRIVAL = 1e-12
 #: a layer whose weights moved less than this (relative) is reported as not moving
 MOVED = 0.05
 PROBE_BATCH = 128
-
-
-def arrival_round(energy: list[float], largest: float) -> int | None:
-    """The first round at which an energy exceeds ARRIVAL x `largest` (None: never)."""
-    return next((r for r, e in enumerate(energy)
-                 if largest > 0 and e > ARRIVAL * largest), None)
 
 
 def probe_indices(size: int, batch: int) -> np.ndarray:
