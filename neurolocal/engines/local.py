@@ -223,7 +223,32 @@ def _next_round(shard: Shard):
     return shard.resume()
 
 
-class LocalEngine(Engine):
+class InProcessEngine(Engine):
+    """The `Engine` over a transport whose shards live in this process (`transport_class`:
+    local, threads), built from the same keyword arguments."""
+
+    transport_class: type
+    engine_name: str
+
+    def __init__(self, graph: Graph, params: Params | None, mode: str, seed: int,
+                 recorder: TrafficRecorder | None, schedule: str, shards, dtype: str,
+                 config: EngineConfig | None):
+        config = config or EngineConfig(engine=self.engine_name, mode=mode, schedule=schedule,
+                                        dtype=dtype)
+        Engine.check(config, graph, self.transport_class)
+        ledger = StalenessLedger()
+        transport = self.transport_class(graph, config.mode, recorder, shards, ledger,
+                                         plan=config.rounds != "message")
+        super().__init__(config, graph, initial_params(graph, params, seed, config.dtype),
+                         transport, ledger)
+        transport.load(self.params)
+
+    @property
+    def shards(self) -> list[Shard]:
+        return self.transport.shards
+
+
+class LocalEngine(InProcessEngine):
     """Predictive coding on a graph in one process: the `Engine` over `LocalTransport`.
     Float64 parameters are shared by reference with the caller, so an optimizer updating
     them in place is seen here.
@@ -233,23 +258,14 @@ class LocalEngine(Engine):
     paper's RNN/LSTM schedule, `iterations` rounds per time step), ipc (strict
     mode: a weight step every round)."""
 
+    transport_class = LocalTransport
+    engine_name = "local"
+
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
                  seed: int = 0, recorder: TrafficRecorder | None = None,
                  schedule: str = "jacobi", shards: int = 1, dtype: str = "float64",
                  config: EngineConfig | None = None):
-        config = config or EngineConfig(engine="local", mode=mode, schedule=schedule,
-                                        dtype=dtype)
-        Engine.check(config, graph, LocalTransport)
-        ledger = StalenessLedger()
-        transport = LocalTransport(graph, config.mode, recorder, shards, ledger,
-                                   plan=config.rounds != "message")
-        super().__init__(config, graph, initial_params(graph, params, seed, config.dtype),
-                         transport, ledger)
-        transport.load(self.params)
-
-    @property
-    def shards(self) -> list[Shard]:
-        return self.transport.shards
+        super().__init__(graph, params, mode, seed, recorder, schedule, shards, dtype, config)
 
     @property
     def rules(self):

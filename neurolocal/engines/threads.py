@@ -19,9 +19,8 @@ from typing import Iterable, Iterator
 
 from neurolocal.engines.capabilities import CAPABILITIES
 from neurolocal.engines.config import EngineConfig
-from neurolocal.engines.engine import Engine, initial_params
 from neurolocal.engines.lanes import Lanes
-from neurolocal.engines.local import split
+from neurolocal.engines.local import InProcessEngine, split
 from neurolocal.engines.rounds import Learning, Shard, ShardLog
 from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.transport import Batch, Outcome
@@ -36,21 +35,24 @@ class LockedRecorder:
         self._recorder = recorder
         self._lock = threading.Lock()
 
-    def record(self, *args, **kwargs) -> None:
+    def _locked(self, name: str, *args, **kwargs):
         with self._lock:
-            self._recorder.record(*args, **kwargs)
+            return getattr(self._recorder, name)(*args, **kwargs)
 
-    def record_energy(self, batch, energy) -> None:
-        with self._lock:
-            self._recorder.record_energy(batch, energy)
+    def record(self, *args, **kwargs) -> None:
+        self._locked("record", *args, **kwargs)
+
+    def record_packed(self, *args, **kwargs) -> None:   # the planned path's records
+        self._locked("record_packed", *args, **kwargs)
+
+    def record_energy(self, *args, **kwargs) -> None:
+        self._locked("record_energy", *args, **kwargs)
 
     def flush(self) -> None:
-        with self._lock:
-            self._recorder.flush()
+        self._locked("flush")
 
     def close(self) -> None:
-        with self._lock:
-            self._recorder.close()
+        self._locked("close")
 
     def __getattr__(self, name):
         return getattr(self._recorder, name)
@@ -238,24 +240,15 @@ class ThreadsTransport:
             raise failure
 
 
-class ThreadsEngine(Engine):
+class ThreadsEngine(InProcessEngine):
     """Predictive coding on a graph in one process, a thread per shard: the `Engine` over
     `ThreadsTransport`, equal bit for bit to the local engine."""
+
+    transport_class = ThreadsTransport
+    engine_name = "threads"
 
     def __init__(self, graph: Graph, params: Params | None = None, mode: str = "fixed",
                  seed: int = 0, recorder: TrafficRecorder | None = None,
                  schedule: str = "jacobi", shards: int | None = None, dtype: str = "float64",
                  config: EngineConfig | None = None):
-        config = config or EngineConfig(engine="threads", mode=mode, schedule=schedule,
-                                        dtype=dtype)
-        Engine.check(config, graph, ThreadsTransport)
-        ledger = StalenessLedger()
-        transport = ThreadsTransport(graph, config.mode, recorder, shards, ledger,
-                                     plan=config.rounds != "message")
-        super().__init__(config, graph, initial_params(graph, params, seed, config.dtype),
-                         transport, ledger)
-        transport.load(self.params)
-
-    @property
-    def shards(self) -> list[Shard]:
-        return self.transport.shards
+        super().__init__(graph, params, mode, seed, recorder, schedule, shards, dtype, config)
