@@ -164,14 +164,16 @@ def read_side_file(path: str, graph=None, base: Asynchrony | None = None,
     import yaml
 
     from neurolocal.files import read_bytes
-    from neurolocal.limits import check_document, default_budget
+    from neurolocal.limits import check_document_size, checked_events, default_budget
 
     budget = budget or default_budget()
     data = read_bytes(path, budget.document_bytes, ConfigError, "asynchrony file")
     try:
         text = data.decode("utf-8")
-        check_document(text, budget, getattr(yaml, "CSafeLoader", yaml.SafeLoader),
-                       source=path)
+        check_document_size(text, budget, source=path)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        for _ in checked_events(yaml.parse(text, Loader=loader), budget, source=path):
+            pass   # depth and alias-expanded node count, before anything is built
         document = yaml.safe_load(text)
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", source=path) from None
