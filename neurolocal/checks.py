@@ -102,3 +102,4 @@ def argument(**kind):
             raise argparse.ArgumentTypeError(exc.detail) from None
 
     return convert
+

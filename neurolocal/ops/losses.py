@@ -18,6 +18,16 @@ from neurolocal.errors import DataError, TopologyError
 MAX_SCALE = 1e6
 
 
+
+def one_hot(labels, classes: int) -> np.ndarray:
+    """Rows of `classes` zeros with a one at each label (any shape of labels; the last
+    axis is the class). np.eye(classes)[labels] builds a classes x classes matrix first:
+    128 MB for 4,096 classes, refused under a 1 GB address-space limit."""
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape + (classes,))
+    np.put_along_axis(out, labels[..., None], 1.0, axis=-1)
+    return out
+
 class Loss:
     name: ClassVar[str] = ""
     #: the options a topology may give (`loss: {type: NAME, OPTION: value}`): for each, the
@@ -99,7 +109,7 @@ class SoftmaxCrossEntropy(Loss):
             if target.size and (target.min() < 0 or target.max() >= classes):
                 raise DataError(f"labels must lie in 0..{classes - 1}, "
                                 f"found {int(target.min())}..{int(target.max())}")
-            return np.eye(classes)[target]
+            return one_hot(target, classes)
         return super().prepare_target(target, output_shape)
 
     @staticmethod

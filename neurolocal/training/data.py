@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from neurolocal.checks import number
+from neurolocal.ops.losses import one_hot
 from neurolocal.errors import DataError
 from neurolocal.files import read_bytes, regular_file
 from neurolocal.graph import Graph
@@ -459,7 +460,7 @@ def _target_for(y: np.ndarray, graph: Graph, kind: str) -> np.ndarray:
                             f"classes (0..{classes - 1}), found {int(y.min())}..{int(y.max())}")
         if _is_classifier(graph):
             return y.astype(np.int64)
-        return np.eye(classes)[y].reshape((len(y),) + tuple(out_shape))   # e.g. MSE on one-hot
+        return one_hot(y, classes).reshape((len(y),) + tuple(out_shape))   # e.g. MSE on one-hot
     if _is_classifier(graph):
         raise DataError("the graph's loss is softmax_cross_entropy but the targets are not "
                         "whole-number labels")
@@ -496,7 +497,7 @@ class OneHotRows:
     def __getitem__(self, index) -> np.ndarray:
         codes = self.codes[index]
         batch = (len(codes),) if np.ndim(codes) == self.codes.ndim else ()   # rows[i]: one sample
-        return np.eye(self.width)[codes].reshape(batch + self.sample_shape)
+        return one_hot(codes, self.width).reshape(batch + self.sample_shape)
 
 
 class ZeroRows:
