@@ -57,9 +57,10 @@ def assert_same_weights(got: dict, expected: dict) -> None:
         np.testing.assert_array_equal(got[key], value, err_msg=key)  # bitwise
 
 
-@pytest.mark.parametrize("k, victim, vertices", [(1, 2, ["hidden2"]),
-                                                 (2, 1, ["hidden2", "logits"]),
-                                                 ("auto", 1, ["hidden2", "logits"])])
+# auto: the cost model packs the digits MLP into one actor (docs/placement.md §5)
+@pytest.mark.parametrize("k, victim, vertices", [
+    (1, 2, ["hidden2"]), (2, 1, ["hidden2", "logits"]),
+    ("auto", 0, ["image", "hidden1", "hidden2", "logits"])])
 def test_a_killed_actor_is_restarted_and_the_run_ends_as_if_nothing_happened(
         tmp_path, uninterrupted, k, victim, vertices):
     out = tmp_path / "run"
