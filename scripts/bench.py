@@ -415,11 +415,17 @@ def bench_scale(quick: bool) -> None:
 
 def tiled_graph(vertices: int, layers: int = 4):
     """The issue's tiled graphs: width-4 tiles, fan-in 3, 64 inputs, 10 outputs."""
-    from neurolocal.generate import tiled_mlp
-    from neurolocal.topology import graph_from_dict
+    from dataclasses import replace
 
-    return graph_from_dict(tiled_mlp(vertices=vertices, layers=layers, fan_in=3,
-                                     input_width=64, output_width=10))
+    from neurolocal.generate import tiled_mlp
+    from neurolocal.limits import default_budget
+    from neurolocal.topology import topology_from_dict
+
+    budget = default_budget()   # 100k vertices: the budget docs/limits.md states
+    budget = replace(budget, vertices=max(budget.vertices, vertices + 10),
+                     vertex_rounds=max(budget.vertex_rounds, 20 * vertices))
+    return topology_from_dict(tiled_mlp(vertices=vertices, layers=layers, fan_in=3,
+                                        input_width=64, output_width=10), budget=budget).graph
 
 
 def bench_planned(quick: bool) -> None:

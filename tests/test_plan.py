@@ -93,6 +93,17 @@ def test_random_dags_are_the_message_path_bit_for_bit(seed):
     same_relaxation(*relax_both(graph, params, mode, schedule, eta, rounds, seed % 2 == 0))
 
 
+def same_training(a, b) -> None:
+    """Two (steps, (params, optimizer state)) runs: every batch's scalars and the final
+    parameters and optimizer state, bit for bit."""
+    (steps_a, (params_a, state_a)), (steps_b, (params_b, state_b)) = a, b
+    for x, y in zip(steps_a, steps_b):
+        assert (x.loss, x.hits, x.messages, x.energy, x.vertex_energy) == \
+            (y.loss, y.hits, y.messages, y.energy, y.vertex_energy)
+    same_arrays(params_a, params_b)
+    same_arrays(state_a, state_b)
+
+
 def train(graph, mode, schedule, planned, learning, epochs=3, batches=3, eta=0.3, rounds=4):
     params = copy(graph.init_params(5))
     e = engine(graph, params, mode, schedule, planned)
@@ -116,13 +127,8 @@ def test_training_is_the_message_path_bit_for_bit(name, optimizer, mode, schedul
     losses, energies and counts per batch, and the same parameters and optimizer state."""
     graph = load_topology(TOPOLOGIES / f"{name}.yaml").graph
     learning = Learning(optimizer, 1e-2, factory=make_optimizer)
-    (steps_a, (params_a, state_a)), (steps_b, (params_b, state_b)) = [
-        train(graph, mode, schedule, planned, learning) for planned in (True, False)]
-    for a, b in zip(steps_a, steps_b):
-        assert (a.loss, a.hits, a.messages, a.energy, a.vertex_energy) == \
-            (b.loss, b.hits, b.messages, b.energy, b.vertex_energy)
-    same_arrays(params_a, params_b)
-    same_arrays(state_a, state_b)
+    same_training(*[train(graph, mode, schedule, planned, learning)
+                     for planned in (True, False)])
 
 
 def test_a_watched_relaxation_runs_planned_round_by_round():
@@ -315,13 +321,8 @@ def test_stacked_groups_train_as_the_message_path_bit_for_bit(optimizer, fan_in)
         if groups:
             assert grouped(e)
         runs.append((steps, e.snapshot()))
-    (steps_a, (params_a, state_a)) = runs[0]
-    for steps_b, (params_b, state_b) in runs[1:]:
-        for a, b in zip(steps_a, steps_b):
-            assert (a.loss, a.hits, a.messages, a.energy, a.vertex_energy) == \
-                (b.loss, b.hits, b.messages, b.energy, b.vertex_energy)
-        same_arrays(params_a, params_b)
-        same_arrays(state_a, state_b)
+    for other in runs[1:]:
+        same_training(runs[0], other)
 
 
 def test_stacked_groups_pipeline_as_the_message_path_bit_for_bit():
