@@ -66,3 +66,32 @@ def test_the_prediction_grows_with_the_message_cost_and_the_cores_shared():
     shards = best.partition.shards
     assert predict(weights, shards, context, cores=1) > predict(weights, shards, context, cores=2)
     assert seen[best.shards] == best.seconds
+
+
+def test_the_hop_probe_fits_a_message_cost_and_a_byte_cost():
+    """probe.py's line through (bytes, seconds): the intercept is a message's cost, the
+    slope a byte's; noise below zero is clamped (a cost too small to see)."""
+    from neurolocal.engines.ray.probe import fit
+
+    message, byte = fit([(0, 1e-3), (1 << 16, 1e-3 + 2e-9 * (1 << 16)),
+                         (1 << 20, 1e-3 + 2e-9 * (1 << 20)), (4 << 20, 1e-3 + 2e-9 * (4 << 20))])
+    assert message == pytest.approx(1e-3, rel=1e-9) and byte == pytest.approx(2e-9, rel=1e-9)
+    assert fit([(0, 2e-3), (1 << 20, 1e-3), (4 << 20, 1e-3)])[1] == 0.0
+    assert fit([(0, 0.0), (1 << 20, 1e-3), (4 << 20, 4e-3)])[0] > 0.0
+
+
+def test_run_prints_the_choice_its_prediction_and_the_measured_costs():
+    from types import SimpleNamespace
+
+    from neurolocal.engines.ray.costmodel import describe
+    from neurolocal.training.loop import placement_line
+
+    chosen = plan(mlp(), "auto", ["n"], {"n": 2}, "spread", "n", batch_size=32,
+                  cost=CostContext(TABLE, rounds=2, pipeline=1))
+    line = placement_line(SimpleNamespace(partition=chosen.info))
+    two = chosen.info["predicted_ms"]["2"]
+    assert line.startswith(f"placement: auto chose 1 actor(s), predicted "
+                           f"{chosen.info['predicted_batch_ms']:.3g} ms a batch (2: {two:.3g} ms)")
+    assert line.endswith("measured 1 GFLOP/s, a Ray hop 1 ms + 1 ns a byte (given)")
+    assert describe(TABLE)["message_ms"] == 1.0
+    assert placement_line(SimpleNamespace(partition={"partition": "contiguous"})) is None

@@ -64,6 +64,9 @@ def test_run_with_the_default_packing_trains_bitwise_like_one_vertex_per_actor(t
     predicted = settings["predicted_ms"]
     assert set(predicted) == {str(k) for k in range(1, CPUS + 1)}
     assert settings["predicted_batch_ms"] == predicted["1"] == min(predicted.values())
+    costs = settings["costs"]   # measured at start-up: a flop rate, a hop (probe.py)
+    assert costs["hop_measured_on"] == "driver's node"
+    assert costs["gflops"] > 0 and costs["message_ms"] > 0 and costs["byte_ns"] >= 0
     one = header_settings(tmp_path / "one" / "traffic")
     assert one["shards"] == 4 and one["cut_fraction"] == 1.0   # every edge crosses actors
     log = read_traffic(tmp_path / "auto" / "traffic")

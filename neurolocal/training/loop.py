@@ -63,6 +63,20 @@ def make_engine(settings: Settings, graph: Graph, params: Params,
         "learning": True, "batch_size": settings.batch_size})
 
 
+def placement_line(engine) -> str | None:
+    """What `auto` chose and why, when a cost model chose it (docs/placement.md §5)."""
+    info = getattr(engine, "partition", None) or {}
+    if info.get("chosen_by") != "cost model":
+        return None
+    costs = info["costs"]
+    others = ", ".join(f"{k}: {ms:.3g} ms" for k, ms in info["predicted_ms"].items()
+                       if int(k) != info["shards"])
+    return (f"placement: auto chose {info['shards']} actor(s), predicted "
+            f"{info['predicted_batch_ms']:.3g} ms a batch ({others or 'no other choice'}); "
+            f"measured {costs['gflops']:.3g} GFLOP/s, a Ray hop {costs['message_ms']:.3g} ms "
+            f"+ {costs['byte_ns']:.3g} ns a byte ({costs['hop_measured_on']})")
+
+
 def predict(graph: Graph, params: Params, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The forward pass alone (the output vertex's prediction)."""
     values, _ = graph.forward(params, inputs)
@@ -114,6 +128,8 @@ def train(run: Run, graph: Graph, data: GraphData, settings: Settings, *,
         with serial_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if run.algorithm == "pc":
                 engine = make_engine(settings, graph, run.params, engine_config)
+                if log is not None and placement_line(engine):
+                    log(placement_line(engine))
             pipeline = engine_config.pipeline if engine_config is not None else 1
             return _train(run, graph, data, settings, checkpoint, progress, log, on_epoch,
                           engine, updates_per_batch, pipeline)

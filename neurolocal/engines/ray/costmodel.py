@@ -15,10 +15,10 @@ actor. Then, for k shards on `cores` cores:
                                other: forward one way, feedback the other)
 
 `choose` tries k = 1 .. the cores offered, each with its min-cut partition, and keeps
-the fastest prediction (ties: fewer shards). The costs: the flop rate measured in this
-process at start-up (a few small matrix products), the per-message and per-byte costs
-of a Ray hop from a table (`RAY_COSTS`, the bench's measured floors), or a `CostTable`
-given (tests: a fixed table, never timing).
+the fastest prediction (ties: fewer shards). The costs, measured at start-up: the flop
+rate in this process (a few small matrix products), the per-message and per-byte costs
+of a Ray hop by a probe actor (probe.py); or a `CostTable` given (tests: a fixed table,
+never timing).
 """
 
 from __future__ import annotations
@@ -40,19 +40,15 @@ class CostTable:
     byte: float
 
 
-#: a Ray hop between actors on one machine (scripts/bench.py: a pipelined no-op call
-#: 0.76 ms, one fire-and-forget hop of 32x128 float64 3.2 ms; about 1 GB/s)
-RAY_MESSAGE_SECONDS = 1e-3
-RAY_BYTE_SECONDS = 1e-9
-
-
 @dataclass(frozen=True)
 class CostContext:
     """What the prediction needs beyond the graph: the costs, the rounds per batch, the
-    batches in flight and the cores the shards share."""
+    batches in flight and the cores the shards share; `recorded`: the table as the
+    report records it (`describe`)."""
     table: CostTable
     rounds: int
     pipeline: int = 1
+    recorded: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -75,15 +71,27 @@ def measured_flop_seconds(repeat: int = 5) -> float:
     return max(best, 1e-9) / (2 * 128 * 256 * 256)
 
 
-_MEASURED: CostTable | None = None
+_FLOP: float | None = None
 
 
-def ray_costs() -> CostTable:
-    """The Ray transport's table: the flop rate measured once per process."""
-    global _MEASURED
-    if _MEASURED is None:
-        _MEASURED = CostTable(measured_flop_seconds(), RAY_MESSAGE_SECONDS, RAY_BYTE_SECONDS)
-    return _MEASURED
+def ray_costs() -> tuple[CostTable, dict]:
+    """The Ray transport's table, measured: the flop rate once per process, a hop's
+    costs once per process and cluster (probe.py). With it, what to record: the
+    table's numbers and where the hop was measured."""
+    from neurolocal.engines.ray.probe import hop_costs
+
+    global _FLOP
+    if _FLOP is None:
+        _FLOP = measured_flop_seconds()
+    hop = hop_costs()
+    table = CostTable(_FLOP, hop.message, hop.byte)
+    return table, describe(table, hop.node)
+
+
+def describe(table: CostTable, measured_on: str = "given") -> dict:
+    """A table as the report and the traffic header record it."""
+    return {"gflops": round(1e-9 / table.flop, 3), "message_ms": round(table.message * 1e3, 4),
+            "byte_ns": round(table.byte * 1e9, 4), "hop_measured_on": measured_on}
 
 
 def predict(weights: mincut.Weights, shards, context: CostContext, cores: int) -> float:

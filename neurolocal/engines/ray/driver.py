@@ -169,14 +169,15 @@ class RayTransport(Recovery, Pipelining):
 
     def _cost_context(self) -> CostContext | None:
         """What `auto` predicts batch times with when training (costmodel.py): the
-        measured flop rate, a Ray hop's costs, the rounds a batch runs, the pipeline
-        depth. None: every core offered gets a shard."""
+        flop rate and a Ray hop's costs measured now (probe.py), the rounds a batch
+        runs, the pipeline depth. None: every core offered gets a shard."""
         if self.vertices_per_actor != AUTO or not self.traffic_settings.get("learning"):
             return None   # a relaxation (check-grad) checks the packing on every core
         iterations = self.traffic_settings.get("iterations")
         rounds = iterations if isinstance(iterations, int) and iterations > 0 else \
             default_iterations(self.graph)
-        return CostContext(ray_costs(), rounds, self.config.pipeline)
+        table, recorded = ray_costs()
+        return CostContext(table, rounds, self.config.pipeline, recorded)
 
     def _new_actor(self, index: int, node: str, replacement: bool = False):
         """Shard `index`'s actor, on `node`."""

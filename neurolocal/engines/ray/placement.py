@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from neurolocal.checks import number
 from neurolocal.engines.config import AUTO, check_vertices_per_actor
 from neurolocal.engines.ray import partition as mincut
-from neurolocal.engines.ray.costmodel import CostContext, choose
+from neurolocal.engines.ray.costmodel import CostContext, choose, describe
 from neurolocal.errors import ConfigError, DataError
 from neurolocal.graph import Graph
 
@@ -118,7 +118,8 @@ def plan(graph: Graph, vertices_per_actor, nodes: Sequence[str], cpus: dict[str,
             part = best.partition
             predicted = {"chosen_by": "cost model",
                          "predicted_batch_ms": round(best.seconds * 1e3, 3),
-                         "predicted_ms": {str(k): round(v * 1e3, 3) for k, v in seen.items()}}
+                         "predicted_ms": {str(k): round(v * 1e3, 3) for k, v in seen.items()},
+                         "costs": cost.recorded or describe(cost.table)}
         shards = list(part.shards)
         where = where[:len(shards)]
         how = "min-cut" + (f" weighed by {source}" if source else "")

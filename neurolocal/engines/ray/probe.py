@@ -1,0 +1,96 @@
+"""A Ray hop's costs, measured at start-up (docs/placement.md §5): what `auto` predicts
+message time with.
+
+One small actor (`HopProbe`, no state) is started on the node a shard's peer would
+most likely sit on (another node than the driver's when the cluster has one, else the
+driver's own). The driver times calls to it, one at a time, each waited for: empty
+ones, and ones carrying a float64 array of each size in `SIZES`. A least-squares line
+through (bytes, seconds) gives the cost of a message (its intercept) and of a byte
+(its slope). Each point is the median of `REPEATS` calls after a warm-up, so one
+scheduling hiccup does not move it. The probe is then killed. About 0.2 s for the
+actor and 0.1 s for the calls on this machine (docs/placement.md §5); it runs once
+per process and node (`hop_costs` caches it), and only when `auto` weighs shard counts
+(a training run with `--vertices-per-actor auto`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+#: payload sizes in bytes: the messages of the graphs `auto` packs span 1 kB (a small
+#: MLP's batch) to a few MB (a 1024-wide layer at batch 128 and float64)
+SIZES = (0, 64 << 10, 1 << 20, 4 << 20)
+REPEATS = 7
+WARMUP = 3
+
+
+@dataclass(frozen=True)
+class HopCosts:
+    """Seconds per message and per byte of a Ray hop, and where they were measured."""
+    message: float
+    byte: float
+    node: str            # "driver's node" or "another node"
+    points: tuple        # ((bytes, median seconds), ...) the line was fitted to
+
+
+@ray.remote(num_cpus=0)
+class HopProbe:
+    """Answers a call at once; its argument, if any, has been received by then."""
+
+    def echo(self, payload=None) -> int:
+        return 0
+
+
+def fit(points) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through (bytes, seconds), both kept
+    non-negative: a fit below zero means the cost is too small to see."""
+    x = np.array([p[0] for p in points], dtype=float)
+    y = np.array([p[1] for p in points], dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    return max(float(intercept), 1e-6), max(float(slope), 0.0)
+
+
+def measure(node: str | None, where: str, timeout: float = 60.0) -> HopCosts:
+    """Start a probe on `node` (None: wherever Ray puts it), time `SIZES`, kill it."""
+    from neurolocal.engines.ray.nodes import placement_strategy
+
+    options = {} if node is None else {"scheduling_strategy": placement_strategy(node)}
+    probe = HopProbe.options(**options).remote()
+    try:
+        ray.get(probe.echo.remote(), timeout=timeout)
+        points = []
+        for size in SIZES:
+            payload = None if size == 0 else np.ones(size // 8)
+            for _ in range(WARMUP):
+                ray.get(probe.echo.remote(payload), timeout=timeout)
+            seconds = []
+            for _ in range(REPEATS):
+                start = time.perf_counter()
+                ray.get(probe.echo.remote(payload), timeout=timeout)
+                seconds.append(time.perf_counter() - start)
+            points.append((size, statistics.median(seconds)))
+    finally:
+        ray.kill(probe)
+    message, byte = fit(points)
+    return HopCosts(message, byte, where, tuple(points))
+
+
+_MEASURED: dict[tuple[str, str], HopCosts] = {}
+
+
+def hop_costs() -> HopCosts:
+    """The hop costs of the cluster this process is connected to, measured once per
+    process and probe node (a notebook's next engine reuses them)."""
+    driver = ray.get_runtime_context().get_node_id()
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    others = [n for n in alive if n != driver]
+    node = others[0] if others else (driver if driver in alive else None)
+    key = (driver, node or "-")   # node ids are new with every cluster
+    if key not in _MEASURED:
+        _MEASURED[key] = measure(node, "another node" if others else "driver's node")
+    return _MEASURED[key]
