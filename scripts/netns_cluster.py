@@ -6,6 +6,7 @@
     sudo python scripts/netns_cluster.py up --workers 2 [--rate 100mbit]   # hold; Ctrl-C stops
     sudo python scripts/netns_cluster.py down                             # leftovers of a killed run
     sudo python scripts/netns_cluster.py bench [--quick]                  # round time vs link rate
+    sudo python scripts/netns_cluster.py model [--quick]                  # batch time vs cost model
 
 Every Ray node (`ray start`) and the driver run in network namespaces of their own on a
 private bridge, addresses 198.18.0.x (RFC 2544 benchmarking range; no default route,
@@ -18,6 +19,12 @@ SIGKILL left behind (only namespaces whose owning process is gone).
 rate limit on every link, counts the bytes each link carried per round (the veths'
 own counters), and compares with the scaling model of BENCHMARKS.md §4 plus a
 bandwidth term: predicted = unlimited round + (bytes on the busiest link) / rate.
+
+`model` (3 Ray nodes: head, w1 and the driver's own) trains the scaling workloads of
+scripts/bench.py (section 11) over the cluster, 1 shard and 3 shards (one per node),
+and prints the measured batch time next to the one `auto`'s cost model predicts
+(neurolocal/engines/ray/costmodel.py) from the flop rate and the Ray hop costs
+measured at start-up in the driver's namespace (probe.py: the hop to another node).
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ def parse_args(argv=None):
     bench.add_argument("--quick", action="store_true", help="fewer rates and repeats")
     bench.add_argument("--vertices", type=int, default=256)
     bench.add_argument("--vertices-per-actor", type=int, default=32)
+    model = sub.add_parser("model", parents=[common], help="batch time against the cost model")
+    model.add_argument("--quick", action="store_true", help="fewer batches and repeats")
+    model.add_argument("--json", action="store_true", help="the result as JSON, last line")
+    predicted = sub.add_parser("predicted", help=argparse.SUPPRESS)  # model's driver, in drv
+    predicted.add_argument("--quick", action="store_true")
     measure = sub.add_parser("measure", help=argparse.SUPPRESS)  # bench's driver, inside drv
     measure.add_argument("--switch", required=True)
     measure.add_argument("--vertices", type=int, required=True)
@@ -69,6 +81,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.command == "measure":
         return measure(args)
+    if args.command == "predicted":
+        return predicted(args)
     if args.command == "down":
         removed = netns.sweep()
         print(f"removed {len(removed)} namespace(s) left behind: {', '.join(removed) or '-'}")
@@ -77,6 +91,8 @@ def main(argv=None) -> int:
     if reason:
         print(f"netns_cluster: {reason}", file=sys.stderr)
         return 2
+    if args.command == "model":
+        args.workers = 1   # three Ray nodes: head, w1 and the driver's
     cluster = netns.NetnsCluster(workers=args.workers, cpus_per_node=args.cpus_per_node,
                                  rate=args.rate)
     started = time.perf_counter()
@@ -89,6 +105,8 @@ def main(argv=None) -> int:
             return hold(cluster)
         if args.command == "run":
             return run_topology(cluster, args)
+        if args.command == "model":
+            return model(cluster, args)
         return bench(cluster, args)
     except KeyboardInterrupt:
         return 130
@@ -246,6 +264,103 @@ def measure(args) -> int:
     print(json.dumps({"round": statistics.median(per_round), "vertices": len(graph.order),
                       "actors": actors, "link_bytes_per_round": links,
                       "remote_calls_per_core": remote_calls / args.rounds / 2}))
+    return 0
+
+
+# --- the cost model against measured batch times ---------------------------------------
+
+def model(cluster: netns.NetnsCluster, args) -> int:
+    """Inside the driver's namespace, `predicted` trains each workload and prints JSON;
+    here, the table."""
+    done = cluster.run_in("drv", [sys.executable, __file__, "predicted",
+                                  *(["--quick"] if args.quick else [])],
+                          env=cluster.driver_env(), timeout=3600, cwd=str(ROOT))
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        return 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(model_table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def model_table(result: dict) -> str:
+    costs = result["costs"]
+    lines = [f"{result['nodes']} Ray nodes in network namespaces on one {result['cores']}-core "
+             f"machine (1 CPU each), driver on its own node; costs measured at start-up: "
+             f"{costs['gflops']:.3g} GFLOP/s, {costs['param_ns']:.3g} ns a parameter's Adam step, "
+             f"a message {costs['message_ms']:.3g} ms one way + {costs['byte_ns']:.3g} ns a "
+             f"byte ({costs['hop_measured_on']}); a batch = "
+             f"an epoch of {result['batches']} digits batches / {result['batches']}, "
+             "median of repeats after a warm-up epoch.", "",
+             "| workload | shards (nodes) | predicted ms/batch | measured ms/batch | "
+             "measured / predicted |", "| --- | ---: | ---: | ---: | ---: |"]
+    for row in result["rows"]:
+        lines.append(f"| {row['workload']} | {row['shards']} ({row['nodes']}) | "
+                     f"{row['predicted_ms']:.2f} | {row['measured_ms']:.2f} | "
+                     f"**{row['measured_ms'] / row['predicted_ms']:.2f}x** |")
+    return "\n".join(lines)
+
+
+def predicted(args) -> int:
+    """Inside the driver's namespace: each scaling workload on 1 and 3 shards, the batch
+    time measured and predicted."""
+    import os
+
+    import ray
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench import digits_batches, scaling_graphs
+
+    from neurolocal.engines.ray import RayEngine
+    from neurolocal.engines.ray.connection import driver_node_ip
+    from neurolocal.engines.ray.costmodel import CostContext, batch_work, predict, ray_costs
+    from neurolocal.engines.rounds import Learning
+    from neurolocal.optimizers import make_optimizer
+
+    address = f"{netns.SUBNET}.{netns.HEAD_HOST}:{netns.GCS_PORT}"
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False, **driver_node_ip())
+    table, recorded = ray_costs()
+    nodes = len([n for n in ray.nodes() if n["Alive"]])
+    cores = os.cpu_count() or 1
+    _, x, y, _ = digits_batches(128)
+    graphs = scaling_graphs()
+    learning = Learning("adam", 1e-3, factory=make_optimizer)
+    limit, repeats = (8, 2) if args.quick else (16, 4)
+    cases = [("digits MLP, batch 32, T 2, --pipeline 1", "mlp", 32, 2, 1),
+             ("chain 64-1024x4-10, batch 128, T 4, --pipeline 1", "chain", 128, 4, 1),
+             ("chain 64-1024x4-10, batch 128, T 4, --pipeline 2", "chain", 128, 4, 2),
+             ("tiled 40, batch 128, T 4, --pipeline 1", "tiled", 128, 4, 1)]
+    rows = []
+    for label, key, batch_size, rounds, pipeline in cases:
+        graph = graphs[key]
+        cut = list(range(0, len(x), batch_size))[:limit + 1]
+        batches = [({graph.inputs[0]: x[lo:hi]}, y[lo:hi]) for lo, hi in zip(cut, cut[1:])]
+        context = CostContext(table, rounds, pipeline)
+        work = batch_work(graph, batch_size, context)
+        for shards in (1, nodes):
+            per_actor = -(-len(graph.order) // shards)
+            with RayEngine(graph, graph.init_params(0), address=address, schedule="event",
+                           vertices_per_actor=per_actor, placement="spread") as engine:
+                engine.restore(graph.init_params(0), None, learning)
+                times = []
+                for r in range(repeats + 1):
+                    start = time.perf_counter()
+                    for _ in engine.train_batches(batches, eta=1.0, iterations=rounds,
+                                                  pipeline=pipeline):
+                        pass
+                    if r:   # the first epoch warms up kernels, workers and connections
+                        times.append((time.perf_counter() - start) / len(batches))
+                used = [list(names) for names in engine.transport.shards]
+                hosts = len({a["node_id"] for a in engine.actor_info})
+            rows.append({"workload": label, "shards": len(used), "nodes": hosts,
+                         "predicted_ms": predict(work, used, context, cores) * 1e3,
+                         "measured_ms": statistics.median(times) * 1e3})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    ray.shutdown()
+    print(json.dumps({"costs": recorded, "nodes": nodes, "cores": cores,
+                      "batches": limit, "rows": rows}))
     return 0
 
 

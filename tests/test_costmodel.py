@@ -1,12 +1,12 @@
 """`placement: auto` with a cost model (engines/ray/costmodel.py, docs/placement.md §5):
 with a fixed cost table (never timing) it chooses one actor for the digits MLP and two
 for the compute-heavy chain 64-1024-1024-1024-1024-10 tanh at --pipeline 2 on 2 cores,
-and records its choice and every prediction."""
+and records its choice and every prediction; the phases follow the run's schedule."""
 
 import pytest
 
 from neurolocal import graph_from_dict
-from neurolocal.engines.ray.costmodel import CostContext, CostTable, choose, predict
+from neurolocal.engines.ray.costmodel import CostContext, CostTable, batch_work, choose, predict
 from neurolocal.engines.ray.partition import model_weights
 from neurolocal.engines.ray.placement import plan
 from neurolocal.topology import load_topology
@@ -51,21 +51,64 @@ def test_two_actors_for_the_compute_heavy_chain_when_pipelined():
     assert len(chosen.shards) == 2 and chosen.nodes == ["n", "n"]
     ms = chosen.info["predicted_ms"]
     assert ms["2"] < 0.7 * ms["1"]
-    # one batch at a time, the chain's shards wait on each other: one actor
+    # one batch at a time, the chain's shards wait on each other but for their Hebbian
+    # products, which overlap: a smaller gain than pipelining's
     alone = plan(graph, "auto", ["n"], {"n": 2}, "spread", "n", batch_size=128,
-                 cost=CostContext(TABLE, rounds=4, pipeline=1))
-    assert len(alone.shards) == 1
+                 cost=CostContext(TABLE, rounds=4, pipeline=1)).info["predicted_ms"]
+    assert alone["1"] == ms["1"] and ms["2"] < alone["2"] < alone["1"]
 
 
 def test_the_prediction_grows_with_the_message_cost_and_the_cores_shared():
-    weights = model_weights(heavy_chain(), 128)
+    graph = heavy_chain()
+    weights = model_weights(graph, 128)
     context = CostContext(TABLE, rounds=4, pipeline=2)
-    best, seen = choose(weights, 2, context)
+    work = batch_work(graph, 128, context)
+    best, seen = choose(weights, work, 2, context)
     slow = CostContext(CostTable(1e-9, 10.0, 1e-9), rounds=4, pipeline=2)
-    assert choose(weights, 2, slow)[0].shards == 1
+    assert choose(weights, work, 2, slow)[0].shards == 1
     shards = best.partition.shards
-    assert predict(weights, shards, context, cores=1) > predict(weights, shards, context, cores=2)
+    assert predict(work, shards, context, cores=1) > predict(work, shards, context, cores=2)
     assert seen[best.shards] == best.seconds
+
+
+def test_the_phases_follow_the_schedule():
+    """Under the event schedule at eta 1 the error of a chain reaches one layer a round:
+    each tag's phase holds the vertices that speak then; strict mode, all of them."""
+    graph = heavy_chain()
+    context = CostContext(TABLE, rounds=4)
+    work = batch_work(graph, 128, context)
+    levels = len(graph.order) - 1
+    speak = [set(p.compute) for p in work.phases[levels:-1]]
+    assert speak == [{"h5"}, {"h4"}, {"h3"}, {"h2"}]   # h1 speaks to no one: x is an input
+    assert set(work.phases[-1].compute) == {"h1", "h2", "h3", "h4", "h5"}   # Hebbian
+    assert work.params["h2"] == 1024 * 1024 + 1024
+    strict = batch_work(graph, 128, CostContext(TABLE, rounds=4, mode="strict", eta=0.1))
+    assert all(len(p.compute) == 5 for p in strict.phases[levels:-1])
+    # a chain split in two waits at every phase but the close (the Hebbian products,
+    # which overlap): at pipeline 1 it saves the close's overlap and pays messages
+    two = [("x", "h1", "h2"), ("h3", "h4", "h5")]
+    one = [tuple(graph.order)]
+    close = work.phases[-1].compute
+    overlap = 2 * TABLE.flop * min(sum(close[v] for v in shard if v in close) for shard in two)
+    gain = predict(work, one, context, 2) - predict(work, two, context, 2)
+    assert 0 < gain < overlap
+
+
+def test_the_tiles_of_a_layer_work_in_the_same_round():
+    """A width-tiled graph split across its width: every phase's work halves, so at
+    pipeline 1 two shards are predicted faster than one when messages are cheap."""
+    from neurolocal.generate import tiled_mlp
+
+    graph = graph_from_dict(tiled_mlp(vertices=40, layers=4, tile_width=128, input_width=64,
+                                      output_width=10, fan_in=3, loss="softmax_cross_entropy"))
+    cheap = CostContext(CostTable(1e-9, 1e-5, 1e-11), rounds=4)
+    work = batch_work(graph, 128, cheap)
+    left = [v for v in graph.order if ".t" in v and int(v.rsplit("t", 1)[1]) < 5]
+    width = [tuple(["x", *left]), tuple(v for v in graph.order if v not in left and v != "x")]
+    layers = [tuple(graph.order[:20]), tuple(graph.order[20:])]
+    one = [tuple(graph.order)]
+    assert predict(work, width, cheap, 2) < 0.75 * predict(work, one, cheap, 2)
+    assert predict(work, width, cheap, 2) < predict(work, layers, cheap, 2)
 
 
 def test_the_hop_probe_fits_a_message_cost_and_a_byte_cost():
@@ -92,6 +135,6 @@ def test_run_prints_the_choice_its_prediction_and_the_measured_costs():
     two = chosen.info["predicted_ms"]["2"]
     assert line.startswith(f"placement: auto chose 1 actor(s), predicted "
                            f"{chosen.info['predicted_batch_ms']:.3g} ms a batch (2: {two:.3g} ms)")
-    assert line.endswith("measured 1 GFLOP/s, a Ray hop 1 ms + 1 ns a byte (given)")
+    assert line.endswith("measured 1 GFLOP/s, a Ray message 1 ms + 1 ns a byte (given)")
     assert describe(TABLE)["message_ms"] == 1.0
     assert placement_line(SimpleNamespace(partition={"partition": "contiguous"})) is None

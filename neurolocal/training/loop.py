@@ -73,7 +73,7 @@ def placement_line(engine) -> str | None:
                        if int(k) != info["shards"])
     return (f"placement: auto chose {info['shards']} actor(s), predicted "
             f"{info['predicted_batch_ms']:.3g} ms a batch ({others or 'no other choice'}); "
-            f"measured {costs['gflops']:.3g} GFLOP/s, a Ray hop {costs['message_ms']:.3g} ms "
+            f"measured {costs['gflops']:.3g} GFLOP/s, a Ray message {costs['message_ms']:.3g} ms "
             f"+ {costs['byte_ns']:.3g} ns a byte ({costs['hop_measured_on']})")
 
 

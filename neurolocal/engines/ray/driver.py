@@ -177,7 +177,9 @@ class RayTransport(Recovery, Pipelining):
         rounds = iterations if isinstance(iterations, int) and iterations > 0 else \
             default_iterations(self.graph)
         table, recorded = ray_costs()
-        return CostContext(table, rounds, self.config.pipeline, recorded)
+        return CostContext(table, rounds, self.config.pipeline, recorded,
+                           schedule=self.schedule, eta=float(self.traffic_settings.get("eta", 1.0)),
+                           mode=self.mode)
 
     def _new_actor(self, index: int, node: str, replacement: bool = False):
         """Shard `index`'s actor, on `node`."""

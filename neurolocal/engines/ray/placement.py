@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from neurolocal.checks import number
 from neurolocal.engines.config import AUTO, check_vertices_per_actor
 from neurolocal.engines.ray import partition as mincut
-from neurolocal.engines.ray.costmodel import CostContext, choose, describe
+from neurolocal.engines.ray.costmodel import CostContext, batch_work, choose, describe
 from neurolocal.errors import ConfigError, DataError
 from neurolocal.graph import Graph
 
@@ -114,7 +114,8 @@ def plan(graph: Graph, vertices_per_actor, nodes: Sequence[str], cpus: dict[str,
         if cost is None:
             part = mincut.min_cut(model, sum(counts))
         else:
-            best, seen = choose(model, sum(counts), cost)
+            best, seen = choose(model, batch_work(graph, batch_size or DEFAULT_BATCH, cost),
+                                sum(counts), cost)
             part = best.partition
             predicted = {"chosen_by": "cost model",
                          "predicted_batch_ms": round(best.seconds * 1e3, 3),

@@ -5,8 +5,8 @@ One small actor (`HopProbe`, no state) is started on the node a shard's peer wou
 most likely sit on (another node than the driver's when the cluster has one, else the
 driver's own). The driver times calls to it, one at a time, each waited for: empty
 ones, and ones carrying a float64 array of each size in `SIZES`. A least-squares line
-through (bytes, seconds) gives the cost of a message (its intercept) and of a byte
-(its slope). Each point is the median of `REPEATS` calls after a warm-up, so one
+through (bytes, seconds) gives the cost of a byte (its slope) and of a call and its
+reply (its intercept): a message one way costs half that. Each point is the median of `REPEATS` calls after a warm-up, so one
 scheduling hiccup does not move it. The probe is then killed. About 0.2 s for the
 actor and 0.1 s for the calls on this machine (docs/placement.md §5); it runs once
 per process and node (`hop_costs` caches it), and only when `auto` weighs shard counts
@@ -31,7 +31,8 @@ WARMUP = 3
 
 @dataclass(frozen=True)
 class HopCosts:
-    """Seconds per message and per byte of a Ray hop, and where they were measured."""
+    """Seconds per message (one way) and per byte of a Ray hop, and where they were
+    measured."""
     message: float
     byte: float
     node: str            # "driver's node" or "another node"
@@ -76,8 +77,8 @@ def measure(node: str | None, where: str, timeout: float = 60.0) -> HopCosts:
             points.append((size, statistics.median(seconds)))
     finally:
         ray.kill(probe)
-    message, byte = fit(points)
-    return HopCosts(message, byte, where, tuple(points))
+    round_trip, byte = fit(points)
+    return HopCosts(round_trip / 2, byte, where, tuple(points))
 
 
 _MEASURED: dict[tuple[str, str], HopCosts] = {}
