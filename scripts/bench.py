@@ -49,7 +49,8 @@ def goal(row: str, value: float, baseline: float, unit: str, limit: float | None
     error); limit None: a baseline of the issue's table, no goal."""
     ratio = value / baseline if baseline else float("nan")
     if within is not None:
-        met, goal_text = abs(ratio - 1) <= within, goal_text or f"1 ± {within:g}"
+        met = abs(ratio - 1) <= within if ratio == ratio else None   # nan: not measured
+        goal_text = goal_text or f"1 ± {within:g}"
     else:
         met = None if limit is None else (ratio >= limit if at_least else ratio <= limit)
     GOALS.append({"row": row, "value": value, "baseline": baseline, "unit": unit,
@@ -1278,11 +1279,12 @@ def netns_model(quick: bool) -> None:
              1.0, "ms", None, within=0.25)
         return
     lines = done.stdout.strip().splitlines()
-    print("\n".join("    " + line for line in lines[:-1]))
-    for row in json.loads(lines[-1])["rows"]:
-        goal(f"netns 3 nodes: {row['workload']}, {row['shards']} shard(s): measured vs "
-             "predicted batch", row["measured_ms"] / 1e3, row["predicted_ms"] / 1e3, "ms",
-             None, within=0.25)
+    result = [line for line in lines if line.startswith("{")][-1]   # then "stopped: ..."
+    print("\n".join("    " + line for line in lines if line is not result))
+    for row in json.loads(result)["rows"]:
+        goal(f"netns 3 nodes, {row['key']} --pipeline {row['pipeline']}, {row['shards']} "
+             "shard(s): batch measured vs model", row["measured_ms"] / 1e3,
+             row["predicted_ms"] / 1e3, "ms", None, within=0.25)
 
 
 SECTIONS = {"local": bench_local, "ray": bench_ray, "scale": bench_scale,

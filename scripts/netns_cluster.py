@@ -65,7 +65,7 @@ def parse_args(argv=None):
     bench.add_argument("--vertices-per-actor", type=int, default=32)
     model = sub.add_parser("model", parents=[common], help="batch time against the cost model")
     model.add_argument("--quick", action="store_true", help="fewer batches and repeats")
-    model.add_argument("--json", action="store_true", help="the result as JSON, last line")
+    model.add_argument("--json", action="store_true", help="the result as JSON, one line")
     predicted = sub.add_parser("predicted", help=argparse.SUPPRESS)  # model's driver, in drv
     predicted.add_argument("--quick", action="store_true")
     measure = sub.add_parser("measure", help=argparse.SUPPRESS)  # bench's driver, inside drv
@@ -354,7 +354,8 @@ def predicted(args) -> int:
                         times.append((time.perf_counter() - start) / len(batches))
                 used = [list(names) for names in engine.transport.shards]
                 hosts = len({a["node_id"] for a in engine.actor_info})
-            rows.append({"workload": label, "shards": len(used), "nodes": hosts,
+            rows.append({"workload": label, "key": key, "pipeline": pipeline,
+                         "shards": len(used), "nodes": hosts,
                          "predicted_ms": predict(work, used, context, cores) * 1e3,
                          "measured_ms": statistics.median(times) * 1e3})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -32,6 +32,15 @@ def test_a_goal_is_met_by_its_ratio_on_the_right_side_of_the_limit(capsys):
     bench.GOALS.clear()
 
 
+def test_a_prediction_goal_is_met_within_its_band_on_either_side():
+    bench.GOALS.clear()
+    for measured in (1.2, 0.8, 1.3, 0.7, float("nan")):
+        bench.goal("measured vs predicted", measured, 1.0, "ms", None, within=0.25)
+    assert [g["met"] for g in bench.GOALS] == [True, True, False, False, None]
+    assert {g["goal"] for g in bench.GOALS} == {"1 ± 0.25"}
+    bench.GOALS.clear()
+
+
 @pytest.mark.slow
 def test_the_quick_logging_section_ends_with_its_goals_table():
     done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--quick",
@@ -39,7 +48,7 @@ def test_the_quick_logging_section_ends_with_its_goals_table():
                           timeout=600)
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
-    start = next(i for i, line in enumerate(out) if line.startswith("summary (issue 15)"))
+    start = next(i for i, line in enumerate(out) if line.startswith("summary (goals of issues"))
     rows = [line for line in out[start + 3:] if line.startswith("| logging overhead")]
     assert len(rows) == 4   # every row of the section, strict included
     assert all(row.rstrip().endswith(("| met     |", "| not met |")) for row in rows)
