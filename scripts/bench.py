@@ -1275,7 +1275,7 @@ def netns_model(quick: bool) -> None:
         reason = "netns_cluster.py model failed: " + done.stderr.strip()[-300:]
     if reason:
         print(f"    not measured: {reason}")
-        goal(f"netns 3 nodes: measured vs predicted batch time (not measured)", float("nan"),
+        goal("netns 3 nodes: measured vs predicted batch time (not measured)", float("nan"),
              1.0, "ms", None, within=0.25)
         return
     lines = done.stdout.strip().splitlines()

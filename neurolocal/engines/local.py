@@ -36,7 +36,24 @@ def split(graph: Graph, shards: int) -> list[tuple[str, ...]]:
     return [graph.order[i:i + size] for i in range(0, n, size)]
 
 
-class LocalTransport:
+class ShardsInProcess:
+    """What the in-process transports (this one, threads.py's) share: their shards are
+    objects of this process, so parameters and optimizer state reach them by reference."""
+
+    shards: list
+
+    def load(self, params: Params) -> None:
+        for shard in self.shards:
+            shard.load_params(params)
+
+    def restore_vertices(self, params: Params, optimizer, learning: Learning) -> None:
+        """Every vertex gets its optimizer state and works on `params` itself (in place)."""
+        for shard in self.shards:
+            shard.restore(params, optimizer, learning)
+            shard.load_params(params)
+
+
+class LocalTransport(ShardsInProcess):
     """Shards in this process. `shards`: how many (runs of the topological order)."""
 
     capabilities = CAPABILITIES["local"]
@@ -59,16 +76,6 @@ class LocalTransport:
         self.lanes = [self.shards]
 
     # --- the Transport protocol ------------------------------------------------------------
-
-    def load(self, params: Params) -> None:
-        for shard in self.shards:
-            shard.load_params(params)
-
-    def restore_vertices(self, params: Params, optimizer, learning: Learning) -> None:
-        """Every vertex gets its optimizer state and works on `params` itself (in place)."""
-        for shard in self.shards:
-            shard.restore(params, optimizer, learning)
-            shard.load_params(params)
 
     def run(self, batch: Batch) -> Outcome:
         with paused_gc():   # a batch builds many objects that live until it ends

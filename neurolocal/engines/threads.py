@@ -20,8 +20,8 @@ from typing import Iterable, Iterator
 from neurolocal.engines.capabilities import CAPABILITIES
 from neurolocal.engines.config import EngineConfig
 from neurolocal.engines.lanes import Lanes
-from neurolocal.engines.local import InProcessEngine, split
-from neurolocal.engines.rounds import Learning, Shard, ShardLog
+from neurolocal.engines.local import InProcessEngine, ShardsInProcess, split
+from neurolocal.engines.rounds import Shard, ShardLog
 from neurolocal.engines.staleness import StalenessLedger
 from neurolocal.engines.transport import Batch, Outcome
 from neurolocal.graph import Graph, Params
@@ -81,7 +81,7 @@ class _Worker:
                 transport.fail(exc)
 
 
-class ThreadsTransport:
+class ThreadsTransport(ShardsInProcess):
     """Shards in this process, a thread each. `shards`: how many (runs of the
     topological order; default one per core)."""
 
@@ -133,16 +133,6 @@ class ThreadsTransport:
             event.set()
 
     # --- the Transport protocol ------------------------------------------------------------
-
-    def load(self, params: Params) -> None:
-        for shard in self.shards:
-            shard.load_params(params)
-
-    def restore_vertices(self, params: Params, optimizer, learning: Learning) -> None:
-        """Every vertex gets its optimizer state and works on `params` itself (in place)."""
-        for shard in self.shards:
-            shard.restore(params, optimizer, learning)
-            shard.load_params(params)
 
     def run(self, batch: Batch) -> Outcome:
         if batch.params is not None:
