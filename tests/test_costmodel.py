@@ -138,3 +138,27 @@ def test_run_prints_the_choice_its_prediction_and_the_measured_costs():
     assert line.endswith("measured 1 GFLOP/s, a Ray message 1 ms + 1 ns a byte (given)")
     assert describe(TABLE)["message_ms"] == 1.0
     assert placement_line(SimpleNamespace(partition={"partition": "contiguous"})) is None
+
+
+def test_the_hop_costs_are_kept_per_cluster_and_a_foreign_entry_is_measured_again(tmp_path):
+    """probe.py keeps a cluster's measurement in its Ray session directory; what it did
+    not write (wrong types, numbers out of bounds, not JSON, too big) is not trusted."""
+    from neurolocal.engines.ray.probe import HopCosts, _cached, _keep
+
+    path = tmp_path / "neurolocal-hop-costs.json"
+    costs = HopCosts(6e-4, 1.2e-9, "driver's node", ((0, 1.2e-3), (1 << 20, 2.5e-3)))
+    assert _cached(path, "a->b") is None
+    _keep(path, "a->b", costs)
+    assert _cached(path, "a->b") == costs and _cached(path, "a->c") is None
+    for text in ('{"a->b": {"message": "1", "byte": 1e-9, "node": "driver\'s node", "points": []}}',
+                 '{"a->b": {"message": 1e300, "byte": 1e-9, "node": "another node", "points": []}}',
+                 '{"a->b": {"message": NaN, "byte": 1e-9, "node": "another node", "points": []}}',
+                 '{"a->b": {"message": 1e-3, "byte": -1e-9, "node": "another node", "points": []}}',
+                 '{"a->b": {"message": 1e-3, "byte": 1e-9, "node": "<b>", "points": []}}',
+                 '[1, 2]', 'not json', '{"a->b": 7}'):
+        path.write_text(text)
+        assert _cached(path, "a->b") is None, text
+    path.write_text(" " * (2 << 20))
+    assert _cached(path, "a->b") is None
+    _keep(path, "a->b", costs)   # a damaged file is replaced
+    assert _cached(path, "a->b") == costs

@@ -6,18 +6,25 @@ most likely sit on (another node than the driver's when the cluster has one, els
 driver's own). The driver times calls to it, one at a time, each waited for: empty
 ones, and ones carrying a float64 array of each size in `SIZES`. A least-squares line
 through (bytes, seconds) gives the cost of a byte (its slope) and of a call and its
-reply (its intercept): a message one way costs half that. Each point is the median of `REPEATS` calls after a warm-up, so one
+reply (its intercept): a message one way costs half that. Each point is the median of `REPEATS` calls after `WARMUP`, so one
 scheduling hiccup does not move it. The probe is then killed. About 0.2 s for the
-actor and 0.1 s for the calls on this machine (docs/placement.md §5); it runs once
-per process and node (`hop_costs` caches it), and only when `auto` weighs shard counts
-(a training run with `--vertices-per-actor auto`).
+actor and 0.1 s for the calls on this machine (docs/placement.md §5); it runs only when
+`auto` weighs shard counts (a training run with `--vertices-per-actor auto`), and once
+per cluster: `hop_costs` keeps the result in this process and in the cluster's Ray
+session directory (`neurolocal-hop-costs.json`), so the runs attached to one
+`neurolocal cluster up` measure it once. A cached entry that is not what this module
+writes (wrong types, numbers out of bounds) is measured again.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -25,8 +32,8 @@ import ray
 #: payload sizes in bytes: the messages of the graphs `auto` packs span 1 kB (a small
 #: MLP's batch) to a few MB (a 1024-wide layer at batch 128 and float64)
 SIZES = (0, 64 << 10, 1 << 20, 4 << 20)
-REPEATS = 7
-WARMUP = 3
+REPEATS = 5
+WARMUP = 2
 
 
 @dataclass(frozen=True)
@@ -82,16 +89,66 @@ def measure(node: str | None, where: str, timeout: float = 60.0) -> HopCosts:
 
 
 _MEASURED: dict[tuple[str, str], HopCosts] = {}
+CACHE_NAME = "neurolocal-hop-costs.json"
+
+
+def _session_file() -> Path | None:
+    try:
+        from ray._private import worker
+
+        return Path(worker.global_worker.node.get_session_dir_path()) / CACHE_NAME
+    except Exception:   # an API of Ray's that moved: measure every time
+        return None
+
+
+def _cached(path: Path | None, key: str) -> HopCosts | None:
+    """The entry for `key` if the file holds one this module wrote (else None)."""
+    try:
+        if path is None or not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        entry = json.loads(path.read_text()).get(key)
+        message, byte, node = entry["message"], entry["byte"], entry["node"]
+        points = tuple((int(b), float(t)) for b, t in entry["points"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    numbers = (message, byte)
+    if not all(isinstance(x, float) and math.isfinite(x) and 0 <= x < 10 for x in numbers) \
+            or node not in ("another node", "driver's node"):
+        return None
+    return HopCosts(message, byte, node, points)
+
+
+def _keep(path: Path | None, key: str, costs: HopCosts) -> None:
+    if path is None:
+        return
+    try:
+        small = path.is_file() and path.stat().st_size <= 1 << 20
+        known = json.loads(path.read_text()) if small else {}
+    except (OSError, ValueError):
+        known = {}   # damaged: replaced
+    try:
+        known = known if isinstance(known, dict) and len(known) < 64 else {}
+        known[key] = asdict(costs)
+        partial = path.with_name(f".{CACHE_NAME}.{os.getpid()}")
+        partial.write_text(json.dumps(known))
+        os.replace(partial, path)
+    except (OSError, ValueError):
+        pass   # a read-only session directory: the next run measures again
 
 
 def hop_costs() -> HopCosts:
     """The hop costs of the cluster this process is connected to, measured once per
-    process and probe node (a notebook's next engine reuses them)."""
+    cluster and probe node (module doc)."""
     driver = ray.get_runtime_context().get_node_id()
     alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     others = [n for n in alive if n != driver]
     node = others[0] if others else (driver if driver in alive else None)
     key = (driver, node or "-")   # node ids are new with every cluster
     if key not in _MEASURED:
-        _MEASURED[key] = measure(node, "another node" if others else "driver's node")
+        path, name = _session_file(), f"{driver}->{node or '-'}"
+        found = _cached(path, name)
+        if found is None:
+            found = measure(node, "another node" if others else "driver's node")
+            _keep(path, name, found)
+        _MEASURED[key] = found
     return _MEASURED[key]
