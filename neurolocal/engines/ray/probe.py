@@ -1,19 +1,21 @@
 """A Ray hop's costs, measured at start-up (docs/placement.md §5): what `auto` predicts
 message time with.
 
-One small actor (`HopProbe`, no state) is started on the node a shard's peer would
-most likely sit on (another node than the driver's when the cluster has one, else the
-driver's own). The driver times calls to it, one at a time, each waited for: empty
-ones, and ones carrying a float64 array of each size in `SIZES`. A least-squares line
-through (bytes, seconds) gives the cost of a byte (its slope) and of a call and its
-reply (its intercept): a message one way costs half that. Each point is the median of `REPEATS` calls after `WARMUP`, so one
-scheduling hiccup does not move it. The probe is then killed. About 0.2 s for the
-actor and 0.1 s for the calls on this machine (docs/placement.md §5); it runs only when
-`auto` weighs shard counts (a training run with `--vertices-per-actor auto`), and once
-per cluster: `hop_costs` keeps the result in this process and in the cluster's Ray
-session directory (`neurolocal-hop-costs.json`), so the runs attached to one
-`neurolocal cluster up` measure it once. A cached entry that is not what this module
-writes (wrong types, numbers out of bounds) is measured again.
+Two small actors (`HopProbe`, no state) are started, one on the driver's node and one
+where a shard's peer would most likely sit (another node when the cluster has one,
+else the driver's own). The first times calls to the second, one at a time, each
+waited for, as shards talk (an actor calling an actor: a hop between actors costs
+more than a call from the driver): empty ones, and ones carrying a float64 array of
+each size in `SIZES`. A least-squares line through (bytes, seconds) gives the cost of
+a byte (its slope) and of a call and its reply (its intercept): a message one way
+costs half that. Each point is the median of `REPEATS` calls after `WARMUP`, so one
+scheduling hiccup does not move it. The probes are then killed. About 0.5 s on this
+machine (docs/placement.md §5); it runs only when `auto` weighs shard counts (a
+training run with `--vertices-per-actor auto`), and once per cluster: `hop_costs`
+keeps the result in this process and in the cluster's Ray session directory
+(`neurolocal-hop-costs.json`), so the runs attached to one `neurolocal cluster up`
+measure it once. A cached entry that is not what this module writes (wrong types,
+numbers out of bounds) is measured again.
 """
 
 from __future__ import annotations
@@ -46,12 +48,30 @@ class HopCosts:
     points: tuple        # ((bytes, median seconds), ...) the line was fitted to
 
 
+def timed_calls(target, size: int, timeout: float) -> float:
+    """The median seconds of `REPEATS` calls to `target.echo` carrying `size` bytes, each
+    waited for, after `WARMUP`."""
+    payload = None if size == 0 else np.ones(size // 8)
+    for _ in range(WARMUP):
+        ray.get(target.echo.remote(payload), timeout=timeout)
+    seconds = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        ray.get(target.echo.remote(payload), timeout=timeout)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 @ray.remote(num_cpus=0)
 class HopProbe:
-    """Answers a call at once; its argument, if any, has been received by then."""
+    """Answers a call at once (its argument, if any, has been received by then), and
+    times calls to a peer probe: a hop between actors, as shards talk."""
 
     def echo(self, payload=None) -> int:
         return 0
+
+    def times_to(self, peer, sizes, timeout: float) -> list:
+        return [(size, timed_calls(peer, size, timeout)) for size in sizes]
 
 
 def fit(points) -> tuple[float, float]:
@@ -63,29 +83,25 @@ def fit(points) -> tuple[float, float]:
     return max(float(intercept), 1e-6), max(float(slope), 0.0)
 
 
-def measure(node: str | None, where: str, timeout: float = 60.0) -> HopCosts:
-    """Start a probe on `node` (None: wherever Ray puts it), time `SIZES`, kill it."""
+def measure(driver: str | None, node: str | None, where: str,
+            timeout: float = 60.0) -> HopCosts:
+    """Two probes, one on the driver's node and one on `node` (None: wherever Ray puts
+    them); the first times `SIZES` to the second; both are killed."""
     from neurolocal.engines.ray.nodes import placement_strategy
 
-    options = {} if node is None else {"scheduling_strategy": placement_strategy(node)}
-    probe = HopProbe.options(**options).remote()
+    def on(n):
+        return {} if n is None else {"scheduling_strategy": placement_strategy(n)}
+
+    sender, receiver = HopProbe.options(**on(driver)).remote(), HopProbe.options(**on(node)).remote()
     try:
-        ray.get(probe.echo.remote(), timeout=timeout)
-        points = []
-        for size in SIZES:
-            payload = None if size == 0 else np.ones(size // 8)
-            for _ in range(WARMUP):
-                ray.get(probe.echo.remote(payload), timeout=timeout)
-            seconds = []
-            for _ in range(REPEATS):
-                start = time.perf_counter()
-                ray.get(probe.echo.remote(payload), timeout=timeout)
-                seconds.append(time.perf_counter() - start)
-            points.append((size, statistics.median(seconds)))
+        ray.get([sender.echo.remote(), receiver.echo.remote()], timeout=timeout)
+        points = ray.get(sender.times_to.remote(receiver, SIZES, timeout),
+                         timeout=timeout * len(SIZES))
     finally:
-        ray.kill(probe)
+        ray.kill(sender)
+        ray.kill(receiver)
     round_trip, byte = fit(points)
-    return HopCosts(round_trip / 2, byte, where, tuple(points))
+    return HopCosts(round_trip / 2, byte, where, tuple((int(b), float(t)) for b, t in points))
 
 
 _MEASURED: dict[tuple[str, str], HopCosts] = {}
@@ -148,7 +164,8 @@ def hop_costs() -> HopCosts:
         path, name = _session_file(), f"{driver}->{node or '-'}"
         found = _cached(path, name)
         if found is None:
-            found = measure(node, "another node" if others else "driver's node")
+            found = measure(driver if driver in alive else None, node,
+                            "another node" if others else "driver's node")
             _keep(path, name, found)
         _MEASURED[key] = found
     return _MEASURED[key]
