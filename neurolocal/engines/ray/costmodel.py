@@ -14,8 +14,10 @@ For k shards (the driver makes one call per actor per batch and waits for the la
 
     pipeline 1      the sum over phases of the slowest shard's phase time
                     (compute + for each other shard it sends to, a message + bytes)
-    pipeline >= 2   batches overlap: the busiest shard's total over all phases,
-                    times max(1, k / cores) when shards share cores
+    pipeline >= 2   batches overlap: the busiest shard's total over all phases
+
+where "the slowest" is never less than the phase's whole work over the cores (k
+shards on fewer cores share them).
 
 plus (k + 1) driver messages. `choose` tries k = 1 .. the cores offered, each with its
 min-cut partition, and keeps the fastest prediction (ties: fewer shards). The costs,
@@ -230,16 +232,22 @@ def predict(work: Work, shards, context: CostContext, cores: int) -> float:
         for i in range(k):
             busy[i] += len(heard[i]) * table.message
             totals[i] += busy[i]
-        latency += max(busy)
+        latency += shared(busy, cores)
     for v, n in work.params.items():   # the optimizer steps, each shard its own
         totals[where[v]] += n * table.param
     driver = (k + 1) * table.message
     if context.pipeline >= 2 and k > 1:
-        return max(totals) * max(1.0, k / max(1, cores)) + driver
+        return shared(totals, cores) + driver
     steps = [0.0] * k
     for v, n in work.params.items():
         steps[where[v]] += n * table.param
-    return latency + max(steps) + driver
+    return latency + shared(steps, cores) + driver
+
+
+def shared(busy: list[float], cores: int) -> float:
+    """Time for shards with these amounts of work to finish on `cores` cores: the
+    longest, or all of it spread over the cores, whichever is more."""
+    return max(max(busy), sum(busy) / max(1, cores))
 
 
 def choose(weights: mincut.Weights, work: Work, cores: int,
