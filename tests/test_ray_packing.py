@@ -67,6 +67,12 @@ def test_run_with_the_default_packing_trains_bitwise_like_one_vertex_per_actor(t
     costs = settings["costs"]   # measured at start-up: a flop rate, a hop (probe.py)
     assert costs["hop_measured_on"] == "driver's node"
     assert costs["gflops"] > 0 and costs["message_ms"] > 0 and costs["byte_ns"] >= 0
+    from neurolocal.engines.ray.probe import CACHE_NAME, _session_file
+
+    kept = json.loads(_session_file().read_text())   # once per cluster: kept in its session
+    assert _session_file().name == CACHE_NAME and len(kept) == 1
+    [hop] = kept.values()
+    assert round(hop["message"] * 1e3, 4) == costs["message_ms"]
     one = header_settings(tmp_path / "one" / "traffic")
     assert one["shards"] == 4 and one["cut_fraction"] == 1.0   # every edge crosses actors
     log = read_traffic(tmp_path / "auto" / "traffic")
