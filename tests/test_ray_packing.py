@@ -173,3 +173,16 @@ def test_placement_from_a_previous_log_keeps_its_heavy_edge_inside(tmp_path):
     assert where[heavy[0]] == where[heavy[1]]
     assert report["partition"]["partition"] == f"min-cut weighed by {log}"
     assert_same_relaxation(weighed, model)
+
+
+def test_a_hop_probe_that_cannot_run_leaves_auto_a_default_and_says_so():
+    """probe.py: probes that cannot be placed (a node that is not there) end in the
+    default costs, named "not measured", instead of failing the run."""
+    import ray
+
+    from neurolocal.engines.ray.probe import UNMEASURED, measured_or_not
+
+    driver = ray.get_runtime_context().get_node_id()
+    costs = measured_or_not(driver, "ab" * (len(driver) // 2), "another node", timeout=5)
+    assert (costs.message, costs.byte) == UNMEASURED and costs.points == ()
+    assert costs.node.startswith("not measured (")
