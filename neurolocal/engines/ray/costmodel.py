@@ -10,21 +10,20 @@ tiles of one layer work in the same round. A phase's work per vertex is its
 multiply-adds (`2` flops each) and its activations; its messages are the bytes each
 edge carries in that phase.
 
-For k shards (the driver makes one call per actor per batch and waits for the last):
+For k shards, plus (k + 1) messages from and to the driver (one call per actor per
+batch, waiting for the last):
 
     pipeline 1      the sum over phases of the slowest shard's phase time
                     (compute + for each other shard it sends to, a message + bytes)
     pipeline >= 2   batches overlap: the busiest shard's total over all phases
 
 where "the slowest" is never less than the phase's whole work over the cores (k
-shards on fewer cores share them).
-
-plus (k + 1) driver messages. `choose` tries k = 1 .. the cores offered, each with its
+shards on fewer cores share them). `choose` tries k = 1 .. the cores offered, each with its
 min-cut partition, and keeps the fastest prediction (ties: fewer shards). The costs,
-measured at start-up: the flop rate and an optimizer step's time per parameter in this
-process (one BLAS thread, as the actors run), and a Ray message's one-way cost and
-per-byte cost by a probe actor (probe.py); or a `CostTable` given (tests: a fixed
-table, never timing).
+measured at start-up: the flop rate, an optimizer step's time per parameter and an
+elementwise pass's time per number in this process (one BLAS thread, as the actors
+run), and a Ray message's one-way cost and per-byte cost by two probe actors
+(probe.py); or a `CostTable` given (tests: a fixed table, never timing).
 """
 
 from __future__ import annotations
@@ -71,7 +70,8 @@ class Prediction:
     partition: mincut.Partition
 
 
-def _best_of(fn, repeat: int) -> float:
+def _median_time(fn, repeat: int) -> float:
+    """Median seconds of `repeat` calls of `fn`, after one to warm up."""
     fn()
     times = []
     for _ in range(repeat):
@@ -84,12 +84,15 @@ def _best_of(fn, repeat: int) -> float:
 def measured_flop_seconds(repeat: int = 5) -> float:
     """Seconds per floating-point operation of a 128x512 by 512x512 product, one BLAS
     thread (as actors and the local engine run), the median of `repeat`."""
-    from neurolocal.training.loop import serial_blas
-
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((128, 512)), rng.standard_normal((512, 512))
-    with serial_blas():
-        seconds = _best_of(lambda: a @ b, repeat)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:   # scikit-learn brings it; without it, BLAS as it is set up
+        seconds = _median_time(lambda: a @ b, repeat)
+    else:
+        with threadpool_limits(limits=1, user_api="blas"):
+            seconds = _median_time(lambda: a @ b, repeat)
     return max(seconds, 1e-9) / (2 * 128 * 512 * 512)
 
 
@@ -97,7 +100,7 @@ def measured_element_seconds(repeat: int = 5) -> float:
     """Seconds per number of an elementwise pass (a * b + c over 128x512 float64)."""
     rng = np.random.default_rng(0)
     a, b, out = rng.standard_normal((3, 128, 512))
-    return _best_of(lambda: np.add(np.multiply(a, b, out=out), a, out=out), repeat) / (2 * a.size)
+    return _median_time(lambda: np.add(np.multiply(a, b, out=out), a, out=out), repeat) / (2 * a.size)
 
 
 def measured_param_seconds(repeat: int = 5) -> float:
@@ -107,7 +110,7 @@ def measured_param_seconds(repeat: int = 5) -> float:
     params = {"v": {"w": np.zeros((512, 512))}}
     grads = {"v": {"w": np.full((512, 512), 1e-3)}}
     optimizer = make_optimizer("adam", 1e-3)
-    return _best_of(lambda: optimizer.step(params, grads), repeat) / (512 * 512)
+    return _median_time(lambda: optimizer.step(params, grads), repeat) / (512 * 512)
 
 
 _FLOP: tuple[float, float, float] | None = None
@@ -188,9 +191,14 @@ def batch_work(graph, batch_size: int, context: CostContext) -> Work:
                                iterations=context.rounds)
     schedule = Schedule(graph, settings, context.mode)
     strict = context.mode == "strict"
+    speaking: dict[int, list] = {}
+    for n in hidden:
+        for tag in (range(schedule.rounds) if strict else schedule.tags(n)):
+            speaking.setdefault(tag, []).append(n)
+    if not strict and schedule.rounds and graph.output not in speaking.get(0, ()):
+        speaking.setdefault(0, []).append(graph.output)   # its constant error, once
     for tag in range(schedule.rounds):   # who speaks at each tag: J^T eps to its parents
-        speak = [n for n in hidden if strict or tag in schedule.tags(n)
-                 or (tag == 0 and n == graph.output)]
+        speak = speaking.get(tag, [])
         compute = {n: macs[n] * (2 if strict else 1) for n in speak}
         sends = {(n, p): batch * size[p] * 8.0 for n in speak for p in graph.parents(n)
                  if not graph.is_input(p)}
