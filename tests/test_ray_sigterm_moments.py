@@ -8,10 +8,11 @@ moments are drawn from: how long after its handlers were installed the first
 checkpoint appeared and the command returned (from then on it ignores stop signals:
 `signals.exiting`, seen as the handler gone from /proc/PID/status). Half the moments
 count from the handlers' installation, half from the first checkpoint (where the
-issue saw the default action). A run varies in length, so a moment may still come
-after its command returned (exit 0, no line: it does not count); moments are drawn,
-at most DRAWS of them, until LANDINGS have landed while the command ran, and the
-test fails if fewer did. CI lands a few; the slow test lands 30."""
+issue saw the default action). A run varies in length (the machine's load), so a
+moment may still come after its command returned (exit 0, no line: it does not
+count, and the span it was drawn from shrinks to it); moments are drawn, a bounded
+number of them, until enough have landed while the command ran, and the test fails
+if fewer did. CI lands 3 (at most 6 draws); the slow test lands 30 (at most 45)."""
 
 from __future__ import annotations
 
@@ -139,15 +140,19 @@ def landed(cluster, out: Path, after: str, delay: float) -> bool:
 def land(cluster, span: Span, tmp_path: Path, landings: int, draws: int, seed: int) -> None:
     """Draw moments within the reference span, alternately from the handlers'
     installation and from the first checkpoint, until `landings` have landed (at most
-    `draws` moments)."""
+    `draws` moments). The load on the machine changes a run's length: a moment that
+    came after its command returned shortens that anchor's span to it, so a reference
+    run measured on a busier machine does not keep sending moments past the end."""
     rng = random.Random(seed)
+    spans = {"start": span.returned, "checkpoint": span.returned - span.checkpoint}
     count = 0
     for i in range(draws):
-        if i % 2:
-            after, delay = "start", rng.uniform(0, span.returned)
+        after = "start" if i % 2 else "checkpoint"
+        delay = rng.uniform(0, spans[after])
+        if landed(cluster, tmp_path / f"run{i}", after, delay):
+            count += 1
         else:
-            after, delay = "checkpoint", rng.uniform(0, span.returned - span.checkpoint)
-        count += landed(cluster, tmp_path / f"run{i}", after, delay)
+            spans[after] = delay
         if count == landings:
             print(f"{landings} landed in {i + 1} moments")
             return
