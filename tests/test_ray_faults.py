@@ -221,7 +221,8 @@ def killed_and_back(engine, index: int) -> None:
 
 
 def test_actors_killed_between_batches_leave_no_unhandled_error(capfd, caplog):
-    """Six kills between batches while training posts batches ahead: each restarted actor
+    """A kill of each actor between batches while training posts batches ahead (the issue
+    saw the noise with 6 kills; every kill here makes it): each restarted actor
     refuses every batch posted to it before it is connected, and the driver abandons
     those calls after the restart. It must settle them (their errors are expected):
     Ray prints "Unhandled error" with a traceback for every error it drops unread
@@ -239,12 +240,12 @@ def test_actors_killed_between_batches_leave_no_unhandled_error(capfd, caplog):
         engine.restore(graph.init_params(1), None, Learning("adam", 0.01,
                                                             factory=make_optimizer))
         restarts = []
-        for kill in range(6):
-            killed_and_back(engine.transport, kill % len(engine.transport.actors))
+        for victim in range(len(engine.transport.actors)):
+            killed_and_back(engine.transport, victim)
             restarts += [r for step in engine.train_batches(batches, eta=0.5, iterations=2)
                          for r in step.restarts]
     gc.collect()
     time.sleep(1)   # Ray reports a dropped error when its object is freed
-    assert len(restarts) == 6, restarts
+    assert len(restarts) == 4, restarts   # one per actor
     said = capfd.readouterr().err + caplog.text
     assert "Unhandled error" not in said, said
