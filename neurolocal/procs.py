@@ -130,6 +130,22 @@ def environ(pid: int) -> list[bytes] | None:
     return _read(pid, "environ", lambda data: data.split(b"\0"))
 
 
+def open_paths(pid: int) -> list[str]:
+    """What the process's open file descriptors point to (paths, or "socket:[...]" and
+    the like); [] when unreadable (another user's process, or exited)."""
+    try:
+        names = os.listdir(f"{PROC}/{pid}/fd")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            found.append(os.readlink(f"{PROC}/{pid}/fd/{name}"))
+        except OSError:   # closed while we looked
+            pass
+    return found
+
+
 def cmdline(pid: int) -> str | None:
     """The command line, its words joined by spaces ("" for a zombie or a kernel thread)."""
     return _read(pid, "cmdline",

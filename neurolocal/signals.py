@@ -21,10 +21,20 @@ checkpoint write, evaluation), so a signal never meets the default action (exit 
 and no line). Once the command has returned, the stop signals are ignored (`exiting`):
 one during the interpreter's teardown no longer kills the process with the default
 action; it ends with the command's own exit code.
+
+Nor a swallowed stop: Python runs a signal's handler at the next safe point of the main
+thread, which may lie inside a finalizer (a weakref callback, a `__del__`, run by the
+garbage collector), and what a finalizer raises is printed ("Exception ignored in ...")
+and dropped: the command ran on to exit 0 with a traceback on stderr. `_unraisable`
+(our `sys.unraisablehook`) keeps such a `Stopped` from being printed, and the keeper
+raises it again in the main thread (`_thread.interrupt_main`) within KEEP_EVERY
+seconds, outside the finalizer. Once the command has returned (no keeper), a swallowed
+stop stays swallowed, silently, as the ignored signals of the teardown.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
 import signal
@@ -43,6 +53,8 @@ _received: int | None = None
 _installed = False
 _ignored: set[int] = set()  # stop signals ignored when the command started
 _original: dict | None = None  # the handlers before `install_early`, if it ran
+_swallowed: int | None = None  # a stop raised inside a finalizer: Python dropped it
+_previous_hook = None  # the unraisable hook before ours
 #: seconds between the keeper's checks of the kernel's handlers
 KEEP_EVERY = 0.02
 
@@ -79,16 +91,41 @@ def _on_signal(signum, frame):
     raise Stopped(signum)
 
 
+def _unraisable(unraisable) -> None:
+    """sys.unraisablehook: a `Stopped` raised inside a finalizer is kept for the keeper
+    to raise again (nothing printed); anything else goes to the hook before ours."""
+    global _swallowed
+    if isinstance(unraisable.exc_value, Stopped):
+        _swallowed = unraisable.exc_value.signum
+        return
+    (_previous_hook or sys.__unraisablehook__)(unraisable)
+
+
+def _raise_swallowed() -> None:
+    """The stop a finalizer swallowed, raised again in the main thread (as the signal
+    itself: `_on_signal` runs at its next safe point)."""
+    global _swallowed, _received
+    signum = _swallowed
+    if signum is None:
+        return
+    _swallowed = None
+    _received = None    # the stop has not happened yet: its handler may run again
+    _thread.interrupt_main(signum)
+
+
 def install_handlers() -> None:
     """Our handlers for the stop signals (again: after a library replaced them), except
     those this process was started ignoring (`nohup` ignores SIGHUP, a shell's `&`
-    SIGINT): they stay ignored."""
-    global _installed
+    SIGINT): they stay ignored; and our unraisable hook (a stop a finalizer swallowed)."""
+    global _installed, _previous_hook
     if threading.current_thread() is not threading.main_thread():
         return  # Python accepts handlers from the main thread only
     for signum in STOP_SIGNALS:
         if signum not in _ignored:
             signal.signal(signum, _on_signal)
+    if sys.unraisablehook is not _unraisable:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     _installed = True
 
 
@@ -166,6 +203,7 @@ class Keeper:
     def _run(self) -> None:
         while not self._stop.wait(KEEP_EVERY):
             self.check()
+            _raise_swallowed()
 
     def stop(self) -> None:
         self._stop.set()
@@ -186,7 +224,7 @@ def stop_on_signals():
     """Around one command: stop signals raise `Stopped`; on the way out an embedded Ray
     still up is ended (nothing it started outlives the command), and the previous
     handlers come back (tests call `main` many times in one process)."""
-    global _received, _installed
+    global _received, _installed, _swallowed
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -194,7 +232,8 @@ def stop_on_signals():
         {s: signal.getsignal(s) for s in STOP_SIGNALS}
     _ignored.clear()
     _ignored.update(s for s, handler in previous.items() if handler == signal.SIG_IGN)
-    _received = None
+    _received = _swallowed = None
+    hook = sys.unraisablehook
     install_handlers()
     keeper = _keeper()
     try:
@@ -210,6 +249,7 @@ def stop_on_signals():
             if _original is None:  # in a caller's process (tests): theirs come back
                 for signum, handler in previous.items():
                     signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+                sys.unraisablehook = hook
                 _installed = False
             else:                  # `python -m neurolocal`: ours stay until it exits
                 install_handlers()

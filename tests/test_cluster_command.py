@@ -9,12 +9,15 @@ token and no RAY_ADDRESS: it must find both through `--address auto`.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import REPO_ROOT, TOPOLOGIES
+from neurolocal import procs
 from neurolocal.engines.ray import standing
 
 pytestmark = pytest.mark.cluster
@@ -121,3 +124,43 @@ def test_down_stops_exactly_what_up_started(cluster):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_down_after_a_kill_of_the_head_stops_its_orphaned_agents(tmp_path):
+    """`kill -9` of the head (`ray start`): the raylet's agents, started after `up`
+    recorded the head and renamed (`ray::...`), are orphans below no recorded process
+    and ran on for 20-85 s. `down` finds them by the files they hold open in its temp
+    dir; a process of ours holding one with no Ray process title is left alone."""
+    state = tmp_path / "state"
+    env = clean_env(state)
+    up = neurolocal(env, "cluster", "up", "--cpus", 1)
+    assert up.returncode == 0, up.stderr[-2000:]
+    record = record_in(state)
+    root = record.root[0]
+    reader = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); "
+                               "time.sleep(120)", record.log])   # a log in the temp dir
+    agents: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while len(agents) < 2:
+            assert time.monotonic() < deadline, "the head's agents did not start"
+            time.sleep(0.2)
+            agents = {p: t for p in procs.descendants(root)
+                      if (procs.cmdline(p) or "").startswith("ray::")
+                      and (t := procs.start_time(p)) is not None}
+        os.kill(root, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while procs.alive(root):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        done = neurolocal(env, "cluster", "down")
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 10   # signalled: SIGKILL is not instant under load
+        while running := [p for p, t in agents.items() if standing.still_ours(p, t)]:
+            assert time.monotonic() < deadline, [procs.cmdline(p) for p in running]
+            time.sleep(0.1)
+        assert reader.poll() is None
+    finally:
+        reader.kill()
+        reader.wait()
+        standing.stop_processes(standing.tree_of(record.processes) + list(agents.items()))

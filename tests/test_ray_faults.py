@@ -5,6 +5,7 @@ ends the run in one line (exit 2), leaves its last epoch checkpoint and no Ray b
 Real local Ray, no mocks. Small: the digits MLP, 2 epochs of 6 batches of 256.
 """
 
+import gc
 import json
 import random
 import shutil
@@ -203,3 +204,48 @@ def test_an_actor_restarted_between_batches_is_reconnected_before_the_next_one()
     for vertex, grads in first.dtheta.items():
         for name, g in grads.items():
             np.testing.assert_array_equal(again.dtheta[vertex][name], g)
+
+
+def killed_and_back(engine, index: int) -> None:
+    """Kill shard `index`'s actor and wait until Ray has brought it back (flush_log
+    needs no peers): a restart nobody saw, the actor not connected yet."""
+    ray.kill(engine.actors[index], no_restart=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            ray.get(engine.actors[index].flush_log.remote(), timeout=10)
+            return
+        except ray.exceptions.RayActorError:
+            time.sleep(0.2)
+    raise AssertionError(f"actor {index} did not come back")
+
+
+def test_actors_killed_between_batches_leave_no_unhandled_error(capfd, caplog):
+    """A kill of each actor between batches while training posts batches ahead (the issue
+    saw the noise with 6 kills; every kill here makes it): each restarted actor
+    refuses every batch posted to it before it is connected, and the driver abandons
+    those calls after the restart. It must settle them (their errors are expected):
+    Ray prints "Unhandled error" with a traceback for every error it drops unread
+    (the issue's 20 stderr lines of noise for 6 kills), through its logger (which pytest
+    catches: `caplog`; on the command line it is stderr)."""
+    from neurolocal.engines.ray import RayEngine
+    from neurolocal.engines.rounds import Learning
+    from neurolocal.optimizers import make_optimizer
+
+    graph = load_topology(MLP).graph
+    batches = [synthetic_batch(graph, 8, seed=s) for s in range(4)]
+    capfd.readouterr()
+    with RayEngine(graph, graph.init_params(1)) as engine:
+        assert engine.transport.ahead > 1   # batches are posted ahead
+        engine.restore(graph.init_params(1), None, Learning("adam", 0.01,
+                                                            factory=make_optimizer))
+        restarts = []
+        for victim in range(len(engine.transport.actors)):
+            killed_and_back(engine.transport, victim)
+            restarts += [r for step in engine.train_batches(batches, eta=0.5, iterations=2)
+                         for r in step.restarts]
+    gc.collect()
+    time.sleep(1)   # Ray reports a dropped error when its object is freed
+    assert len(restarts) == 4, restarts   # one per actor
+    said = capfd.readouterr().err + caplog.text
+    assert "Unhandled error" not in said, said

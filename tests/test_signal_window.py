@@ -54,6 +54,50 @@ def test_a_handler_replaced_in_c_is_put_back():
     assert done.stderr.strip() == "neurolocal: terminated (SIGTERM)", done
 
 
+#: a child whose command's SIGTERM is handled inside a finalizer (a weakref callback, as
+#: the garbage collector runs them at any moment): Python drops what a finalizer raises,
+#: printing "Exception ignored", and the command used to run on to exit 0
+IN_FINALIZER = r"""
+import os, signal, sys, time, weakref
+from neurolocal import signals
+signals.install_early()
+from neurolocal.cli import main
+import neurolocal.cli as cli
+
+def finalizer(_):
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:    # Python runs the handler here, in the callback
+        pass
+
+class Anything:
+    pass
+
+def command(args):
+    thing = Anything()
+    ref = weakref.ref(thing, finalizer)
+    del thing                             # the callback runs now
+    time.sleep(5)
+    print("ran on")
+    return 0
+
+class Parser:
+    def parse_args(self, argv):
+        import argparse
+        return argparse.Namespace(run=command, json=False)
+cli.build_parser = Parser
+sys.exit(main([]))
+"""
+
+
+def test_a_stop_raised_inside_a_finalizer_still_stops_the_command():
+    done = subprocess.run([sys.executable, "-c", IN_FINALIZER], env=H.child_env(),
+                          cwd=H.REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done
+    assert done.stderr.strip() == "neurolocal: terminated (SIGTERM)", done
+    assert "ran on" not in done.stdout
+
+
 def test_a_signal_while_importing_is_one_line():
     """SIGTERM the moment `python -m neurolocal` has a handler: still importing the CLI
     (numpy, the ops...), it already ends in one line."""

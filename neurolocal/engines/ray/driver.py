@@ -27,6 +27,7 @@ from neurolocal.engines.ray import lifecycle
 from neurolocal.engines.ray.recovery import (  # noqa: F401  (re-exported)
     ActorLost,
     ActorsLate,
+    SETTLE_TIMEOUT,
     Recovery,
     first_line,
     gather,
@@ -131,6 +132,7 @@ class RayTransport(Recovery, Pipelining):
         self.learning: Learning | None = None   # set by restore(): the vertices train
         self._snapshot: tuple | None = None     # (params, optimizer): the last snapshot
         self._since: list = []                  # batches since it, for a replay
+        self._abandoned: dict = {}              # calls given up on, not read yet (_settle)
         self._batch = 0                  # batch ids sent to the shards (replays take new ones)
         self._relaxed = 0                # batches run, the numbering `fault` uses
         self._owns_ray = start_ray(config.address)
@@ -253,6 +255,11 @@ class RayTransport(Recovery, Pipelining):
             self.recorder.flush()
         if self.journal is not None:
             self.journal.close()
+        if self.actors and lifecycle.healthy():
+            try:  # what does not answer in time dies with its actor (Ray reports no such error)
+                self._settle(SETTLE_TIMEOUT)
+            except Exception:
+                pass
         for actor in self.actors if lifecycle.healthy() else ():
             try:
                 ray.kill(actor, no_restart=True)
@@ -362,6 +369,7 @@ class RayTransport(Recovery, Pipelining):
                     results = gather(oldest.calls, self.timeout, self._describe_actors(),
                                      "finish its batch")
                 except ActorLost as lost:
+                    self._abandon(c for posted in flight for c in posted.calls)
                     records = self.restart_lost_actors(lost, oldest.index,
                                                        oldest.settings.batch, oldest.dispatched)
                     again = list(flight)

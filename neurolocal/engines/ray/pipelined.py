@@ -91,6 +91,7 @@ class Pipelining:
                     replies = gather(oldest.calls, self.timeout, self._describe_actors(),
                                      "finish its group")
                 except ActorLost as lost:
+                    self._abandon(c for group in flight for c in group.calls)
                     first = oldest.settings[0].batch
                     records = self.restart_lost_actors(lost, oldest.index, first,
                                                        oldest.dispatched)

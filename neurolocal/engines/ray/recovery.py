@@ -1,8 +1,18 @@
 """Recovery of the Ray transport (docs/rounds.md §5, docs/netns.md): waiting for Ray to
 bring a lost actor back (or re-creating it on a surviving node), reconnecting every actor,
 restoring every vertex from the driver's last snapshot and replaying the batches since,
-so the interrupted batch runs again on exactly the state it first met; and saying in one
-line which node cut off a batch that timed out."""
+so the interrupted batch runs again on exactly the state it first met; settling the calls
+a restart abandons; and saying in one line which node cut off a batch that timed out.
+
+Abandoned calls (issue 28): after a restart the driver gives up on the calls of every
+batch in flight. Some of them fail, as expected: a restarted actor refuses each batch
+posted to it before it is connected again (`ActorNotReady`). Ray reports an error
+that nobody read, when its reference is dropped, as "Unhandled error" with a
+traceback on stderr (a run with 6 actor kills printed 20 lines). So the driver keeps
+the abandoned references (`_abandon`) and reads them once they have answered
+(`_settle`, after each restart and when the transport closes), discarding what they
+say. A call still running when the transport closes dies with its actor, an error
+Ray does not report."""
 
 from __future__ import annotations
 
@@ -25,6 +35,11 @@ from neurolocal.traffic.log import SCHEDULER, now
 PING_TIMEOUT = 5.0
 
 
+#: seconds a closing transport waits for the calls it abandoned to answer (they answer
+#: at once after a restore; one that does not dies with its actor)
+SETTLE_TIMEOUT = 2.0
+
+
 class ActorsLate(EngineError):
     """Actors did not answer within the timeout; `actors` are their shard indices."""
 
@@ -34,11 +49,13 @@ class ActorsLate(EngineError):
 
 
 class ActorLost(EngineError):
-    """An actor died (or restarted) under a batch; `actors` are their shard indices."""
+    """An actor died (or restarted) under a batch; `actors` are their shard indices,
+    `calls` the references of the calls that batch was waiting for (abandoned now)."""
 
-    def __init__(self, message: str, actors: list[int]):
+    def __init__(self, message: str, actors: list[int], calls: list = ()):
         super().__init__(message)
         self.actors = actors
+        self.calls = list(calls)
 
 
 class Recovery:
@@ -52,6 +69,7 @@ class Recovery:
         (`_recover`), then — when the vertices own their parameters — restore every
         actor from the driver's last snapshot and replay the batches since, so the
         interrupted batch runs again on exactly the state it first met."""
+        self._abandon(lost.calls)
         records = self._recover(lost, index, batch, dispatched)
         replayed = 0
         if self.learning is not None:
@@ -72,11 +90,33 @@ class Recovery:
                     replayed = sum(len(e) if isinstance(e, list) else 1 for e in self._since)
                     break
                 except ActorLost as again:   # lost once more while replaying: start over
+                    self._abandon(again.calls)
                     records += self._recover(again, index, self._batch - 1, dispatched)
         seconds = now() - dispatched
         records = [replace_restart(r, replayed, seconds) for r in records]
         self.restarts += records
+        self._settle()
         return records
+
+    def _abandon(self, calls) -> None:
+        """Calls the driver no longer waits for: kept until `_settle` has read them."""
+        self._abandoned.update(dict.fromkeys(calls))
+
+    def _settle(self, wait: float = 0.0) -> None:
+        """Read, and discard, every abandoned call that has answered (an expected error,
+        or a result nobody needs) or answers within `wait` seconds, so Ray has no unread
+        error to report when its reference is dropped; those still running are kept
+        for the next time."""
+        if not self._abandoned:
+            return
+        ready, _ = ray.wait(list(self._abandoned), num_returns=len(self._abandoned),
+                            timeout=wait)
+        for ref in ready:
+            del self._abandoned[ref]
+            try:
+                ray.get(ref)
+            except Exception:   # what an abandoned call says is no longer asked
+                pass
 
     def _replays(self):
         """The batches since the snapshot again, under fresh ids: (settings, inputs,
@@ -223,10 +263,11 @@ def gather(calls: list, timeout: float = DEFAULT_TIMEOUT, names: list[str] | Non
             ray.get(ready)
         except (ray.exceptions.RayActorError, ActorNotReady) as exc:
             i = index[ready[0]]
-            raise ActorLost(f"{names[i]} died: {first_line(exc)}", [i]) from None
+            raise ActorLost(f"{names[i]} died: {first_line(exc)}", [i], calls) from None
         except ray.exceptions.ObjectLostError as exc:  # its reply was on a node now lost
             i = index[ready[0]]
-            raise ActorLost(f"{names[i]}'s reply was lost: {first_line(exc)}", [i]) from None
+            raise ActorLost(f"{names[i]}'s reply was lost: {first_line(exc)}", [i],
+                            calls) from None
     return ray.get(calls)
 
 

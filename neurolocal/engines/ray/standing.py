@@ -25,6 +25,16 @@ recorded, it belongs to this user and its command line names that temp dir (or i
 runs below such a process). A record naming a foreign directory or pid deletes and
 kills nothing.
 
+Ray processes outside the recorded tree (`leftovers`): the raylet starts its agents
+(`ray::DashboardAgent`, `ray::RuntimeEnvAgent`) after `up` has recorded the head, and
+they rename themselves, so their command lines name no temp dir (nor does their
+environment: the new title overwrites it); after a `kill -9` of the head they are
+orphans below no recorded process and ran on for 20-85 s. They are proven by the
+files they hold open instead: a process of this user, started after the head, with
+a Ray process title (`ray::...`) and a file open under the proven temp dir (their
+logs). `down`, and `up` clearing a dead cluster, stop them too. A driver attached to
+the cluster is no `ray::` process and is left alone.
+
 `--address auto` reads that record first (unless RAY_ADDRESS is set): it attaches to
 the recorded address with the recorded token, whatever else runs on the machine.
 `down` stops exactly the recorded processes and everything below them (Ray workers
@@ -48,7 +58,7 @@ from pathlib import Path
 from neurolocal.engines.ray.cluster import LocalCluster
 from neurolocal.errors import ConfigError, EngineError
 from neurolocal.files import write_atomic
-from neurolocal.procs import cmdline, descendants, rss_bytes, start_time
+from neurolocal.procs import cmdline, descendants, open_paths, pids, rss_bytes, start_time
 
 STATE_ENV = "NEUROLOCAL_CLUSTER_DIR"
 RECORD, TOKEN = "cluster.json", "auth_token"
@@ -204,6 +214,24 @@ def proven_processes(record: Record) -> list[tuple[int, int]]:
     return found
 
 
+def leftovers(record: Record) -> list[tuple[int, int]]:
+    """The cluster's Ray processes outside the recorded tree (see the module's doc): this
+    user's, started no earlier than the recorded head, with a Ray process title and a
+    file open under the proven temp dir. None when the temp dir is not proven."""
+    temp_dir = proven_temp_dir(record)
+    if not record.processes or temp_dir is None:
+        return []
+    inside = str(temp_dir) + os.sep
+    found = []
+    for pid in pids():
+        started = start_time(pid)
+        if (started is not None and started >= record.root[1] and _mine(pid)
+                and (cmdline(pid) or "").startswith("ray::")
+                and any(path.startswith(inside) for path in open_paths(pid))):
+            found.append((pid, started))
+    return found
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write a file only this user can read (0600), atomically."""
     write_atomic(path, text, private=True)
@@ -233,6 +261,7 @@ def up(cpus: int | None = None, object_store_bytes: int = 200 << 20,
     if found is not None and found.running():
         return found, False
     if found is not None:  # the machine rebooted, or someone killed it: start afresh
+        stop_processes(leftovers(found))
         _remove_temp_dir(found)
         _clear_state()
     state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -303,7 +332,9 @@ def down() -> list[int] | None:
     record = read_record()
     if record is None:
         return None
-    stopped = stop_processes(tree_of(proven_processes(record)))
+    found = dict(tree_of(proven_processes(record)))
+    found.update(leftovers(record))
+    stopped = stop_processes(list(found.items()))
     _remove_temp_dir(record)
     _clear_state()
     return stopped
