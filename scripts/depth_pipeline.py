@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
-from depth_results import WIDTH, BATCH, load_average, mean_sd, parse_list, topology
+from depth_results import (BATCH, WIDTH, load_average, mean_sd, parse_list, run_recorded,
+                           topology)
 
 BEGIN, END = "<!-- depth-pipeline:begin -->", "<!-- depth-pipeline:end -->"
 DEPTHS = (4, 8, 16, 32, 64)
@@ -55,14 +55,7 @@ def run_name(lr: str, depth: int, k: int, seed: int) -> str:
     return f"lr{lr}-d{depth}-k{k}-s{seed}"
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_one(out: Path, lr: str, depth: int, k: int, seed: int, delay: str | None) -> int:
-    from neurolocal.cli import main as neurolocal
-
     target = out / run_name(lr, depth, k, seed)
     argv = ["run", str(topology(out, "mupc", depth)), "--data", "mnist", "--engine", "sim",
             "--mode", "fixed", "--eta", "1", "-T", str(depth), "--pipeline", str(k),
@@ -71,15 +64,7 @@ def run_one(out: Path, lr: str, depth: int, k: int, seed: int, delay: str | None
             "--no-traffic-log", "--no-depth-audit"]
     if delay:
         argv += ["--delay", delay]
-    wall, cpu = time.time(), cpu_seconds()
-    code = neurolocal(argv)
-    if code in (130, 143):   # stopped by a signal: so is the grid
-        raise SystemExit(code)
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "done.json").write_text(json.dumps({
-        "exit": code, "seconds": time.time() - wall, "cpu": cpu_seconds() - cpu,
-        "argv": ["neurolocal", *argv], "load": load_average()}))
-    return code
+    return run_recorded(argv, target)
 
 
 def read_run(path: Path) -> dict | None:

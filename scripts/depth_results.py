@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from depth_cost import DEPTHS as COST_DEPTHS
+from depth_cost import cpu_seconds
 from depth_cost import load_average
 from depth_cost import measure as measure_cost
 from depth_cost import text as cost_text
@@ -120,8 +121,6 @@ def topology(out: Path, net: str, depth: int) -> Path:
 
 
 def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
-    from neurolocal.cli import main as neurolocal
-
     spec = VARIANTS[variant]
     target = out / run_name(variant, depth, seed)
     argv = ["run", str(topology(out, spec["net"], depth)), "--data", "mnist", "--engine",
@@ -131,14 +130,23 @@ def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
     t = rounds_of(variant, depth)
     if t is not None:
         argv += ["-T", str(t)]
-    started = time.time()
+    return run_recorded(argv, target, epochs=epochs)
+
+
+def run_recorded(argv: list[str], target: Path, **extra) -> int:
+    """`neurolocal ARGV` in this process; its exit code, wall and CPU seconds, argv, the
+    load after it and `extra` go to TARGET/done.json (a finished run, not run again). A
+    run stopped by a signal (its checkpoint kept) stops the grid."""
+    from neurolocal.cli import main as neurolocal
+
+    started, cpu = time.time(), cpu_seconds()
     code = neurolocal(argv)
-    if code in INTERRUPTED:   # the run was stopped (its checkpoint kept): so is the grid
+    if code in INTERRUPTED:
         raise SystemExit(code)
-    (target).mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
     (target / "done.json").write_text(json.dumps({
-        "exit": code, "seconds": time.time() - started, "argv": ["neurolocal", *argv],
-        "load": load_average(), "epochs": epochs}))
+        "exit": code, "seconds": time.time() - started, "cpu": cpu_seconds() - cpu,
+        "argv": ["neurolocal", *argv], "load": load_average(), **extra}))
     return code
 
 
