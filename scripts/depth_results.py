@@ -30,9 +30,10 @@ first arrived). Runs go cheapest first; a finished one is not run again, so re-r
 the same command finishes an interrupted or budget-cut grid (seed by seed, cheapest first). `--budget-minutes` starts no
 run after that many minutes. Tables and plots (results/depth/) are made from what is in
 --out, and the section says exactly which runs it holds and the command for the rest.
-The full command also measures the cost goals (`timing.json`: fixed PC against torch
-backprop at depth 128 in one `run --algorithm both`; a muPC epoch at depth 64, T 64, in
-CPU-seconds; `--timing-only` measures just these). `--quick`: depths 2,8, one seed, one
+The full command also measures the cost goals (scripts/depth_cost.py, `timing.json`: fixed
+PC against torch backprop on the same net at depth 128, in one process; a muPC epoch at
+depth 64, T 64, in CPU-seconds); `--cost` measures just these and prints them (`--cost-depths
+4,4`: the same at toy depths, to try it). `--quick`: depths 2,8, one seed, one
 epoch. `--render`: only rewrite the section.
 """
 
@@ -40,11 +41,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from depth_cost import DEPTHS as COST_DEPTHS
+from depth_cost import cpu_seconds
+from depth_cost import load_average
+from depth_cost import measure as measure_cost
+from depth_cost import text as cost_text
 
 BEGIN, END = "<!-- depth:begin -->", "<!-- depth:end -->"
 DEPTHS = (2, 4, 8, 16, 32, 64, 128)
@@ -115,8 +121,6 @@ def topology(out: Path, net: str, depth: int) -> Path:
 
 
 def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
-    from neurolocal.cli import main as neurolocal
-
     spec = VARIANTS[variant]
     target = out / run_name(variant, depth, seed)
     argv = ["run", str(topology(out, spec["net"], depth)), "--data", "mnist", "--engine",
@@ -126,83 +130,24 @@ def run_one(out: Path, variant: str, depth: int, seed: int, epochs: int) -> int:
     t = rounds_of(variant, depth)
     if t is not None:
         argv += ["-T", str(t)]
-    started = time.time()
-    code = neurolocal(argv)
-    if code in INTERRUPTED:   # the run was stopped (its checkpoint kept): so is the grid
-        raise SystemExit(code)
-    (target).mkdir(parents=True, exist_ok=True)
-    (target / "done.json").write_text(json.dumps({
-        "exit": code, "seconds": time.time() - started, "argv": ["neurolocal", *argv],
-        "load": load_average(), "epochs": epochs}))
-    return code
+    return run_recorded(argv, target, epochs=epochs)
 
 
-def timing(out: Path) -> dict:
-    """The issue's cost goals, each one epoch without the audit, in this process: fixed PC
-    (eta 1, T = 128) against torch backprop on the muPC resnet of depth 128 in the same
-    `run --algorithm both`; muPC (strict, T = 64) at depth 64, wall and CPU seconds."""
-    import resource
-
+def run_recorded(argv: list[str], target: Path, **extra) -> int:
+    """`neurolocal ARGV` in this process; its exit code, wall and CPU seconds, argv, the
+    load after it and `extra` go to TARGET/done.json (a finished run, not run again). A
+    run stopped by a signal (its checkpoint kept) stops the grid."""
     from neurolocal.cli import main as neurolocal
 
-    def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    result = {"load_before": load_average()}
-    target = out / "timing-fixed-vs-bp-d128"
-    code = neurolocal(["run", str(topology(out, "mupc", 128)), "--data", "mnist", "--engine",
-                       "local", "--algorithm", "both", "--mode", "fixed", "--eta", "1",
-                       "-T", "128", "--epochs", "1", "--batch-size", str(BATCH), "--optimizer",
-                       "adam", "--lr", "0.1", "--out", str(target), "--quiet",
-                       "--no-traffic-log", "--no-depth-audit"])
-    if code:
+    started, cpu = time.time(), cpu_seconds()
+    code = neurolocal(argv)
+    if code in INTERRUPTED:
         raise SystemExit(code)
-    runs = json.loads((target / "metrics.json").read_text())["runs"]
-    result["d128"] = {a: {"seconds": r["epochs"][0]["seconds"],
-                          "accuracy": r["final"]["test_accuracy"]} for a, r in runs.items()}
-    target = out / "timing-mupc-d64"
-    wall, used = time.time(), cpu()
-    code = neurolocal(["run", str(topology(out, "mupc", 64)), "--data", "mnist", "--engine",
-                       "local", "--mode", "strict", "--eta", repr(0.5 / BATCH), "-T", "64",
-                       "--epochs", "1", "--batch-size", str(BATCH), "--optimizer", "adam",
-                       "--lr", "0.1", "--out", str(target), "--quiet", "--no-traffic-log",
-                       "--no-depth-audit"])
-    if code:
-        raise SystemExit(code)
-    run = json.loads((target / "metrics.json").read_text())["runs"]["pc"]
-    result["mupc_d64"] = {"seconds": run["epochs"][0]["seconds"],
-                          "process_wall": time.time() - wall, "process_cpu": cpu() - used}
-    result["load_after"] = load_average()
-    (out / "timing.json").write_text(json.dumps(result, indent=1))
-    return result
-
-
-def timing_text(t: dict | None) -> str:
-    if not t:
-        return ("Cost goals: not measured yet (`scripts/depth_results.py --timing-only` "
-                "measures them).")
-    bp, pc = t["d128"]["bp"], t["d128"]["pc"]
-    ratio = pc["seconds"] / bp["seconds"]
-    mu = t["mupc_d64"]
-    return (f"Cost, one epoch each in one process (load {t['load_before']} before, "
-            f"{t['load_after']} after):\n\n"
-            f"- depth 128, width 128: fixed PC (eta 1, T 128, local engine) "
-            f"{pc['seconds']:.1f} s against torch backprop's {bp['seconds']:.1f} s in the same "
-            f"`run --algorithm both`: {ratio:.2f}x (goal <= 1.5x: "
-            f"{'met' if ratio <= 1.5 else 'not met'}); test accuracy "
-            f"{100 * pc['accuracy']:.1f}% / {100 * bp['accuracy']:.1f}% after that epoch.\n"
-            f"- muPC at depth 64, T 64 (strict): {mu['seconds']:.1f} s of wall time for the "
-            f"epoch; the whole run (data, evaluation included) took {mu['process_cpu']:.1f} "
-            f"CPU-seconds of this process, against jpc's 35 CPU-seconds an epoch (goal: "
-            f"within it: {'met' if mu['process_cpu'] <= 35 else 'not met'}).")
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "done.json").write_text(json.dumps({
+        "exit": code, "seconds": time.time() - started, "cpu": cpu_seconds() - cpu,
+        "argv": ["neurolocal", *argv], "load": load_average(), **extra}))
+    return code
 
 
 # --- reading finished runs ------------------------------------------------------------------
@@ -519,7 +464,7 @@ What it shows (sentences written by the script from the numbers above):
 
 {verdict}
 
-{timing_text(spent.get('timing'))}
+{cost_text(spent.get('timing'))}
 
 {figures}
 {END}"""
@@ -541,8 +486,11 @@ def main() -> None:
                         help="start no run after this many minutes")
     parser.add_argument("--out", default="runs/depth")
     parser.add_argument("--results", default="RESULTS.md")
-    parser.add_argument("--timing-only", action="store_true",
-                        help="only measure the cost goals (timing.json), then write the section")
+    parser.add_argument("--cost", "--timing-only", dest="cost", action="store_true",
+                        help="only measure the cost goals (timing.json) and print them; the "
+                             "section is rewritten only when --out holds runs")
+    parser.add_argument("--cost-depths", default="128,64", metavar="FIXED,MUPC",
+                        help="the depths of the cost goals (default 128,64)")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the section from the runs in --out")
     args = parser.parse_args()
@@ -565,8 +513,14 @@ def main() -> None:
     spent_path = out / "spent.json"
     spent = json.loads(spent_path.read_text()) if spent_path.exists() else {"minutes": 0.0}
     spent.setdefault("invocations", [])
-    if args.timing_only:
-        timing(out)
+    cost_depths = parse_list(args.cost_depths)
+    if len(cost_depths) != 2 or min(cost_depths) < 1:
+        parser.error("--cost-depths: two depths, FIXED,MUPC")
+    if args.cost:
+        measured = measure_cost(out, topology, cost_depths, BATCH)
+        print(cost_text(measured))
+        if tuple(cost_depths) != COST_DEPTHS or not collect(out):
+            return   # a toy measurement, or no runs to render: RESULTS.md is left alone
     elif not args.render:
         started = time.time()
         spent["invocations"].append(args.command or "(defaults)")
@@ -585,7 +539,7 @@ def main() -> None:
                   f"load {load_average()}", flush=True)
         if not args.budget_minutes or time.time() - started < 60 * args.budget_minutes:
             if not (out / "timing.json").exists() and args.command == "":
-                timing(out)   # the full command measures the cost goals too
+                measure_cost(out, topology)   # the full command measures the cost goals too
         spent["minutes"] += (time.time() - started) / 60
         spent["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         spent_path.write_text(json.dumps(spent))
