@@ -1225,6 +1225,7 @@ def bench_scaling(quick: bool) -> None:
                                traffic_settings=settings)
         engines["ray"] = ray_engine
         try:
+            model = predicted_batch(graph, ray_engine, batch_size, iterations, pipeline)
             repeats = 3 if quick else 6
             times = interleaved({name: (epoch_of(e), repeats) for name, e in engines.items()})
         finally:
@@ -1236,6 +1237,9 @@ def bench_scaling(quick: bool) -> None:
               f"cut {info.get('cut_fraction')})"
               + (f", auto predicted {info.get('predicted_ms')} ms/batch by shards"
                  if ray_shards == "auto" else ""))
+        print(f"  Ray: {times['ray'] / len(batches) * 1e3:.1f} ms a batch measured, "
+              f"{model * 1e3:.1f} ms predicted by auto's cost model "
+              f"({times['ray'] / len(batches) / model:.2f}x)")
         report("scaling", f"{key}: threads, 2 shards vs 1", times["threads-2"],
                times["threads-1"], unit="s")
         report("scaling", f"{key}: threads, 2 shards vs local", times["threads-2"],
@@ -1255,6 +1259,17 @@ def bench_scaling(quick: bool) -> None:
             goal("digits MLP on Ray (auto placement) vs local (s/epoch)", times["ray"],
                  times["local"], "s", 1.3)
     netns_model(quick)
+
+
+def predicted_batch(graph, engine, batch_size: int, rounds: int, pipeline: int) -> float:
+    """What the cost model predicts for the shards this Ray engine runs (costs measured
+    at start-up, the engine's schedule)."""
+    from neurolocal.engines.ray.costmodel import CostContext, batch_work, predict, ray_costs
+
+    table, _ = ray_costs()
+    context = CostContext(table, rounds, pipeline, schedule=engine.schedule, mode=engine.mode)
+    return predict(batch_work(graph, batch_size, context), engine.transport.shards, context,
+                   os.cpu_count() or 1)
 
 
 def netns_model(quick: bool) -> None:
