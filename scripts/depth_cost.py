@@ -24,6 +24,7 @@ on a quiet machine: the numbers are wall seconds.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import resource
 import time
@@ -126,6 +127,8 @@ def measure(out: Path, topology, depths=DEPTHS, batch: int = 128) -> dict:
     result = {"load_before": load_average(), "depths": [deep, mupc],
               "blas_threads": blas_threads()}
     net = topology(out, "mupc", deep)
+    for name in (f"timing-fixed-vs-bp-d{deep}", f"timing-mupc-d{mupc}"):
+        shutil.rmtree(out / name, ignore_errors=True)   # this function's own, from a last run
     target = out / f"timing-fixed-vs-bp-d{deep}"
     common = ["--data", "mnist", "--engine", "local", "--epochs", "1", "--batch-size",
               str(batch), "--optimizer", "adam", "--lr", LR, "--quiet", "--no-traffic-log",
