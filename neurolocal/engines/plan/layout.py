@@ -22,6 +22,7 @@ derives the same `Schedule`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from neurolocal.engines.schedule import Schedule
 from neurolocal.graph import Graph
@@ -46,6 +47,14 @@ class Layout:
     groups: tuple
     #: the forward pass by level (longest path from an input): ((vertex or group index), ...)
     forward: tuple
+
+    @cached_property
+    def still(self) -> tuple:
+        """still[u] (u = 1..R): the hidden vertices (not in a group) that do not relax in
+        update u. In fixed mode their error, and so their energy, is what it was."""
+        hidden = frozenset(self.hidden)
+        return (frozenset(),) + tuple(hidden - {v for v, _ in row}
+                                      for row in self.relaxers[1:])
 
     def group_speaks(self, index: int, tag: int) -> bool:
         """Does group `index` speak at `tag` (its members share their speaking tags)?"""
