@@ -817,7 +817,7 @@ def bench_startup(quick: bool) -> None:
     import tempfile
 
     print("8. start-up: seconds from the command's start to its first batch's end, "
-          "`neurolocal run topologies/mlp.yaml` (4 actors); baseline: the goal")
+          "`neurolocal run topologies/mlp.yaml` (auto placement); baseline: the goal")
     repeats = 1 if quick else 3
     work = Path(tempfile.mkdtemp(prefix="nl-bench-"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
