@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import ray
+
+from neurolocal.files import atomic_path
 
 #: payload sizes in bytes: the messages of the graphs `auto` packs span 1 kB (a small
 #: MLP's batch) to a few MB (a 1024-wide layer at batch 128 and float64)
@@ -159,9 +160,8 @@ def _keep(path: Path | None, key: str, costs: HopCosts) -> None:
     try:
         known = known if isinstance(known, dict) and len(known) < 64 else {}
         known[key] = asdict(costs)
-        partial = path.with_name(f".{CACHE_NAME}.{os.getpid()}")
-        partial.write_text(json.dumps(known))
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            partial.write_text(json.dumps(known))
     except (OSError, ValueError):
         pass   # a read-only session directory: the next run measures again
 
