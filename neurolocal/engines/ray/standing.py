@@ -92,7 +92,9 @@ def tree_of(roots: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def stop_processes(processes: list[tuple[int, int]], grace: float = 5.0) -> list[int]:
     """SIGTERM, then SIGKILL after `grace` seconds, exactly these processes (each only
-    while its start time still matches). Returns the pids signalled."""
+    while its start time still matches), and return once they are gone (a SIGKILL
+    takes effect when the kernel next schedules the process: under load, a while;
+    bounded by KILL_WAIT). Returns the pids signalled."""
     targets = [(pid, t) for pid, t in processes if still_ours(pid, t)]
     for pid, _ in targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -104,7 +106,14 @@ def stop_processes(processes: list[tuple[int, int]], grace: float = 5.0) -> list
         if still_ours(pid, t):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT
+    while time.monotonic() < deadline and any(still_ours(p, t) for p, t in targets):
+        time.sleep(0.05)
     return [pid for pid, _ in targets]
+
+
+#: how long `stop_processes` waits for a SIGKILL to take effect before it returns anyway
+KILL_WAIT = 60.0
 
 
 # --- the record ------------------------------------------------------------------------------
